@@ -1,0 +1,66 @@
+"""The X/lengths/y arrays every study writes and train/evaluate read (one format for all datasets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages.common import StageError, atomic_path, read_json
+
+ARRAYS = ("X", "lengths", "y")
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor  # (N, T) token ids
+    lengths: torch.Tensor  # (N,) true lengths, >= 1
+    y: torch.Tensor  # (N,) class index
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def sequence_length(self) -> int:
+        return int(self.x.shape[1])
+
+
+@dataclass(frozen=True)
+class Meta:
+    input_size: int
+    num_classes: int
+    class_names: tuple[str, ...]
+    sequence_length: int
+
+
+def save_split(directory: Path, x: np.ndarray, lengths: np.ndarray, y: np.ndarray) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in zip(ARRAYS, (x, lengths, y)):
+        with atomic_path(directory / f"{name}.npy") as temporary, temporary.open("wb") as handle:
+            np.save(handle, array)
+
+
+def load_split(data_dir: Path, split: str) -> Split:
+    directory = Path(data_dir) / split
+    arrays = []
+    for name in ARRAYS:
+        path = directory / f"{name}.npy"
+        if not path.is_file():
+            raise StageError(f"{path} not found; run the stage that writes {data_dir} first (`dvc repro`).")
+        arrays.append(torch.from_numpy(np.load(path)))
+    x, lengths, y = arrays
+    if not (x.ndim == 2 and lengths.shape == y.shape == (x.shape[0],)):
+        raise StageError(f"{directory}: X, lengths and y disagree in shape; rerun the stage that writes it.")
+    return Split(x=x.long(), lengths=lengths.long(), y=y.long())
+
+
+def load_meta(data_dir: Path) -> Meta:
+    raw = read_json(Path(data_dir) / "meta.json", "dataset metadata", "Run the stage that writes it first (`dvc repro`).")
+    return Meta(
+        input_size=int(raw["input_size"]),
+        num_classes=int(raw["num_classes"]),
+        class_names=tuple(raw["class_names"]),
+        sequence_length=int(raw["sequence_length"]),
+    )

@@ -1,0 +1,113 @@
+"""Stage `evaluate@<variant>`: test-set metrics for one trained variant, the same keys for all.
+
+Precision, recall and F1 are for the positive class when there are two classes and macro
+averages otherwise; ROC-AUC is one-vs-rest macro for more than two classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from stages.common import StageError, atomic_path, read_json, run_cli, write_json
+from stages.config import load_params
+from stages.dataset import Split, load_split
+from stages.engine import predict, setup_runtime
+from stages.model import count_parameters, load_checkpoint
+
+EVAL_BATCH_SIZE = 500
+
+
+def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
+    predicted = probabilities.argmax(axis=1)
+    labels = list(range(len(class_names)))
+    binary = len(class_names) == 2
+    average = "binary" if binary else "macro"
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, predicted, labels=None if binary else labels, average=average, zero_division=0)
+    try:
+        roc_auc = skm.roc_auc_score(y, probabilities[:, 1]) if binary else skm.roc_auc_score(y, probabilities, multi_class="ovr", labels=labels)
+    except ValueError:  # a test set with a single class has no ROC curve
+        roc_auc = None
+    matrix = skm.confusion_matrix(y, predicted, labels=labels)
+    totals = matrix.sum(axis=1)
+    return {
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "roc_auc": None if roc_auc is None else float(roc_auc),
+        "per_class_accuracy": {name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)},
+        # confusion[actual][predicted]
+        "confusion": {actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)},
+    }
+
+
+def write_confusion_rows(path: Path, y: np.ndarray, predicted: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """One row per test example, the format `dvc plots` confusion templates expect."""
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as handle:
+        handle.write("actual,predicted\n")
+        for actual, guess in zip(y.tolist(), predicted.tolist()):
+            handle.write(f"{class_names[actual]},{class_names[guess]}\n")
+
+
+def evaluate(model_path: Path, history_path: Path, data_dir: Path, device_name: str) -> tuple[dict[str, Any], Split, np.ndarray]:
+    device = setup_runtime(0, device_name)
+    model, checkpoint = load_checkpoint(model_path)
+    model.to(device)
+    history = read_json(history_path, "training history", "Rerun the train stage (`dvc repro`).")
+    test = load_split(data_dir, "test")
+    if test.x.shape[1] != model.spec.sequence_length or int(test.x.max()) >= model.spec.input_size:
+        raise StageError(f"{data_dir}/test does not match the data {model_path} was trained on; rerun `dvc repro`.")
+    started = time.perf_counter()
+    probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device)
+    eval_seconds = time.perf_counter() - started
+    y, probabilities = test.y.numpy(), probabilities.double().numpy()
+    scores = classification_metrics(y, probabilities, model.spec.class_names)
+    seconds = [row["seconds"] for row in history]
+    train_config = checkpoint["train"]
+    metrics = {
+        "variant": checkpoint["variant"],
+        "study": checkpoint["study"],
+        **{key: scores[key] for key in ("accuracy", "precision", "recall", "f1", "roc_auc")},
+        "loss": loss,
+        "per_class_accuracy": scores["per_class_accuracy"],
+        "confusion": scores["confusion"],
+        "train_seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+        "train_tokens_per_second": float(np.mean([row["tokens_per_second"] for row in history])) if history else None,
+        "eval_tokens_per_second": len(test) * test.sequence_length / eval_seconds,
+        "parameters": count_parameters(model),
+        "epochs_trained": len(history),
+        "best_epoch": checkpoint["best_epoch"],
+        "best_valid_accuracy": max((row["valid_accuracy"] for row in history), default=None),
+        "diverged": bool(checkpoint["diverged"]),
+        "device": checkpoint["device"],
+        "seed": train_config["seed"],
+        "cell": model.config.cell,
+    }
+    return metrics, test, probabilities.argmax(axis=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--confusion", type=Path, required=True)
+    args = parser.parse_args(argv)
+    _study, variant = load_params().find_variant(args.variant)
+    metrics, test, predicted = evaluate(args.model, args.history, args.data, variant.train.device)
+    write_confusion_rows(args.confusion, test.y.numpy(), predicted, tuple(metrics["confusion"]))
+    write_json(args.metrics, metrics)
+    print(json.dumps({key: metrics[key] for key in ("variant", "accuracy", "f1", "roc_auc", "loss", "diverged")}))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,176 @@
+"""One recurrent classifier for every study; the cell is picked by one switch (`model.cell`).
+
+tokens (B, T) -> inputs (B, T, F) -> fused nn.RNN/LSTM/GRU -> outputs (B, T, D*H)
+               -> readout (B, R) -> head -> logits (B, C)
+
+Cell differences (LSTM's (h, c) state) stay inside `encode`, so training never branches on the
+cell type. The readout reads the true last token by gathering at `length - 1` and masks padding
+in mean/max pooling; `pack_padded_sequence` would do the same but measured several times slower
+on CPU. The head returns logits: CrossEntropyLoss applies the softmax itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stages.common import StageError
+from stages.config import ConfigError, ModelConfig, model_from_dict
+from stages.dataset import Meta
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model: its config plus what the dataset fixes."""
+
+    model: ModelConfig
+    input_size: int
+    num_classes: int
+    sequence_length: int
+    class_names: tuple[str, ...]
+
+    @classmethod
+    def from_meta(cls, model: ModelConfig, meta: Meta) -> "ModelSpec":
+        return cls(model, meta.input_size, meta.num_classes, meta.sequence_length, meta.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+            "sequence_length": self.sequence_length,
+            "class_names": list(self.class_names),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "ModelSpec":
+        return cls(
+            model=model_from_dict(raw["model"]),
+            input_size=int(raw["input_size"]),
+            num_classes=int(raw["num_classes"]),
+            sequence_length=int(raw["sequence_length"]),
+            class_names=tuple(raw["class_names"]),
+        )
+
+
+class RecurrentClassifier(nn.Module):
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        config = spec.model
+        self.spec = spec
+        self.config = config
+        if config.input_encoding == "embedding":
+            self.embedding: nn.Module | None = nn.Embedding(spec.input_size, config.embedding_dim)
+            features = config.embedding_dim
+        else:
+            self.embedding = None
+            features = spec.input_size
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        cell_options = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
+        self.rnn = getattr(nn, config.cell.upper())(
+            features,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            # nn.RNN applies dropout between stacked layers only; with one layer it would warn.
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
+            **cell_options,
+        )
+        self.directions = 2 if config.bidirectional else 1
+        state_size = config.hidden_size * self.directions
+        readout_size = state_size * spec.sequence_length if config.readout == "concat" else state_size
+        if config.head_size > 0:
+            self.head = nn.Sequential(
+                nn.Linear(readout_size, config.head_size),
+                ACTIVATIONS[config.activation](),
+                nn.Dropout(config.dropout),  # applied, unlike the write-up whose dropout result was discarded
+                nn.Linear(config.head_size, spec.num_classes),
+            )
+        else:
+            self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(readout_size, spec.num_classes))
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, F) inputs; split out so gradients w.r.t. inputs can be measured."""
+        if self.embedding is None:
+            return F.one_hot(tokens, self.spec.input_size).float()
+        return self.embedding(tokens)
+
+    def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) inputs, (B,) lengths -> (B, C) logits."""
+        outputs, _state = self.rnn(self.embedding_dropout(inputs))  # (B, T, D*H); _state is h or (h, c)
+        return self.head(self.readout(outputs, lengths))
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.embed(tokens), lengths)
+
+    def readout(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        batch, steps, _ = outputs.shape
+        readout = self.config.readout
+        if readout == "last":
+            return self._last(outputs, lengths)
+        positions = torch.arange(steps, device=outputs.device)
+        valid = positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        if readout == "mean":
+            summed = (outputs * valid.unsqueeze(2)).sum(dim=1)
+            return summed / lengths.clamp(min=1).unsqueeze(1).to(outputs.dtype)
+        if readout == "max":
+            return outputs.masked_fill(~valid.unsqueeze(2), float("-inf")).amax(dim=1)
+        # concat: every step's state, padded steps zeroed so padding carries no signal. (B, T*D*H)
+        return (outputs * valid.unsqueeze(2)).reshape(batch, -1)
+
+    def _last(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.config.last_at_padded_end:
+            return outputs[:, -1]  # the write-ups' bug: a padding step for every short review
+        hidden = self.config.hidden_size
+        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)  # (B, 1, H)
+        forward_last = outputs[..., :hidden].gather(1, index).squeeze(1)  # (B, H)
+        if self.directions == 1:
+            return forward_last
+        # The backward direction has read the whole sequence when it reaches step 0.
+        return torch.cat([forward_last, outputs[:, 0, hidden:]], dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def save_checkpoint(path: Path, model: RecurrentClassifier, state_dict: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+    from stages.common import atomic_path
+
+    with atomic_path(path) as temporary:
+        torch.save({"state_dict": state_dict, "config": model.spec.to_dict(), **extra}, temporary)
+
+
+def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[RecurrentClassifier, dict[str, Any]]:
+    """Rebuild the model from the checkpoint's own config; refuse one that differs from `expected`."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"Checkpoint {path} not found; train it first (`dvc repro`).")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        spec = ModelSpec.from_dict(checkpoint["config"])
+    except (KeyError, TypeError, ConfigError, RuntimeError, EOFError) as error:
+        raise StageError(f"{path} is not an RNN Lab checkpoint or is damaged ({error}); retrain with `dvc repro`.") from error
+    if expected is not None and expected != spec.model:
+        stored, wanted = spec.model.to_dict(), expected.to_dict()
+        changes = ", ".join(f"{key}: checkpoint {stored[key]!r} vs params {wanted[key]!r}" for key in stored if stored[key] != wanted[key])
+        raise StageError(f"{path} was trained with a different model config ({changes}). Retrain it with `dvc repro`.")
+    model = RecurrentClassifier(spec)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        raise StageError(f"{path}: weights do not fit the stored config ({error}); retrain with `dvc repro`.") from error
+    return model, checkpoint

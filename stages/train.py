@@ -1,0 +1,46 @@
+"""Stage `train@<variant>`: train one variant, save its best checkpoint and per-epoch history.
+
+The variant's config is the study's baseline `model`/`train` sections with the variant's
+overrides applied (params.yaml `variants`, or `order.variants` for the order task).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages.common import run_cli, write_json
+from stages.config import load_params
+from stages.dataset import load_meta, load_split
+from stages.engine import fit, history_rows, setup_runtime
+from stages.model import ModelSpec, RecurrentClassifier, count_parameters, save_checkpoint
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--data", type=Path, required=True, help="xy directory (train/, valid/, meta.json)")
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint to write")
+    parser.add_argument("--history", type=Path, required=True, help="per-epoch history JSON to write")
+    args = parser.parse_args(argv)
+
+    study, variant = load_params().find_variant(args.variant)
+    device = setup_runtime(variant.train.seed, variant.train.device)
+    meta = load_meta(args.data)
+    train, valid = load_split(args.data, "train"), load_split(args.data, "valid")
+    model = RecurrentClassifier(ModelSpec.from_meta(variant.model, meta))
+    print(
+        f"train {variant.name} ({study.name}): {variant.model.cell} hidden {variant.model.hidden_size}, "
+        f"{count_parameters(model):,} parameters, {len(train)} train / {len(valid)} valid, device {device}"
+    )
+    result = fit(model, train, valid, variant.train, device)
+    save_checkpoint(
+        args.model, model, result.best_state,
+        {"variant": variant.name, "study": study.name, "train": variant.train.to_dict(),
+         "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device)},
+    )
+    write_json(args.history, history_rows(result))
+
+
+if __name__ == "__main__":
+    run_cli(main)
