@@ -30,6 +30,10 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     temporary_path = Path(temporary)
+    # mkstemp creates 0600 files; give outputs the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary_path, 0o666 & ~umask)
     try:
         yield temporary_path
         os.replace(temporary_path, path)
