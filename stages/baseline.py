@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         "device": "cpu",
         "seed": 0,
         "cell": "linear",
+        "gradient": None,  # no recurrence: nothing flows through time
     }
     write_confusion_rows(args.confusion, y, probabilities.argmax(axis=1), meta.class_names)
     write_json(args.metrics, metrics)

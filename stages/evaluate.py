@@ -19,6 +19,7 @@ from stages.common import StageError, atomic_path, read_json, run_cli, write_jso
 from stages.config import load_params
 from stages.dataset import Split, load_split
 from stages.engine import predict, setup_runtime
+from stages.gradients import gradient_report
 from stages.model import count_parameters, load_checkpoint
 
 EVAL_BATCH_SIZE = 500
@@ -56,7 +57,9 @@ def write_confusion_rows(path: Path, y: np.ndarray, predicted: np.ndarray, class
             handle.write(f"{class_names[actual]},{class_names[guess]}\n")
 
 
-def evaluate(model_path: Path, history_path: Path, data_dir: Path, device_name: str) -> tuple[dict[str, Any], Split, np.ndarray]:
+def evaluate(
+    model_path: Path, history_path: Path, data_dir: Path, device_name: str, gradients_path: Path | None = None,
+) -> tuple[dict[str, Any], Split, np.ndarray]:
     device = setup_runtime(0, device_name)
     model, checkpoint = load_checkpoint(model_path)
     model.to(device)
@@ -90,6 +93,10 @@ def evaluate(model_path: Path, history_path: Path, data_dir: Path, device_name: 
         "seed": train_config["seed"],
         "cell": model.config.cell,
     }
+    # Gradient flow through time (issue 5): scalars here, the per-step profile as a plots file.
+    metrics["gradient"], gradient_rows = gradient_report(model, train_config["seed"], load_split(data_dir, "valid"))
+    if gradients_path is not None:
+        write_json(gradients_path, gradient_rows)
     return metrics, test, probabilities.argmax(axis=1)
 
 
@@ -101,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--confusion", type=Path, required=True)
+    parser.add_argument("--gradients", type=Path, help="plots JSON: log10 ||dL/dx_t|| by steps back")
     args = parser.parse_args(argv)
     _study, variant = load_params().find_variant(args.variant)
-    metrics, test, predicted = evaluate(args.model, args.history, args.data, variant.train.device)
+    metrics, test, predicted = evaluate(args.model, args.history, args.data, variant.train.device, args.gradients)
     write_confusion_rows(args.confusion, test.y.numpy(), predicted, tuple(metrics["confusion"]))
     write_json(args.metrics, metrics)
     print(json.dumps({key: metrics[key] for key in ("variant", "accuracy", "f1", "roc_auc", "loss", "diverged")}))

@@ -1,0 +1,53 @@
+"""Stage `gradient_figure`: one study's gradient profiles (plots/gradients/<variant>.json) -> SVG.
+
+The README shows the order-task picture from a real run: ||dL/dx|| against steps back from the
+last symbol, trained (solid) and at initialisation (dashed), one colour per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from stages.common import StageError, read_json, run_cli, write_text
+from stages.config import load_params
+from stages.svg import PALETTE, Series, line_chart
+
+
+def profile_series(name: str, rows: list[dict[str, Any]], color: str) -> list[Series]:
+    try:
+        trained = [(row["steps_back"], row["log10_grad_norm_trained"]) for row in rows]
+        initial = [(row["steps_back"], row["log10_grad_norm_init"]) for row in rows]
+    except (KeyError, TypeError) as error:
+        raise StageError(f"gradient profile of {name} lacks {error}; rerun its evaluate stage (`dvc repro`).") from error
+    return [Series(f"{name} trained", trained, color), Series(f"{name} init", initial, color, dashed=True)]
+
+
+def render(profiles: dict[str, list[dict[str, Any]]], title: str) -> str:
+    series = [
+        line
+        for index, (name, rows) in enumerate(profiles.items())
+        for line in profile_series(name, rows, PALETTE[index % len(PALETTE)])
+    ]
+    return line_chart(series, title, "steps back from the last symbol", "mean ||dL/dx_t|| (log scale)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profiles", type=Path, required=True, help="directory of <variant>.json gradient profiles")
+    parser.add_argument("--study", default="order", help="study whose variants are drawn (imdb | order)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    variants = load_params().study(args.study).variants
+    profiles = {
+        name: read_json(args.profiles / f"{name}.json", f"gradient profile of {name}", "Run its evaluate stage (`dvc repro`).")
+        for name in variants
+    }
+    title = "Temporal-order task: gradient reaching each input step" if args.study == "order" else f"{args.study}: gradient reaching each input step"
+    write_text(args.out, render(profiles, title))
+    print(f"gradient_figure: {len(profiles)} variants -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

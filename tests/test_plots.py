@@ -1,0 +1,67 @@
+"""dvc.yaml's top-level `plots:` list every variant by name (DVC has no foreach there): a variant
+added to params.yaml without a line here would silently be missing from `dvc plots show`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stages.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+# (folder variable, file suffix, the top-level plot ids per study that must hold each variant's file)
+EXPECTED = (
+    ("history", ".json", ("valid_accuracy", "train_loss", "grad_norm")),
+    ("gradients", ".json", ("gradient_through_time",)),
+    ("confusion", ".csv", ("confusion",)),
+)
+
+
+def dvc_yaml() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+
+
+def resolve(text: str, variables: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}", lambda match: variables[match.group(1)], text)
+
+
+def top_level_plot_files() -> dict[str, set[str]]:
+    """plot id -> the files it draws, with ${vars} resolved."""
+    document = dvc_yaml()
+    variables = {key: value for entry in document["vars"] for key, value in entry.items()}
+    plots = {}
+    for entry in document["plots"]:
+        ((plot_id, definition),) = entry.items()
+        plots[plot_id] = {resolve(path, variables) for path in definition["y"]}
+    return plots
+
+
+def variant_names() -> dict[str, list[str]]:
+    params = load_params(REPO / "params.yaml")
+    return {name: list(study.variants) for name, study in params.studies.items()}
+
+
+@pytest.mark.parametrize(("folder", "suffix", "plot_kinds"), EXPECTED)
+def test_every_variant_is_drawn(folder: str, suffix: str, plot_kinds: tuple[str, ...]) -> None:
+    variables = {key: value for entry in dvc_yaml()["vars"] for key, value in entry.items()}
+    plots = top_level_plot_files()
+    for study, variants in variant_names().items():
+        for kind in plot_kinds:
+            plot_id = f"{study}_{kind}"
+            assert plot_id in plots, f"dvc.yaml top-level plots lack '{plot_id}'"
+            expected = {f"{variables[folder]}/{variant}{suffix}" for variant in variants}
+            # A superset is fine: e.g. the linear baseline's confusion matrix may sit beside the variants.
+            missing = expected - plots[plot_id]
+            assert not missing, f"{plot_id} in dvc.yaml lacks {sorted(missing)}: list every params.yaml variant"
+
+
+def test_gradient_figure_depends_on_every_order_profile() -> None:
+    document = dvc_yaml()
+    variables = {key: value for entry in document["vars"] for key, value in entry.items()}
+    deps = {resolve(dep, variables) for dep in document["stages"]["gradient_figure"]["deps"]}
+    profiles = {dep for dep in deps if dep.startswith(variables["gradients"] + "/")}
+    assert profiles == {f"{variables['gradients']}/{variant}.json" for variant in variant_names()["order"]}
