@@ -175,3 +175,10 @@ def test_committed_params_are_the_write_ups_settings() -> None:
     assert {name: variant.model.cell for name, variant in order.variants.items()} == {
         "order_rnn": "rnn", "order_lstm": "lstm", "order_gru": "gru"}
 
+
+
+def test_negative_train_threads_is_rejected() -> None:
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    params["order"]["train"]["threads"] = -1
+    with pytest.raises(ConfigError, match=re.escape("order.train.threads must be >= 0")):
+        parse_params(params)
