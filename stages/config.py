@@ -221,6 +221,9 @@ class TrainConfig(Section):
     grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
     seed: int = 0
     device: str = "auto"
+    # torch intra-op CPU threads for training; 0 = torch's default (one per core). Tiny models
+    # (the order task's hidden 4) run several times slower with >1 thread on a busy CPU.
+    threads: int = 0
 
     def check(self, where: str) -> None:
         super().check(where)
@@ -230,6 +233,7 @@ class TrainConfig(Section):
         _require(self.weight_decay >= 0.0, f"{where}.weight_decay must be >= 0, got {self.weight_decay}.")
         _require(self.grad_clip >= 0.0, f"{where}.grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip}.")
         _require(self.seed >= 0, f"{where}.seed must be >= 0, got {self.seed}.")
+        _require(self.threads >= 0, f"{where}.threads must be >= 0 (0 = torch's default), got {self.threads}.")
 
 
 @dataclass(frozen=True)

@@ -21,18 +21,21 @@ from stages.config import TrainConfig
 from stages.dataset import Split
 
 
-def setup_runtime(seed: int, device_name: str) -> torch.device:
+def setup_runtime(seed: int, device_name: str, threads: int = 0) -> torch.device:
     """Call first in a stage's main, before any parallel torch op starts the OpenMP workers.
 
     Flushing denormals matters: vanishing gradients (the subject of this project) underflow into
     denormal floats, which x86 CPUs process ~10x slower; measured here, one vanilla-RNN training
     step took 1.16 s with denormals and 0.12 s without. Worker threads inherit the FP mode at
     creation, hence "first".
+
+    Threads: the RNNLAB_THREADS environment variable wins (tests pin it), then `threads` (the
+    train.threads param; 0 keeps torch's default of one per core).
     """
     torch.set_flush_denormal(True)
-    threads = os.environ.get("RNNLAB_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
+    threads = int(os.environ.get("RNNLAB_THREADS") or threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     return resolve_device(device_name)
 

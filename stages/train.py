@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     study, variant = load_params().find_variant(args.variant)
-    device = setup_runtime(variant.train.seed, variant.train.device)
+    device = setup_runtime(variant.train.seed, variant.train.device, variant.train.threads)
     meta = load_meta(args.data)
     train, valid = load_split(args.data, "train"), load_split(args.data, "valid")
     model = RecurrentClassifier(ModelSpec.from_meta(variant.model, meta))
