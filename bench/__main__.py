@@ -18,6 +18,9 @@ from pathlib import Path
 from stages.engine import setup_runtime
 
 
+SECTIONS = ("text", "train", "readout", "fused", "denormal", "dvc")
+
+
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="RNN Lab speed benchmark (issue 7)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats, no queue: a smoke run")
@@ -25,6 +28,8 @@ def parse_arguments() -> argparse.Namespace:
                         help="torch threads (default 1: stable ratios on a shared CPU; the stages use RNNLAB_THREADS)")
     parser.add_argument("--reviews", type=Path, default=Path("data/reviews.jsonl"), help="canonical reviews file")
     parser.add_argument("--skip-dvc", action="store_true", help="leave out the DVC measurements")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--profile", action="store_true", help="also print the profiler tables: fused RNN vs RNNCell loop")
     return parser.parse_args()
 
@@ -45,19 +50,25 @@ def main() -> None:
     from bench.timing import Table
 
     sizes = default_sizes(arguments.quick)
-    repeats, steps = (2, 2) if arguments.quick else (3, 2)
+    repeats, steps = (1, 1) if arguments.quick else (3, 2)
     started = time.perf_counter()
     print(f"RNN Lab benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     print(f"sizes: {sizes.describe()}; each ratio compares runs interleaved in this process, best of {repeats}", flush=True)
     table = Table()
-    bench_text(arguments.reviews, repeats, table, with_processes=not arguments.quick)
-    train_step_seconds = bench_pipeline_vs_bare(sizes, steps, repeats, table)
-    bench_tokens_per_second(sizes, train_step_seconds, steps, repeats, table)
-    bench_readouts(sizes, steps, repeats, table)
-    bench_fused_vs_loop(sizes, repeats, table)
-    bench_denormal(arguments.quick, arguments.threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm"))
-    if not arguments.skip_dvc:
+    chosen = set(arguments.only.split(",")) - ({"dvc"} if arguments.skip_dvc else set())
+    if "text" in chosen:
+        bench_text(arguments.reviews, repeats, table, with_processes=not arguments.quick)
+    if "train" in chosen:
+        train_step_seconds = bench_pipeline_vs_bare(sizes, steps, repeats, table)
+        bench_tokens_per_second(sizes, train_step_seconds, steps, repeats, table)
+    if "readout" in chosen:
+        bench_readouts(sizes, steps, repeats, table)
+    if "fused" in chosen:
+        bench_fused_vs_loop(sizes, repeats, table)
+    if "denormal" in chosen:
+        bench_denormal(arguments.quick, arguments.threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm"))
+    if "dvc" in chosen:
         bench_dvc(arguments.quick, table)
     print()
     print(table.render())
