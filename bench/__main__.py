@@ -26,6 +26,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats, no queue: a smoke run")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: stable ratios on a shared CPU; the stages use RNNLAB_THREADS)")
+    parser.add_argument("--denormal-threads", type=int, default=2,
+                        help="torch threads in the denormal subprocesses (>= 2 also shows a flush set too late)")
     parser.add_argument("--reviews", type=Path, default=Path("data/reviews.jsonl"), help="canonical reviews file")
     parser.add_argument("--skip-dvc", action="store_true", help="leave out the DVC measurements")
     parser.add_argument("--only", default=",".join(SECTIONS),
@@ -67,7 +69,7 @@ def main() -> None:
     if "fused" in chosen:
         bench_fused_vs_loop(sizes, repeats, table)
     if "denormal" in chosen:
-        bench_denormal(arguments.quick, arguments.threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm"))
+        bench_denormal(arguments.quick, arguments.denormal_threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm"))
     if "dvc" in chosen:
         bench_dvc(arguments.quick, table)
     print()

@@ -63,7 +63,7 @@ def bench_denormal(quick: bool, threads: int, steps: int, table: Table, cells: t
         results = {mode: measure(mode, cell, quick, threads, steps) for mode in modes}
         for mode in modes:
             ratio = "1.0x" if mode == "on" else f"{results[mode] / results['on']:.1f}x flushed"
-            table.add(Row("denormals", f"{cell} train step, {MODES[mode]}", seconds(results[mode]), ratio))
+            table.add(Row("denormals", f"{cell} train step, {threads} threads, {MODES[mode]}", seconds(results[mode]), ratio))
 
 
 def main() -> None:
