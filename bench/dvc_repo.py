@@ -1,0 +1,97 @@
+"""A throwaway git + DVC repository holding this pipeline with tiny params and a synthetic archive.
+
+Used by the DVC benchmarks and by tests/test_remote.py: what runs there is the real dvc.yaml and
+stages/ of this checkout, only params.yaml is shrunk so every stage takes a moment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
+RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+
+TINY_PARAMS: dict[str, Any] = {
+    "data": {"vocab_size": 100, "min_freq": 1, "fix_length": 32},
+    "model": {"embedding_dim": 8, "hidden_size": 8, "head_size": 8},
+    "train": {"epochs": 1, "batch_size": 32},
+    "order": {
+        "data": {"train_size": 64, "valid_size": 32, "test_size": 32, "min_length": 12, "max_length": 16,
+                 "early_window": [2, 4], "late_window": [6, 9]},
+        "train": {"epochs": 1, "batch_size": 32},
+    },
+}
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def dvc_environment(archive: Path) -> dict[str, str]:
+    """This interpreter's dvc and python first on PATH (stage commands say `python`); one torch thread
+    per stage so parallel runs do not oversubscribe the cores; the synthetic archive instead of a download."""
+    environment = dict(os.environ)
+    environment["PATH"] = str(Path(sys.executable).parent) + os.pathsep + environment.get("PATH", "")
+    environment.update({"RNNLAB_THREADS": "1", "IMDB_ARCHIVE": str(archive), "DVC_NO_ANALYTICS": "1",
+                        "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+                        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"})
+    environment.pop("PYTHONPATH", None)  # stages must come from the temporary repository
+    return environment
+
+
+class DvcRepo:
+    def __init__(self, root: Path, archive: Path) -> None:
+        self.root = root
+        self.archive = archive
+        self.environment = dvc_environment(archive)
+
+    def run(self, *arguments: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """`dvc ...` (or `git ...` when the first argument is "git"), output captured as text."""
+        command = ["git", *arguments[1:]] if arguments[0] == "git" else [sys.executable, "-m", "dvc", *arguments]
+        completed = subprocess.run(command, cwd=cwd or self.root, env=self.environment, capture_output=True, text=True)
+        if check and completed.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
+        return completed
+
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "-m", message)
+
+
+def stages_run(output: str) -> list[str]:
+    """Stage names from DVC's "Running stage '<name>':" lines."""
+    return RUNNING_STAGE.findall(output)
+
+
+def make_pipeline_repo(root: Path, archive: Path, variants: dict[str, Any] | None = None,
+                       order_variants: dict[str, Any] | None = None) -> DvcRepo:
+    """git init + dvc init a copy of this pipeline at `root` with TINY_PARAMS (and optionally fewer variants)."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(PROJECT_ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in PROJECT_FILES:
+        if (PROJECT_ROOT / name).is_file():
+            shutil.copy2(PROJECT_ROOT / name, root / name)
+    params = merge(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8")), TINY_PARAMS)
+    if variants is not None:
+        params["variants"] = variants
+    if order_variants is not None:
+        params["order"]["variants"] = order_variants
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    repo = DvcRepo(root, archive)
+    repo.run("git", "init", "-q")
+    repo.run("init", "-q")
+    repo.run("config", "core.analytics", "false")
+    repo.commit("pipeline with tiny params")
+    return repo
