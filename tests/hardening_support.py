@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import shlex
 import signal
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,6 +15,34 @@ import yaml
 from stages.common import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def lookup(params: dict[str, Any], dotted: str) -> Any:
+    value: Any = params
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def stage_commands(key: str | None = None) -> dict[str, tuple[str, list[str]]]:
+    """stage name -> (module, argv) from dvc.yaml; a foreach stage is taken for `key` or its first item."""
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    variables = {variable: str(value) for mapping in pipeline.get("vars", []) for variable, value in mapping.items()}
+    params = repo_params()
+    commands = {}
+    for name, stage in pipeline["stages"].items():
+        if "foreach" in stage:
+            items = lookup(params, stage["foreach"].strip("${}"))
+            variables_here = {**variables, "key": key or str(next(iter(items)))}
+            command = stage["do"]["cmd"]
+        else:
+            variables_here, command = variables, stage["cmd"]
+        for variable, value in variables_here.items():
+            command = command.replace("${" + variable + "}", value)
+        tokens = shlex.split(command)
+        assert tokens[:2] == ["python", "-m"] and "${" not in command, f"{name}: unexpected command {command!r}"
+        commands[name] = (tokens[2], tokens[3:])
+    return commands
 
 
 def repo_params() -> dict[str, Any]:
