@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -103,6 +104,10 @@ def download(config: DownloadConfig, destination: Path, attempts: int = 4, timeo
             last_error = error
         except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError) as error:
             last_error = error
+        except http.client.HTTPException as error:
+            # IncompleteRead (the server closed mid-body) and BadStatusLine are not OSErrors; the bytes
+            # already written stay in `partial`, so the next attempt resumes from them.
+            last_error = error
         if attempt < attempts:
             wait = min(2.0 ** (attempt - 1), 8.0) * float(os.environ.get("RNNLAB_RETRY_SCALE", "1"))
             print(f"download attempt {attempt} failed ({last_error}); retrying in {wait:.1f}s", file=sys.stderr)
@@ -180,6 +185,8 @@ def _review_from_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Review
     if match is None or not member.isfile():
         return None
     split, label_name, file_name = match.groups()
+    if file_name in (".", ".."):  # a path trick, not a review: never read it
+        return None
     name_match = FILE_NAME.match(file_name)
     if name_match is None:
         raise StageError(

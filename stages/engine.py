@@ -150,6 +150,11 @@ def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, devic
             log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
             return FitResult(history, best_state, best_epoch, diverged=True)
         probabilities, valid_loss = predict(model, valid, max(config.batch_size, 256), device)
+        if not math.isfinite(valid_loss):
+            # The epoch's last step can blow the weights up after its finite-loss check; such weights
+            # must never become the "best" checkpoint.
+            log(f"epoch {epoch}: validation loss became NaN/inf; stopping (diverged)")
+            return FitResult(history, best_state, best_epoch, diverged=True)
         valid_accuracy = float((probabilities.argmax(dim=1) == valid.y).float().mean())
         record = EpochRecord(
             epoch=epoch, valid_loss=valid_loss, valid_accuracy=valid_accuracy, seconds=seconds,

@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gradients", type=Path, help="plots JSON: log10 ||dL/dx_t|| by steps back")
     args = parser.parse_args(argv)
     _study, variant = load_params().find_variant(args.variant)
+    # Refuse a checkpoint trained under other model params (stale or copied in) before any work.
+    load_checkpoint(args.model, expected=variant.model)
     metrics, test, predicted = evaluate(args.model, args.history, args.data, variant.train.device, args.gradients)
     write_confusion_rows(args.confusion, test.y.numpy(), predicted, tuple(metrics["confusion"]))
     write_json(args.metrics, metrics)

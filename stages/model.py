@@ -11,6 +11,7 @@ on CPU. The head returns logits: CrossEntropyLoss applies the softmax itself.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,12 @@ def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Re
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         spec = ModelSpec.from_dict(checkpoint["config"])
+    except pickle.UnpicklingError as error:
+        # weights_only=True refused an object beyond tensors and plain data, before running any of it.
+        raise StageError(
+            f"{path} holds Python objects besides tensors and plain data, so it was refused unread "
+            f"(checkpoints load with weights_only=True). Use a checkpoint written by the train stage: `dvc repro`."
+        ) from error
     except (KeyError, TypeError, ConfigError, RuntimeError, EOFError) as error:
         raise StageError(f"{path} is not an RNN Lab checkpoint or is damaged ({error}); retrain with `dvc repro`.") from error
     if expected is not None and expected != spec.model:

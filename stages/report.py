@@ -12,6 +12,7 @@ from typing import Any
 
 from stages.common import StageError, write_text
 from stages.common import run_cli
+from stages.config import load_params
 
 COLUMNS = (
     ("variant", "variant", "{}"),
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="directory of <variant>.json files")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    load_params()  # reads no params, but like every stage it rejects a broken params.yaml before any work
     rows = read_metrics(args.metrics)
     write_text(args.out, render(rows))
     print(f"report: {len(rows)} variants -> {args.out}")

@@ -34,12 +34,17 @@ def main(argv: list[str] | None = None) -> None:
         f"{count_parameters(model):,} parameters, {len(train)} train / {len(valid)} valid, device {device}"
     )
     result = fit(model, train, valid, variant.train, device)
-    save_checkpoint(
-        args.model, model, result.best_state,
-        {"variant": variant.name, "study": study.name, "train": variant.train.to_dict(),
-         "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device)},
-    )
-    write_json(args.history, history_rows(result))
+    try:
+        save_checkpoint(
+            args.model, model, result.best_state,
+            {"variant": variant.name, "study": study.name, "train": variant.train.to_dict(),
+             "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device)},
+        )
+        write_json(args.history, history_rows(result))
+    except BaseException:
+        # An interrupt between the two writes must not leave a checkpoint without its history.
+        args.model.unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":
