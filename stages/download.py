@@ -180,7 +180,9 @@ def read_reviews(archive: Path) -> list[Review]:
 
 
 def _review_from_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Review | None:
-    match = MEMBER.match(member.name)
+    # `tar -C dir .` style archives prefix every member with "./"; the layout is the same.
+    name = member.name[2:] if member.name.startswith("./") else member.name
+    match = MEMBER.match(name)
     # Only regular files at exactly the expected place; links, devices, absolute or `..` paths never match.
     if match is None or not member.isfile():
         return None

@@ -176,3 +176,20 @@ def test_imdb_archive_pointing_at_a_directory(tmp_path, workdir, monkeypatch, ca
     code, _out, err = run_download(folder, monkeypatch, capsys)
     assert_user_error(code, err, f"IMDB_ARCHIVE={folder}", "is a directory", "archive file itself")
     assert files_under(workdir) == {"params.yaml"}
+
+
+def test_dot_slash_prefixed_members_are_read(tmp_path) -> None:
+    """`tar -C dir .` writes members as ./aclImdb/...; they are the official layout all the same."""
+    import io
+    import tarfile
+
+    from stages.download import read_reviews
+
+    archive = tmp_path / "dotted.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in ("./aclImdb/train/pos/1_9.txt", "./aclImdb/test/neg/2_1.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"good"))
+    reviews = read_reviews(archive)
+    assert [(review.split, review.label, review.id) for review in reviews] == [("train", 1, 1), ("test", 0, 2)]
