@@ -11,6 +11,7 @@ on CPU. The head returns logits: CrossEntropyLoss applies the softmax itself.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,8 @@ def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Re
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         spec = ModelSpec.from_dict(checkpoint["config"])
-    except (KeyError, TypeError, ConfigError, RuntimeError, EOFError) as error:
+    # Non-archive files fail in the unpickler; truncated zip archives fail with OSError when read.
+    except (KeyError, TypeError, ConfigError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
         raise StageError(f"{path} is not an RNN Lab checkpoint or is damaged ({error}); retrain with `dvc repro`.") from error
     if expected is not None and expected != spec.model:
         stored, wanted = spec.model.to_dict(), expected.to_dict()
