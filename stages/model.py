@@ -151,8 +151,10 @@ def count_parameters(model: nn.Module) -> int:
 def save_checkpoint(path: Path, model: RecurrentClassifier, state_dict: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
     from stages.common import atomic_path
 
-    with atomic_path(path) as temporary:
-        torch.save({"state_dict": state_dict, "config": model.spec.to_dict(), **extra}, temporary)
+    # Save through a handle: given a path, torch names the zip's inner folder after the (random)
+    # temporary file name, so identical weights would give different bytes and a new md5 in dvc.lock.
+    with atomic_path(path) as temporary, temporary.open("wb") as handle:
+        torch.save({"state_dict": state_dict, "config": model.spec.to_dict(), **extra}, handle)
 
 
 def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[RecurrentClassifier, dict[str, Any]]:

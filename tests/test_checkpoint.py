@@ -47,6 +47,13 @@ def test_round_trip_reproduces_outputs(tmp_path: Path) -> None:
         assert not torch.equal(trained_like_model(seed=1)(*sample()), loaded(*sample()))
 
 
+def test_same_weights_give_byte_identical_files(tmp_path: Path) -> None:
+    # DVC tracks checkpoints by md5: a deterministic rerun must not change dvc.lock.
+    save(tmp_path / "first.pt", trained_like_model())
+    save(tmp_path / "second.pt", trained_like_model())
+    assert (tmp_path / "first.pt").read_bytes() == (tmp_path / "second.pt").read_bytes()
+
+
 def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     save(path, trained_like_model())
