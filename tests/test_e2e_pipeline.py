@@ -1,9 +1,10 @@
 """End-to-end: the README's dvc commands, run for real in a temporary git repo.
 
 One repo is built per module (the pipeline spawns ~17 python processes per `dvc repro`), and the
-commands run in the order a user would: repro, repro again, a forced rerun for determinism, an
-experiment that changes the cell, then metrics diff and plots. Each step is a module fixture that
-depends on the previous one, so the order holds whichever test is selected.
+commands run in the order a user would: repro, repro again, download from the other archive form,
+a forced rerun for determinism, an experiment that changes the cell, then metrics diff and plots.
+Each step is a module fixture that depends on the previous one, so the order holds whichever
+test is selected.
 
 The data is a synthetic archive in the official layout (tests/fixtures.py), read through
 IMDB_ARCHIVE; the model is tiny and trains for one epoch.
@@ -154,7 +155,18 @@ def second_repro(first_repro: Result, repo: PipelineRepo) -> Result:
 
 
 @pytest.fixture(scope="module")
-def forced_rerun(second_repro: Result, repo: PipelineRepo) -> tuple[dict, dict, Result]:
+def labeled_only_download(second_repro: Result, repo: PipelineRepo) -> tuple[Result, Result]:
+    """Rerun download from the labeled-only archive (same reviews, no extras), then repro.
+
+    Runs while everything is up to date, before any rerun touches the metrics files."""
+    labeled = make_archive(repo.path.parent / "archive" / "labeled.tar.gz", per_folder=REVIEWS_PER_FOLDER)
+    repo.env["IMDB_ARCHIVE"] = str(labeled)
+    download = repo.dvc("repro", "-f", "-s", "download")
+    return download, repo.dvc("repro")
+
+
+@pytest.fixture(scope="module")
+def forced_rerun(labeled_only_download: tuple, repo: PipelineRepo) -> tuple[dict, dict, Result]:
     before = repo.metrics()
     # Forcing one variant per study also forces everything upstream of it (download ... xy,
     # order_data): every stage kind reruns, at half the cost of forcing all variants.
@@ -163,16 +175,7 @@ def forced_rerun(second_repro: Result, repo: PipelineRepo) -> tuple[dict, dict, 
 
 
 @pytest.fixture(scope="module")
-def labeled_only_download(forced_rerun: tuple, repo: PipelineRepo) -> tuple[Result, Result]:
-    """Rerun download from the labeled-only archive (same reviews, no extras), then repro."""
-    labeled = make_archive(repo.path.parent / "archive" / "labeled.tar.gz", per_folder=REVIEWS_PER_FOLDER)
-    repo.env["IMDB_ARCHIVE"] = str(labeled)
-    download = repo.dvc("repro", "-f", "-s", "download")
-    return download, repo.dvc("repro")
-
-
-@pytest.fixture(scope="module")
-def lstm_experiment(labeled_only_download: tuple, repo: PipelineRepo) -> Result:
+def lstm_experiment(forced_rerun: tuple, repo: PipelineRepo) -> Result:
     return repo.dvc("exp", "run", "-S", "model.cell=lstm")
 
 
@@ -200,6 +203,13 @@ def test_second_repro_runs_nothing(second_repro: Result) -> None:
     assert "Data and pipelines are up to date" in second_repro.output
 
 
+def test_labeled_only_archive_keeps_downstream_cached(labeled_only_download: tuple) -> None:
+    download, repro = labeled_only_download
+    assert download.stages_run() == {"download"}
+    # Same canonical reviews file, so preprocess and everything after it stays cached.
+    assert repro.stages_run() == set() and "Data and pipelines are up to date" in repro.output
+
+
 def test_forced_rerun_on_cpu_gives_identical_outputs(forced_rerun: tuple, repo: PipelineRepo) -> None:
     before, after, result = forced_rerun
     assert result.stages_run() == FORCED_STAGES  # really rerun, not restored from the run cache
@@ -211,18 +221,11 @@ def test_forced_rerun_on_cpu_gives_identical_outputs(forced_rerun: tuple, repo: 
     assert {"data/xy", "models/relu.pt", "models/order_lstm.pt"} <= untimed
     assert {path: committed[path] for path in untimed} == {path: current[path] for path in untimed}
     assert set(before) == set(after)
-    for name in before:
+    for name in set().union(*variants_of(repo).values()):
         assert before[name]["device"] == "cpu"
         stable_before = {key: value for key, value in before[name].items() if key not in TIMING_KEYS}
         stable_after = {key: value for key, value in after[name].items() if key not in TIMING_KEYS}
         assert stable_before == stable_after, name
-
-
-def test_labeled_only_archive_keeps_downstream_cached(labeled_only_download: tuple) -> None:
-    download, repro = labeled_only_download
-    assert download.stages_run() == {"download"}
-    # Same canonical reviews file, so preprocess and everything after it stays cached.
-    assert repro.stages_run() == set() and "Data and pipelines are up to date" in repro.output
 
 
 def test_changing_the_cell_reruns_only_train_and_evaluate(lstm_experiment: Result, repo: PipelineRepo) -> None:
