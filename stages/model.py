@@ -151,8 +151,10 @@ def count_parameters(model: nn.Module) -> int:
 def save_checkpoint(path: Path, model: RecurrentClassifier, state_dict: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
     from stages.common import atomic_path
 
-    with atomic_path(path) as temporary:
-        torch.save({"state_dict": state_dict, "config": model.spec.to_dict(), **extra}, temporary)
+    # Save through a handle: given a path, torch names the zip's inner folder after the (random)
+    # temporary file name, so identical weights would give different bytes and a new md5 in dvc.lock.
+    with atomic_path(path) as temporary, temporary.open("wb") as handle:
+        torch.save({"state_dict": state_dict, "config": model.spec.to_dict(), **extra}, handle)
 
 
 def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[RecurrentClassifier, dict[str, Any]]:
@@ -169,7 +171,8 @@ def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Re
             f"{path} holds Python objects besides tensors and plain data, so it was refused unread "
             f"(checkpoints load with weights_only=True). Use a checkpoint written by the train stage: `dvc repro`."
         ) from error
-    except (KeyError, TypeError, ConfigError, RuntimeError, EOFError) as error:
+    # Non-archive files fail in the unpickler too; truncated zip archives fail with OSError when read.
+    except (KeyError, TypeError, ConfigError, RuntimeError, EOFError, OSError) as error:
         raise StageError(f"{path} is not an RNN Lab checkpoint or is damaged ({error}); retrain with `dvc repro`.") from error
     if expected is not None and expected != spec.model:
         stored, wanted = spec.model.to_dict(), expected.to_dict()
