@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import StageError, run_cli, write_json
+from stages.common import ForkedCall, StageError, gc_paused, run_cli, write_json
 from stages.config import load_params
 from stages.dataset import save_split
 from stages.preprocess import PAD, SPLIT_FILES, UNK, read_vocab
@@ -22,25 +22,69 @@ from stages.preprocess import PAD, SPLIT_FILES, UNK, read_vocab
 CLASS_NAMES = ("neg", "pos")
 
 
-def encode_split(path: Path, index: dict[str, int], fix_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class TokenIds(dict):
+    """token -> id, with unknown tokens mapped to `<unk>` inside the C lookup (no Python call per hit)."""
+
+    def __init__(self, vocab: list[str]) -> None:
+        super().__init__((token, position) for position, token in enumerate(vocab))
+        self.unk = self[UNK]
+
+    def __missing__(self, token: str) -> int:
+        return self.unk
+
+
+# Reviews encoded at a time: each chunk's token strings are freed before the next chunk is split,
+# so their memory is reused instead of faulting in ~0.5 GB of fresh pages for a whole split.
+CHUNK_ROWS = 1000
+
+
+def read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise StageError(f"{path} not found; run the preprocess stage first (`dvc repro preprocess`).")
-    unk, pad = index[UNK], index[PAD]
+    # Tokens hold no whitespace, so splitting the whole file on "\n" gives exactly its lines.
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def truncated_tokens(lines: list[str], fix_length: int) -> tuple[list[str], list[int], list[int]]:
+    """The lines' first fix_length tokens as one flat list, plus each line's token count and label."""
+    flat: list[str] = []
+    counts: list[int] = []
     labels: list[int] = []
-    rows: list[list[int]] = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            label, _rating, _id, text = line.rstrip("\n").split("\t", 3)
-            # Only the first fix_length tokens survive, so only they are looked up.
-            tokens = text.split(" ", fix_length)[:fix_length] if text else []
-            labels.append(int(label))
-            rows.append([index.get(token, unk) for token in tokens])
-    x = np.full((len(rows), fix_length), pad, dtype=np.int64)
-    lengths = np.empty(len(rows), dtype=np.int64)
-    for row_index, ids in enumerate(rows):
-        x[row_index, : len(ids)] = ids
-        lengths[row_index] = max(len(ids), 1)
-    return x, lengths, np.asarray(labels, dtype=np.int64)
+    for line in lines:
+        label, _rating, _id, text = line.split("\t", 3)
+        # Only the first fix_length tokens survive, so only they are split off and looked up.
+        tokens = text.split(" ", fix_length) if text else []
+        del tokens[fix_length:]
+        flat += tokens
+        counts.append(len(tokens))
+        labels.append(int(label))
+    return flat, counts, labels
+
+
+def encode_split(path: Path, index: TokenIds, fix_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lines = read_lines(path)
+    x = np.full((len(lines), fix_length), index[PAD], dtype=np.int64)
+    token_counts = np.empty(len(lines), dtype=np.int64)
+    labels = np.empty(len(lines), dtype=np.int64)
+    positions = np.arange(fix_length)
+    for start in range(0, len(lines), CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        flat, token_counts[rows], labels[rows] = truncated_tokens(lines[rows], fix_length)
+        ids = np.fromiter(map(index.__getitem__, flat), dtype=np.int64, count=len(flat))
+        # Row-major boolean mask: True at each row's first count positions, in the order of `ids`.
+        x[rows][positions < token_counts[rows, None]] = ids
+    lengths = np.maximum(token_counts, 1)  # an empty review is read as a single <pad> step
+    return x, lengths, labels
+
+
+def encode_and_save(prepared: Path, out: Path, split: str, index: TokenIds, fix_length: int) -> str:
+    """Writes one split's arrays; returns its summary line."""
+    x, lengths, y = encode_split(prepared / f"{split}.tsv", index, fix_length)
+    save_split(out / split, x, lengths, y)
+    return f"xy {split}: X {x.shape}, mean length {lengths.mean():.1f}, positive {y.mean():.3f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,11 +95,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_params().data
     vocab = read_vocab(args.vocab)
-    index = {token: position for position, token in enumerate(vocab)}
+    index = TokenIds(vocab)
+    job = (args.prepared, args.out)
+    # test is half the reviews: one forked worker encodes it while this process does train and
+    # valid, so both cores work. Summaries print in split order either way.
+    with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, config.fix_length) as test:
+        summaries = {split: encode_and_save(*job, split, index, config.fix_length) for split in ("train", "valid")}
+        summaries["test"] = test.result()  # re-raises the worker's error, if any
     for split in SPLIT_FILES:
-        x, lengths, y = encode_split(args.prepared / f"{split}.tsv", index, config.fix_length)
-        save_split(args.out / split, x, lengths, y)
-        print(f"xy {split}: X {x.shape}, mean length {lengths.mean():.1f}, positive {y.mean():.3f}")
+        print(summaries[split])
     write_json(
         args.out / "meta.json",
         {"input_size": len(vocab), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
