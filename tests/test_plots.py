@@ -21,6 +21,11 @@ EXPECTED = (
 )
 
 
+def folder_of(folder: str, study: str) -> str:
+    """The order study's gradient profiles live in their own folder (gradient_figure depends on it)."""
+    return "order_gradients" if (folder, study) == ("gradients", "order") else folder
+
+
 def dvc_yaml() -> dict[str, Any]:
     return yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
 
@@ -53,15 +58,20 @@ def test_every_variant_is_drawn(folder: str, suffix: str, plot_kinds: tuple[str,
         for kind in plot_kinds:
             plot_id = f"{study}_{kind}"
             assert plot_id in plots, f"dvc.yaml top-level plots lack '{plot_id}'"
-            expected = {f"{variables[folder]}/{variant}{suffix}" for variant in variants}
+            expected = {f"{variables[folder_of(folder, study)]}/{variant}{suffix}" for variant in variants}
             # A superset is fine: e.g. the linear baseline's confusion matrix may sit beside the variants.
             missing = expected - plots[plot_id]
             assert not missing, f"{plot_id} in dvc.yaml lacks {sorted(missing)}: list every params.yaml variant"
 
 
 def test_gradient_figure_depends_on_every_order_profile() -> None:
+    """The figure depends on the order profiles' folder, which holds exactly the order variants' files."""
     document = dvc_yaml()
     variables = {key: value for entry in document["vars"] for key, value in entry.items()}
     deps = {resolve(dep, variables) for dep in document["stages"]["gradient_figure"]["deps"]}
-    profiles = {dep for dep in deps if dep.startswith(variables["gradients"] + "/")}
-    assert profiles == {f"{variables['gradients']}/{variant}.json" for variant in variant_names()["order"]}
+    assert variables["order_gradients"] in deps
+    order_stage = document["stages"]["order_evaluate"]["do"]
+    outs = {resolve(next(iter(out)) if isinstance(out, dict) else out, variables | {"key": "KEY"}) for out in order_stage["outs"]}
+    assert f"{variables['order_gradients']}/KEY.json" in outs
+    imdb_stage = document["stages"]["evaluate"]["do"]
+    assert variables["order_gradients"] not in imdb_stage["cmd"]  # no IMDB output lands in the figure's folder
