@@ -143,6 +143,9 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
     SIGTERM is turned into KeyboardInterrupt so `finally` blocks remove temporary files.
     """
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # A process started as a background job of a non-interactive shell inherits SIGINT ignored, and
+    # Python then keeps ignoring it; a stage must still stop cleanly on Ctrl-C (DVC forwards it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main(argv)
     except (ConfigError, StageError) as error:

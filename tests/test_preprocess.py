@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import sys
 from pathlib import Path
 
@@ -91,22 +93,27 @@ def test_split_indices_refuses_an_empty_side(ratio: float) -> None:
         split_indices(10, ratio, seed=0)
 
 
+def counted(token_lists: list[list[str]]) -> Counter[str]:
+    """build_vocab takes the train split's token counts (preprocess counts while tokenizing)."""
+    return Counter(token for tokens in token_lists for token in tokens)
+
+
 def test_build_vocab_orders_by_frequency_then_alphabetically() -> None:
     token_lists = [["b", "a", "c", "c"], ["a", "b", "c", "d"], ["zz", "zz", "zz"]]
-    vocab = build_vocab(token_lists, vocab_size=10, min_freq=1)
+    vocab = build_vocab(counted(token_lists), vocab_size=10, min_freq=1)
     # c and zz have 3, a and b have 2 (tie -> alphabetical), d has 1.
     assert vocab == [("c", 3), ("zz", 3), ("a", 2), ("b", 2), ("d", 1)]
 
 
 def test_build_vocab_min_freq_and_size_cap() -> None:
     token_lists = [["a"] * 5 + ["b"] * 4 + ["c"] * 3 + ["d"] * 2 + ["e"]]
-    assert [token for token, _ in build_vocab(token_lists, vocab_size=10, min_freq=3)] == ["a", "b", "c"]
-    assert [token for token, _ in build_vocab(token_lists, vocab_size=2, min_freq=1)] == ["a", "b"]
+    assert [token for token, _ in build_vocab(counted(token_lists), vocab_size=10, min_freq=3)] == ["a", "b", "c"]
+    assert [token for token, _ in build_vocab(counted(token_lists), vocab_size=2, min_freq=1)] == ["a", "b"]
 
 
 def test_build_vocab_excludes_specials() -> None:
     token_lists = [[UNK, UNK, PAD, "x"]]
-    assert build_vocab(token_lists, vocab_size=10, min_freq=1) == [("x", 1)]
+    assert build_vocab(counted(token_lists), vocab_size=10, min_freq=1) == [("x", 1)]
 
 
 def test_vocab_file_round_trip_puts_specials_first(tmp_path: Path) -> None:

@@ -10,16 +10,16 @@ import pytest
 from stages.common import StageError
 from stages.dataset import load_split, save_split
 from stages.preprocess import PAD, UNK, write_split
-from stages.xy import encode_split
+from stages.xy import TokenIds, encode_split
 
 VOCAB = [UNK, PAD, "good", "bad", "movie"]
-INDEX = {token: position for position, token in enumerate(VOCAB)}
+INDEX = TokenIds(VOCAB)
 UNK_ID, PAD_ID = INDEX[UNK], INDEX[PAD]
 
 
 def encode(tmp_path: Path, rows: list[tuple[int, list[str]]], fix_length: int) -> tuple[np.ndarray, ...]:
     path = tmp_path / "split.tsv"
-    write_split(path, [(label, 5, row_id, tokens) for row_id, (label, tokens) in enumerate(rows)])
+    write_split(path, [(label, 5, row_id, " ".join(tokens)) for row_id, (label, tokens) in enumerate(rows)])
     return encode_split(path, INDEX, fix_length)
 
 
