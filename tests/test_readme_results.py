@@ -36,3 +36,51 @@ def test_readme_accuracies_match_committed_metrics(name: str) -> None:
         metrics = json.loads((ROOT / "metrics" / f"{variant}.json").read_text(encoding="utf-8"))
         quoted = float(row["test accuracy"].rstrip(" %"))
         assert quoted == pytest.approx(100 * metrics["accuracy"], abs=0.006), f"README {name}: {variant}"
+
+
+# Study tables quote reports/studies.json (written by `python -m stages.studies` from the DVC
+# experiments): `<!-- studies:NAME -->` rows name an experiment and a variant; the
+# `<!-- spread:NAME -->` rows name a variant and give "mean ± std" over the listed seeds.
+STUDY_BLOCK = re.compile(r"<!-- (studies|spread):(\w+) -->\n(.*?)<!-- /\1:\2 -->", re.S)
+
+
+def quoted_study_tables(kind: str) -> dict[str, list[dict[str, str]]]:
+    tables = {}
+    for block_kind, name, body in STUDY_BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8")):
+        if block_kind == kind:
+            lines = [line for line in body.splitlines() if line.startswith("|")]
+            header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+            tables[name] = [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+    return tables
+
+
+def studies_json() -> dict:
+    return json.loads((ROOT / "reports" / "studies.json").read_text(encoding="utf-8"))
+
+
+def backticked(cell: str) -> str:
+    return re.search(r"`([^`]+)`", cell).group(1)
+
+
+@pytest.mark.parametrize("name", sorted(quoted_study_tables("studies")))
+def test_readme_study_accuracies_match_studies_json(name: str) -> None:
+    experiments = {entry["name"]: entry for entry in studies_json()["experiments"]}
+    for row in quoted_study_tables("studies")[name]:
+        experiment, variant = backticked(row["experiment"]), backticked(row["variant"])
+        assert experiment in experiments, f"README studies:{name}: {experiment} not in reports/studies.json"
+        accuracy = experiments[experiment]["rows"][variant]["accuracy"]
+        quoted = float(row["test accuracy"].split()[0].rstrip("%"))
+        assert quoted == pytest.approx(100 * accuracy, abs=0.006), f"README studies:{name}: {experiment} {variant}"
+
+
+@pytest.mark.parametrize("name", sorted(quoted_study_tables("spread")))
+def test_readme_seed_spread_matches_studies_json(name: str) -> None:
+    spread = studies_json()["seed_spread"]
+    for row in quoted_study_tables("spread")[name]:
+        variant = backticked(row["variant"])
+        seeds = [int(seed) for seed in row["seeds"].split(",")]
+        matches = [entry for entry in spread if entry["variant"] == variant and entry["seeds"] == seeds]
+        assert len(matches) == 1, f"README spread:{name}: no single seed-spread entry for {variant} seeds {seeds}"
+        mean, std = (float(part) for part in re.findall(r"[\d.]+", row["mean ± std"])[:2])
+        assert mean == pytest.approx(100 * matches[0]["mean"], abs=0.006)
+        assert std == pytest.approx(100 * matches[0]["std"], abs=0.006)

@@ -1,0 +1,231 @@
+"""Collect finished DVC experiments into reports/studies.md and reports/studies.json.
+
+Not a DVC stage: experiments live in git refs (`refs/exps/...`), which DVC cannot track as a
+dependency. Run it after `dvc exp run` (or a drained `dvc queue`) has finished:
+
+    python -m stages.studies               # every experiment in this repository
+    python -m stages.studies NAME [NAME]   # only these
+
+Each experiment contributes the metrics files its run changed, and the params it changed against
+its baseline commit, written as the `dvc exp run -S ...` command that reproduces it. Runs that differ
+only in `train.seed` (the checked-out commit's own metrics count as one of them) are grouped into a
+seed spread: mean and sample standard deviation of test accuracy per variant, so a reviewer can tell
+which `dvc metrics diff` deltas are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.common import StageError, run_cli, write_json, write_text
+
+SEED_KEY = "train.seed"
+HEAD_NAME = "(committed)"
+ROW_KEYS = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "epochs_trained",
+            "train_seconds_per_epoch", "parameters", "seed", "diverged")
+
+
+@dataclass
+class Run:
+    """One set of metrics files: an experiment, or the checked-out commit itself."""
+
+    name: str
+    baseline: str
+    commit: str
+    overrides: dict[str, Any]          # dotted param key -> value; "+key" adds, "~key" removes
+    metrics: dict[str, dict[str, Any]]  # variant -> the run's metrics JSON, changed files only
+    all_variants: list[str] = field(default_factory=list)  # the run's params variants (imdb study)
+    seed: Any = None                                          # the run's train.seed
+
+    @property
+    def command(self) -> str:
+        settings = [arg for key, value in self.overrides.items() for arg in ("-S", shlex.quote(setting(key, value)))]
+        # A run that changed only some of its variants targeted their evaluate stages.
+        targets = [] if set(self.metrics) >= set(self.all_variants) else [f"evaluate@{v}" for v in sorted(self.metrics)]
+        return " ".join(["dvc exp run -n", shlex.quote(self.name), *settings, *targets])
+
+
+def git(*args: str, cwd: Path) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StageError(f"`git {' '.join(args)}` failed in {cwd}: {result.stderr.strip()}. Run this from the RNN Lab repository.")
+    return result.stdout
+
+
+def experiment_refs(repo: Path) -> list[tuple[str, str, str]]:
+    """(name, baseline commit, experiment commit) for every `refs/exps/<xx>/<baseline>/<name>`."""
+    refs = []
+    for line in git("for-each-ref", "--format=%(refname) %(objectname)", "refs/exps", cwd=repo).splitlines():
+        refname, commit = line.split()
+        parts = refname.split("/")
+        # DVC also keeps bookkeeping refs (refs/exps/exec/..., refs/exps/celery/...): not experiments.
+        if len(parts) == 5 and len(parts[2]) == 2 and len(parts[2] + parts[3]) == 40:
+            refs.append((parts[4], parts[2] + parts[3], commit))
+    return refs
+
+
+def show(repo: Path, commit: str, path: str) -> str:
+    return git("show", f"{commit}:{path}", cwd=repo)
+
+
+def metrics_at(repo: Path, commit: str) -> dict[str, dict[str, Any]]:
+    names = git("ls-tree", "--name-only", commit, "metrics/", cwd=repo).split()
+    return {Path(name).stem: json.loads(show(repo, commit, name)) for name in names if name.endswith(".json")}
+
+
+def params_at(repo: Path, commit: str) -> dict[str, Any]:
+    return yaml.safe_load(show(repo, commit, "params.yaml")) or {}
+
+
+def params_diff(base: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys whose value changed; a whole added (removed) key is prefixed with + (~)."""
+    changes: dict[str, Any] = {}
+    for key in sorted(set(base) | set(new), key=str):
+        path = f"{prefix}{key}"
+        if key not in new:
+            changes[f"~{path}"] = None
+        elif key not in base:
+            changes[f"+{path}"] = new[key]
+        elif isinstance(base[key], dict) and isinstance(new[key], dict):
+            changes.update(params_diff(base[key], new[key], f"{path}."))
+        elif base[key] != new[key]:
+            changes[path] = new[key]
+    return changes
+
+
+def setting(key: str, value: Any) -> str:
+    """A `-S` argument: the value in YAML flow style, as `dvc exp run -S` parses it."""
+    if key.startswith("~"):
+        return key
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
+
+
+def train_seed(params: dict[str, Any]) -> Any:
+    return (params.get("train") or {}).get("seed")
+
+
+def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
+    """The checked-out commit first, then each experiment (by name, or all of them)."""
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    head_metrics = metrics_at(repo, head)
+    head_params = params_at(repo, head)
+    runs = [Run(HEAD_NAME, head, head, {}, head_metrics, list(head_metrics), train_seed(head_params))]
+    found = experiment_refs(repo)
+    missing = sorted(set(names or ()) - {name for name, _, _ in found})
+    if missing:
+        known = ", ".join(sorted({name for name, _, _ in found})) or "(none)"
+        raise StageError(f"No experiment named {', '.join(missing)}; `dvc exp list -A` lists them. Known: {known}.")
+    for name, baseline, commit in sorted(found, key=lambda ref: ref[0]):
+        if names and name not in names:
+            continue
+        base_metrics, exp_metrics = metrics_at(repo, baseline), metrics_at(repo, commit)
+        exp_params = params_at(repo, commit)
+        changed = {v: m for v, m in exp_metrics.items() if base_metrics.get(v) != m}
+        runs.append(Run(name, baseline, commit, params_diff(params_at(repo, baseline), exp_params), changed,
+                        list(exp_params.get("variants") or {}), train_seed(exp_params)))
+    return runs
+
+
+def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
+    """Per group of runs equal but for train.seed (one run per seed), mean ± std of each variant."""
+    groups: dict[str, dict[int, Run]] = {}
+    for run in runs:
+        rest = {key: value for key, value in run.overrides.items() if key != SEED_KEY}
+        key = json.dumps(rest, sort_keys=True)
+        groups.setdefault(key, {}).setdefault(run.seed, run)  # the first run of a seed counts
+    spread = []
+    for key, by_seed in groups.items():
+        if len(by_seed) < 2:
+            continue
+        members = list(by_seed.values())
+        shared = set.intersection(*(set(run.metrics) for run in members))
+        for variant in sorted(shared):
+            accuracies = [run.metrics[variant]["accuracy"] for run in members]
+            spread.append({
+                "overrides": json.loads(key),
+                "variant": variant,
+                "runs": [run.name for run in members],
+                "seeds": [run.seed for run in members],
+                "accuracies": accuracies,
+                "mean": statistics.fmean(accuracies),
+                "std": statistics.stdev(accuracies),
+            })
+    return spread
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f} %"
+
+
+def render(runs: list[Run], spread: list[dict[str, Any]]) -> str:
+    lines = [
+        "# Studies (DVC experiments)",
+        "",
+        "Generated by `python -m stages.studies` from this repository's experiment refs (do not edit by",
+        "hand). Each row is a metrics file an experiment's run changed; the command below the table",
+        "reproduces the experiment on top of its baseline commit. `(committed)` is the checked-out",
+        "pipeline run.",
+        "",
+        "| experiment | variant | test accuracy | F1 | ROC-AUC | best valid acc. | best epoch | s/epoch | parameters | seed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for variant, m in sorted(run.metrics.items(), key=lambda item: (item[1].get("study", "imdb") != "imdb", -(item[1].get("accuracy") or 0))):
+            diverged = " (diverged)" if m.get("diverged") else ""
+            lines.append(
+                f"| `{run.name}` | `{variant}`{diverged} | {percent(m.get('accuracy'))} | {m.get('f1', 0):.4f} | "
+                f"{m.get('roc_auc', 0):.4f} | {percent(m.get('best_valid_accuracy'))} | {m.get('best_epoch', '–')} / "
+                f"{m.get('epochs_trained', '–')} | {m.get('train_seconds_per_epoch', 0):.1f} | {m.get('parameters', 0):,} | {m.get('seed')} |"
+            )
+    lines += ["", "## Commands", ""]
+    lines += [f"- `{run.name}` (experiment {run.commit[:7]}, baseline {run.baseline[:7]}): `{run.command}`" for run in runs if run.name != HEAD_NAME]
+    if spread:
+        lines += ["", "## Seed spread (test accuracy)", "",
+                  "| runs | changed params besides train.seed | variant | seeds | mean ± std | min – max |", "|---|---|---|---|---|---|"]
+        for row in spread:
+            changed = ", ".join(f"`{setting(k, v)}`" for k, v in row["overrides"].items()) or "(none)"
+            lines.append(
+                f"| {', '.join(f'`{name}`' for name in row['runs'])} | {changed} | `{row['variant']}` | "
+                f"{', '.join(map(str, row['seeds']))} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} % | "
+                f"{percent(min(row['accuracies']))} – {percent(max(row['accuracies']))} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def to_json(runs: list[Run], spread: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "experiments": [
+            {"name": run.name, "commit": run.commit, "baseline": run.baseline, "overrides": run.overrides,
+             "command": run.command if run.name != HEAD_NAME else "dvc repro",
+             "rows": {variant: {key: m.get(key) for key in ROW_KEYS} for variant, m in run.metrics.items()}}
+            for run in runs
+        ],
+        "seed_spread": spread,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="experiment names (default: all)")
+    parser.add_argument("--repo", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, default=Path("reports/studies.md"), help="markdown; the JSON goes beside it")
+    args = parser.parse_args(argv)
+    runs = collect(args.repo, args.names or None)
+    spread = seed_spread(runs)
+    write_json(args.out.with_suffix(".json"), to_json(runs, spread))
+    write_text(args.out, render(runs, spread))
+    print(f"studies: {len(runs) - 1} experiments, {len(spread)} seed-spread rows -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

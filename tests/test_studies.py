@@ -1,0 +1,112 @@
+"""stages.studies on a real git repository with DVC-style experiment refs (no DVC run needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import studies
+from stages.common import StageError
+
+PARAMS = {"model": {"cell": "rnn", "readout": "last"}, "train": {"seed": 0, "lr": 0.001},
+          "variants": {"relu": {"model": {"activation": "relu"}}, "tanh": {"model": {"activation": "tanh"}}}}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit(repo: Path, params: dict, metrics: dict[str, float], message: str) -> str:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    (repo / "metrics").mkdir(exist_ok=True)
+    for variant, accuracy in metrics.items():
+        payload = {"variant": variant, "accuracy": accuracy, "seed": params["train"]["seed"], "f1": accuracy}
+        (repo / "metrics" / f"{variant}.json").write_text(json.dumps(payload))
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def experiment(repo: Path, baseline: str, name: str, params: dict, metrics: dict[str, float]) -> str:
+    """A commit on top of `baseline` stored under refs/exps like `dvc exp run` does, HEAD left alone."""
+    head = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", baseline)
+    sha = commit(repo, params, metrics, name)
+    git(repo, "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}", sha)
+    git(repo, "checkout", "-q", head)
+    return sha
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> tuple[Path, str]:
+    git(tmp_path, "init", "-q")
+    baseline = commit(tmp_path, PARAMS, {"relu": 0.70, "tanh": 0.60}, "baseline")
+    git(tmp_path, "update-ref", "refs/exps/exec/EXEC_HEAD", baseline)  # DVC bookkeeping: not an experiment
+    return tmp_path, baseline
+
+
+def with_changes(**changes: dict) -> dict:
+    params = json.loads(json.dumps(PARAMS))
+    for section, values in changes.items():
+        params.setdefault(section, {}).update(values)
+    return params
+
+
+def test_diff_command_and_changed_rows(repo: tuple[Path, str]) -> None:
+    path, baseline = repo
+    experiment(path, baseline, "readout-mean", with_changes(model={"readout": "mean"}), {"relu": 0.75, "tanh": 0.60})
+    params = with_changes(variants={"strong": {"model": {"cell": "gru"}, "train": {"lr": 0.002}}})
+    experiment(path, baseline, "strong", params, {"relu": 0.70, "tanh": 0.60, "strong": 0.88})
+    runs = {run.name: run for run in studies.collect(path)}
+    assert set(runs) == {studies.HEAD_NAME, "readout-mean", "strong"}
+    assert runs["readout-mean"].overrides == {"model.readout": "mean"}
+    assert set(runs["readout-mean"].metrics) == {"relu"}  # tanh's metrics did not change
+    assert runs["readout-mean"].command == "dvc exp run -n readout-mean -S model.readout=mean evaluate@relu"
+    assert runs["strong"].overrides == {"+variants.strong": {"model": {"cell": "gru"}, "train": {"lr": 0.002}}}
+    assert runs["strong"].command.endswith("-S '+variants.strong={model: {cell: gru}, train: {lr: 0.002}}' evaluate@strong")
+
+
+def test_a_run_that_changed_every_variant_needs_no_target(repo: tuple[Path, str]) -> None:
+    path, baseline = repo
+    experiment(path, baseline, "cell-gru", with_changes(model={"cell": "gru"}), {"relu": 0.8, "tanh": 0.81})
+    (run,) = studies.collect(path, ["cell-gru"])[1:]
+    assert run.command == "dvc exp run -n cell-gru -S model.cell=gru"
+
+
+def test_seed_spread_groups_runs_that_differ_only_in_seed(repo: tuple[Path, str]) -> None:
+    path, baseline = repo
+    experiment(path, baseline, "seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    experiment(path, baseline, "seed2", with_changes(train={"seed": 2}), {"relu": 0.68, "tanh": 0.64})
+    experiment(path, baseline, "mean", with_changes(model={"readout": "mean"}), {"relu": 0.9, "tanh": 0.9})
+    spread = {row["variant"]: row for row in studies.seed_spread(studies.collect(path))}
+    assert set(spread) == {"relu", "tanh"}  # the `mean` run has no second seed: no row
+    assert spread["relu"]["seeds"] == [0, 1, 2]
+    assert spread["relu"]["mean"] == pytest.approx(0.68)
+    assert spread["relu"]["std"] == pytest.approx(0.02)
+    assert spread["relu"]["overrides"] == {}
+
+
+def test_main_writes_markdown_and_json(repo: tuple[Path, str], tmp_path: Path) -> None:
+    path, baseline = repo
+    experiment(path, baseline, "seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    out = tmp_path / "out" / "studies.md"
+    studies.main(["--repo", str(path), "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert [e["name"] for e in data["experiments"]] == [studies.HEAD_NAME, "seed1"]
+    assert "| `seed1` | `relu` | 66.00 % |" in out.read_text()
+
+
+def test_unknown_experiment_name_is_a_clear_error(repo: tuple[Path, str]) -> None:
+    path, baseline = repo
+    experiment(path, baseline, "seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    with pytest.raises(StageError, match="No experiment named seed9.*Known: seed1"):
+        studies.collect(path, ["seed9"])
+
+
+def test_outside_a_git_repository_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StageError, match="Run this from the RNN Lab repository"):
+        studies.collect(tmp_path)
