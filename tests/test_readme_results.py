@@ -16,13 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- results:(\w+) -->\n(.*?)<!-- /results:\1 -->", re.S)
 
 
+def parse_table(body: str) -> list[dict[str, str]]:
+    """A markdown table's rows as {column header: cell text}."""
+    lines = [line for line in body.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def backticked(cell: str) -> str:
+    return re.search(r"`([^`]+)`", cell).group(1)
+
+
 def quoted_tables() -> dict[str, list[dict[str, str]]]:
-    tables = {}
-    for name, body in BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8")):
-        lines = [line for line in body.splitlines() if line.startswith("|")]
-        header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-        tables[name] = [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
-    return tables
+    return {name: parse_table(body) for name, body in BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))}
 
 
 def test_readme_quotes_results() -> None:
@@ -32,7 +38,7 @@ def test_readme_quotes_results() -> None:
 @pytest.mark.parametrize("name", sorted(quoted_tables()))
 def test_readme_accuracies_match_committed_metrics(name: str) -> None:
     for row in quoted_tables()[name]:
-        variant = re.search(r"`([^`]+)`", row["variant"]).group(1)  # e.g. "`relu` (control)"
+        variant = backticked(row["variant"])  # e.g. "`relu` (control)"
         metrics = json.loads((ROOT / "metrics" / f"{variant}.json").read_text(encoding="utf-8"))
         quoted = float(row["test accuracy"].rstrip(" %"))
         assert quoted == pytest.approx(100 * metrics["accuracy"], abs=0.006), f"README {name}: {variant}"
@@ -45,21 +51,12 @@ STUDY_BLOCK = re.compile(r"<!-- (studies|spread):(\w+) -->\n(.*?)<!-- /\1:\2 -->
 
 
 def quoted_study_tables(kind: str) -> dict[str, list[dict[str, str]]]:
-    tables = {}
-    for block_kind, name, body in STUDY_BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8")):
-        if block_kind == kind:
-            lines = [line for line in body.splitlines() if line.startswith("|")]
-            header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-            tables[name] = [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
-    return tables
+    blocks = STUDY_BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    return {name: parse_table(body) for block_kind, name, body in blocks if block_kind == kind}
 
 
 def studies_json() -> dict:
     return json.loads((ROOT / "reports" / "studies.json").read_text(encoding="utf-8"))
-
-
-def backticked(cell: str) -> str:
-    return re.search(r"`([^`]+)`", cell).group(1)
 
 
 @pytest.mark.parametrize("name", sorted(quoted_study_tables("studies")))
