@@ -21,6 +21,7 @@ import torch
 from stages.common import StageError, write_json
 from stages.config import ModelConfig
 from stages.dataset import save_split
+from stages.engine import resolve_device
 from stages.model import load_checkpoint
 from tests.hardening_support import REPO, assert_user_error, files_under, repo_params, run_stage, stage_commands, write_params
 
@@ -202,3 +203,13 @@ def test_signal_during_training_leaves_no_output_and_rerun_finishes(workdir, cap
     write_params(workdir, tiny_params())
     assert run_variant("train", "good", capsys)[0] == 0  # rerunning finishes the job
     assert outputs(workdir) == {"models/good.pt", "plots/history/good.json"}
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPatch, cuda: bool, mps: bool, expected: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto").type == expected
