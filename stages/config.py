@@ -122,11 +122,16 @@ class DownloadConfig(Section):
 
 @dataclass(frozen=True)
 class DataConfig(Section):
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"truncate": ("head", "tail", "head_tail")}
+
     valid_ratio: float = 0.2
     split_seed: int = 0
     vocab_size: int = 10000
     min_freq: int = 10
     fix_length: int = 200
+    # Which fix_length tokens a longer review keeps: the first (torchtext-legacy), the last, or the
+    # first and last halves (the end of a review often states the verdict).
+    truncate: str = "head"
 
     def check(self, where: str) -> None:
         super().check(where)

@@ -20,6 +20,7 @@ from stages.config import ORDER_STUDY, load_params
 from stages.model import RecurrentClassifier, load_checkpoint
 from stages.order_data import INDEX as ORDER_INDEX
 from stages.preprocess import PAD, UNK, read_vocab, tokenize
+from stages.xy import kept_tokens
 
 PIPELINE_FILE = Path("dvc.yaml")
 
@@ -31,12 +32,13 @@ def pipeline_paths() -> dict[str, str]:
     return {key: value for entry in variables if isinstance(entry, dict) for key, value in entry.items()}
 
 
-def encode_review(text: str, vocab_path: Path, length: int) -> list[int]:
+def encode_review(text: str, vocab_path: Path, length: int, truncate: str = "head") -> list[int]:
+    """Token ids as the xy stage makes them: tokenized, truncated by `data.truncate`, unknown -> <unk>."""
     tokens = tokenize(text)
     if not tokens:
         raise StageError("The text has no words after preprocessing (empty, or punctuation only); give a review to classify.")
     index = {token: position for position, token in enumerate(read_vocab(vocab_path))}
-    return [index.get(token, index[UNK]) for token in tokens[:length]]
+    return [index.get(token, index[UNK]) for token in kept_tokens(tokens, length, truncate)]
 
 
 def encode_symbols(text: str, length: int) -> list[int]:
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", required=True)
     parser.add_argument("text", help="review text (IMDB variants) or symbol string (order variants)")
     args = parser.parse_args(argv)
-    study, variant = load_params().find_variant(args.variant)
+    params = load_params()
+    study, variant = params.find_variant(args.variant)
     paths = pipeline_paths()
     model, _checkpoint = load_checkpoint(Path(paths["models"]) / f"{variant.name}.pt")
     length = model.spec.sequence_length
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         ids, pad_index = encode_symbols(args.text, length), ORDER_INDEX["<pad>"]
     else:
         vocab_path = Path(paths["vocab"])
-        ids, pad_index = encode_review(args.text, vocab_path, length), read_vocab(vocab_path).index(PAD)
+        ids, pad_index = encode_review(args.text, vocab_path, length, params.data.truncate), read_vocab(vocab_path).index(PAD)
     probabilities = classify(model, ids, pad_index)
     best = int(probabilities.argmax())
     print(f"{model.spec.class_names[best]}\t{probabilities[best]:.4f}")

@@ -1,7 +1,8 @@
 """Stage `xy`: token files + vocabulary -> fixed-length id arrays for train, valid and test.
 
 Per split, a directory with X.npy (N, fix_length) int64 token ids, post-padded with `<pad>` and
-truncated after fix_length tokens (torchtext-legacy `fix_length`), lengths.npy (N,) true lengths
+truncated to fix_length tokens (`data.truncate`: the first ones by default, as torchtext-legacy
+`fix_length`; or the last ones, or the first and last halves), lengths.npy (N,) true lengths
 clamped to >= 1 (an empty review is read as a single `<pad>` step), and y.npy (N,) with
 0 = neg, 1 = pos. meta.json tells the model what it needs (input size, classes, length), so
 train and evaluate never special-case the dataset.
@@ -48,23 +49,38 @@ def read_lines(path: Path) -> list[str]:
     return lines
 
 
-def truncated_tokens(lines: list[str], fix_length: int) -> tuple[list[str], list[int], list[int]]:
-    """The lines' first fix_length tokens as one flat list, plus each line's token count and label."""
+def kept_tokens(tokens: list[str], fix_length: int, truncate: str) -> list[str]:
+    """The at most fix_length tokens a review keeps under `data.truncate`."""
+    if len(tokens) <= fix_length:
+        return tokens
+    if truncate == "head":
+        return tokens[:fix_length]
+    if truncate == "tail":
+        return tokens[len(tokens) - fix_length :]
+    head = (fix_length + 1) // 2  # head_tail: an odd token goes to the beginning
+    return tokens[:head] + tokens[len(tokens) - (fix_length - head) :]
+
+
+def truncated_tokens(lines: list[str], fix_length: int, truncate: str = "head") -> tuple[list[str], list[int], list[int]]:
+    """The lines' kept tokens (see kept_tokens) as one flat list, plus each line's token count and label."""
     flat: list[str] = []
     counts: list[int] = []
     labels: list[int] = []
     for line in lines:
         label, _rating, _id, text = line.split("\t", 3)
-        # Only the first fix_length tokens survive, so only they are split off and looked up.
-        tokens = text.split(" ", fix_length) if text else []
-        del tokens[fix_length:]
+        if truncate == "head":
+            # Only the first fix_length tokens survive, so only they are split off and looked up.
+            tokens = text.split(" ", fix_length) if text else []
+            del tokens[fix_length:]
+        else:
+            tokens = kept_tokens(text.split(" ") if text else [], fix_length, truncate)
         flat += tokens
         counts.append(len(tokens))
         labels.append(int(label))
     return flat, counts, labels
 
 
-def encode_split(path: Path, index: TokenIds, fix_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def encode_split(path: Path, index: TokenIds, fix_length: int, truncate: str = "head") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lines = read_lines(path)
     x = np.full((len(lines), fix_length), index[PAD], dtype=np.int64)
     token_counts = np.empty(len(lines), dtype=np.int64)
@@ -72,7 +88,7 @@ def encode_split(path: Path, index: TokenIds, fix_length: int) -> tuple[np.ndarr
     positions = np.arange(fix_length)
     for start in range(0, len(lines), CHUNK_ROWS):
         rows = slice(start, start + CHUNK_ROWS)
-        flat, token_counts[rows], labels[rows] = truncated_tokens(lines[rows], fix_length)
+        flat, token_counts[rows], labels[rows] = truncated_tokens(lines[rows], fix_length, truncate)
         ids = np.fromiter(map(index.__getitem__, flat), dtype=np.int64, count=len(flat))
         # Row-major boolean mask: True at each row's first count positions, in the order of `ids`.
         x[rows][positions < token_counts[rows, None]] = ids
@@ -80,9 +96,9 @@ def encode_split(path: Path, index: TokenIds, fix_length: int) -> tuple[np.ndarr
     return x, lengths, labels
 
 
-def encode_and_save(prepared: Path, out: Path, split: str, index: TokenIds, fix_length: int) -> str:
+def encode_and_save(prepared: Path, out: Path, split: str, index: TokenIds, fix_length: int, truncate: str) -> str:
     """Writes one split's arrays; returns its summary line."""
-    x, lengths, y = encode_split(prepared / f"{split}.tsv", index, fix_length)
+    x, lengths, y = encode_split(prepared / f"{split}.tsv", index, fix_length, truncate)
     save_split(out / split, x, lengths, y)
     return f"xy {split}: X {x.shape}, mean length {lengths.mean():.1f}, positive {y.mean():.3f}"
 
@@ -97,10 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     vocab = read_vocab(args.vocab)
     index = TokenIds(vocab)
     job = (args.prepared, args.out)
+    shape = (config.fix_length, config.truncate)
     # test is half the reviews: one forked worker encodes it while this process does train and
     # valid, so both cores work. Summaries print in split order either way.
-    with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, config.fix_length) as test:
-        summaries = {split: encode_and_save(*job, split, index, config.fix_length) for split in ("train", "valid")}
+    with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, *shape) as test:
+        summaries = {split: encode_and_save(*job, split, index, *shape) for split in ("train", "valid")}
         summaries["test"] = test.result()  # re-raises the worker's error, if any
     for split in SPLIT_FILES:
         print(summaries[split])

@@ -60,6 +60,11 @@ def test_misspelled_cell_suggests_the_choice_and_lists_all() -> None:
     assert "rnn, lstm, gru" in message
 
 
+def test_misspelled_truncate_mode_suggests_the_choice() -> None:
+    with pytest.raises(ConfigError, match=r"data\.truncate.*Did you mean 'head_tail'.*head, tail, head_tail"):
+        parse_params(with_change("data.truncate", "headtail"))
+
+
 def test_invalid_choice_in_a_variant_names_the_variant() -> None:
     with pytest.raises(ConfigError, match=r"variants\.relu\.model\.activation.*Did you mean 'relu'"):
         parse_params(with_change("variants.relu.model.activation", "relux"))
@@ -155,15 +160,18 @@ def test_download_declares_every_download_field() -> None:
     assert config_attributes_read("download.py") == field_names(DownloadConfig)
 
 
-def test_preprocess_declares_data_fields_except_fix_length() -> None:
-    expected = field_names(DataConfig) - {"fix_length"}
+XY_FIELDS = {"fix_length", "truncate"}
+
+
+def test_preprocess_declares_data_fields_except_the_xy_ones() -> None:
+    expected = field_names(DataConfig) - XY_FIELDS
     assert declared_params("preprocess") == {f"data.{name}" for name in expected}
     assert config_attributes_read("preprocess.py") == expected
 
 
-def test_xy_declares_only_fix_length() -> None:
-    assert declared_params("xy") == {"data.fix_length"}
-    assert config_attributes_read("xy.py") == {"fix_length"}
+def test_xy_declares_only_fix_length_and_truncate() -> None:
+    assert declared_params("xy") == {f"data.{name}" for name in XY_FIELDS}
+    assert config_attributes_read("xy.py") == XY_FIELDS
 
 
 def test_train_and_evaluate_declare_their_study_sections() -> None:

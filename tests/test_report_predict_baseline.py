@@ -73,6 +73,14 @@ def test_predict_rejects_text_without_words(predict_repo: Path, text: str) -> No
         predict.main(["--variant", "relu", text])
 
 
+@pytest.mark.parametrize(("truncate", "kept"), [("head", ["great", "<unk>"]), ("tail", ["<unk>", "awful"]), ("head_tail", ["great", "awful"])])
+def test_predict_truncates_like_the_xy_stage(predict_repo: Path, truncate: str, kept: list[str]) -> None:
+    vocab = Path(predict.pipeline_paths()["vocab"])
+    ids = predict.encode_review("Great plot; awful!", vocab, length=2, truncate=truncate)
+    names = predict.read_vocab(vocab)
+    assert [names[token_id] for token_id in ids] == kept
+
+
 def test_predict_unknown_variant_suggests_a_name(predict_repo: Path) -> None:
     with pytest.raises(Exception, match="Did you mean 'relu'"):
         predict.main(["--variant", "rellu", "great"])

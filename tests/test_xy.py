@@ -10,17 +10,17 @@ import pytest
 from stages.common import StageError
 from stages.dataset import load_split, save_split
 from stages.preprocess import PAD, UNK, write_split
-from stages.xy import TokenIds, encode_split
+from stages.xy import TokenIds, encode_split, kept_tokens
 
 VOCAB = [UNK, PAD, "good", "bad", "movie"]
 INDEX = TokenIds(VOCAB)
 UNK_ID, PAD_ID = INDEX[UNK], INDEX[PAD]
 
 
-def encode(tmp_path: Path, rows: list[tuple[int, list[str]]], fix_length: int) -> tuple[np.ndarray, ...]:
+def encode(tmp_path: Path, rows: list[tuple[int, list[str]]], fix_length: int, truncate: str = "head") -> tuple[np.ndarray, ...]:
     path = tmp_path / "split.tsv"
     write_split(path, [(label, 5, row_id, " ".join(tokens)) for row_id, (label, tokens) in enumerate(rows)])
-    return encode_split(path, INDEX, fix_length)
+    return encode_split(path, INDEX, fix_length, truncate)
 
 
 def test_post_padding_with_pad(tmp_path: Path) -> None:
@@ -33,6 +33,35 @@ def test_truncation_keeps_the_first_fix_length_tokens(tmp_path: Path) -> None:
     x, lengths, _ = encode(tmp_path, [(0, ["bad", "good", "movie", "bad", "good"])], fix_length=3)
     assert x.tolist() == [[INDEX["bad"], INDEX["good"], INDEX["movie"]]]
     assert lengths.tolist() == [3]
+
+
+@pytest.mark.parametrize(
+    ("truncate", "fix_length", "kept"),
+    [
+        ("head", 3, "a b c"),
+        ("tail", 3, "e f g"),
+        ("head_tail", 4, "a b f g"),
+        ("head_tail", 3, "a b g"),  # the odd token goes to the beginning
+        ("head_tail", 1, "a"),
+    ],
+)
+def test_kept_tokens_per_truncate_mode(truncate: str, fix_length: int, kept: str) -> None:
+    assert kept_tokens("a b c d e f g".split(), fix_length, truncate) == kept.split()
+
+
+@pytest.mark.parametrize("truncate", ["head", "tail", "head_tail"])
+def test_short_reviews_are_kept_whole_in_every_mode(truncate: str) -> None:
+    assert kept_tokens(["a", "b"], 3, truncate) == ["a", "b"]
+    assert kept_tokens([], 3, truncate) == []
+
+
+@pytest.mark.parametrize("truncate", ["tail", "head_tail"])
+def test_encode_split_applies_the_truncate_mode(tmp_path: Path, truncate: str) -> None:
+    tokens = ["bad", "movie", "good", "movie", "good"]
+    x, lengths, _ = encode(tmp_path, [(1, tokens), (0, ["good"])], fix_length=2, truncate=truncate)
+    expected = kept_tokens(tokens, 2, truncate)
+    assert x.tolist() == [[INDEX[token] for token in expected], [INDEX["good"], PAD_ID]]
+    assert lengths.tolist() == [2, 1]
 
 
 def test_exact_fix_length_is_neither_padded_nor_truncated(tmp_path: Path) -> None:
