@@ -1,6 +1,6 @@
 """Stage `baseline`: TF-IDF + logistic regression on the same inputs the recurrent models see.
 
-Each review is its first `length` token ids from the xy arrays (10k vocabulary, 200 tokens,
+Each review is its token ids from the xy arrays (10k vocabulary, 200 tokens kept by `data.truncate`,
 `<unk>` kept as a token), so the comparison with the recurrent variants is like for like.
 C is chosen on the validation split only; the test split is scored once, with the chosen C.
 Writes metrics with the same keys as the evaluate stage.

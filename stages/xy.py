@@ -113,11 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     vocab = read_vocab(args.vocab)
     index = TokenIds(vocab)
     job = (args.prepared, args.out)
-    shape = (config.fix_length, config.truncate)
+    truncation = (config.fix_length, config.truncate)
     # test is half the reviews: one forked worker encodes it while this process does train and
     # valid, so both cores work. Summaries print in split order either way.
-    with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, *shape) as test:
-        summaries = {split: encode_and_save(*job, split, index, *shape) for split in ("train", "valid")}
+    with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, *truncation) as test:
+        summaries = {split: encode_and_save(*job, split, index, *truncation) for split in ("train", "valid")}
         summaries["test"] = test.result()  # re-raises the worker's error, if any
     for split in SPLIT_FILES:
         print(summaries[split])
