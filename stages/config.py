@@ -217,11 +217,17 @@ class ModelConfig(Section):
 
 @dataclass(frozen=True)
 class TrainConfig(Section):
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"device": ("auto", "cpu", "cuda", "mps")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "device": ("auto", "cpu", "cuda", "mps"),
+        "lr_schedule": ("constant", "cosine"),
+    }
 
     epochs: int = 5
     batch_size: int = 100
     lr: float = 1e-4
+    # cosine: the learning rate falls from `lr` to 0 along a half cosine, stepped after every batch,
+    # so the last epochs take small steps instead of bouncing around at the peak rate.
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
     seed: int = 0

@@ -96,9 +96,21 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, train_size: int,
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-batch learning-rate schedule of `config.lr_schedule`; None for a constant rate."""
+    if config.lr_schedule == "constant":
+        return None
+    steps = config.epochs * math.ceil(train_size / config.batch_size)
+    # T_max = every step of the run: the last batch of the last epoch trains at (almost) 0.
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+
+
 def train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, config: TrainConfig,
     generator: torch.Generator, device: torch.device,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float] | None:
     """One pass over `split`; None when the loss or gradient became NaN/inf (divergence)."""
     model.train()
@@ -118,6 +130,8 @@ def train_epoch(
             torch.nn.utils.clip_grads_with_norm_(parameters, config.grad_clip, torch.tensor(norm))
             clipped += 1
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss_sum += loss.item() * len(y)
         correct += int((logits.argmax(dim=1) == y).sum())
         steps += 1
@@ -139,12 +153,13 @@ def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, devic
     """
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = make_scheduler(optimizer, config, len(train))
     generator = torch.Generator().manual_seed(config.seed)
     best_state, best_epoch, best_accuracy = _state_copy(model), 0, -1.0
     history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        stats = train_epoch(model, optimizer, train, config, generator, device)
+        stats = train_epoch(model, optimizer, train, config, generator, device, scheduler)
         seconds = time.perf_counter() - started
         if stats is None:
             log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
