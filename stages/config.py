@@ -185,7 +185,7 @@ class ModelConfig(Section):
         "cell": ("rnn", "lstm", "gru"),
         "nonlinearity": ("tanh", "relu"),
         "input_encoding": ("embedding", "one_hot"),
-        "readout": ("last", "mean", "max", "concat"),
+        "readout": ("last", "mean", "max", "mean_max", "concat"),
         "activation": ("relu", "sigmoid", "tanh", "leaky_relu"),
     }
 
@@ -194,6 +194,9 @@ class ModelConfig(Section):
     input_encoding: str = "embedding"
     embedding_dim: int = 128  # ignored for input_encoding=one_hot
     embedding_dropout: float = 0.0
+    # Share of time steps whose whole input vector is zeroed in training (word dropout): the model
+    # cannot lean on any single word. embedding_dropout zeroes single features instead.
+    word_dropout: float = 0.0
     hidden_size: int = 256
     num_layers: int = 1
     bidirectional: bool = False
@@ -210,7 +213,7 @@ class ModelConfig(Section):
         for name in ("embedding_dim", "hidden_size", "num_layers"):
             _require(getattr(self, name) >= 1, f"{where}.{name} must be >= 1, got {getattr(self, name)}.")
         _require(self.head_size >= 0, f"{where}.head_size must be >= 0 (0 = no hidden head layer), got {self.head_size}.")
-        for name in ("dropout", "embedding_dropout"):
+        for name in ("dropout", "embedding_dropout", "word_dropout"):
             value = getattr(self, name)
             _require(0.0 <= value < 1.0, f"{where}.{name} must be in [0, 1), got {value}.")
 

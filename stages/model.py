@@ -92,7 +92,7 @@ class RecurrentClassifier(nn.Module):
         )
         self.directions = 2 if config.bidirectional else 1
         state_size = config.hidden_size * self.directions
-        readout_size = state_size * spec.sequence_length if config.readout == "concat" else state_size
+        readout_size = {"concat": state_size * spec.sequence_length, "mean_max": 2 * state_size}.get(config.readout, state_size)
         if config.head_size > 0:
             self.head = nn.Sequential(
                 nn.Linear(readout_size, config.head_size),
@@ -111,11 +111,18 @@ class RecurrentClassifier(nn.Module):
 
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, F) inputs, (B,) lengths -> (B, C) logits."""
-        outputs, _state = self.rnn(self.embedding_dropout(inputs))  # (B, T, D*H); _state is h or (h, c)
+        outputs, _state = self.rnn(self.embedding_dropout(self.word_dropout(inputs)))  # (B, T, D*H); _state is h or (h, c)
         return self.head(self.readout(outputs, lengths))
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.encode(self.embed(tokens), lengths)
+
+    def word_dropout(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Zero whole time steps of (B, T, F) inputs in training, scaling the kept ones by 1 / (1 - p)."""
+        if not self.training or self.config.word_dropout == 0.0:
+            return inputs
+        keep = F.dropout(inputs.new_ones(inputs.shape[:2] + (1,)), self.config.word_dropout)  # (B, T, 1)
+        return inputs * keep
 
     def readout(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, steps, _ = outputs.shape
@@ -124,13 +131,20 @@ class RecurrentClassifier(nn.Module):
             return self._last(outputs, lengths)
         positions = torch.arange(steps, device=outputs.device)
         valid = positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
-        if readout == "mean":
-            summed = (outputs * valid.unsqueeze(2)).sum(dim=1)
-            return summed / lengths.clamp(min=1).unsqueeze(1).to(outputs.dtype)
-        if readout == "max":
-            return outputs.masked_fill(~valid.unsqueeze(2), float("-inf")).amax(dim=1)
+        if readout in ("mean", "max"):
+            return self._pool(outputs, lengths, valid, readout)
+        if readout == "mean_max":  # (B, 2*D*H): both pools side by side, as in ULMFiT's concat pooling
+            return torch.cat([self._pool(outputs, lengths, valid, "mean"), self._pool(outputs, lengths, valid, "max")], dim=1)
         # concat: every step's state, padded steps zeroed so padding carries no signal. (B, T*D*H)
         return (outputs * valid.unsqueeze(2)).reshape(batch, -1)
+
+    @staticmethod
+    def _pool(outputs: torch.Tensor, lengths: torch.Tensor, valid: torch.Tensor, kind: str) -> torch.Tensor:
+        """Mean or max over the real steps only: (B, T, D*H) -> (B, D*H); `valid` is the (B, T) mask."""
+        if kind == "mean":
+            summed = (outputs * valid.unsqueeze(2)).sum(dim=1)
+            return summed / lengths.clamp(min=1).unsqueeze(1).to(outputs.dtype)
+        return outputs.masked_fill(~valid.unsqueeze(2), float("-inf")).amax(dim=1)
 
     def _last(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.config.last_at_padded_end:

@@ -111,6 +111,7 @@ def test_wrong_types_fail(path: str, value: Any, pattern: str) -> None:
     [
         ("data.valid_ratio", 1.0, "valid_ratio must be in"),
         ("model.dropout", 1.0, "dropout must be in"),
+        ("model.word_dropout", 1.0, "model.word_dropout must be in"),
         ("model.head_size", -1, "head_size must be >= 0"),
         ("train.device", "gpu", "Valid choices: auto, cpu, cuda, mps"),
         ("download.md5", "XYZ", "md5 must be 32 lowercase hex digits"),

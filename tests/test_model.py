@@ -14,7 +14,7 @@ from stages.model import ModelSpec, RecurrentClassifier, count_parameters
 
 VOCAB_SIZE, STEPS, BATCH, CLASSES, HIDDEN = 11, 7, 4, 2, 8
 CELLS = ("rnn", "lstm", "gru")
-READOUTS = ("last", "mean", "max", "concat")
+READOUTS = ("last", "mean", "max", "mean_max", "concat")
 
 
 def tiny_config(**overrides: object) -> ModelConfig:
@@ -54,7 +54,7 @@ def test_forward_shape_for_every_cell_and_readout(cell: str, readout: str) -> No
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("readout", ("last", "mean", "max", "concat"))
+@pytest.mark.parametrize("readout", READOUTS)
 def test_readout_ignores_steps_after_length(cell: str, readout: str) -> None:
     model = build(tiny_config(cell=cell, readout=readout))
     tokens, lengths = batch()
@@ -100,6 +100,41 @@ def test_mean_and_max_pool_only_real_steps() -> None:
         pooled = model.readout(outputs, lengths)
         for row, length in enumerate(lengths.tolist()):
             assert torch.allclose(pooled[row], pool(outputs[row, :length])), readout
+
+
+def test_mean_max_puts_both_pools_side_by_side() -> None:
+    outputs = torch.randn(BATCH, STEPS, HIDDEN)
+    lengths = torch.tensor([STEPS, 1, 3, 5])
+    model = build(tiny_config(readout="mean_max", head_size=0))
+    assert model.head[-1].in_features == 2 * HIDDEN
+    pooled = model.readout(outputs, lengths)
+    assert torch.equal(pooled[:, :HIDDEN], build(tiny_config(readout="mean")).readout(outputs, lengths))
+    assert torch.equal(pooled[:, HIDDEN:], build(tiny_config(readout="max")).readout(outputs, lengths))
+
+
+def test_word_dropout_zeroes_whole_steps_in_training_only() -> None:
+    model = build(tiny_config(word_dropout=0.5))
+    inputs = torch.randn(64, STEPS, 6)
+    with torch.no_grad():
+        assert torch.equal(model.word_dropout(inputs), inputs)  # eval: identity
+        model.train()
+        torch.manual_seed(1)
+        dropped = model.word_dropout(inputs)
+    zeroed = (dropped == 0).all(dim=2)  # (B, T): a step is zeroed in every feature or in none
+    kept = ~zeroed
+    assert torch.allclose(dropped[kept], inputs[kept] * 2.0)  # survivors scaled by 1 / (1 - p)
+    assert 0.4 < zeroed.float().mean().item() < 0.6
+    assert torch.equal(build(tiny_config()).train().word_dropout(inputs), inputs)  # p = 0: untouched
+
+
+def test_word_dropout_changes_training_outputs() -> None:
+    tokens, lengths = batch()
+    model = build(tiny_config(word_dropout=0.5)).train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        first = model(tokens, lengths)
+        torch.manual_seed(1)
+        assert not torch.allclose(first, model(tokens, lengths))
 
 
 @pytest.mark.parametrize("cell", CELLS)
