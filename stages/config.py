@@ -207,10 +207,13 @@ class ModelConfig(Section):
     last_at_padded_end: bool = False
     activation: str = "relu"
     head_size: int = 256  # 0: the readout feeds the output layer directly
+    # Independently initialised copies trained side by side (own optimiser, batch order seed + i);
+    # the prediction averages their class probabilities. 1: a single network.
+    members: int = 1
 
     def check(self, where: str) -> None:
         super().check(where)
-        for name in ("embedding_dim", "hidden_size", "num_layers"):
+        for name in ("embedding_dim", "hidden_size", "num_layers", "members"):
             _require(getattr(self, name) >= 1, f"{where}.{name} must be >= 1, got {getattr(self, name)}.")
         _require(self.head_size >= 0, f"{where}.head_size must be >= 0 (0 = no hidden head layer), got {self.head_size}.")
         for name in ("dropout", "embedding_dropout", "word_dropout"):

@@ -19,6 +19,7 @@ from torch import nn
 from stages.common import StageError
 from stages.config import TrainConfig
 from stages.dataset import Split
+from stages.model import members_of
 
 
 def setup_runtime(seed: int, device_name: str, threads: int = 0) -> torch.device:
@@ -146,24 +147,38 @@ def train_epoch(
     }
 
 
+def combine_member_stats(stats: list[dict[str, float]]) -> dict[str, float]:
+    """One epoch's training stats over ensemble members: means, and the largest gradient norm."""
+    combined = {key: sum(member[key] for member in stats) / len(stats) for key in stats[0]}
+    combined["grad_norm_max"] = max(member["grad_norm_max"] for member in stats)
+    return combined
+
+
 def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, device: torch.device, log=print) -> FitResult:
     """Train for config.epochs, keep the weights of the best validation-accuracy epoch.
 
+    An ensemble's members each get their own optimiser, schedule and batch order (seed + i) and
+    train on their own loss, one epoch each in turn; validation scores the ensemble as a whole.
     On divergence, stop and keep the best weights so far (the initial ones if no epoch finished).
     """
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = make_scheduler(optimizer, config, len(train))
-    generator = torch.Generator().manual_seed(config.seed)
+    members = members_of(model)
+    optimizers = [torch.optim.Adam(member.parameters(), lr=config.lr, weight_decay=config.weight_decay) for member in members]
+    schedulers = [make_scheduler(optimizer, config, len(train)) for optimizer in optimizers]
+    generators = [torch.Generator().manual_seed(config.seed + index) for index in range(len(members))]
     best_state, best_epoch, best_accuracy = _state_copy(model), 0, -1.0
     history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        stats = train_epoch(model, optimizer, train, config, generator, device, scheduler)
+        member_stats = []
+        for member, optimizer, generator, scheduler in zip(members, optimizers, generators, schedulers):
+            stats = train_epoch(member, optimizer, train, config, generator, device, scheduler)
+            if stats is None:
+                log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
+                return FitResult(history, best_state, best_epoch, diverged=True)
+            member_stats.append(stats)
         seconds = time.perf_counter() - started
-        if stats is None:
-            log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
-            return FitResult(history, best_state, best_epoch, diverged=True)
+        stats = combine_member_stats(member_stats)
         probabilities, valid_loss = predict(model, valid, max(config.batch_size, 256), device)
         if not math.isfinite(valid_loss):
             # The epoch's last step can blow the weights up after its finite-loss check; such weights

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from stages.dataset import Split
-from stages.model import ModelSpec, RecurrentClassifier
+from stages.model import Classifier, ModelSpec, RecurrentClassifier, members_of
 
 GRADIENT_SEQUENCES = 100  # first N validation sequences; one forward/backward pass per model
 DECADE_DEPTHS = (50, 150)  # steps back at which the fall from the last step is reported
@@ -113,8 +113,13 @@ def profile_summary(profile: GradientProfile) -> dict[str, float]:
     return summary
 
 
-def gradient_report(trained_model: RecurrentClassifier, seed: int, valid: Split) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics entry {init: {...}, trained: {...}, steps_back_max, sequences} and the plot rows."""
+def gradient_report(trained_model: Classifier, seed: int, valid: Split) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics entry {init: {...}, trained: {...}, steps_back_max, sequences} and the plot rows.
+
+    An ensemble is profiled through its first member: each member has its own embedding, so there
+    is no single input to differentiate, and member 0 starts from the weights `initial_model` builds.
+    """
+    trained_model = members_of(trained_model)[0]
     batch = first_sequences(valid)
     initial = measure_profile(initial_model(trained_model.spec, seed), batch)
     trained = measure_profile(trained_model, batch)

@@ -11,6 +11,7 @@ on CPU. The head returns logits: CrossEntropyLoss applies the softmax itself.
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,11 +159,44 @@ class RecurrentClassifier(nn.Module):
         return torch.cat([forward_last, outputs[:, 0, hidden:]], dim=1)
 
 
+class EnsembleClassifier(nn.Module):
+    """`model.members` RecurrentClassifiers; the output is the log of their mean class probabilities.
+
+    Softmax of that output is the members' averaged probabilities, so CrossEntropyLoss, `predict`
+    and the metrics treat the ensemble like one classifier. Training updates every member on its own
+    loss (stages/engine.py), so the members stay independent models, not one wide network.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.config = spec.model
+        # Built in order from the current random state: member 0 gets the weights a single network
+        # seeded the same way would get.
+        self.members = nn.ModuleList(RecurrentClassifier(spec) for _ in range(spec.model.members))
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        log_probabilities = torch.stack([member(tokens, lengths).log_softmax(dim=1) for member in self.members])  # (M, B, C)
+        return torch.logsumexp(log_probabilities, dim=0) - math.log(len(self.members))  # (B, C)
+
+
+Classifier = RecurrentClassifier | EnsembleClassifier
+
+
+def build_model(spec: ModelSpec) -> Classifier:
+    return EnsembleClassifier(spec) if spec.model.members > 1 else RecurrentClassifier(spec)
+
+
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """The independently trained networks inside `model`: its ensemble members, or itself."""
+    return list(model.members) if isinstance(model, EnsembleClassifier) else [model]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def save_checkpoint(path: Path, model: RecurrentClassifier, state_dict: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, model: Classifier, state_dict: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
     from stages.common import atomic_path
 
     # Save through a handle: given a path, torch names the zip's inner folder after the (random)
@@ -171,7 +205,7 @@ def save_checkpoint(path: Path, model: RecurrentClassifier, state_dict: dict[str
         torch.save({"state_dict": state_dict, "config": model.spec.to_dict(), **extra}, handle)
 
 
-def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[RecurrentClassifier, dict[str, Any]]:
+def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the model from the checkpoint's own config; refuse one that differs from `expected`."""
     path = Path(path)
     if not path.is_file():
@@ -192,7 +226,7 @@ def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Re
         stored, wanted = spec.model.to_dict(), expected.to_dict()
         changes = ", ".join(f"{key}: checkpoint {stored[key]!r} vs params {wanted[key]!r}" for key in stored if stored[key] != wanted[key])
         raise StageError(f"{path} was trained with a different model config ({changes}). Retrain it with `dvc repro`.")
-    model = RecurrentClassifier(spec)
+    model = build_model(spec)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:

@@ -17,7 +17,7 @@ import yaml
 
 from stages.common import StageError, run_cli
 from stages.config import ORDER_STUDY, load_params
-from stages.model import RecurrentClassifier, load_checkpoint
+from stages.model import Classifier, load_checkpoint
 from stages.order_data import INDEX as ORDER_INDEX
 from stages.preprocess import PAD, UNK, read_vocab, tokenize
 from stages.xy import kept_tokens
@@ -51,7 +51,7 @@ def encode_symbols(text: str, length: int) -> list[int]:
     return [ORDER_INDEX[symbol] for symbol in symbols]
 
 
-def classify(model: RecurrentClassifier, ids: list[int], pad_index: int) -> np.ndarray:
+def classify(model: Classifier, ids: list[int], pad_index: int) -> np.ndarray:
     length = model.spec.sequence_length
     tokens = torch.full((1, length), pad_index, dtype=torch.long)
     tokens[0, : len(ids)] = torch.tensor(ids)

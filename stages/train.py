@@ -13,7 +13,7 @@ from stages.common import run_cli, write_json
 from stages.config import load_params
 from stages.dataset import load_meta, load_split
 from stages.engine import fit, history_rows, setup_runtime
-from stages.model import ModelSpec, RecurrentClassifier, count_parameters, save_checkpoint
+from stages.model import ModelSpec, build_model, count_parameters, save_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,9 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     device = setup_runtime(variant.train.seed, variant.train.device, variant.train.threads)
     meta = load_meta(args.data)
     train, valid = load_split(args.data, "train"), load_split(args.data, "valid")
-    model = RecurrentClassifier(ModelSpec.from_meta(variant.model, meta))
+    model = build_model(ModelSpec.from_meta(variant.model, meta))
     print(
-        f"train {variant.name} ({study.name}): {variant.model.cell} hidden {variant.model.hidden_size}, "
+        f"train {variant.name} ({study.name}): {variant.model.cell} hidden {variant.model.hidden_size}"
+        f"{f' x {variant.model.members} members' if variant.model.members > 1 else ''}, "
         f"{count_parameters(model):,} parameters, {len(train)} train / {len(valid)} valid, device {device}"
     )
     result = fit(model, train, valid, variant.train, device)
