@@ -14,7 +14,7 @@ from stages.baseline import documents
 from stages.common import StageError
 from stages.config import ModelConfig
 from stages.dataset import Split
-from stages.model import ModelSpec, RecurrentClassifier, save_checkpoint
+from stages.model import ModelSpec, build_model, save_checkpoint
 from stages.preprocess import write_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,17 +46,18 @@ def test_baseline_documents_drop_padding() -> None:
     assert documents(split) == ["5 6", "7"]
 
 
-@pytest.fixture()
-def predict_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A repo root with params.yaml, dvc.yaml, a vocabulary and a tiny trained-shape checkpoint."""
+@pytest.fixture(params=[1, 3], ids=["single", "ensemble"])
+def predict_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    """A repo root with params.yaml, dvc.yaml, a vocabulary and a tiny trained-shape checkpoint
+    (one network, or a `model.members=3` ensemble)."""
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.chdir(tmp_path)
     paths = predict.pipeline_paths()
     write_vocab(Path(paths["vocab"]), [("great", 5), ("awful", 4)])
-    config = ModelConfig(embedding_dim=4, hidden_size=4, head_size=4)
+    config = ModelConfig(embedding_dim=4, hidden_size=4, head_size=4, members=request.param)
     torch.manual_seed(0)
-    model = RecurrentClassifier(ModelSpec(config, input_size=4, num_classes=2, sequence_length=10, class_names=("neg", "pos")))
+    model = build_model(ModelSpec(config, input_size=4, num_classes=2, sequence_length=10, class_names=("neg", "pos")))
     save_checkpoint(Path(paths["models"]) / "relu.pt", model, model.state_dict(), {"variant": "relu"})
     return tmp_path
 
