@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from stages.config import ConfigError, ModelConfig, TrainConfig
-from stages.dataset import Split
 from stages.engine import fit, predict
 from stages.gradients import gradient_report
 from stages.model import (
     EnsembleClassifier, ModelSpec, RecurrentClassifier, build_model, count_parameters, load_checkpoint,
     members_of, save_checkpoint,
 )
+from tests.splits import tiny_split
 
 CONFIG = ModelConfig(cell="lstm", embedding_dim=4, hidden_size=5, bidirectional=True, readout="mean_max", dropout=0.0, head_size=0)
 TRAIN = TrainConfig(epochs=1, batch_size=16, lr=0.01, device="cpu", seed=3)
@@ -28,15 +28,6 @@ def spec(members: int) -> ModelSpec:
 def seeded(members: int, seed: int = 0) -> RecurrentClassifier | EnsembleClassifier:
     torch.manual_seed(seed)
     return build_model(spec(members))
-
-
-def tiny_split(size: int, seed: int) -> Split:
-    generator = torch.Generator().manual_seed(seed)
-    return Split(
-        x=torch.randint(2, 9, (size, 6), generator=generator),
-        lengths=torch.randint(1, 7, (size,), generator=generator),
-        y=torch.randint(0, 2, (size,), generator=generator),
-    )
 
 
 def test_one_member_is_the_plain_classifier() -> None:

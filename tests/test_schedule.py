@@ -8,21 +8,12 @@ import pytest
 import torch
 
 from stages.config import ConfigError, ModelConfig, TrainConfig
-from stages.dataset import Split
 from stages.engine import fit, make_scheduler
 from stages.model import ModelSpec, RecurrentClassifier
+from tests.splits import tiny_split
 
 TRAIN_SIZE, BATCH_SIZE, EPOCHS = 50, 16, 3  # 4 batches per epoch, the last one partial
 STEPS = EPOCHS * math.ceil(TRAIN_SIZE / BATCH_SIZE)
-
-
-def tiny_split(size: int, seed: int) -> Split:
-    generator = torch.Generator().manual_seed(seed)
-    return Split(
-        x=torch.randint(2, 9, (size, 6), generator=generator),
-        lengths=torch.randint(1, 7, (size,), generator=generator),
-        y=torch.randint(0, 2, (size,), generator=generator),
-    )
 
 
 def tiny_model() -> RecurrentClassifier:
