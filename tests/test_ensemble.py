@@ -12,7 +12,7 @@ from stages.config import ConfigError, ModelConfig, TrainConfig
 from stages.engine import fit, predict
 from stages.gradients import gradient_report
 from stages.model import (
-    EnsembleClassifier, ModelSpec, RecurrentClassifier, build_model, count_parameters, load_checkpoint,
+    Classifier, EnsembleClassifier, ModelSpec, RecurrentClassifier, build_model, count_parameters, load_checkpoint,
     members_of, save_checkpoint,
 )
 from tests.splits import tiny_split
@@ -25,7 +25,7 @@ def spec(members: int) -> ModelSpec:
     return ModelSpec(replace(CONFIG, members=members), 9, 2, 6, ("neg", "pos"))
 
 
-def seeded(members: int, seed: int = 0) -> RecurrentClassifier | EnsembleClassifier:
+def seeded(members: int, seed: int = 0) -> Classifier:
     torch.manual_seed(seed)
     return build_model(spec(members))
 
