@@ -18,7 +18,7 @@ from pathlib import Path
 from stages.engine import setup_runtime
 
 
-SECTIONS = ("text", "train", "readout", "fused", "denormal", "dvc")
+SECTIONS = ("text", "train", "readout", "fused", "denormal", "repro", "dvc")
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -45,6 +45,7 @@ def main() -> None:
 
     from bench.denormal import bench_denormal
     from bench.dvc_bench import bench_dvc
+    from bench.reproducibility import bench_reproducibility
     from bench.models import default_sizes
     from bench.steps import (bench_fused_vs_loop, bench_pipeline_vs_bare, bench_readouts, bench_tokens_per_second,
                              profile_fused_vs_loop)
@@ -70,6 +71,9 @@ def main() -> None:
         bench_fused_vs_loop(sizes, repeats, table)
     if "denormal" in chosen:
         bench_denormal(arguments.quick, arguments.denormal_threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm"))
+    if "repro" in chosen:
+        bench_reproducibility(arguments.quick, steps=2 if arguments.quick else 6, table=table,
+                              cells=("rnn",) if arguments.quick else ("rnn", "lstm"))
     if "dvc" in chosen:
         bench_dvc(arguments.quick, table)
     print()

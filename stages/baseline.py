@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -21,7 +22,9 @@ from sklearn.metrics import log_loss
 from stages.common import run_cli, write_json
 from stages.config import BaselineConfig, load_params
 from stages.dataset import Split, load_meta, load_split
-from stages.evaluate import classification_metrics, write_confusion_rows
+from stages.evaluate import classification_metrics, write_predictions
+from stages.runtime import result_environment
+from stages.timings import record_evaluation, record_training
 
 NAME = "linear_tfidf"
 
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--confusion", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True, help="per-example CSV: actual, predicted, p_<class>")
+    parser.add_argument("--timings", type=Path, help="machine-dependent timings JSON to write (not a DVC output)")
     args = parser.parse_args(argv)
     config = load_params().baseline
     meta = load_meta(args.data)
@@ -73,21 +77,21 @@ def main(argv: list[str] | None = None) -> None:
         "loss": float(log_loss(y, probabilities, labels=list(range(meta.num_classes)))),
         "per_class_accuracy": scores["per_class_accuracy"],
         "confusion": scores["confusion"],
-        "train_seconds_per_epoch": fit_seconds,
-        "train_tokens_per_second": float(train.lengths.sum()) / fit_seconds,
-        "eval_tokens_per_second": float(test.lengths.sum()) / eval_seconds,
         "parameters": int(classifier.coef_.size + classifier.intercept_.size),
         "epochs_trained": 1,
         "best_epoch": 1,
         "best_valid_accuracy": best["valid_accuracy"],
         "diverged": False,
-        "device": "cpu",
         "seed": 0,
         "cell": "linear",
         "gradient": None,  # no recurrence: nothing flows through time
+        "environment": result_environment(torch.device("cpu")),
     }
-    write_confusion_rows(args.confusion, y, probabilities.argmax(axis=1), meta.class_names)
+    write_predictions(args.predictions, y, probabilities, meta.class_names)
     write_json(args.metrics, metrics)
+    if args.timings is not None:
+        record_training(args.timings, NAME, "cpu", [fit_seconds], int(train.lengths.sum()))
+        record_evaluation(args.timings, NAME, float(test.lengths.sum()) / eval_seconds)
     print(json.dumps({"variant": NAME, "C": best["C"], "accuracy": metrics["accuracy"], "roc_auc": metrics["roc_auc"]}))
 
 

@@ -238,8 +238,9 @@ class TrainConfig(Section):
     grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
     seed: int = 0
     device: str = "auto"
-    # torch intra-op CPU threads for training; 0 = torch's default (one per core). Tiny models
-    # (the order task's hidden 4) run several times slower with >1 thread on a busy CPU.
+    # torch intra-op CPU threads for training; 0 = torch's default (one per core), or in reproducible
+    # mode a fixed 2 (MKL's reproducible GEMMs depend on the count). Tiny models (the order task's
+    # hidden 4) run several times slower with >1 thread on a busy CPU.
     threads: int = 0
 
     def check(self, where: str) -> None:
@@ -266,6 +267,16 @@ class BaselineConfig(Section):
         _require(self.ngram_max >= 1, f"{where}.ngram_max must be >= 1, got {self.ngram_max}.")
         _require(self.c_grid[0] <= self.c_grid[1], f"{where}.c_grid must be [low, high] with low <= high.")
         _require(self.max_iter >= 1, f"{where}.max_iter must be >= 1, got {self.max_iter}.")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig(Section):
+    """How the math libraries run; read before torch loads (stages/runtime.py)."""
+
+    # Pin kernel ISAs and MKL's reproducible mode so the same params give the same bits on any
+    # x86-64 CPU with AVX2. Costs ~2x CPU training time (python -m bench --only repro); false is faster
+    # but results then depend on the machine.
+    reproducible: bool = True
 
 
 @dataclass(frozen=True)
@@ -300,6 +311,7 @@ class Params:
     baseline: BaselineConfig
     order_data: OrderDataConfig
     studies: dict[str, Study]
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def study(self, name: str) -> Study:
         if name not in self.studies:
@@ -314,7 +326,7 @@ class Params:
         raise ConfigError(f"Unknown variant '{name}'.{did_you_mean(name, every)} Variants: {', '.join(every)}.")
 
 
-TOP_LEVEL_KEYS = ("download", "data", "model", "train", "variants", "baseline", "order")
+TOP_LEVEL_KEYS = ("download", "data", "model", "train", "variants", "baseline", "order", "runtime")
 ORDER_KEYS = ("data", "model", "train", "variants")
 
 
@@ -397,6 +409,7 @@ def parse_params(raw: Any) -> Params:
         baseline=BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
         order_data=OrderDataConfig.from_dict(order_raw.get("data"), "order.data"),
         studies=studies,
+        runtime=RuntimeConfig.from_dict(raw.get("runtime"), "runtime"),
     )
 
 
@@ -422,6 +435,7 @@ __all__ = [
     "ModelConfig",
     "OrderDataConfig",
     "Params",
+    "RuntimeConfig",
     "Study",
     "TrainConfig",
     "Variant",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages import runtime
 from stages.common import StageError
 from stages.config import TrainConfig
 from stages.dataset import Split
@@ -30,15 +32,22 @@ def setup_runtime(seed: int, device_name: str, threads: int = 0) -> torch.device
     step took 1.16 s with denormals and 0.12 s without. Worker threads inherit the FP mode at
     creation, hence "first".
 
-    Threads: the RNNLAB_THREADS environment variable wins (tests pin it), then `threads` (the
-    train.threads param; 0 keeps torch's default of one per core).
+    Threads: the RNNLAB_THREADS environment variable wins, then `threads` (the train.threads param),
+    then torch's default of one per core, except in reproducible mode, where 0 means a fixed
+    runtime.REPRODUCIBLE_THREADS: MKL's reproducible GEMMs give the same bits only for the same thread
+    count, so the count must not follow the machine's cores. It is recorded with every result.
     """
     torch.set_flush_denormal(True)
     threads = int(os.environ.get("RNNLAB_THREADS") or threads)
+    if threads == 0 and runtime.is_reproducible():
+        threads = runtime.REPRODUCIBLE_THREADS
     if threads > 0:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    return resolve_device(device_name)
+    device = resolve_device(device_name)
+    for warning in runtime.apply_torch_settings(device.type):
+        print(warning, file=sys.stderr)
+    return device
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,8 +68,6 @@ class EpochRecord:
     train_accuracy: float
     valid_loss: float
     valid_accuracy: float
-    seconds: float
-    tokens_per_second: float
     grad_norm_mean: float  # global gradient norm before clipping, averaged over the epoch's steps
     grad_norm_max: float
     clip_fraction: float  # share of steps where clipping fired
@@ -72,6 +79,8 @@ class FitResult:
     best_state: dict[str, torch.Tensor]
     best_epoch: int
     diverged: bool
+    # Machine-dependent, so kept apart from the history (a DVC output that must reproduce bit for bit).
+    epoch_seconds: list[float]
 
 
 def batches(split: Split, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -168,6 +177,7 @@ def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, devic
     generators = [torch.Generator().manual_seed(config.seed + index) for index in range(len(members))]
     best_state, best_epoch, best_accuracy = _state_copy(model), 0, -1.0
     history: list[EpochRecord] = []
+    epoch_seconds: list[float] = []
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         member_stats = []
@@ -175,7 +185,7 @@ def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, devic
             stats = train_epoch(member, optimizer, train, config, generator, device, scheduler)
             if stats is None:
                 log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
-                return FitResult(history, best_state, best_epoch, diverged=True)
+                return FitResult(history, best_state, best_epoch, True, epoch_seconds)
             member_stats.append(stats)
         seconds = time.perf_counter() - started
         stats = combine_member_stats(member_stats)
@@ -184,20 +194,20 @@ def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, devic
             # The epoch's last step can blow the weights up after its finite-loss check; such weights
             # must never become the "best" checkpoint.
             log(f"epoch {epoch}: validation loss became NaN/inf; stopping (diverged)")
-            return FitResult(history, best_state, best_epoch, diverged=True)
+            return FitResult(history, best_state, best_epoch, True, epoch_seconds)
         valid_accuracy = float((probabilities.argmax(dim=1) == valid.y).float().mean())
         record = EpochRecord(
-            epoch=epoch, valid_loss=valid_loss, valid_accuracy=valid_accuracy, seconds=seconds,
-            tokens_per_second=len(train) * train.sequence_length / seconds, **stats,
+            epoch=epoch, valid_loss=valid_loss, valid_accuracy=valid_accuracy, **stats,
         )
         history.append(record)
+        epoch_seconds.append(seconds)
         log(
             f"epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f} | "
             f"valid loss {valid_loss:.4f} acc {valid_accuracy:.4f} | {seconds:.1f}s, grad norm {record.grad_norm_mean:.3g}"
         )
         if valid_accuracy > best_accuracy:
             best_state, best_epoch, best_accuracy = _state_copy(model), epoch, valid_accuracy
-    return FitResult(history, best_state, best_epoch, diverged=False)
+    return FitResult(history, best_state, best_epoch, False, epoch_seconds)
 
 
 def history_rows(result: FitResult) -> list[dict[str, float]]:

@@ -21,6 +21,8 @@ from stages.dataset import Split, load_split
 from stages.engine import predict, setup_runtime
 from stages.gradients import gradient_report
 from stages.model import count_parameters, load_checkpoint
+from stages.runtime import result_environment
+from stages.timings import record_evaluation
 
 EVAL_BATCH_SIZE = 500
 
@@ -49,17 +51,28 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
     }
 
 
-def write_confusion_rows(path: Path, y: np.ndarray, predicted: np.ndarray, class_names: tuple[str, ...]) -> None:
-    """One row per test example, the format `dvc plots` confusion templates expect."""
+PROBABILITY_DIGITS = 6
+
+
+def write_predictions(path: Path, y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """One row per test example: actual and predicted class, then each class's probability.
+
+    `dvc plots` draws the confusion matrix from the actual/predicted columns; `stages.review`
+    compares two revisions example by example from the same file.
+    """
+    predicted = probabilities.argmax(axis=1)
+    header = ",".join(["actual", "predicted", *(f"p_{name}" for name in class_names)])
     with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as handle:
-        handle.write("actual,predicted\n")
-        for actual, guess in zip(y.tolist(), predicted.tolist()):
-            handle.write(f"{class_names[actual]},{class_names[guess]}\n")
+        handle.write(header + "\n")
+        for actual, guess, row in zip(y.tolist(), predicted.tolist(), probabilities.tolist()):
+            values = ",".join(f"{value:.{PROBABILITY_DIGITS}f}" for value in row)
+            handle.write(f"{class_names[actual]},{class_names[guess]},{values}\n")
 
 
 def evaluate(
     model_path: Path, history_path: Path, data_dir: Path, device_name: str, gradients_path: Path | None = None,
-) -> tuple[dict[str, Any], Split, np.ndarray]:
+) -> tuple[dict[str, Any], Split, np.ndarray, float]:
+    """Metrics (only numbers that reproduce), the test split, its probabilities and the eval tokens/s."""
     device = setup_runtime(0, device_name)
     model, checkpoint = load_checkpoint(model_path)
     model.to(device)
@@ -72,7 +85,6 @@ def evaluate(
     eval_seconds = time.perf_counter() - started
     y, probabilities = test.y.numpy(), probabilities.double().numpy()
     scores = classification_metrics(y, probabilities, model.spec.class_names)
-    seconds = [row["seconds"] for row in history]
     train_config = checkpoint["train"]
     metrics = {
         "variant": checkpoint["variant"],
@@ -81,23 +93,22 @@ def evaluate(
         "loss": loss,
         "per_class_accuracy": scores["per_class_accuracy"],
         "confusion": scores["confusion"],
-        "train_seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
-        "train_tokens_per_second": float(np.mean([row["tokens_per_second"] for row in history])) if history else None,
-        "eval_tokens_per_second": len(test) * test.sequence_length / eval_seconds,
         "parameters": count_parameters(model),
         "epochs_trained": len(history),
         "best_epoch": checkpoint["best_epoch"],
         "best_valid_accuracy": max((row["valid_accuracy"] for row in history), default=None),
         "diverged": bool(checkpoint["diverged"]),
-        "device": checkpoint["device"],
         "seed": train_config["seed"],
         "cell": model.config.cell,
+        # Where the weights were trained, as far as it decides their bits (checkpoints from before
+        # the environment was recorded: the evaluating process's).
+        "environment": checkpoint.get("environment") or result_environment(device),
     }
     # Gradient flow through time (issue 5): scalars here, the per-step profile as a plots file.
     metrics["gradient"], gradient_rows = gradient_report(model, train_config["seed"], load_split(data_dir, "valid"))
     if gradients_path is not None:
         write_json(gradients_path, gradient_rows)
-    return metrics, test, probabilities.argmax(axis=1)
+    return metrics, test, probabilities, len(test) * test.sequence_length / eval_seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,15 +118,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--confusion", type=Path, required=True)
+    parser.add_argument("--predictions", type=Path, required=True, help="per-example CSV: actual, predicted, p_<class>")
+    parser.add_argument("--timings", type=Path, help="machine-dependent timings JSON to update (not a DVC output)")
     parser.add_argument("--gradients", type=Path, help="plots JSON: log10 ||dL/dx_t|| by steps back")
     args = parser.parse_args(argv)
     _study, variant = load_params().find_variant(args.variant)
     # Refuse a checkpoint trained under other model params (stale or copied in) before any work.
     load_checkpoint(args.model, expected=variant.model)
-    metrics, test, predicted = evaluate(args.model, args.history, args.data, variant.train.device, args.gradients)
-    write_confusion_rows(args.confusion, test.y.numpy(), predicted, tuple(metrics["confusion"]))
+    metrics, test, probabilities, eval_tokens_per_second = evaluate(
+        args.model, args.history, args.data, variant.train.device, args.gradients,
+    )
+    write_predictions(args.predictions, test.y.numpy(), probabilities, tuple(metrics["confusion"]))
     write_json(args.metrics, metrics)
+    if args.timings is not None:
+        record_evaluation(args.timings, variant.name, eval_tokens_per_second)
     print(json.dumps({key: metrics[key] for key in ("variant", "accuracy", "f1", "roc_auc", "loss", "diverged")}))
 
 

@@ -33,6 +33,33 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose mask comes from torch.rand, so every CPU draws the same mask.
+
+    nn.Dropout draws its mask with `bernoulli_`, which on Intel CPUs uses MKL's VSL generator and
+    elsewhere ATen's: the same seed gives other masks on Intel and AMD machines. `torch.rand` runs
+    the same serial generator everywhere. Same behaviour as nn.Dropout otherwise (identity in eval).
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return inputs
+        return inputs * keep_mask(inputs.shape, self.p, inputs)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
+    """0 with probability p, else 1 / (1 - p): multiply to drop and rescale in one step."""
+    keep = torch.rand(shape, device=like.device) >= p
+    return keep.to(like.dtype) / (1.0 - p)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild a model: its config plus what the dataset fixes."""
@@ -79,7 +106,7 @@ class RecurrentClassifier(nn.Module):
         else:
             self.embedding = None
             features = spec.input_size
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.embedding_dropout = Dropout(config.embedding_dropout)
         cell_options = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
         self.rnn = getattr(nn, config.cell.upper())(
             features,
@@ -98,11 +125,11 @@ class RecurrentClassifier(nn.Module):
             self.head = nn.Sequential(
                 nn.Linear(readout_size, config.head_size),
                 ACTIVATIONS[config.activation](),
-                nn.Dropout(config.dropout),  # applied, unlike the write-up whose dropout result was discarded
+                Dropout(config.dropout),  # applied, unlike the write-up whose dropout result was discarded
                 nn.Linear(config.head_size, spec.num_classes),
             )
         else:
-            self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(readout_size, spec.num_classes))
+            self.head = nn.Sequential(Dropout(config.dropout), nn.Linear(readout_size, spec.num_classes))
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, F) inputs; split out so gradients w.r.t. inputs can be measured."""
@@ -122,8 +149,7 @@ class RecurrentClassifier(nn.Module):
         """Zero whole time steps of (B, T, F) inputs in training, scaling the kept ones by 1 / (1 - p)."""
         if not self.training or self.config.word_dropout == 0.0:
             return inputs
-        keep = F.dropout(inputs.new_ones(inputs.shape[:2] + (1,)), self.config.word_dropout)  # (B, T, 1)
-        return inputs * keep
+        return inputs * keep_mask(inputs.shape[:2] + (1,), self.config.word_dropout, inputs)  # mask (B, T, 1)
 
     def readout(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, steps, _ = outputs.shape

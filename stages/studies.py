@@ -31,7 +31,7 @@ from stages.common import StageError, run_cli, write_json, write_text
 SEED_KEY = "train.seed"
 HEAD_NAME = "(committed)"
 ROW_KEYS = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "epochs_trained",
-            "train_seconds_per_epoch", "parameters", "seed", "diverged")
+            "train_seconds_per_epoch", "parameters", "seed", "diverged", "environment")
 
 
 @dataclass

@@ -14,6 +14,8 @@ from stages.config import load_params
 from stages.dataset import load_meta, load_split
 from stages.engine import fit, history_rows, setup_runtime
 from stages.model import ModelSpec, build_model, count_parameters, save_checkpoint
+from stages.runtime import result_environment
+from stages.timings import record_training
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="xy directory (train/, valid/, meta.json)")
     parser.add_argument("--model", type=Path, required=True, help="checkpoint to write")
     parser.add_argument("--history", type=Path, required=True, help="per-epoch history JSON to write")
+    parser.add_argument("--timings", type=Path, help="machine-dependent timings JSON to write (not a DVC output)")
     args = parser.parse_args(argv)
 
     study, variant = load_params().find_variant(args.variant)
@@ -39,13 +42,16 @@ def main(argv: list[str] | None = None) -> None:
         save_checkpoint(
             args.model, model, result.best_state,
             {"variant": variant.name, "study": study.name, "train": variant.train.to_dict(),
-             "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device)},
+             "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device),
+             "environment": result_environment(device)},
         )
         write_json(args.history, history_rows(result))
     except BaseException:
         # An interrupt between the two writes must not leave a checkpoint without its history.
         args.model.unlink(missing_ok=True)
         raise
+    if args.timings is not None:
+        record_training(args.timings, variant.name, device.type, result.epoch_seconds, len(train) * train.sequence_length)
 
 
 if __name__ == "__main__":

@@ -177,11 +177,14 @@ def test_xy_declares_only_fix_length_and_truncate() -> None:
 
 def test_train_and_evaluate_declare_their_study_sections() -> None:
     stages = dvc_stages()
-    assert set(stages["train"]["do"]["params"]) == {"model", "train", "variants.${key}"}
-    assert set(stages["order_train"]["do"]["params"]) == {"order.model", "order.train", "order.variants.${key}"}
+    # Every stage that runs torch or BLAS math also declares the reproducible-math switch.
+    runtime = "runtime.reproducible"
+    assert set(stages["train"]["do"]["params"]) == {"model", "train", "variants.${key}", runtime}
+    assert set(stages["order_train"]["do"]["params"]) == {"order.model", "order.train", "order.variants.${key}", runtime}
     # evaluate rebuilds the model from its checkpoint; of params it reads only the device.
-    assert set(stages["evaluate"]["do"]["params"]) == {"train.device", "variants.${key}"}
-    assert set(stages["order_evaluate"]["do"]["params"]) == {"order.train.device", "order.variants.${key}"}
+    assert set(stages["evaluate"]["do"]["params"]) == {"train.device", "variants.${key}", runtime}
+    assert set(stages["order_evaluate"]["do"]["params"]) == {"order.train.device", "order.variants.${key}", runtime}
+    assert runtime in stages["baseline"]["params"]
 
 
 def test_foreach_stages_cover_every_variant() -> None:

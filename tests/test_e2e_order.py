@@ -94,7 +94,7 @@ def test_metrics_are_comparable_across_order_variants(order_run: tuple[Path, str
     assert {values["cell"] for values in metrics.values()} == {"rnn", "lstm", "gru"}
     for variant in variants:  # the outputs dvc.yaml declares for each variant
         assert (repo / "models" / f"{variant}.pt").is_file()
-        assert (repo / "plots" / "confusion" / f"{variant}.csv").is_file()
+        assert (repo / "plots" / "predictions" / f"{variant}.csv").is_file()
         assert (repo / "plots" / "history" / f"{variant}.json").is_file()
 
 

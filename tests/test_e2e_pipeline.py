@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
 TIMING_KEYS = {"train_seconds_per_epoch", "train_tokens_per_second", "eval_tokens_per_second"}
+RESULT_ENVIRONMENT_KEYS = {"reproducible", "cpu_capability", "torch", "device", "threads"}
 UPSTREAM_STAGES = {"download", "preprocess", "xy", "order_data"}
 TINY_PARAMS: dict[str, dict[str, Any]] = {
     "data": {"min_freq": 1, "vocab_size": 200, "fix_length": 30},
@@ -62,20 +63,23 @@ class PipelineRepo:
         self.path = path
         self.env = dict(os.environ)
         self.env.pop("PYTHONPATH", None)  # the stages must come from the copy, not this checkout
+        # No thread override: reproducible mode's own fixed thread count is what is under test.
+        self.env.pop("RNNLAB_THREADS", None)
+        self.cores: set[int] | None = None  # restrict every command to these cores (None: all)
         self.env.update(
             # `python` in dvc.yaml's cmds must be this interpreter (the one with torch and dvc).
             PATH=os.pathsep.join([str(Path(sys.executable).parent), self.env.get("PATH", "")]),
             IMDB_ARCHIVE=str(archive),
-            RNNLAB_THREADS="1",
             DVC_NO_ANALYTICS="1",
             GIT_AUTHOR_NAME="rnn-lab test", GIT_AUTHOR_EMAIL="test@example.invalid",
             GIT_COMMITTER_NAME="rnn-lab test", GIT_COMMITTER_EMAIL="test@example.invalid",
         )
 
     def run(self, *args: str) -> Result:
+        cores = self.cores
         completed = subprocess.run(
             list(args), cwd=self.path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, timeout=COMMAND_TIMEOUT,
+            text=True, timeout=COMMAND_TIMEOUT, preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
         )
         assert completed.returncode == 0, f"{' '.join(args)} failed ({completed.returncode}):\n{completed.stdout}"
         return Result(completed.stdout)
@@ -169,8 +173,13 @@ def labeled_only_download(second_repro: Result, repo: PipelineRepo) -> tuple[Res
 def forced_rerun(labeled_only_download: tuple, repo: PipelineRepo) -> tuple[dict, dict, Result]:
     before = repo.metrics()
     # Forcing one variant per study also forces everything upstream of it (download ... xy,
-    # order_data): every stage kind reruns, at half the cost of forcing all variants.
-    result = repo.dvc("repro", "-f", *FORCED_TARGETS)
+    # order_data): every stage kind reruns, at half the cost of forcing all variants. On one core,
+    # where the first run had all of them: reproducible mode fixes the thread count, so not a bit changes.
+    repo.cores = {sorted(os.sched_getaffinity(0))[0]}
+    try:
+        result = repo.dvc("repro", "-f", *FORCED_TARGETS)
+    finally:
+        repo.cores = None
     return before, repo.metrics(), result
 
 
@@ -188,6 +197,13 @@ def test_repro_runs_every_stage_and_writes_comparable_metrics(first_repro: Resul
     assert len(set(key_sets.values())) == 1, key_sets
     for name in expected:
         assert metrics[name]["variant"] == name
+        # Only numbers that reproduce are metrics; speed and the machine sit in the timings files.
+        assert not TIMING_KEYS & set(metrics[name]), name
+        assert set(metrics[name]["environment"]) == RESULT_ENVIRONMENT_KEYS
+        assert metrics[name]["environment"]["reproducible"] is True
+        timings = json.loads((repo.path / "reports" / "timings" / f"{name}.json").read_text(encoding="utf-8"))
+        assert timings["train_seconds_per_epoch"] > 0 and timings["eval_tokens_per_second"] > 0
+        assert timings["machine"]["cpu_model"]
         assert 0.0 <= metrics[name]["accuracy"] <= 1.0 and metrics[name]["epochs_trained"] == 1
     assert metrics["relu"]["cell"] == "rnn" and metrics["order_lstm"]["cell"] == "lstm"
 
@@ -213,19 +229,16 @@ def test_labeled_only_archive_keeps_downstream_cached(labeled_only_download: tup
 def test_forced_rerun_on_cpu_gives_identical_outputs(forced_rerun: tuple, repo: PipelineRepo) -> None:
     before, after, result = forced_rerun
     assert result.stages_run() == FORCED_STAGES  # really rerun, not restored from the run cache
-    # dvc.lock holds the md5 of every output: reviews, vocab, arrays and checkpoints are byte-identical;
-    # only files that record wall-clock timings (history, metrics) may differ.
+    # dvc.lock holds the md5 of every output (reviews, arrays, checkpoints, history, metrics,
+    # predictions): all byte-identical, although the rerun had one core and the first run every core.
     committed = output_hashes(yaml.safe_load(repo.git("show", "HEAD:dvc.lock").output))
     current = output_hashes(yaml.safe_load((repo.path / "dvc.lock").read_text(encoding="utf-8")))
-    untimed = {path for path in committed if not path.startswith(("plots/history/", "metrics/"))}
-    assert {"data/xy", "models/relu.pt", "models/order_lstm.pt"} <= untimed
-    assert {path: committed[path] for path in untimed} == {path: current[path] for path in untimed}
-    assert set(before) == set(after)
-    for name in set().union(*variants_of(repo).values()):
-        assert before[name]["device"] == "cpu"
-        stable_before = {key: value for key, value in before[name].items() if key not in TIMING_KEYS}
-        stable_after = {key: value for key, value in after[name].items() if key not in TIMING_KEYS}
-        assert stable_before == stable_after, name
+    assert {"data/xy", "models/relu.pt", "models/order_lstm.pt", "metrics/relu.json"} <= set(committed)
+    assert committed == current
+    assert repo.git("diff", "--stat", "dvc.lock").output.strip() == ""
+    assert before == after
+    # The reviewer's view: nothing changed, so `dvc metrics diff` prints nothing at all.
+    assert repo.dvc("metrics", "diff").output.strip() == ""
 
 
 def test_changing_the_cell_reruns_only_train_and_evaluate(lstm_experiment: Result, repo: PipelineRepo) -> None:

@@ -155,7 +155,7 @@ def test_initial_model_is_the_one_training_started_from(tmp_path: Path, monkeypa
 
     def fake_fit(model: nn.Module, *args: object, **kwargs: object) -> FitResult:
         captured["state"] = {key: value.clone() for key, value in model.state_dict().items()}
-        return FitResult(history=[], best_state=captured["state"], best_epoch=0, diverged=False)
+        return FitResult(history=[], best_state=captured["state"], best_epoch=0, diverged=False, epoch_seconds=[])
 
     monkeypatch.setattr(train_stage, "fit", fake_fit)
     train_stage.main(["--variant", "order_gru", "--data", "data/order", "--model", "m.pt", "--history", "h.json"])
@@ -172,7 +172,7 @@ def test_evaluate_writes_gradient_metrics_and_plot_rows(tmp_path: Path, monkeypa
     monkeypatch.setenv("RNNLAB_THREADS", "1")
     train_stage.main(["--variant", "order_rnn", "--data", "data/order", "--model", "m.pt", "--history", "h.json"])
     evaluate_stage.main(["--variant", "order_rnn", "--data", "data/order", "--model", "m.pt", "--history", "h.json",
-                         "--metrics", "metrics.json", "--confusion", "c.csv", "--gradients", "g.json"])
+                         "--metrics", "metrics.json", "--predictions", "c.csv", "--gradients", "g.json"])
     gradient = json.loads(Path("metrics.json").read_text())["gradient"]
     assert set(gradient) == {"init", "trained", "steps_back_max", "sequences"}
     assert set(gradient["init"]) == set(gradient["trained"]) == {"decades_50", "decades_150", "log10_norm_last"}

@@ -175,7 +175,7 @@ def test_interrupt_while_saving_leaves_no_output(workdir, capsys, monkeypatch, w
     monkeypatch.undo()
     monkeypatch.chdir(workdir)
     assert run_variant("train", "good", capsys)[0] == 0  # rerunning finishes the job
-    assert outputs(workdir) == {"models/good.pt", "plots/history/good.json"}
+    assert outputs(workdir) == {"models/good.pt", "plots/history/good.json", "reports/timings/good.json"}
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -202,7 +202,7 @@ def test_signal_during_training_leaves_no_output_and_rerun_finishes(workdir, cap
     assert outputs(workdir) == set()
     write_params(workdir, tiny_params())
     assert run_variant("train", "good", capsys)[0] == 0  # rerunning finishes the job
-    assert outputs(workdir) == {"models/good.pt", "plots/history/good.json"}
+    assert outputs(workdir) == {"models/good.pt", "plots/history/good.json", "reports/timings/good.json"}
 
 
 @pytest.mark.parametrize(

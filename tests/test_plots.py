@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPECTED = (
     ("history", ".json", ("valid_accuracy", "train_loss", "grad_norm")),
     ("gradients", ".json", ("gradient_through_time",)),
-    ("confusion", ".csv", ("confusion",)),
+    ("predictions", ".csv", ("confusion",)),
 )
 
 

@@ -1,0 +1,137 @@
+"""Reproducible CPU math (stages/runtime.py): the environment is set before torch loads, the thread
+count is fixed, dropout masks do not depend on the CPU vendor, and CUDA gets PyTorch's determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from stages import runtime
+from stages.model import Dropout, keep_mask
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE = """
+import json, os, sys
+{before}
+import stages
+from stages.engine import setup_runtime
+import torch
+setup_runtime(0, "cpu")
+print(json.dumps({{
+    "capability": str(torch.backends.cpu.get_cpu_capability()),
+    "mkl_cbwr": os.environ.get("MKL_CBWR"), "aten": os.environ.get("ATEN_CPU_CAPABILITY"),
+    "onednn": torch.backends.mkldnn.enabled, "threads": torch.get_num_threads(),
+    "reproducible": stages.runtime.is_reproducible(), "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+}}))
+"""
+
+
+def probe(tmp_path: Path, params: str | None = "runtime: {reproducible: true}\n", before: str = "",
+          **environment: str) -> tuple[dict, str]:
+    """Run a fresh stage-like process in tmp_path (its own params.yaml) and report its math settings."""
+    (tmp_path / "params.yaml").unlink(missing_ok=True)
+    if params is not None:
+        (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("RNNLAB_THREADS", "RNNLAB_REPRODUCIBLE", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    env.update(PYTHONPATH=str(REPO), **environment)
+    completed = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1]), completed.stderr
+
+
+def test_reproducible_mode_pins_kernels_mkl_and_threads_before_torch_loads(tmp_path: Path) -> None:
+    settings, stderr = probe(tmp_path)
+    assert settings["reproducible"] is True
+    assert settings["aten"] == "avx2" and settings["mkl_cbwr"] == "COMPATIBLE"
+    if "avx2" in Path("/proc/cpuinfo").read_text():
+        assert settings["capability"] == "AVX2"  # AVX-512 machines too: the pin took effect
+        assert "warning" not in stderr
+    assert settings["onednn"] is False  # oneDNN's LSTM bits depend on ISA and thread count
+    assert settings["threads"] == runtime.REPRODUCIBLE_THREADS  # fixed, whatever the machine's cores
+    assert settings["cublas"] == ":4096:8"
+
+
+def test_the_switch_in_params_and_the_environment_override(tmp_path: Path) -> None:
+    settings, _ = probe(tmp_path, params="runtime: {reproducible: false}\n")
+    assert settings["reproducible"] is False and settings["mkl_cbwr"] is None and settings["onednn"] is True
+    settings, _ = probe(tmp_path, params="runtime: {reproducible: false}\n", RNNLAB_REPRODUCIBLE="1")
+    assert settings["reproducible"] is True and settings["mkl_cbwr"] == "COMPATIBLE"
+    settings, _ = probe(tmp_path, params=None)  # no params.yaml: the default is on
+    assert settings["reproducible"] is True
+    settings, _ = probe(tmp_path, RNNLAB_THREADS="1")  # an explicit count wins (and is recorded)
+    assert settings["threads"] == 1
+
+
+def test_torch_imported_first_is_reported(tmp_path: Path) -> None:
+    settings, stderr = probe(tmp_path, before="import torch")
+    assert "torch was imported before stages/runtime.py" in stderr
+    assert settings["mkl_cbwr"] == "COMPATIBLE"  # set, but too late for the kernels: hence the warning
+
+
+def test_requested_reads_params_without_validating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(runtime.SWITCH, raising=False)
+    params = tmp_path / "params.yaml"
+    params.write_text("runtime:\n  reproducible: false\n", encoding="utf-8")
+    assert runtime.requested(params) is False
+    params.write_text("runtime: [not, a, mapping\n", encoding="utf-8")  # broken: load_params reports it later
+    assert runtime.requested(params) is True
+    monkeypatch.setenv(runtime.SWITCH, "off")
+    assert runtime.requested(tmp_path / "missing.yaml") is False
+
+
+def test_cuda_gets_deterministic_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple] = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, warn_only=False: calls.append((mode, warn_only)))
+    fake_cudnn = SimpleNamespace(deterministic=False, benchmark=True)
+    monkeypatch.setattr(torch.backends, "cudnn", fake_cudnn)
+    runtime.apply_torch_settings("cuda")
+    assert calls == [(True, True)]
+    assert fake_cudnn.deterministic is True and fake_cudnn.benchmark is False
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # set before CUDA could start
+
+
+def test_cpu_runs_do_not_switch_on_cuda_determinism(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: pytest.fail("CUDA-only setting used"))
+    runtime.apply_torch_settings("cpu")
+
+
+def test_result_environment_names_the_gpu_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    environment = runtime.result_environment(torch.device("cuda"))
+    assert environment["device"] == "cuda" and environment["gpu"] == "NVIDIA H200"
+    cpu = runtime.result_environment(torch.device("cpu"))
+    assert set(cpu) == {"reproducible", "cpu_capability", "torch", "device", "threads"}
+    assert isinstance(cpu["torch"], str) and type(cpu["torch"]) is str  # plain str: weights_only loads it
+
+
+def test_machine_environment_names_the_cpu() -> None:
+    machine = runtime.machine_environment()
+    assert machine["cpu_model"] and machine["cpu_cores"] >= 1
+
+
+def test_dropout_mask_comes_from_torch_rand_not_bernoulli(monkeypatch: pytest.MonkeyPatch) -> None:
+    # bernoulli_ draws with MKL's VSL generator on Intel and ATen's elsewhere: it must not be used.
+    monkeypatch.setattr(torch.Tensor, "bernoulli_", lambda *a, **k: pytest.fail("bernoulli_ used"))
+    inputs = torch.ones(64, 32)
+    torch.manual_seed(3)
+    dropped = Dropout(0.25).train()(inputs)
+    torch.manual_seed(3)
+    expected = (torch.rand(64, 32) >= 0.25).float() / 0.75
+    assert torch.equal(dropped, expected)
+    assert torch.equal(Dropout(0.25).eval()(inputs), inputs)
+    assert torch.equal(Dropout(0.0).train()(inputs), inputs)
+
+
+def test_keep_mask_drops_about_p_and_rescales() -> None:
+    torch.manual_seed(0)
+    mask = keep_mask((100_000,), 0.3, torch.ones(1))
+    assert abs(float((mask == 0).float().mean()) - 0.3) < 0.01
+    assert torch.allclose(mask[mask > 0], torch.tensor(1 / 0.7))
