@@ -34,6 +34,19 @@ def is_disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
 
 
+def disk_full_cause(error: BaseException) -> OSError | None:
+    """The full-disk OSError behind `error`, if any: torch.save reports a failed write as a bare
+    RuntimeError ("enforce fail at inline_container.cc"), with the OSError only as its context."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if is_disk_full(current):
+            return current  # type: ignore[return-value]
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def disk_full_error(path: Path, error: OSError, left: str = "no partial output was left behind") -> DiskFullError:
     reason = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file size limit reached",
               errno.EDQUOT: "disk quota exceeded"}[error.errno]
@@ -71,9 +84,12 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     try:
         yield temporary_path
         os.replace(temporary_path, path)
-    except OSError as error:
-        if is_disk_full(error):  # raised by a write or by the close that flushes the last buffer
-            raise disk_full_error(path, error) from error
+    except DiskFullError:
+        raise
+    except Exception as error:
+        cause = disk_full_cause(error)  # from a write, or from the close that flushes the last buffer
+        if cause is not None:
+            raise disk_full_error(path, cause) from error
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -103,9 +119,10 @@ def atomic_directory(path: Path | str) -> Iterator[Path]:
         except DiskFullError as error:
             # Name the file as the user knows it, not by its place in the temporary directory.
             raise DiskFullError(str(error).replace(str(temporary), str(path))) from error
-        except OSError as error:
-            if is_disk_full(error):
-                raise disk_full_error(path, error) from error
+        except Exception as error:
+            cause = disk_full_cause(error)
+            if cause is not None:
+                raise disk_full_error(path, cause) from error
             raise
         _replace_directory(temporary, path)
     finally:
