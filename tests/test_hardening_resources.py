@@ -326,3 +326,23 @@ def test_xy_directory_on_a_full_disk_leaves_the_old_output(xy_workdir):
     assert_user_error(result.returncode, result.stderr, "file size limit reached while writing data/xy/",
                       "X.npy (EFBIG", *FULL_DISK_TEXT)
     assert files_under(work) == before and old.read_text() == "{}" and no_temporaries(work)
+
+
+def test_download_stops_at_once_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Retrying cannot free space: the first full-disk error ends the stage; the .part file stays for resuming."""
+    from stages import download
+    from stages.config import DownloadConfig
+
+    attempts = []
+
+    def fetch(url: str, partial: Path, timeout: float) -> None:
+        attempts.append(url)
+        partial.write_bytes(b"first bytes")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(download, "_fetch", fetch)
+    destination = tmp_path / "cache" / "aclImdb_v1.tar.gz"
+    with pytest.raises(StageError, match=r"no space left on device while writing .*aclImdb_v1\.tar\.gz\.part \(ENOSPC.*"
+                                         r"the part downloaded so far is kept, and the next run resumes from it\."):
+        download.download(DownloadConfig(), destination)
+    assert len(attempts) == 1 and files_under(tmp_path) == {"cache/aclImdb_v1.tar.gz.part"}
