@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.dvc_repo import PROJECT_ROOT, DvcRepo, make_pipeline_repo, stages_run
 from bench.timing import Row, Table, seconds, time_once, verdict
+from stages.config import read_params_file
 from tests.fixtures import make_archive
 
 NOOP_TARGET_SECONDS = 1.5
@@ -46,13 +45,13 @@ def grid(tag: str, seed: int) -> list[Experiment]:
 def bench_dvc(quick: bool, table: Table) -> None:
     with tempfile.TemporaryDirectory(prefix="rnnlab-bench-dvc-") as temporary:
         archive = make_archive(Path(temporary) / "archive.tar.gz", per_folder=50)
-        variants = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))["variants"]
+        variants = read_params_file(PROJECT_ROOT / "params.yaml")["variants"]
         order_variants = None
         if quick:  # one variant per study: a smoke run of the same commands
             variants, order_variants = {"relu": QUEUE_VARIANT}, {"order_rnn": {"model": {"cell": "rnn"}}}
         repo = make_pipeline_repo(Path(temporary) / "repo", archive, variants={**variants, "relu": QUEUE_VARIANT},
                                   order_variants=order_variants)
-        order_count = len(yaml.safe_load((repo.root / "params.yaml").read_text(encoding="utf-8"))["order"]["variants"])
+        order_count = len(read_params_file(repo.root / "params.yaml")["order"]["variants"])
         started = time.perf_counter()
         first = repo.run("repro")
         table.add(Row("dvc", f"first dvc repro (tiny params, {len(variants)} + {order_count} order variants)",

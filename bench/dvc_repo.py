@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from stages.config import read_params_file
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
 RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
@@ -83,7 +85,7 @@ def make_pipeline_repo(root: Path, archive: Path, variants: dict[str, Any] | Non
     for name in PROJECT_FILES:
         if (PROJECT_ROOT / name).is_file():
             shutil.copy2(PROJECT_ROOT / name, root / name)
-    params = merge(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8")), TINY_PARAMS)
+    params = merge(read_params_file(PROJECT_ROOT / "params.yaml"), TINY_PARAMS)
     if variants is not None:
         params["variants"] = variants
     if order_variants is not None:

@@ -413,15 +413,56 @@ def parse_params(raw: Any) -> Params:
     )
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> Params:
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_unique_keys(node: yaml.Node, where: list[str], name: str) -> None:
+    """Refuse a mapping that repeats a key, as DVC's YAML reader does; PyYAML would keep the last silently."""
+    if isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            _check_unique_keys(item, [*where, str(position)], name)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first_lines: dict[tuple[str, str], int] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+            continue  # `<<:` merges may override on purpose
+        key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+        if key in first_lines:
+            place = f"under '{'.'.join(where)}'" if where else "at the top level"
+            raise ConfigError(
+                f"{name} line {line}: duplicate key '{key_node.value}' {place} (first on line {first_lines[key]}). "
+                f"Keep one of them."
+            )
+        first_lines[key] = line
+        _check_unique_keys(value_node, [*where, key_node.value], name)
+
+
+def parse_params_yaml(text: str, name: str = str(PARAMS_FILE)) -> Any:
+    """The raw params mapping, refusing invalid YAML and duplicate keys (`name` labels the messages)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, [], name)
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{name} is not valid YAML: {error}") from error
+    finally:
+        loader.dispose()
+
+
+def read_params_file(path: Path | str = PARAMS_FILE) -> Any:
+    """The raw params.yaml mapping (for tools that edit it), checked like load_params checks it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found: run the stage from the repository root (where params.yaml is).")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from error
-    return parse_params(raw)
+    return parse_params_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    return parse_params(read_params_file(path))
 
 
 def model_from_dict(raw: Mapping[str, Any]) -> ModelConfig:
@@ -441,5 +482,7 @@ __all__ = [
     "Variant",
     "load_params",
     "parse_params",
+    "parse_params_yaml",
+    "read_params_file",
     "replace",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -38,11 +38,23 @@ class Meta:
     sequence_length: int
 
 
+class WriteThrough:
+    """A file handle numpy does not recognise as a file, so np.save writes through `write()`.
+
+    Given a real file, np.save uses ndarray.tofile, which reports a full disk as a bare
+    "N requested and M written" OSError without errno; `write()` keeps ENOSPC/EFBIG, so the
+    stage can say what happened. Same bytes, same speed (np.save writes 16 MiB chunks).
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.write = handle.write
+
+
 def save_split(directory: Path, x: np.ndarray, lengths: np.ndarray, y: np.ndarray) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, array in zip(ARRAYS, (x, lengths, y)):
         with atomic_path(directory / f"{name}.npy") as temporary, temporary.open("wb") as handle:
-            np.save(handle, array)
+            np.save(WriteThrough(handle), array)
 
 
 def load_split(data_dir: Path, split: str) -> Split:

@@ -32,7 +32,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from stages.common import StageError, atomic_path, run_cli
+from stages.common import StageError, atomic_path, disk_full_error, is_disk_full, run_cli
 from stages.config import DownloadConfig, load_params
 
 ARCHIVE_ENV = "IMDB_ARCHIVE"
@@ -103,6 +103,8 @@ def download(config: DownloadConfig, destination: Path, attempts: int = 4, timeo
                 ) from error
             last_error = error
         except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError) as error:
+            if is_disk_full(error):  # retrying cannot help; the bytes so far stay for the next run to resume
+                raise disk_full_error(partial, error, "the part downloaded so far is kept, and the next run resumes from it") from error
             last_error = error
         except http.client.HTTPException as error:
             # IncompleteRead (the server closed mid-body) and BadStatusLine are not OSErrors; the bytes

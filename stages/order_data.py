@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import run_cli, write_json
+from stages.common import atomic_directory, run_cli, write_json
 from stages.config import OrderDataConfig, load_params
 from stages.dataset import save_split
 
@@ -55,17 +55,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_params().order_data
     sizes = {"train": config.train_size, "valid": config.valid_size, "test": config.test_size}
-    for split_index, split in enumerate(SPLIT_NAMES):
-        # One independent stream per split, so changing one split's size leaves the others intact.
-        rng = np.random.default_rng([config.seed, split_index])
-        x, lengths, y = generate(sizes[split], config, rng)
-        save_split(args.out / split, x, lengths, y)
-        print(f"order {split}: {len(y)} sequences, lengths {lengths.min()}-{lengths.max()}, e.g. {decode(x[0], lengths[0])} -> {CLASS_NAMES[y[0]]}")
-    write_json(
-        args.out / "meta.json",
-        {"input_size": len(SYMBOLS), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-         "sequence_length": config.max_length, "pad_index": INDEX["<pad>"]},
-    )
+    summaries = []
+    with atomic_directory(args.out) as out:  # all splits and meta.json, or nothing
+        for split_index, split in enumerate(SPLIT_NAMES):
+            # One independent stream per split, so changing one split's size leaves the others intact.
+            rng = np.random.default_rng([config.seed, split_index])
+            x, lengths, y = generate(sizes[split], config, rng)
+            save_split(out / split, x, lengths, y)
+            summaries.append(f"order {split}: {len(y)} sequences, lengths {lengths.min()}-{lengths.max()}, "
+                             f"e.g. {decode(x[0], lengths[0])} -> {CLASS_NAMES[y[0]]}")
+        write_json(
+            out / "meta.json",
+            {"input_size": len(SYMBOLS), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
+             "sequence_length": config.max_length, "pad_index": INDEX["<pad>"]},
+        )
+    print("\n".join(summaries))
 
 
 if __name__ == "__main__":

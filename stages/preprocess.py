@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import ForkedCall, StageError, atomic_path, gc_paused, run_cli
+from stages.common import ForkedCall, StageError, atomic_directory, atomic_path, gc_paused, run_cli
 from stages.config import DataConfig, load_params
 
 UNK, PAD = "<unk>", "<pad>"
@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_params().data
     with gc_paused():  # inherited by the forked worker
-        counts = preprocess(read_reviews(args.reviews), config, args.out, args.vocab)
+        reviews = read_reviews(args.reviews)
+        # All three splits or none: a failure part-way must not leave a half-filled data/prepared.
+        with atomic_directory(args.out) as out:
+            counts = preprocess(reviews, config, out, args.vocab)
     print("preprocess: " + ", ".join(f"{key} {value}" for key, value in counts.items()))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from stages.common import StageError, run_cli, write_json, write_text
+from stages.config import parse_params_yaml
 
 SEED_KEY = "train.seed"
 HEAD_NAME = "(committed)"
@@ -83,7 +84,7 @@ def metrics_at(repo: Path, commit: str) -> dict[str, dict[str, Any]]:
 
 
 def params_at(repo: Path, commit: str) -> dict[str, Any]:
-    return yaml.safe_load(show(repo, commit, "params.yaml")) or {}
+    return parse_params_yaml(show(repo, commit, "params.yaml"), f"params.yaml at {commit[:7]}") or {}
 
 
 def params_diff(base: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, Any]:

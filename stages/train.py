@@ -13,6 +13,7 @@ from stages.common import run_cli, write_json
 from stages.config import load_params
 from stages.dataset import load_meta, load_split
 from stages.engine import fit, history_rows, setup_runtime
+from stages.memory import check_training_fits
 from stages.model import ModelSpec, build_model, count_parameters, save_checkpoint
 from stages.runtime import result_environment
 from stages.timings import record_training
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     study, variant = load_params().find_variant(args.variant)
     device = setup_runtime(variant.train.seed, variant.train.device, variant.train.threads)
     meta = load_meta(args.data)
+    check_training_fits(study, variant, meta, args.data, device)  # before any big allocation
     train, valid = load_split(args.data, "train"), load_split(args.data, "valid")
     model = build_model(ModelSpec.from_meta(variant.model, meta))
     print(

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import ForkedCall, StageError, gc_paused, run_cli, write_json
+from stages.common import ForkedCall, StageError, atomic_directory, gc_paused, run_cli, write_json
 from stages.config import load_params
 from stages.dataset import save_split
+from stages.memory import check_xy_fits
 from stages.preprocess import PAD, SPLIT_FILES, UNK, read_vocab
 
 CLASS_NAMES = ("neg", "pos")
@@ -47,6 +48,18 @@ def read_lines(path: Path) -> list[str]:
     if lines[-1] == "":
         lines.pop()
     return lines
+
+
+def review_counts(prepared: Path) -> dict[str, int]:
+    """Reviews per split, counted as newlines (no decoding), so memory is checked before encoding."""
+    counts = {}
+    for split in SPLIT_FILES:
+        path = prepared / f"{split}.tsv"
+        if not path.is_file():
+            raise StageError(f"{path} not found; run the preprocess stage first (`dvc repro preprocess`).")
+        with path.open("rb") as handle:
+            counts[split] = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    return counts
 
 
 def kept_tokens(tokens: list[str], fix_length: int, truncate: str) -> list[str]:
@@ -110,22 +123,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     config = load_params().data
+    check_xy_fits(review_counts(args.prepared), config.fix_length)
     vocab = read_vocab(args.vocab)
     index = TokenIds(vocab)
-    job = (args.prepared, args.out)
     truncation = (config.fix_length, config.truncate)
-    # test is half the reviews: one forked worker encodes it while this process does train and
-    # valid, so both cores work. Summaries print in split order either way.
-    with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, *truncation) as test:
-        summaries = {split: encode_and_save(*job, split, index, *truncation) for split in ("train", "valid")}
-        summaries["test"] = test.result()  # re-raises the worker's error, if any
+    # All of data/xy or nothing: a failed split (a full disk, an interrupt) must not leave the others
+    # beside an old meta.json, where train would read them as a complete dataset.
+    with atomic_directory(args.out) as out:
+        job = (args.prepared, out)
+        # test is half the reviews: one forked worker encodes it while this process does train and
+        # valid, so both cores work. Summaries print in split order either way.
+        with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, *truncation) as test:
+            summaries = {split: encode_and_save(*job, split, index, *truncation) for split in ("train", "valid")}
+            summaries["test"] = test.result()  # re-raises the worker's error, if any
+        write_json(
+            out / "meta.json",
+            {"input_size": len(vocab), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
+             "sequence_length": config.fix_length, "pad_index": index[PAD]},
+        )
     for split in SPLIT_FILES:
         print(summaries[split])
-    write_json(
-        args.out / "meta.json",
-        {"input_size": len(vocab), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-         "sequence_length": config.fix_length, "pad_index": index[PAD]},
-    )
 
 
 if __name__ == "__main__":
