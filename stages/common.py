@@ -207,6 +207,10 @@ def _call_and_send(sender: Any, function: Callable[..., Any], args: tuple) -> No
         outcome = (True, function(*args))
     except BaseException as error:  # KeyboardInterrupt too: the parent decides what to do
         outcome = (False, error)
+    # The work is over (its atomic writes finished or cleaned up): from here a SIGTERM from a parent
+    # that leaves early just ends this process, instead of raising KeyboardInterrupt mid-send or in
+    # the exit handlers and printing a traceback beside the parent's one-line error.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(BrokenPipeError):
         try:
             sender.send(outcome)
