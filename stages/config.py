@@ -122,7 +122,7 @@ class DownloadConfig(Section):
 
 @dataclass(frozen=True)
 class DataConfig(Section):
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"truncate": ("head", "tail", "head_tail")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"truncate": ("head", "tail", "head_tail"), "pad": ("post", "pre")}
 
     valid_ratio: float = 0.2
     split_seed: int = 0
@@ -132,6 +132,9 @@ class DataConfig(Section):
     # Which fix_length tokens a longer review keeps: the first (torchtext-legacy), the last, or the
     # first and last halves (the end of a review often states the verdict).
     truncate: str = "head"
+    # Where a shorter review's padding goes: after it (torchtext) or before it (Keras pad_sequences),
+    # which puts every review's last token in the last step.
+    pad: str = "post"
 
     def check(self, where: str) -> None:
         super().check(where)
@@ -187,6 +190,7 @@ class ModelConfig(Section):
         "input_encoding": ("embedding", "one_hot"),
         "readout": ("last", "mean", "max", "mean_max", "concat"),
         "activation": ("relu", "sigmoid", "tanh", "leaky_relu"),
+        "init": ("torch", "keras"),
     }
 
     cell: str = "rnn"
@@ -210,6 +214,9 @@ class ModelConfig(Section):
     # Independently initialised copies trained side by side (own optimiser, batch order seed + i);
     # the prediction averages their class probabilities. 1: a single network.
     members: int = 1
+    # Initial weights: torch's defaults, or Keras's (glorot-uniform input and dense weights,
+    # orthogonal recurrent weights, zero biases, LSTM forget-gate bias 1, embedding U(-0.05, 0.05)).
+    init: str = "torch"
 
     def check(self, where: str) -> None:
         super().check(where)
@@ -226,11 +233,15 @@ class TrainConfig(Section):
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "device": ("auto", "cpu", "cuda", "mps"),
         "lr_schedule": ("constant", "cosine"),
+        "optimizer": ("adam", "rmsprop", "sgd"),
     }
 
     epochs: int = 5
     batch_size: int = 100
     lr: float = 1e-4
+    # adam (torch defaults), rmsprop (Keras's defaults: rho 0.9, epsilon 1e-7, as the Keras write-up
+    # ran it) or sgd (plain, no momentum).
+    optimizer: str = "adam"
     # cosine: the learning rate falls from `lr` to 0 along a half cosine, stepped after every batch,
     # so the last epochs take small steps instead of bouncing around at the peak rate.
     lr_schedule: str = "constant"

@@ -36,6 +36,7 @@ class Meta:
     num_classes: int
     class_names: tuple[str, ...]
     sequence_length: int
+    pad: str = "post"  # data.pad: X is stored post-padded; "pre" is applied inside the model
 
 
 class WriteThrough:
@@ -80,4 +81,5 @@ def load_meta(data_dir: Path) -> Meta:
         num_classes=int(raw["num_classes"]),
         class_names=tuple(raw["class_names"]),
         sequence_length=int(raw["sequence_length"]),
+        pad=str(raw.get("pad", "post")),
     )

@@ -106,6 +106,17 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
+def make_optimizer(parameters: Iterator[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """`train.optimizer` with `train.lr` and `train.weight_decay`."""
+    if config.optimizer == "rmsprop":
+        # Keras's RMSprop defaults (rho 0.9, epsilon 1e-7), not torch's (alpha 0.99, eps 1e-8): the
+        # Keras write-up is the one that used it.
+        return torch.optim.RMSprop(parameters, lr=config.lr, alpha=0.9, eps=1e-7, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, train_size: int,
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -172,7 +183,7 @@ def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, devic
     """
     model.to(device)
     members = members_of(model)
-    optimizers = [torch.optim.Adam(member.parameters(), lr=config.lr, weight_decay=config.weight_decay) for member in members]
+    optimizers = [make_optimizer(member.parameters(), config) for member in members]
     schedulers = [make_scheduler(optimizer, config, len(train)) for optimizer in optimizers]
     generators = [torch.Generator().manual_seed(config.seed + index) for index in range(len(members))]
     best_state, best_epoch, best_accuracy = _state_copy(model), 0, -1.0

@@ -69,10 +69,11 @@ class ModelSpec:
     num_classes: int
     sequence_length: int
     class_names: tuple[str, ...]
+    pad: str = "post"  # data.pad of the arrays the model reads (always stored post-padded)
 
     @classmethod
     def from_meta(cls, model: ModelConfig, meta: Meta) -> "ModelSpec":
-        return cls(model, meta.input_size, meta.num_classes, meta.sequence_length, meta.class_names)
+        return cls(model, meta.input_size, meta.num_classes, meta.sequence_length, meta.class_names, meta.pad)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +82,7 @@ class ModelSpec:
             "num_classes": self.num_classes,
             "sequence_length": self.sequence_length,
             "class_names": list(self.class_names),
+            "pad": self.pad,
         }
 
     @classmethod
@@ -91,6 +93,7 @@ class ModelSpec:
             num_classes=int(raw["num_classes"]),
             sequence_length=int(raw["sequence_length"]),
             class_names=tuple(raw["class_names"]),
+            pad=str(raw.get("pad", "post")),  # checkpoints from before data.pad existed
         )
 
 
@@ -130,6 +133,8 @@ class RecurrentClassifier(nn.Module):
             )
         else:
             self.head = nn.Sequential(Dropout(config.dropout), nn.Linear(readout_size, spec.num_classes))
+        if config.init == "keras":
+            keras_init(self)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, F) inputs; split out so gradients w.r.t. inputs can be measured."""
@@ -138,7 +143,9 @@ class RecurrentClassifier(nn.Module):
         return self.embedding(tokens)
 
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) inputs, (B,) lengths -> (B, C) logits."""
+        """(B, T, F) post-padded inputs, (B,) lengths -> (B, C) logits."""
+        if self.spec.pad == "pre":
+            inputs = right_align(inputs, lengths)  # (B, T, F): padding first, as Keras pad_sequences
         outputs, _state = self.rnn(self.embedding_dropout(self.word_dropout(inputs)))  # (B, T, D*H); _state is h or (h, c)
         return self.head(self.readout(outputs, lengths))
 
@@ -151,13 +158,18 @@ class RecurrentClassifier(nn.Module):
             return inputs
         return inputs * keep_mask(inputs.shape[:2] + (1,), self.config.word_dropout, inputs)  # mask (B, T, 1)
 
+    def first_step(self, lengths: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B,) index of each sequence's first real step: 0 when post-padded, T - length when pre-padded."""
+        return steps - lengths if self.spec.pad == "pre" else torch.zeros_like(lengths)
+
     def readout(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         batch, steps, _ = outputs.shape
         readout = self.config.readout
         if readout == "last":
             return self._last(outputs, lengths)
         positions = torch.arange(steps, device=outputs.device)
-        valid = positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        first = self.first_step(lengths, steps)
+        valid = (positions.unsqueeze(0) >= first.unsqueeze(1)) & (positions.unsqueeze(0) < (first + lengths).unsqueeze(1))  # (B, T)
         if readout in ("mean", "max"):
             return self._pool(outputs, lengths, valid, readout)
         if readout == "mean_max":  # (B, 2*D*H): both pools side by side, as in ULMFiT's concat pooling
@@ -177,12 +189,52 @@ class RecurrentClassifier(nn.Module):
         if self.config.last_at_padded_end:
             return outputs[:, -1]  # the write-ups' bug: a padding step for every short review
         hidden = self.config.hidden_size
-        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)  # (B, 1, H)
+        first = self.first_step(lengths, outputs.shape[1])  # (B,)
+        index = (first + lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)  # (B, 1, H)
         forward_last = outputs[..., :hidden].gather(1, index).squeeze(1)  # (B, H)
         if self.directions == 1:
             return forward_last
-        # The backward direction has read the whole sequence when it reaches step 0.
-        return torch.cat([forward_last, outputs[:, 0, hidden:]], dim=1)
+        # The backward direction has read the whole sequence when it reaches the first real step.
+        first_index = first.view(-1, 1, 1).expand(-1, 1, hidden)  # (B, 1, H)
+        return torch.cat([forward_last, outputs[..., hidden:].gather(1, first_index).squeeze(1)], dim=1)
+
+
+def right_align(inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) post-padded -> pre-padded: each sequence's real steps moved to the end, padding first.
+
+    A per-row rotation by T - length (a gather, so gradients flow back to the post-padded inputs).
+    """
+    batch, steps, features = inputs.shape
+    shift = (steps - lengths).unsqueeze(1)  # (B, 1)
+    source = (torch.arange(steps, device=inputs.device).unsqueeze(0) - shift) % steps  # (B, T)
+    return inputs.gather(1, source.unsqueeze(2).expand(batch, steps, features))
+
+
+def keras_init(model: "RecurrentClassifier") -> None:
+    """Keras's default initialisers, for reproducing Keras write-ups in PyTorch.
+
+    Keras: Embedding U(-0.05, 0.05); input kernels glorot-uniform over (input, gates*units);
+    recurrent kernels orthogonal over (units, gates*units); Dense glorot-uniform; biases zero; LSTM
+    unit_forget_bias (forget-gate bias 1). Torch's weights are Keras's kernels transposed: the same
+    fans, and orthogonal_ on (gates*H, H) gives the orthonormal columns Keras's rows have.
+    """
+    with torch.no_grad():
+        if model.embedding is not None:
+            nn.init.uniform_(model.embedding.weight, -0.05, 0.05)
+        hidden = model.config.hidden_size
+        for name, parameter in model.rnn.named_parameters():
+            if name.startswith("weight_ih"):
+                nn.init.xavier_uniform_(parameter)
+            elif name.startswith("weight_hh"):
+                nn.init.orthogonal_(parameter)
+            else:
+                nn.init.zeros_(parameter)
+                if model.config.cell == "lstm" and name.startswith("bias_ih"):
+                    parameter[hidden : 2 * hidden] = 1.0  # torch's gate order: input, forget, cell, output
+        for module in model.head.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
 
 class EnsembleClassifier(nn.Module):

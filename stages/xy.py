@@ -1,6 +1,7 @@
 """Stage `xy`: token files + vocabulary -> fixed-length id arrays for train, valid and test.
 
-Per split, a directory with X.npy (N, fix_length) int64 token ids, post-padded with `<pad>` and
+Per split, a directory with X.npy (N, fix_length) int64 token ids, post-padded with `<pad>` (also
+for `data.pad: pre`, which meta.json records and the model applies by right-aligning) and
 truncated to fix_length tokens (`data.truncate`: the first ones by default, as torchtext-legacy
 `fix_length`; or the last ones, or the first and last halves), lengths.npy (N,) true lengths
 clamped to >= 1 (an empty review is read as a single `<pad>` step), and y.npy (N,) with
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json(
             out / "meta.json",
             {"input_size": len(vocab), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-             "sequence_length": config.fix_length, "pad_index": index[PAD]},
+             "sequence_length": config.fix_length, "pad_index": index[PAD], "pad": config.pad},
         )
     for split in SPLIT_FILES:
         print(summaries[split])

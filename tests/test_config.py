@@ -161,7 +161,7 @@ def test_download_declares_every_download_field() -> None:
     assert config_attributes_read("download.py") == field_names(DownloadConfig)
 
 
-XY_FIELDS = {"fix_length", "truncate"}
+XY_FIELDS = {"fix_length", "truncate", "pad"}
 
 
 def test_preprocess_declares_data_fields_except_the_xy_ones() -> None:
