@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from bench.timing import Row, Table, seconds
 
-UNPINNED = {"RNNLAB_REPRODUCIBLE": "0"}
+UNPINNED = {"RNNLAB_REPRODUCIBLE": "0", "RNNLAB_CROSS_VENDOR": "0"}
 
 
 @dataclass(frozen=True)
@@ -35,18 +35,20 @@ class Setting:
     cores: int | None = None  # restrict the process to this many cores (None: all)
 
 
-REPRODUCIBLE_ENVIRONMENT = {"RNNLAB_REPRODUCIBLE": "1"}
+REPRODUCIBLE_ENVIRONMENT = {"RNNLAB_REPRODUCIBLE": "1", "RNNLAB_CROSS_VENDOR": "0"}
 SETTINGS = (
     Setting("unpinned (torch's own choice)", UNPINNED),
     Setting("unpinned, kernels of an AVX2-only CPU (ATen, oneDNN)",
             {**UNPINNED, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
     Setting("ATen kernels without SIMD", {**UNPINNED, "ATEN_CPU_CAPABILITY": "default"}, threads=(2,)),
     Setting("oneDNN off", UNPINNED, no_onednn=True),
+    Setting("MKL AVX2 instructions only", {**UNPINNED, "MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
     Setting("MKL CNR COMPATIBLE", {**UNPINNED, "MKL_CBWR": "COMPATIBLE"}, threads=(1, 2, 3)),
+    Setting("cross_vendor mode (MKL COMPATIBLE too)", {"RNNLAB_CROSS_VENDOR": "1"}, threads=(2,)),
     Setting("reproducible mode, all cores", REPRODUCIBLE_ENVIRONMENT, threads=(2,)),
     Setting("reproducible mode, one core", REPRODUCIBLE_ENVIRONMENT, threads=(2,), cores=1),
 )
-UNPINNED_SETTING, ALL_CORES, ONE_CORE = SETTINGS[0], SETTINGS[-2], SETTINGS[-1]
+UNPINNED_SETTING, CROSS_VENDOR, ALL_CORES, ONE_CORE = SETTINGS[0], SETTINGS[-3], SETTINGS[-2], SETTINGS[-1]
 
 
 @dataclass
@@ -86,7 +88,8 @@ def worker(cell: str, threads: int, no_onednn: bool, quick: bool, steps: int, co
 
 def measure(setting: Setting, cell: str, threads: int, quick: bool, steps: int) -> dict[str, object]:
     environment = {key: value for key, value in os.environ.items()
-                   if key not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "RNNLAB_REPRODUCIBLE")}
+                   if key not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS",
+                                  "OMP_WAIT_POLICY", "RNNLAB_REPRODUCIBLE", "RNNLAB_CROSS_VENDOR")}
     environment.update(setting.environment)
     command = [sys.executable, "-m", "bench.reproducibility", "--worker", "--cell", cell, "--threads", str(threads),
                "--steps", str(steps), *(["--no-onednn"] if setting.no_onednn else []), *(["--quick"] if quick else []),
@@ -110,9 +113,11 @@ def bench_reproducibility(quick: bool, steps: int, table: Table, cells: tuple[st
         all_cores, one_core = outcome.hashes[(ALL_CORES.name, 2)], outcome.hashes[(ONE_CORE.name, 2)]
         table.add(Row("repro", f"{cell}: reproducible mode, all cores vs one core", f"{all_cores} vs {one_core}",
                       "", "equal", "ok" if all_cores == one_core else "MISSED"))
-        mode, unpinned = outcome.step_seconds[(ALL_CORES.name, 2)], outcome.step_seconds[(UNPINNED_SETTING.name, 2)]
-        table.add(Row("repro", f"{cell}: train step, 2 threads, reproducible vs unpinned",
-                      f"{seconds(mode)} vs {seconds(unpinned)}", f"{mode / unpinned:.2f}x time"))
+        unpinned = outcome.step_seconds[(UNPINNED_SETTING.name, 2)]
+        for setting in (ALL_CORES, CROSS_VENDOR):
+            pinned = outcome.step_seconds[(setting.name, 2)]
+            table.add(Row("repro", f"{cell}: train step, 2 threads, {setting.name.split(' (')[0].split(',')[0]} vs unpinned",
+                          f"{seconds(pinned)} vs {seconds(unpinned)}", f"{pinned / unpinned:.2f}x time"))
 
 
 def main() -> None:

@@ -284,10 +284,11 @@ class BaselineConfig(Section):
 class RuntimeConfig(Section):
     """How the math libraries run; read before torch loads (stages/runtime.py)."""
 
-    # Pin kernel ISAs and MKL's reproducible mode so the same params give the same bits on any
-    # x86-64 CPU with AVX2. Costs ~2x CPU training time (python -m bench --only repro); false is faster
-    # but results then depend on the machine.
+    # Pin kernel ISAs, threads and dropout masks so the same params give the same bits on any x86-64
+    # CPU with AVX2 of one vendor (stages/runtime.py; cost: python -m bench --only repro).
     reproducible: bool = True
+    # Also MKL's COMPATIBLE branch, so Intel and AMD CPUs agree too: ~2-3x slower CPU training.
+    cross_vendor: bool = False
 
 
 @dataclass(frozen=True)

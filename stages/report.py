@@ -59,7 +59,8 @@ def describe_environment(environment: dict[str, Any] | None) -> str | None:
         return None
     parts = [environment.get("gpu") or environment.get("device", "?"), environment.get("cpu_capability", "?"),
              f"{environment.get('threads', '?')} threads", f"torch {environment.get('torch', '?')}",
-             "reproducible" if environment.get("reproducible") else "not reproducible"]
+             "cross-vendor reproducible" if environment.get("cross_vendor")
+             else "reproducible" if environment.get("reproducible") else "not reproducible"]
     return ", ".join(str(part) for part in parts)
 
 

@@ -1,23 +1,29 @@
-"""Reproducible CPU math: the same params give the same bits on any x86-64 CPU with AVX2.
+"""Reproducible CPU math: the same params give the same bits on other machines.
 
-Measured on this project's machines (`python -m bench --only repro`, README "Reproducibility"),
+Measured on this project's machines (`python -m bench --only repro`, docs/reproducibility.md),
 the same training gives other weights when any of these change:
-- ATen's kernel ISA (AVX-512 / AVX2 / none): vectorised kernels such as `normal_` (embedding init)
-  take other code paths, so an AVX-512 machine and an AVX2-only one drift apart;
+- ATen's kernel ISA (AVX-512 / AVX2 / none): vectorised kernels take other code paths, so an
+  AVX-512 machine and an AVX2-only one can drift apart;
 - oneDNN, which runs nn.LSTM on CPU: its result depends on its ISA *and* on the thread count;
-- MKL's GEMM code path, chosen per processor. MKL's conditional numerical reproducibility (CNR)
-  fixes it, but on AMD processors MKL accepts only the COMPATIBLE branch (MKL_VERBOSE reports
-  `CNR:AUTO` for MKL_CBWR=AVX2). CNR promises equal bits for an equal thread count, and STRICT
-  (thread-count independence) does not hold on the COMPATIBLE branch: a (20x8)x(8x8) GEMM gave three
-  results for 1, 2 and 3 threads. So the mode also fixes the thread count (REPRODUCIBLE_THREADS
-  unless train.threads says otherwise) instead of taking one per core;
 - dropout masks: torch's `bernoulli_` draws them with MKL's VSL generator on Intel CPUs and with
-  ATen's own generator elsewhere, so the model draws its masks itself (stages/model.py Dropout).
+  ATen's own generator elsewhere, so the model draws its masks itself (stages/model.py Dropout);
+- MKL's GEMM code path, chosen per processor. On AMD EPYC (measured) MKL runs one path whatever
+  MKL_ENABLE_INSTRUCTIONS allows and whatever the thread count; on Intel it picks AVX-512 kernels
+  where it can. Its conditional numerical reproducibility (CNR) makes Intel and AMD agree, but on
+  AMD it honours only the COMPATIBLE branch (MKL_VERBOSE prints `CNR:AUTO` for MKL_CBWR=AVX2),
+  which runs SSE2 code (~2-3x slower training), and CNR promises equal bits only for an equal
+  thread count (STRICT does not hold on that branch: a (20x8)x(8x8) GEMM gave 3 results for 1-3 threads).
+
+So there are two levels (params.yaml `runtime`):
+- reproducible (default): ATen pinned to AVX2, oneDNN off, MKL capped at AVX2 instructions, a fixed
+  thread count (REPRODUCIBLE_THREADS unless train.threads says otherwise), vendor-neutral dropout.
+  Same bits on every x86-64 CPU with AVX2 of one vendor, whatever its generation or core count.
+- cross_vendor: also MKL's COMPATIBLE CNR branch, so Intel and AMD CPUs agree too; ~2-3x slower.
 
 These libraries read their settings once, when they first load, so `configure()` must run before
 torch (or numpy, for the baseline's OpenBLAS) is imported: `stages/__init__.py` calls it, which
-Python runs before any stage module. `runtime.reproducible` in params.yaml switches the mode; the
-environment variable RNNLAB_REPRODUCIBLE=0|1 overrides it (the benchmark compares both).
+Python runs before any stage module. RNNLAB_REPRODUCIBLE and RNNLAB_CROSS_VENDOR (0|1) override the
+params (the benchmark compares the levels).
 """
 
 from __future__ import annotations
@@ -25,68 +31,99 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 SWITCH = "RNNLAB_REPRODUCIBLE"
-# torch/MKL threads when train.threads is 0: fixed, because MKL's reproducible GEMMs depend on it.
-# Two: what the project's 2-core machines have; a 1-core machine runs them interleaved, same bits.
+CROSS_VENDOR_SWITCH = "RNNLAB_CROSS_VENDOR"
+# torch/MKL threads when train.threads is 0: fixed, so no result depends on the machine's cores
+# (MKL's COMPATIBLE branch needs it; elsewhere it is insurance). Two: what this project's machines have.
 REPRODUCIBLE_THREADS = 2
 # What the mode pins; each is read by its library when the library loads.
 REPRODUCIBLE_ENVIRONMENT = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen kernels: AVX2 on every machine that has it
-    "ONEDNN_MAX_CPU_ISA": "AVX2",  # belt and braces: oneDNN is switched off in setup (engine.py)
-    "MKL_CBWR": "COMPATIBLE",  # the one CNR branch MKL honours on Intel and AMD processors alike
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # belt and braces: oneDNN is switched off in setup (apply_torch_settings)
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # Intel AVX-512 CPUs run MKL's AVX2 kernels, as AVX2-only ones do
     "OPENBLAS_CORETYPE": "Haswell",  # numpy/scipy's OpenBLAS (the baseline): one kernel family
+    # Idle OpenMP workers sleep instead of spinning: with 2 threads on a CPU shared with other jobs,
+    # spinning made a training step 3-5x slower (measured). Scheduling only; no effect on the math.
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+CROSS_VENDOR_ENVIRONMENT = {
+    "MKL_CBWR": "COMPATIBLE",  # the one CNR branch MKL honours on Intel and AMD processors alike
 }
 # cuBLAS needs this before CUDA starts for deterministic GEMMs; harmless without a GPU.
 CUDA_ENVIRONMENT = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
-_state: dict[str, Any] = {"reproducible": None, "configured_before_torch": None}
+
+@dataclass(frozen=True)
+class Mode:
+    reproducible: bool = True
+    cross_vendor: bool = False  # implies reproducible
 
 
-def requested(params_file: Path = Path("params.yaml")) -> bool:
-    """The mode asked for: RNNLAB_REPRODUCIBLE if set, else params.yaml `runtime.reproducible` (default on).
+_state: dict[str, Any] = {"mode": None, "configured_before_torch": None}
+
+
+def _switch(name: str) -> bool | None:
+    value = os.environ.get(name, "").strip().lower()
+    return False if value in ("0", "false", "off", "no") else True if value in ("1", "true", "on", "yes") else None
+
+
+def requested(params_file: Path = Path("params.yaml")) -> Mode:
+    """The mode asked for: the environment switches if set, else params.yaml `runtime` (default: reproducible).
 
     Read without validation: stages validate the whole file right after, with clear errors.
     """
-    override = os.environ.get(SWITCH, "").strip().lower()
-    if override in ("0", "false", "off", "no"):
-        return False
-    if override in ("1", "true", "on", "yes"):
-        return True
+    section: dict[str, Any] = {}
     try:
         import yaml
 
         raw = yaml.safe_load(params_file.read_text(encoding="utf-8")) if params_file.is_file() else None
-        value = raw.get("runtime", {}).get("reproducible", True) if isinstance(raw, dict) else True
+        if isinstance(raw, dict) and isinstance(raw.get("runtime"), dict):
+            section = raw["runtime"]
     except Exception:  # a broken params.yaml is reported by load_params, with the fix
-        return True
-    return value if isinstance(value, bool) else True
+        pass
+
+    def setting(switch: str, key: str, default: bool) -> bool:
+        override = _switch(switch)
+        if override is not None:
+            return override
+        value = section.get(key, default)
+        return value if isinstance(value, bool) else default
+
+    cross_vendor = setting(CROSS_VENDOR_SWITCH, "cross_vendor", False)
+    return Mode(reproducible=setting(SWITCH, "reproducible", True) or cross_vendor, cross_vendor=cross_vendor)
 
 
-def configure(reproducible: bool | None = None) -> None:
+def configure(mode: Mode | None = None) -> None:
     """Set the math libraries' environment; a no-op after the first call in a process."""
-    if _state["reproducible"] is not None:
+    if _state["mode"] is not None:
         return
-    reproducible = requested() if reproducible is None else reproducible
-    _state["reproducible"] = reproducible
+    mode = requested() if mode is None else mode
+    _state["mode"] = mode
     _state["configured_before_torch"] = "torch" not in sys.modules
     for name, value in CUDA_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    if not reproducible:
+    if not mode.reproducible:
         return
-    for name, value in REPRODUCIBLE_ENVIRONMENT.items():
+    pinned = {**REPRODUCIBLE_ENVIRONMENT, **(CROSS_VENDOR_ENVIRONMENT if mode.cross_vendor else {})}
+    for name, value in pinned.items():
         # A machine that sets OPENBLAS_CORETYPE does so because other kernels are broken there; keep it.
         if name == "OPENBLAS_CORETYPE" and name in os.environ:
             continue
         os.environ[name] = value
 
 
-def is_reproducible() -> bool:
-    if _state["reproducible"] is None:
+def mode() -> Mode:
+    if _state["mode"] is None:
         configure()
-    return bool(_state["reproducible"])
+    return _state["mode"]
+
+
+def is_reproducible() -> bool:
+    return mode().reproducible
 
 
 def apply_torch_settings(device_type: str) -> list[str]:
@@ -140,12 +177,13 @@ def result_environment(device: Any) -> dict[str, Any]:
 
     The CPU model is left out on purpose (see machine_environment): in reproducible mode it does not
     change a single bit, and in metrics it would make every rerun on another machine look like a
-    change. The thread count is in: it decides MKL's bits, and the mode fixes it.
+    change. The thread count is in: the mode fixes it, and on MKL's COMPATIBLE branch it decides bits.
     """
     import torch
 
     environment = {
-        "reproducible": is_reproducible(),
+        "reproducible": mode().reproducible,
+        "cross_vendor": mode().cross_vendor,
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "torch": str(torch.__version__),  # a str subclass that weights_only loading would refuse
         "device": getattr(device, "type", str(device)),

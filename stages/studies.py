@@ -11,6 +11,11 @@ its baseline commit, written as the `dvc exp run -S ...` command that reproduces
 only in `train.seed` (the checked-out commit's own metrics count as one of them) are grouped into a
 seed spread: mean and sample standard deviation of test accuracy per variant, so a reviewer can tell
 which `dvc metrics diff` deltas are noise.
+
+Experiment refs are local to the repository that ran them, so experiments already recorded in
+reports/studies.json whose refs are not here are kept as recorded. Each row says the environment it
+ran in: `reproducible` (runtime.reproducible, stages/runtime.py) or `earlier, unpinned` for runs
+made before that mode existed, whose bits depend on the machine. Seed spreads never mix the two.
 """
 
 from __future__ import annotations
@@ -46,9 +51,18 @@ class Run:
     metrics: dict[str, dict[str, Any]]  # variant -> the run's metrics JSON, changed files only
     all_variants: list[str] = field(default_factory=list)  # the run's params variants (imdb study)
     seed: Any = None                                          # the run's train.seed
+    recorded_command: str | None = None  # a run kept from reports/studies.json (its ref is not here)
+
+    @property
+    def environment(self) -> str:
+        """`reproducible` when every row was made in reproducible mode, else `earlier, unpinned`."""
+        modes = {bool((m.get("environment") or {}).get("reproducible")) for m in self.metrics.values()}
+        return "reproducible" if modes == {True} else "earlier, unpinned"
 
     @property
     def command(self) -> str:
+        if self.recorded_command is not None:
+            return self.recorded_command
         settings = [arg for key, value in self.overrides.items() for arg in ("-S", shlex.quote(setting(key, value)))]
         # A run that changed only some of its variants targeted their evaluate stages.
         targets = [] if set(self.metrics) >= set(self.all_variants) else [f"evaluate@{v}" for v in sorted(self.metrics)]
@@ -137,12 +151,33 @@ def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
     return runs
 
 
+def recorded_runs(path: Path, present: set[str]) -> list[Run]:
+    """Experiments in an earlier reports/studies.json whose refs are not in this repository."""
+    if not path.is_file():
+        return []
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("experiments", [])
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise StageError(f"{path} is not a studies report ({error}); restore it with `git checkout {path}`.") from error
+    runs = []
+    for entry in recorded:
+        if entry["name"] in present or entry["name"] == HEAD_NAME:
+            continue
+        seeds = {row.get("seed") for row in entry["rows"].values()} - {None}
+        runs.append(Run(entry["name"], entry["baseline"], entry["commit"], entry["overrides"], entry["rows"],
+                        seed=next(iter(seeds)) if len(seeds) == 1 else None, recorded_command=entry["command"]))
+    return runs
+
+
 def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
-    """Per group of runs equal but for train.seed (one run per seed), mean ± std of each variant."""
+    """Per group of runs equal but for train.seed (one run per seed), mean ± std of each variant.
+
+    Runs of different environments (reproducible vs earlier, unpinned) are never grouped together.
+    """
     groups: dict[str, dict[int, Run]] = {}
     for run in runs:
         rest = {key: value for key, value in run.overrides.items() if key != SEED_KEY}
-        key = json.dumps(rest, sort_keys=True)
+        key = json.dumps({"overrides": rest, "environment": run.environment}, sort_keys=True)
         groups.setdefault(key, {}).setdefault(run.seed, run)  # the first run of a seed counts
     spread = []
     for key, by_seed in groups.items():
@@ -153,7 +188,8 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
         for variant in sorted(shared):
             accuracies = [run.metrics[variant]["accuracy"] for run in members]
             spread.append({
-                "overrides": json.loads(key),
+                "overrides": json.loads(key)["overrides"],
+                "environment": json.loads(key)["environment"],
                 "variant": variant,
                 "runs": [run.name for run in members],
                 "seeds": [run.seed for run in members],
@@ -177,7 +213,7 @@ def render(runs: list[Run], spread: list[dict[str, Any]]) -> str:
         "reproduces the experiment on top of its baseline commit. `(committed)` is the checked-out",
         "pipeline run.",
         "",
-        "| experiment | variant | test accuracy | F1 | ROC-AUC | best valid acc. | best epoch | s/epoch | parameters | seed |",
+        "| experiment | variant | test accuracy | F1 | ROC-AUC | best valid acc. | best epoch | parameters | seed | environment |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
@@ -186,17 +222,18 @@ def render(runs: list[Run], spread: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| `{run.name}` | `{variant}`{diverged} | {percent(m.get('accuracy'))} | {m.get('f1', 0):.4f} | "
                 f"{m.get('roc_auc', 0):.4f} | {percent(m.get('best_valid_accuracy'))} | {m.get('best_epoch', '–')} / "
-                f"{m.get('epochs_trained', '–')} | {m.get('train_seconds_per_epoch', 0):.1f} | {m.get('parameters', 0):,} | {m.get('seed')} |"
+                f"{m.get('epochs_trained', '–')} | {m.get('parameters', 0):,} | {m.get('seed')} | {run.environment} |"
             )
     lines += ["", "## Commands", ""]
     lines += [f"- `{run.name}` (experiment {run.commit[:7]}, baseline {run.baseline[:7]}): `{run.command}`" for run in runs if run.name != HEAD_NAME]
     if spread:
         lines += ["", "## Seed spread (test accuracy)", "",
-                  "| runs | changed params besides train.seed | variant | seeds | mean ± std | min – max |", "|---|---|---|---|---|---|"]
+                  "| runs | changed params besides train.seed | environment | variant | seeds | mean ± std | min – max |",
+                  "|---|---|---|---|---|---|---|"]
         for row in spread:
             changed = ", ".join(f"`{setting(k, v)}`" for k, v in row["overrides"].items()) or "(none)"
             lines.append(
-                f"| {', '.join(f'`{name}`' for name in row['runs'])} | {changed} | `{row['variant']}` | "
+                f"| {', '.join(f'`{name}`' for name in row['runs'])} | {changed} | {row['environment']} | `{row['variant']}` | "
                 f"{', '.join(map(str, row['seeds']))} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} % | "
                 f"{percent(min(row['accuracies']))} – {percent(max(row['accuracies']))} |"
             )
@@ -207,7 +244,7 @@ def to_json(runs: list[Run], spread: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "experiments": [
             {"name": run.name, "commit": run.commit, "baseline": run.baseline, "overrides": run.overrides,
-             "command": run.command if run.name != HEAD_NAME else "dvc repro",
+             "command": run.command if run.name != HEAD_NAME else "dvc repro", "environment": run.environment,
              "rows": {variant: {key: m.get(key) for key in ROW_KEYS} for variant, m in run.metrics.items()}}
             for run in runs
         ],
@@ -222,10 +259,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/studies.md"), help="markdown; the JSON goes beside it")
     args = parser.parse_args(argv)
     runs = collect(args.repo, args.names or None)
+    if not args.names:  # a full regeneration keeps what earlier runs recorded but this repository lacks
+        runs += recorded_runs(args.out.with_suffix(".json"), {run.name for run in runs})
     spread = seed_spread(runs)
     write_json(args.out.with_suffix(".json"), to_json(runs, spread))
     write_text(args.out, render(runs, spread))
-    print(f"studies: {len(runs) - 1} experiments, {len(spread)} seed-spread rows -> {args.out}")
+    kept = sum(run.recorded_command is not None for run in runs)
+    print(f"studies: {len(runs) - 1} experiments ({kept} kept as recorded), {len(spread)} seed-spread rows -> {args.out}")
 
 
 if __name__ == "__main__":

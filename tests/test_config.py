@@ -178,7 +178,7 @@ def test_xy_declares_only_fix_length_and_truncate() -> None:
 def test_train_and_evaluate_declare_their_study_sections() -> None:
     stages = dvc_stages()
     # Every stage that runs torch or BLAS math also declares the reproducible-math switch.
-    runtime = "runtime.reproducible"
+    runtime = "runtime"
     assert set(stages["train"]["do"]["params"]) == {"model", "train", "variants.${key}", runtime}
     assert set(stages["order_train"]["do"]["params"]) == {"order.model", "order.train", "order.variants.${key}", runtime}
     # evaluate rebuilds the model from its checkpoint; of params it reads only the device.

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
 TIMING_KEYS = {"train_seconds_per_epoch", "train_tokens_per_second", "eval_tokens_per_second"}
-RESULT_ENVIRONMENT_KEYS = {"reproducible", "cpu_capability", "torch", "device", "threads"}
+RESULT_ENVIRONMENT_KEYS = {"reproducible", "cross_vendor", "cpu_capability", "torch", "device", "threads"}
 UPSTREAM_STAGES = {"download", "preprocess", "xy", "order_data"}
 TINY_PARAMS: dict[str, dict[str, Any]] = {
     "data": {"min_freq": 1, "vocab_size": 200, "fix_length": 30},

@@ -27,6 +27,7 @@ setup_runtime(0, "cpu")
 print(json.dumps({{
     "capability": str(torch.backends.cpu.get_cpu_capability()),
     "mkl_cbwr": os.environ.get("MKL_CBWR"), "aten": os.environ.get("ATEN_CPU_CAPABILITY"),
+    "mkl_isa": os.environ.get("MKL_ENABLE_INSTRUCTIONS"), "cross_vendor": stages.runtime.mode().cross_vendor,
     "onednn": torch.backends.mkldnn.enabled, "threads": torch.get_num_threads(),
     "reproducible": stages.runtime.is_reproducible(), "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
 }}))
@@ -40,7 +41,8 @@ def probe(tmp_path: Path, params: str | None = "runtime: {reproducible: true}\n"
     if params is not None:
         (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
     env = {key: value for key, value in os.environ.items()
-           if key not in ("RNNLAB_THREADS", "RNNLAB_REPRODUCIBLE", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+           if key not in ("RNNLAB_THREADS", "RNNLAB_REPRODUCIBLE", "RNNLAB_CROSS_VENDOR", "MKL_CBWR",
+                          "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
     env.update(PYTHONPATH=str(REPO), **environment)
     completed = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], cwd=tmp_path, env=env,
                                capture_output=True, text=True, timeout=120, check=True)
@@ -49,8 +51,9 @@ def probe(tmp_path: Path, params: str | None = "runtime: {reproducible: true}\n"
 
 def test_reproducible_mode_pins_kernels_mkl_and_threads_before_torch_loads(tmp_path: Path) -> None:
     settings, stderr = probe(tmp_path)
-    assert settings["reproducible"] is True
-    assert settings["aten"] == "avx2" and settings["mkl_cbwr"] == "COMPATIBLE"
+    assert settings["reproducible"] is True and settings["cross_vendor"] is False
+    assert settings["aten"] == "avx2" and settings["mkl_isa"] == "AVX2"
+    assert settings["mkl_cbwr"] is None  # MKL's COMPATIBLE branch only at the cross_vendor level
     if "avx2" in Path("/proc/cpuinfo").read_text():
         assert settings["capability"] == "AVX2"  # AVX-512 machines too: the pin took effect
         assert "warning" not in stderr
@@ -61,9 +64,14 @@ def test_reproducible_mode_pins_kernels_mkl_and_threads_before_torch_loads(tmp_p
 
 def test_the_switch_in_params_and_the_environment_override(tmp_path: Path) -> None:
     settings, _ = probe(tmp_path, params="runtime: {reproducible: false}\n")
-    assert settings["reproducible"] is False and settings["mkl_cbwr"] is None and settings["onednn"] is True
+    assert settings["reproducible"] is False and settings["mkl_isa"] is None and settings["onednn"] is True
     settings, _ = probe(tmp_path, params="runtime: {reproducible: false}\n", RNNLAB_REPRODUCIBLE="1")
-    assert settings["reproducible"] is True and settings["mkl_cbwr"] == "COMPATIBLE"
+    assert settings["reproducible"] is True and settings["aten"] == "avx2"
+    settings, _ = probe(tmp_path, params="runtime: {reproducible: false, cross_vendor: true}\n")
+    assert settings["reproducible"] is True and settings["cross_vendor"] is True  # cross_vendor implies it
+    assert settings["mkl_cbwr"] == "COMPATIBLE"
+    settings, _ = probe(tmp_path, RNNLAB_CROSS_VENDOR="1")
+    assert settings["mkl_cbwr"] == "COMPATIBLE"
     settings, _ = probe(tmp_path, params=None)  # no params.yaml: the default is on
     assert settings["reproducible"] is True
     settings, _ = probe(tmp_path, RNNLAB_THREADS="1")  # an explicit count wins (and is recorded)
@@ -73,18 +81,19 @@ def test_the_switch_in_params_and_the_environment_override(tmp_path: Path) -> No
 def test_torch_imported_first_is_reported(tmp_path: Path) -> None:
     settings, stderr = probe(tmp_path, before="import torch")
     assert "torch was imported before stages/runtime.py" in stderr
-    assert settings["mkl_cbwr"] == "COMPATIBLE"  # set, but too late for the kernels: hence the warning
+    assert settings["aten"] == "avx2"  # set, but too late for the kernels: hence the warning
 
 
 def test_requested_reads_params_without_validating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(runtime.SWITCH, raising=False)
     params = tmp_path / "params.yaml"
+    monkeypatch.delenv(runtime.CROSS_VENDOR_SWITCH, raising=False)
     params.write_text("runtime:\n  reproducible: false\n", encoding="utf-8")
-    assert runtime.requested(params) is False
+    assert runtime.requested(params) == runtime.Mode(reproducible=False, cross_vendor=False)
     params.write_text("runtime: [not, a, mapping\n", encoding="utf-8")  # broken: load_params reports it later
-    assert runtime.requested(params) is True
+    assert runtime.requested(params) == runtime.Mode()
     monkeypatch.setenv(runtime.SWITCH, "off")
-    assert runtime.requested(tmp_path / "missing.yaml") is False
+    assert runtime.requested(tmp_path / "missing.yaml").reproducible is False
 
 
 def test_cuda_gets_deterministic_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,7 +117,7 @@ def test_result_environment_names_the_gpu_on_cuda(monkeypatch: pytest.MonkeyPatc
     environment = runtime.result_environment(torch.device("cuda"))
     assert environment["device"] == "cuda" and environment["gpu"] == "NVIDIA H200"
     cpu = runtime.result_environment(torch.device("cpu"))
-    assert set(cpu) == {"reproducible", "cpu_capability", "torch", "device", "threads"}
+    assert set(cpu) == {"reproducible", "cross_vendor", "cpu_capability", "torch", "device", "threads"}
     assert isinstance(cpu["torch"], str) and type(cpu["torch"]) is str  # plain str: weights_only loads it
 
 

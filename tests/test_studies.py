@@ -110,3 +110,48 @@ def test_unknown_experiment_name_is_a_clear_error(repo: tuple[Path, str]) -> Non
 def test_outside_a_git_repository_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StageError, match="Run this from the RNN Lab repository"):
         studies.collect(tmp_path)
+
+
+def test_recorded_experiments_without_refs_are_kept_and_never_mixed_into_a_new_seed_spread(
+    repo: tuple[Path, str], tmp_path: Path,
+) -> None:
+    # An earlier report, made where its experiment refs lived; this repository has none of them.
+    path, baseline = repo
+    experiment(path, baseline, "seed2", with_changes(train={"seed": 2}), {"relu": 0.66, "tanh": 0.62})
+    out = tmp_path / "out" / "studies.md"  # written after the experiment commit: `git add -A` would take it
+    out.parent.mkdir()
+    earlier_rows = {"relu": {"accuracy": 0.5, "seed": 1, "train_seconds_per_epoch": 22.0}}
+    out.with_suffix(".json").write_text(json.dumps({"experiments": [
+        {"name": "(committed)", "commit": "c" * 40, "baseline": "c" * 40, "overrides": {}, "command": "dvc repro", "rows": {}},
+        {"name": "old-seed1", "commit": "a" * 40, "baseline": "b" * 40, "overrides": {"train.seed": 1},
+         "command": "dvc exp run -n old-seed1 -S train.seed=1", "rows": earlier_rows},
+    ], "seed_spread": []}))
+    studies.main(["--repo", str(path), "--out", str(out)])
+    data = json.loads(out.with_suffix(".json").read_text())
+    by_name = {entry["name"]: entry for entry in data["experiments"]}
+    assert set(by_name) == {studies.HEAD_NAME, "seed2", "old-seed1"}
+    assert by_name["old-seed1"]["command"] == "dvc exp run -n old-seed1 -S train.seed=1"
+    assert by_name["old-seed1"]["environment"] == "earlier, unpinned"
+    text = out.read_text()
+    assert "| `old-seed1` | `relu` | 50.00 % |" in text and "earlier, unpinned |" in text
+    # All three are unpinned here (this test repository's metrics carry no environment record), so
+    # the recorded seed-1 run joins the spread of seeds 0 and 2.
+    spread = {(row["variant"], tuple(row["seeds"]), row["environment"]) for row in data["seed_spread"]}
+    assert ("relu", (0, 2, 1), "earlier, unpinned") in spread
+
+
+def test_seed_spread_never_mixes_reproducible_and_unpinned_runs() -> None:
+    def run(name: str, seed: int, accuracy: float, reproducible: bool) -> studies.Run:
+        metrics = {"relu": {"accuracy": accuracy, "environment": {"reproducible": True} if reproducible else None}}
+        overrides = {"train.seed": seed} if seed else {}
+        return studies.Run(name, "b", "c", overrides, metrics, seed=seed)
+
+    runs = [run("now", 0, 0.70, True), run("now-s1", 1, 0.72, True), run("old-s1", 1, 0.60, False), run("old-s2", 2, 0.62, False)]
+    spread = {row["environment"]: row["seeds"] for row in studies.seed_spread(runs)}
+    assert spread == {"reproducible": [0, 1], "earlier, unpinned": [1, 2]}
+
+
+def test_a_run_is_reproducible_only_when_every_row_says_so() -> None:
+    reproducible = {"environment": {"reproducible": True}}
+    assert studies.Run("a", "b", "c", {}, {"relu": reproducible}).environment == "reproducible"
+    assert studies.Run("a", "b", "c", {}, {"relu": reproducible, "tanh": {}}).environment == "earlier, unpinned"
