@@ -224,15 +224,17 @@ def environment_text(metrics: dict[str, Any]) -> str:
 
 
 def environment_line(rows: list[Row]) -> str:
-    """One line: the same environment everywhere, or which variants ran where on each side."""
-    pairs = {row.variant: (environment_text(row.base), environment_text(row.head)) for row in rows}
-    if len(set(pairs.values())) == 1 and all(base == head for base, head in pairs.values()):
-        return f"**Environment:** same on both sides: {next(iter(pairs.values()))[0]}."
+    """One line: each environment the results came from, and whether base and head share it."""
     groups: dict[tuple[str, str], list[str]] = {}
-    for variant, pair in pairs.items():
-        groups.setdefault(pair, []).append(f"`{variant}`")
+    for row in rows:
+        groups.setdefault((environment_text(row.base), environment_text(row.head)), []).append(f"`{row.variant}`")
+    # The environment most variants share is named alone; the others (the order study's 1 thread) with their variants.
+    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
+    if all(base == head for base, head in groups):
+        others = "".join(f"; {', '.join(variants)}: {base}" for (base, _), variants in ordered[1:])
+        return f"**Environment:** same on both sides: {ordered[0][0][0]}{others}."
     described = "; ".join(f"{', '.join(variants)}: {base} → {head}" if base != head else f"{', '.join(variants)}: {base} (both)"
-                          for (base, head), variants in groups.items())
+                          for (base, head), variants in ordered)
     return f"**Environment differs** (CPU ISA, torch or device; results may differ for that alone): {described}."
 
 
@@ -301,8 +303,8 @@ def timings_section(rows: list[Row], base: Revision, head: Revision) -> list[str
     table = ["| variant | machine | s/epoch | train tokens/s | eval tokens/s |", "|---|---|---|---|---|"]
     for row in rows:
         base_timings, head_timings = timings(base, row.variant), timings(head, row.variant)
-        if not base_timings or not head_timings:
-            continue
+        if not base_timings or not head_timings or base_timings == head_timings:
+            continue  # a variant that was not rerun keeps its timings file: nothing to compare
         same_machine = base_timings.get("machine", {}).get("cpu_model") == head_timings.get("machine", {}).get("cpu_model") \
             and base_timings.get("machine", {}).get("cpu_cores") == head_timings.get("machine", {}).get("cpu_cores") \
             and row.base.get("environment") == row.head.get("environment")
@@ -314,7 +316,7 @@ def timings_section(rows: list[Row], base: Revision, head: Revision) -> list[str
         else:
             table.append(f"| `{row.variant}` | not compared: base {base_timings.get('machine', {}).get('cpu_model')}, "
                          f"head {machine.get('cpu_model')} (or another result environment) | – | – | – |")
-    lines += table if len(table) > 2 else ["No timings recorded on both sides."]
+    lines += table if len(table) > 2 else ["No variant was timed anew on both sides."]
     return lines + ["", "</details>"]
 
 
@@ -350,7 +352,11 @@ def draw_variant_chart(path: Path, variant: str, sides: list[tuple[str, list[dic
             gradient_axes.plot(steps, [r["log10_grad_norm_trained"] for r in profile], color=color, label=f"{label} trained")
             gradient_axes.plot(steps, [r["log10_grad_norm_init"] for r in profile], color=color, linestyle=":", label=f"{label} init")
     accuracy_axes.set(title=f"{variant}: validation accuracy", xlabel="epoch", ylabel="accuracy (%)")
-    accuracy_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = sorted({row["epoch"] for _, history, _ in sides for row in history})
+    if 0 < len(epochs) <= 20:  # a tick per epoch; matplotlib would put fractional epochs between them
+        accuracy_axes.set_xticks(epochs)
+    else:
+        accuracy_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     gradient_axes.set(title=f"{variant}: gradient flow", xlabel="steps back from the last token", ylabel="log10 ||dL/dx_t||")
     for axes, missing in ((accuracy_axes, "no training history"), (gradient_axes, "no gradient profile")):
         axes.grid(alpha=0.3)

@@ -164,7 +164,7 @@ def test_report_with_a_seed_band_and_a_changed_environment(repo: Path) -> None:
     review.main(["main", "--repo", str(repo), "--out", str(out)])
     markdown = (out / "review.md").read_text()
     assert markdown.startswith(review.MARKER)
-    rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| `")}
+    rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| `") and line.endswith("** |")}
     assert rows["`relu`"].endswith(f"**{review.CHANGED}** |") and "± 1.00 (seeds 0, 1, 2)" in rows["`relu`"]
     assert "87.50 % → 100.00 % (+12.50)" in rows["`relu`"] and "(25 vs 0)" in rows["`relu`"]
     assert rows["`tanh`"].endswith(f"**{review.WITHIN_TEST_SAMPLING}** |") and "no seed band" in rows["`tanh`"]
