@@ -13,6 +13,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import yaml
@@ -36,7 +37,7 @@ class Reviews:
     out: Path        # where the first review wrote its charts
 
 
-def edit_params(path: Path, edit: callable) -> None:
+def edit_params(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     edit(raw)
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
