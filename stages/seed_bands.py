@@ -1,0 +1,129 @@
+"""Seed bands: each variant's test-accuracy mean and std over seeds -> reports/seed_bands.json.
+
+    python -m stages.seed_bands --run                # queue and run the missing seeds (0 1 2), then record
+    python -m stages.seed_bands                      # record from experiments that already finished
+    python -m stages.seed_bands --run --seeds 0 1 2 3 --jobs 2
+
+`stages.review` reads the file to tell a real change from seed noise. The seeds run the DVC way,
+as queued experiments of the checked-out commit (`dvc exp run --queue -n default-seed<N> -S
+train.seed=<N>`); the committed metrics count as the run of the commit's own seed. The bands are
+collected with stages/studies.py's grouping: the commit plus its experiments whose only changed
+param is train.seed. Not a DVC output: it summarises experiments, not this commit's pipeline, so the
+reviewer commits it after refreshing it (docs/review.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stages import studies
+from stages.common import StageError, run_cli, write_json
+from stages.revision import Revision, pipeline_paths
+
+DEFAULT_SEEDS = (0, 1, 2)
+POLL_SECONDS = 30.0
+ACTIVE_STATUSES = ("Queued", "Running")
+
+
+def experiment_name(seed: int) -> str:
+    return f"default-seed{seed}"
+
+
+def run_dvc(args: list[str], repo: Path) -> str:
+    """Run `dvc ARGS` in `repo`; its failure becomes a one-line error with dvc's last line."""
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
+        raise StageError(f"`dvc {' '.join(args)}` failed: {message}")
+    return result.stdout
+
+
+def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
+    """Queue one experiment per seed besides the committed one and start the queue; return their names."""
+    names = []
+    for seed in seeds:
+        if seed == committed_seed:
+            continue  # the committed metrics are this seed's run
+        run_dvc(["exp", "run", "--queue", "-n", experiment_name(seed), "-S", f"{studies.SEED_KEY}={seed}"], repo)
+        names.append(experiment_name(seed))
+    if names:
+        run_dvc(["queue", "start", "-j", str(jobs)], repo)
+    return names
+
+
+def active_tasks(status_output: str, names: list[str]) -> list[str]:
+    """Our experiment names that `dvc queue status` still lists as queued or running."""
+    active = []
+    for line in status_output.splitlines():
+        words = line.split()
+        if any(name in words for name in names) and any(status in words for status in ACTIVE_STATUSES):
+            active.extend(name for name in names if name in words)
+    return active
+
+
+def wait_for_queue(repo: Path, names: list[str], poll_seconds: float = POLL_SECONDS) -> None:
+    while active := active_tasks(run_dvc(["queue", "status"], repo), names):
+        print(f"seed_bands: waiting for {', '.join(active)} (`dvc queue logs <name>` shows progress)", flush=True)
+        time.sleep(poll_seconds)
+
+
+def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
+    """{commit, seeds, variants: {variant: {seeds, runs, accuracies, mean, std}}} of the checked-out commit.
+
+    Runs of the commit (its own metrics and its experiments) whose only changed param is
+    train.seed, optionally only those seeds; an experiment made on another commit does not count.
+    """
+    head = studies.git("rev-parse", "HEAD", cwd=repo).strip()
+    runs = [run for run in studies.collect(repo) if run.baseline == head]
+    seed_runs = [run for run in runs if set(run.overrides) <= {studies.SEED_KEY} and (seeds is None or run.seed in seeds)]
+    spread = [row for row in studies.seed_spread(seed_runs) if row["overrides"] == {}]
+    if not spread:
+        seeds = sorted({run.seed for run in seed_runs}, key=str)
+        raise StageError(f"only seed(s) {', '.join(map(str, seeds)) or '(none)'} found for commit {head[:7]}: a band needs two "
+                         "or more; run the other seeds with `python -m stages.seed_bands --run`.")
+    variants = {row["variant"]: {key: row[key] for key in ("seeds", "runs", "accuracies", "mean", "std")} for row in spread}
+    return {
+        "commit": head,
+        "made_by": "python -m stages.seed_bands",
+        "seeds": sorted({seed for row in spread for seed in row["seeds"]}),
+        "variants": variants,
+    }
+
+
+def committed_seed(repo: Path) -> int:
+    params = studies.params_at(repo, studies.git("rev-parse", "HEAD", cwd=repo).strip())
+    return int(studies.train_seed(params) or 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="store_true", help="queue and run the seeds the commit lacks before recording")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    parser.add_argument("--jobs", type=int, default=1, help="queue workers (`dvc queue start -j`)")
+    parser.add_argument("--repo", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, help="default: dvc.yaml's `seed_bands` var")
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) < 2:
+        raise StageError("a seed band needs two or more different seeds; pass e.g. `--seeds 0 1 2`.")
+    out = args.out or args.repo / pipeline_paths(Revision(args.repo, "workspace", None)).get("seed_bands", "reports/seed_bands.json")
+    if args.run:
+        names = queue_seeds(args.repo, args.seeds, committed_seed(args.repo), args.jobs)
+        wait_for_queue(args.repo, names)
+        finished = {name for name, baseline, _ in studies.experiment_refs(args.repo)
+                    if baseline == studies.git("rev-parse", "HEAD", cwd=args.repo).strip()}
+        failed = [name for name in names if name not in finished]
+        if failed:
+            raise StageError(f"experiment(s) {', '.join(failed)} did not finish; `dvc queue logs {failed[0]}` says why.")
+    bands = collect_bands(args.repo, args.seeds)
+    write_json(out, bands)
+    summary = ", ".join(f"{v} {100 * b['mean']:.2f} ± {100 * b['std']:.2f} %" for v, b in bands["variants"].items())
+    print(f"seed_bands: seeds {bands['seeds']} of {bands['commit'][:7]}: {summary} -> {out}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
