@@ -10,18 +10,20 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from stages import runtime
 from stages.common import StageError
 from stages.config import TrainConfig
 from stages.dataset import Split
 from stages.model import members_of
+from stages.progress import Throughput, progress_bar, show_running
 
 
 def setup_runtime(seed: int, device_name: str, threads: int = 0) -> torch.device:
@@ -90,15 +92,26 @@ def batches(split: Split, batch_size: int, order: torch.Tensor | None = None) ->
         yield split.x[index], split.lengths[index], split.y[index]
 
 
+def batch_count(split: Split, batch_size: int) -> int:
+    return math.ceil(len(split) / batch_size)
+
+
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int, device: torch.device) -> tuple[torch.Tensor, float]:
+def predict(
+    model: nn.Module, split: Split, batch_size: int, device: torch.device, description: str = "predict",
+) -> tuple[torch.Tensor, float]:
     """Class probabilities (N, C) and the mean cross-entropy over the split."""
     model.eval()
-    probabilities, total_loss = [], 0.0
-    for x, lengths, y in batches(split, batch_size):
-        logits = model(x.to(device), lengths.to(device)).float()
-        total_loss += F.cross_entropy(logits, y.to(device), reduction="sum").item()
-        probabilities.append(logits.softmax(dim=1).cpu())
+    probabilities, total_loss, seen = [], 0.0, 0
+    throughput = Throughput()
+    with progress_bar(batch_count(split, batch_size), description) as bar:
+        for x, lengths, y in batches(split, batch_size):
+            logits = model(x.to(device), lengths.to(device)).float()
+            total_loss += F.cross_entropy(logits, y.to(device), reduction="sum").item()
+            probabilities.append(logits.softmax(dim=1).cpu())
+            seen += len(y)
+            throughput.add(x.numel())
+            show_running(bar, throughput, loss=total_loss / seen)
     return torch.cat(probabilities), total_loss / len(split)
 
 
@@ -131,13 +144,27 @@ def make_scheduler(
 def train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, config: TrainConfig,
     generator: torch.Generator, device: torch.device,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, description: str = "train",
 ) -> dict[str, float] | None:
-    """One pass over `split`; None when the loss or gradient became NaN/inf (divergence)."""
+    """One pass over `split`; None when the loss or gradient became NaN/inf (divergence).
+
+    On a terminal a bar shows the batches with the running loss, accuracy and tokens/s; it only
+    reads values the step computes anyway, so the math (and every bit of the weights) is unchanged.
+    """
+    with progress_bar(batch_count(split, config.batch_size), description) as bar:
+        return _train_epoch(model, optimizer, split, config, generator, device, scheduler, bar)
+
+
+def _train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, config: TrainConfig,
+    generator: torch.Generator, device: torch.device,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None, bar: tqdm,
+) -> dict[str, float] | None:
     model.train()
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     order = torch.randperm(len(split), generator=generator)
     loss_sum, correct, steps, clipped, norm_sum, norm_max = 0.0, 0, 0, 0, 0.0, 0.0
+    seen, throughput = 0, Throughput()
     for x, lengths, y in batches(split, config.batch_size, order):
         x, lengths, y = x.to(device), lengths.to(device), y.to(device)
         logits = model(x, lengths)
@@ -158,6 +185,9 @@ def train_epoch(
         steps += 1
         norm_sum += norm
         norm_max = max(norm_max, norm)
+        seen += len(y)
+        throughput.add(x.numel())
+        show_running(bar, throughput, loss=loss_sum / seen, accuracy=correct / seen)
     return {
         "train_loss": loss_sum / len(split),
         "train_accuracy": correct / len(split),
@@ -174,8 +204,14 @@ def combine_member_stats(stats: list[dict[str, float]]) -> dict[str, float]:
     return combined
 
 
-def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, device: torch.device, log=print) -> FitResult:
+def fit(
+    model: nn.Module, train: Split, valid: Split, config: TrainConfig, device: torch.device, log=print,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> FitResult:
     """Train for config.epochs, keep the weights of the best validation-accuracy epoch.
+
+    `on_epoch` gets each finished epoch's record as soon as it exists (the train stage logs it with
+    DVCLive, so the history grows while training runs); this module itself writes nothing.
 
     An ensemble's members each get their own optimiser, schedule and batch order (seed + i) and
     train on their own loss, one epoch each in turn; validation scores the ensemble as a whole.
@@ -192,15 +228,17 @@ def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, devic
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         member_stats = []
-        for member, optimizer, generator, scheduler in zip(members, optimizers, generators, schedulers):
-            stats = train_epoch(member, optimizer, train, config, generator, device, scheduler)
+        for index, (member, optimizer, generator, scheduler) in enumerate(zip(members, optimizers, generators, schedulers)):
+            member_label = f" member {index + 1}/{len(members)}" if len(members) > 1 else ""
+            stats = train_epoch(member, optimizer, train, config, generator, device, scheduler,
+                                description=f"epoch {epoch}/{config.epochs}{member_label}")
             if stats is None:
                 log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
                 return FitResult(history, best_state, best_epoch, True, epoch_seconds)
             member_stats.append(stats)
         seconds = time.perf_counter() - started
         stats = combine_member_stats(member_stats)
-        probabilities, valid_loss = predict(model, valid, max(config.batch_size, 256), device)
+        probabilities, valid_loss = predict(model, valid, max(config.batch_size, 256), device, description=f"epoch {epoch} valid")
         if not math.isfinite(valid_loss):
             # The epoch's last step can blow the weights up after its finite-loss check; such weights
             # must never become the "best" checkpoint.
@@ -218,8 +256,6 @@ def fit(model: nn.Module, train: Split, valid: Split, config: TrainConfig, devic
         )
         if valid_accuracy > best_accuracy:
             best_state, best_epoch, best_accuracy = _state_copy(model), epoch, valid_accuracy
+        if on_epoch is not None:
+            on_epoch(record)
     return FitResult(history, best_state, best_epoch, False, epoch_seconds)
-
-
-def history_rows(result: FitResult) -> list[dict[str, float]]:
-    return [asdict(record) for record in result.history]

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from stages.common import StageError, atomic_path, read_json, run_cli, write_json
+from stages.common import StageError, atomic_path, run_cli, write_json
 from stages.config import load_params
 from stages.dataset import Split, load_split
 from stages.engine import predict, setup_runtime
 from stages.gradients import gradient_report
+from stages.history import best_valid_accuracy, read_history
 from stages.model import count_parameters, load_checkpoint
 from stages.runtime import result_environment
 from stages.timings import record_evaluation
@@ -76,12 +77,12 @@ def evaluate(
     device = setup_runtime(0, device_name)
     model, checkpoint = load_checkpoint(model_path)
     model.to(device)
-    history = read_json(history_path, "training history", "Rerun the train stage (`dvc repro`).")
+    history = read_history(history_path)
     test = load_split(data_dir, "test")
     if test.x.shape[1] != model.spec.sequence_length or int(test.x.max()) >= model.spec.input_size:
         raise StageError(f"{data_dir}/test does not match the data {model_path} was trained on; rerun `dvc repro`.")
     started = time.perf_counter()
-    probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device)
+    probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
     eval_seconds = time.perf_counter() - started
     y, probabilities = test.y.numpy(), probabilities.double().numpy()
     scores = classification_metrics(y, probabilities, model.spec.class_names)
@@ -96,7 +97,7 @@ def evaluate(
         "parameters": count_parameters(model),
         "epochs_trained": len(history),
         "best_epoch": checkpoint["best_epoch"],
-        "best_valid_accuracy": max((row["valid_accuracy"] for row in history), default=None),
+        "best_valid_accuracy": best_valid_accuracy(history),
         "diverged": bool(checkpoint["diverged"]),
         "seed": train_config["seed"],
         "cell": model.config.cell,
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--history", type=Path, required=True)
+    parser.add_argument("--history", type=Path, required=True, help="the train stage's DVCLive directory")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True, help="per-example CSV: actual, predicted, p_<class>")
     parser.add_argument("--timings", type=Path, help="machine-dependent timings JSON to update (not a DVC output)")

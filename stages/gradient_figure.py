@@ -1,7 +1,7 @@
-"""Stage `gradient_figure`: one study's gradient profiles (plots/gradients/<variant>.json) -> SVG.
+"""Stage `gradient_figure`: one study's gradient profiles (plots/gradients/<variant>.json) -> PNG.
 
 The README shows the order-task picture from a real run: ||dL/dx|| against steps back from the
-last symbol, trained (solid) and at initialisation (dashed), one colour per variant.
+last symbol, on a log scale, trained (solid) and at initialisation (dashed), one colour per variant.
 """
 
 from __future__ import annotations
@@ -10,34 +10,34 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from stages.common import StageError, read_json, run_cli, write_text
+from stages.common import StageError, read_json, run_cli
 from stages.config import load_params
-from stages.svg import PALETTE, Series, line_chart
+from stages.figures import Series, line_figure
 
 
-def profile_series(name: str, rows: list[dict[str, Any]], color: str) -> list[Series]:
+def profile_series(name: str, rows: list[dict[str, Any]], color: int) -> list[Series]:
+    """The trained and initial profile of one variant; the rows hold log10 norms, the axis is log."""
     try:
-        trained = [(row["steps_back"], row["log10_grad_norm_trained"]) for row in rows]
-        initial = [(row["steps_back"], row["log10_grad_norm_init"]) for row in rows]
+        steps = [row["steps_back"] for row in rows]
+        trained = [10.0 ** row["log10_grad_norm_trained"] for row in rows]
+        initial = [10.0 ** row["log10_grad_norm_init"] for row in rows]
     except (KeyError, TypeError) as error:
         raise StageError(f"gradient profile of {name} lacks {error}; rerun its evaluate stage (`dvc repro`).") from error
-    return [Series(f"{name} trained", trained, color), Series(f"{name} init", initial, color, dashed=True)]
+    return [Series(f"{name} trained", steps, trained, color), Series(f"{name} init", steps, initial, color, dashed=True)]
 
 
-def render(profiles: dict[str, list[dict[str, Any]]], title: str) -> str:
-    series = [
-        line
-        for index, (name, rows) in enumerate(profiles.items())
-        for line in profile_series(name, rows, PALETTE[index % len(PALETTE)])
-    ]
-    return line_chart(series, title, "steps back from the last symbol", "mean ||dL/dx_t|| (log scale)")
+def draw(profiles: dict[str, list[dict[str, Any]]], title: str, path: Path) -> None:
+    series = [line for index, (name, rows) in enumerate(profiles.items()) for line in profile_series(name, rows, index)]
+    if not any(line.x for line in series):
+        raise StageError("the gradient profiles hold no steps; rerun the evaluate stages (`dvc repro`).")
+    line_figure(series, title, "steps back from the last symbol", "mean ||dL/dx_t||", path, log_y=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", type=Path, required=True, help="directory of <variant>.json gradient profiles")
     parser.add_argument("--study", default="order", help="study whose variants are drawn (imdb | order)")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
     variants = load_params().study(args.study).variants
     profiles = {
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in variants
     }
     title = "Temporal-order task: gradient reaching each input step" if args.study == "order" else f"{args.study}: gradient reaching each input step"
-    write_text(args.out, render(profiles, title))
+    draw(profiles, title, args.out)
     print(f"gradient_figure: {len(profiles)} variants -> {args.out}")
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from stages.dataset import Split
 from stages.model import Classifier, ModelSpec, RecurrentClassifier, members_of
+from stages.progress import progress_bar
 
 GRADIENT_SEQUENCES = 100  # first N validation sequences; one forward/backward pass per model
 DECADE_DEPTHS = (50, 150)  # steps back at which the fall from the last step is reported
@@ -121,8 +122,12 @@ def gradient_report(trained_model: Classifier, seed: int, valid: Split) -> tuple
     """
     trained_model = members_of(trained_model)[0]
     batch = first_sequences(valid)
-    initial = measure_profile(initial_model(trained_model.spec, seed), batch)
-    trained = measure_profile(trained_model, batch)
+    # Two float64 forward/backward passes through every step: seconds for an LSTM, so a bar shows them.
+    with progress_bar(2, "gradient diagnostics", unit="model") as bar:
+        initial = measure_profile(initial_model(trained_model.spec, seed), batch)
+        bar.update(1)
+        trained = measure_profile(trained_model, batch)
+        bar.update(1)
     metrics = {
         "init": profile_summary(initial),
         "trained": profile_summary(trained),

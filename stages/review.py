@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from stages.common import StageError, atomic_path, run_cli, write_text
+from stages.history import metric_file, parse_metric_tsv
 from stages.paired import CONFIDENCE, RESAMPLES, SEED, Comparison, compare
 from stages.report import describe_environment
 from stages.revision import Revision, pipeline_paths, resolve
@@ -40,7 +41,7 @@ WITHIN_SEED_NOISE = "within seed noise"
 CHANGED = "changed beyond seed noise"
 CHANGED_WITHOUT_BAND = "changed beyond test-sampling noise (no seed band)"
 GRADIENT_PATH_KEYS = ("gradients", "order_gradients")
-ENVIRONMENT_KEYS_THAT_DECIDE_BITS = ("cpu_capability", "torch", "device", "gpu", "threads", "reproducible")
+ENVIRONMENT_KEYS_THAT_DECIDE_BITS = ("cpu_capability", "torch", "device", "gpu", "threads", "reproducible", "cross_vendor")
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,17 @@ def read_predictions(revision: Revision, variant: str) -> Predictions:
 def epoch_history(revision: Revision, variant: str) -> list[dict[str, Any]]:
     """Per-epoch rows (epoch, valid_accuracy, ...) of a variant's training; [] when there are none.
 
-    The one place that knows where the history lives, so a change of its format (a DVCLive
-    directory) is a change here only.
+    The one place that knows where the history lives: the variant's DVCLive directory (dvc.yaml var
+    `live`); a revision from before DVCLive kept a JSON list at `history`/<variant>.json.
     """
+    paths = paths_of(revision)
+    if "live" in paths:
+        directory = f"{paths['live']}/{variant}"
+        text = revision.read_text(metric_file(directory, "valid_accuracy").as_posix())
+        if text is None:
+            return []
+        source = f"{directory} at {revision.title}"
+        return [{"epoch": epoch, "valid_accuracy": value} for epoch, value in parse_metric_tsv(text, "valid_accuracy", source)]
     rows = revision.read_json(f"{path_var(revision, 'history')}/{variant}.json")
     return rows if isinstance(rows, list) else []
 

@@ -10,7 +10,8 @@ Each experiment contributes the metrics files its run changed, and the params it
 its baseline commit, written as the `dvc exp run -S ...` command that reproduces it. Runs that differ
 only in `train.seed` (the checked-out commit's own metrics count as one of them) are grouped into a
 seed spread: mean and sample standard deviation of test accuracy per variant, so a reviewer can tell
-which `dvc metrics diff` deltas are noise.
+which `dvc metrics diff` deltas are noise. Named experiment definitions (presets/*.yaml) are listed
+with their one short command, and the experiment a preset reproduces points at it.
 
 Experiment refs are local to the repository that ran them, so experiments already recorded in
 reports/studies.json whose refs are not here are kept as recorded. Each row says the environment it
@@ -29,10 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from stages import preset as presets
 from stages.common import StageError, run_cli, write_json, write_text
 from stages.config import parse_params_yaml
+from stages.preset import params_diff, setting
+
+__all__ = ["params_diff", "setting"]  # -S formatting lives in stages.preset, shared with it
 
 SEED_KEY = "train.seed"
 HEAD_NAME = "(committed)"
@@ -99,30 +103,6 @@ def metrics_at(repo: Path, commit: str) -> dict[str, dict[str, Any]]:
 
 def params_at(repo: Path, commit: str) -> dict[str, Any]:
     return parse_params_yaml(show(repo, commit, "params.yaml"), f"params.yaml at {commit[:7]}") or {}
-
-
-def params_diff(base: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys whose value changed; a whole added (removed) key is prefixed with + (~)."""
-    changes: dict[str, Any] = {}
-    for key in sorted(set(base) | set(new), key=str):
-        path = f"{prefix}{key}"
-        if key not in new:
-            changes[f"~{path}"] = None
-        elif key not in base:
-            changes[f"+{path}"] = new[key]
-        elif isinstance(base[key], dict) and isinstance(new[key], dict):
-            changes.update(params_diff(base[key], new[key], f"{path}."))
-        elif base[key] != new[key]:
-            changes[path] = new[key]
-    return changes
-
-
-def setting(key: str, value: Any) -> str:
-    """A `-S` argument: the value in YAML flow style, as `dvc exp run -S` parses it."""
-    if key.startswith("~"):
-        return key
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-    return f"{key}={text.removesuffix('...').strip()}"
 
 
 def train_seed(params: dict[str, Any]) -> Any:
@@ -204,7 +184,35 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
 
-def render(runs: list[Run], spread: list[dict[str, Any]]) -> str:
+@dataclass(frozen=True)
+class PresetEntry:
+    """A committed experiment definition, as the report lists it."""
+
+    name: str
+    experiment: str
+    description: str
+
+    @property
+    def command(self) -> str:
+        return f"python -m stages.preset {self.name}"
+
+
+def preset_entries(repo: Path) -> list[PresetEntry]:
+    directory = repo / presets.PRESETS_DIR
+    return [PresetEntry(name, entry.experiment, entry.description)
+            for name in presets.available(directory) for entry in [presets.load_preset(name, directory)]]
+
+
+def preset_lines(entries: list[PresetEntry]) -> list[str]:
+    if not entries:
+        return []
+    lines = ["", "## Presets", "", "Named, committed experiment definitions (`presets/<name>.yaml`); the command prints and runs",
+             "the equivalent `dvc exp run` (`--queue` queues it, `--name` and `-S` vary it, `--dry-run` only prints).", ""]
+    lines += [f"- `{entry.command}`: {entry.description} (experiment `{entry.experiment}`)" for entry in entries]
+    return lines
+
+
+def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[PresetEntry] | None = None) -> str:
     lines = [
         "# Studies (DVC experiments)",
         "",
@@ -225,7 +233,12 @@ def render(runs: list[Run], spread: list[dict[str, Any]]) -> str:
                 f"{m.get('epochs_trained', '–')} | {m.get('parameters', 0):,} | {m.get('seed')} | {run.environment} |"
             )
     lines += ["", "## Commands", ""]
-    lines += [f"- `{run.name}` (experiment {run.commit[:7]}, baseline {run.baseline[:7]}): `{run.command}`" for run in runs if run.name != HEAD_NAME]
+    by_experiment = {entry.experiment: entry for entry in entries or []}
+    lines += [
+        f"- `{run.name}` (experiment {run.commit[:7]}, baseline {run.baseline[:7]}): `{run.command}`"
+        + (f" — preset: `{by_experiment[run.name].command}`" if run.name in by_experiment else "")
+        for run in runs if run.name != HEAD_NAME
+    ]
     if spread:
         lines += ["", "## Seed spread (test accuracy)", "",
                   "| runs | changed params besides train.seed | environment | variant | seeds | mean ± std | min – max |",
@@ -237,10 +250,11 @@ def render(runs: list[Run], spread: list[dict[str, Any]]) -> str:
                 f"{', '.join(map(str, row['seeds']))} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} % | "
                 f"{percent(min(row['accuracies']))} – {percent(max(row['accuracies']))} |"
             )
+    lines += preset_lines(entries or [])
     return "\n".join(lines) + "\n"
 
 
-def to_json(runs: list[Run], spread: list[dict[str, Any]]) -> dict[str, Any]:
+def to_json(runs: list[Run], spread: list[dict[str, Any]], entries: list[PresetEntry] | None = None) -> dict[str, Any]:
     return {
         "experiments": [
             {"name": run.name, "commit": run.commit, "baseline": run.baseline, "overrides": run.overrides,
@@ -249,6 +263,8 @@ def to_json(runs: list[Run], spread: list[dict[str, Any]]) -> dict[str, Any]:
             for run in runs
         ],
         "seed_spread": spread,
+        "presets": [{"name": entry.name, "experiment": entry.experiment, "description": entry.description,
+                     "command": entry.command} for entry in entries or []],
     }
 
 
@@ -262,8 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.names:  # a full regeneration keeps what earlier runs recorded but this repository lacks
         runs += recorded_runs(args.out.with_suffix(".json"), {run.name for run in runs})
     spread = seed_spread(runs)
-    write_json(args.out.with_suffix(".json"), to_json(runs, spread))
-    write_text(args.out, render(runs, spread))
+    entries = preset_entries(args.repo)
+    write_json(args.out.with_suffix(".json"), to_json(runs, spread, entries))
+    write_text(args.out, render(runs, spread, entries))
     kept = sum(run.recorded_command is not None for run in runs)
     print(f"studies: {len(runs) - 1} experiments ({kept} kept as recorded), {len(spread)} seed-spread rows -> {args.out}")
 

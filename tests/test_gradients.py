@@ -1,10 +1,10 @@
 """Gradient flow through time (issue 5): measured ||dL/dx_t|| against an unrolled reference,
-vanishing vs identity recurrences, padding-free alignment, init rebuild, evaluate wiring, SVG."""
+vanishing vs identity recurrences, padding-free alignment, init rebuild, evaluate wiring
+(the figure: tests/test_figures.py)."""
 
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 
 from stages import evaluate as evaluate_stage
-from stages import gradient_figure, order_data
+from stages import order_data
 from stages import train as train_stage
 from stages.config import ModelConfig
 from stages.dataset import Split
@@ -27,7 +27,6 @@ from stages.gradients import (
     measure_profile,
 )
 from stages.model import ModelSpec, RecurrentClassifier
-from stages.svg import Series, line_chart
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Q", "R", "S", "U")
@@ -158,7 +157,7 @@ def test_initial_model_is_the_one_training_started_from(tmp_path: Path, monkeypa
         return FitResult(history=[], best_state=captured["state"], best_epoch=0, diverged=False, epoch_seconds=[])
 
     monkeypatch.setattr(train_stage, "fit", fake_fit)
-    train_stage.main(["--variant", "order_gru", "--data", "data/order", "--model", "m.pt", "--history", "h.json"])
+    train_stage.main(["--variant", "order_gru", "--data", "data/order", "--model", "m.pt", "--history", "live"])
     spec = ModelSpec.from_dict(torch.load("m.pt", weights_only=True)["config"])
     rebuilt = initial_model(spec, seed=7).state_dict()
     assert rebuilt.keys() == captured["state"].keys()
@@ -170,8 +169,8 @@ def test_initial_model_is_the_one_training_started_from(tmp_path: Path, monkeypa
 def test_evaluate_writes_gradient_metrics_and_plot_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     small_order_project(tmp_path, monkeypatch)
     monkeypatch.setenv("RNNLAB_THREADS", "1")
-    train_stage.main(["--variant", "order_rnn", "--data", "data/order", "--model", "m.pt", "--history", "h.json"])
-    evaluate_stage.main(["--variant", "order_rnn", "--data", "data/order", "--model", "m.pt", "--history", "h.json",
+    train_stage.main(["--variant", "order_rnn", "--data", "data/order", "--model", "m.pt", "--history", "live"])
+    evaluate_stage.main(["--variant", "order_rnn", "--data", "data/order", "--model", "m.pt", "--history", "live",
                          "--metrics", "metrics.json", "--predictions", "c.csv", "--gradients", "g.json"])
     gradient = json.loads(Path("metrics.json").read_text())["gradient"]
     assert set(gradient) == {"init", "trained", "steps_back_max", "sequences"}
@@ -181,16 +180,3 @@ def test_evaluate_writes_gradient_metrics_and_plot_rows(tmp_path: Path, monkeypa
     assert gradient["sequences"] == 20
     assert rows[0]["log10_grad_norm_trained"] != rows[0]["log10_grad_norm_init"]  # trained weights differ
     assert gradient["init"]["decades_50"] == pytest.approx(rows[0]["log10_grad_norm_init"] - rows[-1]["log10_grad_norm_init"], abs=1e-3)
-
-
-def test_svg_chart_is_well_formed_with_one_line_per_series(tmp_path: Path) -> None:
-    rows = [{"steps_back": step, "log10_grad_norm_init": -0.1 * step, "log10_grad_norm_trained": -0.02 * step} for step in range(60)]
-    svg = gradient_figure.render({"order_rnn": rows, "order_lstm": rows}, "title with <markup>")
-    root = ElementTree.fromstring(svg)
-    lines = root.findall("{http://www.w3.org/2000/svg}polyline")
-    assert len(lines) == 4
-    assert sum("stroke-dasharray" in line.attrib for line in lines) == 2  # init profiles dashed
-    decade_labels = [text for text in root.itertext() if text.strip().lstrip("-").isdigit()]
-    assert "-6" in decade_labels and "0" in decade_labels  # y axis spans 10^-6 .. 10^0
-    with pytest.raises(ValueError):
-        line_chart([Series("empty", [], "#000")], "t", "x", "y")

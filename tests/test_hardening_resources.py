@@ -173,6 +173,7 @@ MEASURE = r"""
 import json, os, resource, sys
 from pathlib import Path
 import torch
+import dvclive  # the history logger's imports (DVC) are not training memory: load them before the baseline
 import stages.memory as memory, stages.train
 from stages.config import load_params
 from stages.dataset import load_meta
@@ -185,7 +186,7 @@ def rss():
 study, variant = load_params().find_variant("probe")
 estimate = sum(need.bytes for need in memory.training_needs(study, variant, load_meta(Path("xy")), Path("xy")))
 baseline = rss()
-stages.train.main(["--variant", "probe", "--data", "xy", "--model", "m.pt", "--history", "h.json"])
+stages.train.main(["--variant", "probe", "--data", "xy", "--model", "m.pt", "--history", "live"])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"estimate": estimate, "growth": peak - baseline}))
 """

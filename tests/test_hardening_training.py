@@ -22,6 +22,7 @@ from stages.common import StageError, write_json
 from stages.config import ModelConfig
 from stages.dataset import save_split
 from stages.engine import resolve_device
+from stages.history import HISTORY_METRICS, read_history
 from stages.model import load_checkpoint
 from tests.hardening_support import REPO, assert_user_error, files_under, repo_params, run_stage, stage_commands, write_params
 
@@ -72,6 +73,12 @@ def outputs(directory: Path) -> set[str]:
     return {name for name in files_under(directory) if name != "params.yaml" and not name.startswith("data/xy")}
 
 
+def trained_outputs(variant: str) -> set[str]:
+    """What a finished train stage leaves: checkpoint, DVCLive history (summary + one TSV per metric), timings."""
+    history = {f"plots/history/{variant}/metrics.json"} | {f"plots/history/{variant}/plots/metrics/{name}.tsv" for name in HISTORY_METRICS}
+    return {f"models/{variant}.pt", f"reports/timings/{variant}.json"} | history
+
+
 def strict_json(path: Path) -> Any:
     def refuse(constant: str) -> None:
         raise AssertionError(f"{path} holds {constant}, which is not JSON")
@@ -96,7 +103,8 @@ def test_divergence_stops_cleanly_and_every_variant_still_gets_metrics(workdir, 
         checkpoint = torch.load(workdir / f"models/{variant}.pt", weights_only=True)
         assert checkpoint["diverged"] is True
         assert all(torch.isfinite(tensor).all() for tensor in checkpoint["state_dict"].values())
-        strict_json(workdir / f"plots/history/{variant}.json")
+        strict_json(workdir / f"plots/history/{variant}/metrics.json")
+        assert len(read_history(workdir / f"plots/history/{variant}")) == metrics[variant]["epochs_trained"]
     assert not [name for name in outputs(workdir) if name.endswith(".tmp")]
 
 
@@ -155,7 +163,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(workdir, capsys, stage):
     assert outputs(workdir) == before
 
 
-@pytest.mark.parametrize("where", ["inside the checkpoint write", "between checkpoint and history"])
+@pytest.mark.parametrize("where", ["inside the checkpoint write", "between checkpoint and history summary"])
 def test_interrupt_while_saving_leaves_no_output(workdir, capsys, monkeypatch, where):
     import stages.model
     import stages.train
@@ -168,14 +176,14 @@ def test_interrupt_while_saving_leaves_no_output(workdir, capsys, monkeypatch, w
     if where == "inside the checkpoint write":
         monkeypatch.setattr(stages.model.torch, "save", interrupted)
     else:
-        monkeypatch.setattr(stages.train, "write_json", interrupted)
+        monkeypatch.setattr(stages.train.EpochLog, "finish", interrupted)
     code, _out, err = run_variant("train", "good", capsys)
     assert code == 130 and "interrupted" in err
-    assert outputs(workdir) == set()  # no checkpoint, no history, no temporary file
+    assert outputs(workdir) == set()  # no checkpoint, no (partial) history, no temporary file
     monkeypatch.undo()
     monkeypatch.chdir(workdir)
     assert run_variant("train", "good", capsys)[0] == 0  # rerunning finishes the job
-    assert outputs(workdir) == {"models/good.pt", "plots/history/good.json", "reports/timings/good.json"}
+    assert outputs(workdir) == trained_outputs("good")
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -202,7 +210,7 @@ def test_signal_during_training_leaves_no_output_and_rerun_finishes(workdir, cap
     assert outputs(workdir) == set()
     write_params(workdir, tiny_params())
     assert run_variant("train", "good", capsys)[0] == 0  # rerunning finishes the job
-    assert outputs(workdir) == {"models/good.pt", "plots/history/good.json", "reports/timings/good.json"}
+    assert outputs(workdir) == trained_outputs("good")
 
 
 @pytest.mark.parametrize(

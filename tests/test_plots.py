@@ -13,11 +13,13 @@ import yaml
 from stages.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
-# (folder variable, file suffix, the top-level plot ids per study that must hold each variant's file)
+# (folder variable, the file of one variant under it, the top-level plot ids per study that must hold it)
 EXPECTED = (
-    ("history", ".json", ("valid_accuracy", "train_loss", "grad_norm")),
-    ("gradients", ".json", ("gradient_through_time",)),
-    ("predictions", ".csv", ("confusion",)),
+    ("live", "{variant}/plots/metrics/valid_accuracy.tsv", ("valid_accuracy",)),  # DVCLive's layout
+    ("live", "{variant}/plots/metrics/train_loss.tsv", ("train_loss",)),
+    ("live", "{variant}/plots/metrics/grad_norm_mean.tsv", ("grad_norm",)),
+    ("gradients", "{variant}.json", ("gradient_through_time",)),
+    ("predictions", "{variant}.csv", ("confusion",)),
 )
 
 
@@ -50,15 +52,15 @@ def variant_names() -> dict[str, list[str]]:
     return {name: list(study.variants) for name, study in params.studies.items()}
 
 
-@pytest.mark.parametrize(("folder", "suffix", "plot_kinds"), EXPECTED)
-def test_every_variant_is_drawn(folder: str, suffix: str, plot_kinds: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(("folder", "file", "plot_kinds"), EXPECTED)
+def test_every_variant_is_drawn(folder: str, file: str, plot_kinds: tuple[str, ...]) -> None:
     variables = {key: value for entry in dvc_yaml()["vars"] for key, value in entry.items()}
     plots = top_level_plot_files()
     for study, variants in variant_names().items():
         for kind in plot_kinds:
             plot_id = f"{study}_{kind}"
             assert plot_id in plots, f"dvc.yaml top-level plots lack '{plot_id}'"
-            expected = {f"{variables[folder_of(folder, study)]}/{variant}{suffix}" for variant in variants}
+            expected = {f"{variables[folder_of(folder, study)]}/{file.format(variant=variant)}" for variant in variants}
             # A superset is fine: e.g. the linear baseline's confusion matrix may sit beside the variants.
             missing = expected - plots[plot_id]
             assert not missing, f"{plot_id} in dvc.yaml lacks {sorted(missing)}: list every params.yaml variant"
@@ -75,3 +77,18 @@ def test_gradient_figure_depends_on_every_order_profile() -> None:
     assert f"{variables['order_gradients']}/KEY.json" in outs
     imdb_stage = document["stages"]["evaluate"]["do"]
     assert variables["order_gradients"] not in imdb_stage["cmd"]  # no IMDB output lands in the figure's folder
+
+
+def test_history_plots_read_what_the_train_stage_logs() -> None:
+    """Each history plot's y field is a metric the train stage logs, in the file DVCLive writes it to."""
+    from stages.history import HISTORY_METRICS, metric_file
+
+    variables = {key: value for entry in dvc_yaml()["vars"] for key, value in entry.items()}
+    for entry in dvc_yaml()["plots"]:
+        ((plot_id, definition),) = entry.items()
+        for path, field in definition["y"].items():
+            if resolve(path, variables).startswith(variables["live"] + "/"):
+                variant = resolve(path, variables).split("/")[1]
+                assert field in HISTORY_METRICS, plot_id
+                assert resolve(path, variables) == str(metric_file(f"{variables['live']}/{variant}", field)), plot_id
+                assert definition["x"] == "step", plot_id  # DVCLive's column for the epoch

@@ -155,3 +155,21 @@ def test_a_run_is_reproducible_only_when_every_row_says_so() -> None:
     reproducible = {"environment": {"reproducible": True}}
     assert studies.Run("a", "b", "c", {}, {"relu": reproducible}).environment == "reproducible"
     assert studies.Run("a", "b", "c", {}, {"relu": reproducible, "tanh": {}}).environment == "earlier, unpinned"
+
+
+def test_presets_are_listed_and_their_experiment_points_at_them(repo: tuple[Path, str], tmp_path: Path) -> None:
+    path, baseline = repo
+    params = with_changes(variants={"strong": {"model": {"cell": "gru"}, "train": {"lr": 0.002}}})
+    experiment(path, baseline, "strong-gru", params, {"relu": 0.70, "tanh": 0.60, "strong": 0.88})
+    (path / "presets").mkdir()
+    (path / "presets" / "strong.yaml").write_text(
+        "experiment: strong-gru\ndescription: a GRU\nparams: {variants: {strong: {model: {cell: gru}}}}\ntargets: [evaluate@strong]\n")
+    out = tmp_path / "out" / "studies.md"
+    studies.main(["--repo", str(path), "--out", str(out)])
+    text = out.read_text()
+    assert "## Presets" in text and "- `python -m stages.preset strong`: a GRU (experiment `strong-gru`)" in text
+    command_line = next(line for line in text.splitlines() if line.startswith("- `strong-gru` (experiment"))
+    assert command_line.endswith("— preset: `python -m stages.preset strong`")
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["presets"] == [{"name": "strong", "experiment": "strong-gru", "description": "a GRU",
+                                "command": "python -m stages.preset strong"}]
