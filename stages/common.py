@@ -177,7 +177,15 @@ class ForkedCall(Generic[T]):
         context = multiprocessing.get_context("fork")
         self._receiver, sender = context.Pipe(duplex=False)
         self._process = context.Process(target=_call_and_send, args=(sender, function, args))
-        self._process.start()
+        # The child starts with SIGTERM's default action and turns it into KeyboardInterrupt only
+        # around `function` (which may have temporaries to clean up): a SIGTERM from a parent that
+        # leaves early then never raises in multiprocessing's own start-up or exit code, which would
+        # print a traceback beside the parent's one-line error.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            self._process.start()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         sender.close()
 
     def result(self) -> T:
@@ -203,13 +211,12 @@ class ForkedCall(Generic[T]):
 
 
 def _call_and_send(sender: Any, function: Callable[..., Any], args: tuple) -> None:
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         outcome = (True, function(*args))
     except BaseException as error:  # KeyboardInterrupt too: the parent decides what to do
         outcome = (False, error)
-    # The work is over (its atomic writes finished or cleaned up): from here a SIGTERM from a parent
-    # that leaves early just ends this process, instead of raising KeyboardInterrupt mid-send or in
-    # the exit handlers and printing a traceback beside the parent's one-line error.
+    # The work is over (its atomic writes finished or cleaned up): back to the default action.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(BrokenPipeError):
         try:
