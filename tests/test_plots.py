@@ -88,7 +88,7 @@ def test_history_plots_read_what_the_train_stage_logs() -> None:
         ((plot_id, definition),) = entry.items()
         for path, field in definition["y"].items():
             if resolve(path, variables).startswith(variables["live"] + "/"):
-                variant = resolve(path, variables).split("/")[1]
+                variant = resolve(path, variables).removeprefix(variables["live"] + "/").split("/")[0]
                 assert field in HISTORY_METRICS, plot_id
                 assert resolve(path, variables) == str(metric_file(f"{variables['live']}/{variant}", field)), plot_id
                 assert definition["x"] == "step", plot_id  # DVCLive's column for the epoch

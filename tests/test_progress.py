@@ -46,6 +46,7 @@ def test_bars_on_a_terminal_show_running_numbers_and_change_no_weight(monkeypatc
     quiet = trained_weights(split)
     terminal = FakeTerminal()
     monkeypatch.setattr("sys.stderr", terminal)
+    monkeypatch.setattr("stages.progress.MIN_INTERVAL", 0.0)  # draw every update: the loop may take < 0.1 s
     shown = trained_weights(split)
     output = terminal.getvalue()
     for needle in ("epoch 1/1", "loss=", "acc=", "tok/s=", "valid", "gradient diagnostics", "5/5"):
