@@ -1,7 +1,9 @@
-"""The README's results tables quote the committed metrics/*.json; this fails when they drift apart.
+"""The results tables quoted in README.md and docs/*.md match the committed files; this fails when they drift apart.
 
 Rows between `<!-- results:NAME -->` and `<!-- /results:NAME -->` markers have the variant name in
-their first cell and test accuracy (in %) in the column headed "test accuracy".
+their first cell and test accuracy (in %) in the column headed "test accuracy"; they quote
+metrics/<variant>.json. `<!-- studies:NAME -->` and `<!-- spread:NAME -->` blocks quote
+reports/studies.json (see below). Every relative link in those pages must point to a file that exists.
 """
 
 from __future__ import annotations
@@ -16,6 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- results:(\w+) -->\n(.*?)<!-- /results:\1 -->", re.S)
 
 
+def doc_pages() -> list[Path]:
+    """The pages that quote results: the README and every docs/*.md."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def doc_texts() -> dict[str, str]:
+    """{path relative to the repository root: text} for every page of doc_pages()."""
+    return {page.relative_to(ROOT).as_posix(): page.read_text(encoding="utf-8") for page in doc_pages()}
+
+
 def parse_table(body: str) -> list[dict[str, str]]:
     """A markdown table's rows as {column header: cell text}."""
     lines = [line for line in body.splitlines() if line.startswith("|")]
@@ -28,11 +40,18 @@ def backticked(cell: str) -> str:
 
 
 def quoted_tables() -> dict[str, list[dict[str, str]]]:
-    return {name: parse_table(body) for name, body in BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))}
+    """{"FILE results:NAME": rows} for every results block in README.md and docs/*.md."""
+    return {
+        f"{page} results:{name}": parse_table(body)
+        for page, text in doc_texts().items()
+        for name, body in BLOCK.findall(text)
+    }
 
 
 def test_readme_quotes_results() -> None:
-    assert quoted_tables(), "README.md has no <!-- results:... --> table"
+    blocks = BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert {name for name, _ in blocks} >= {"imdb", "order"}, "README.md lacks its <!-- results:imdb/order --> tables"
+    assert all(parse_table(body) for _, body in blocks), "an empty <!-- results:... --> table in README.md"
 
 
 @pytest.mark.parametrize("name", sorted(quoted_tables()))
@@ -41,7 +60,7 @@ def test_readme_accuracies_match_committed_metrics(name: str) -> None:
         variant = backticked(row["variant"])  # e.g. "`relu` (control)"
         metrics = json.loads((ROOT / "metrics" / f"{variant}.json").read_text(encoding="utf-8"))
         quoted = float(row["test accuracy"].rstrip(" %"))
-        assert quoted == pytest.approx(100 * metrics["accuracy"], abs=0.006), f"README {name}: {variant}"
+        assert quoted == pytest.approx(100 * metrics["accuracy"], abs=0.006), f"{name}: {variant}"
 
 
 # Study tables quote reports/studies.json (written by `python -m stages.studies` from the DVC
@@ -51,8 +70,19 @@ STUDY_BLOCK = re.compile(r"<!-- (studies|spread):(\w+) -->\n(.*?)<!-- /\1:\2 -->
 
 
 def quoted_study_tables(kind: str) -> dict[str, list[dict[str, str]]]:
-    blocks = STUDY_BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
-    return {name: parse_table(body) for block_kind, name, body in blocks if block_kind == kind}
+    """{"FILE KIND:NAME": rows} for every block of that kind in README.md and docs/*.md."""
+    return {
+        f"{page} {kind}:{name}": parse_table(body)
+        for page, text in doc_texts().items()
+        for block_kind, name, body in STUDY_BLOCK.findall(text)
+        if block_kind == kind
+    }
+
+
+def test_docs_quote_studies() -> None:
+    """The study tables moved to docs/studies.md; losing them silently would leave nothing to check."""
+    assert {name.split(":")[1] for name in quoted_study_tables("studies")} >= {"readouts", "cells", "strong"}
+    assert {name.split(":")[1] for name in quoted_study_tables("spread")} >= {"default"}
 
 
 def studies_json() -> dict:
@@ -64,10 +94,10 @@ def test_readme_study_accuracies_match_studies_json(name: str) -> None:
     experiments = {entry["name"]: entry for entry in studies_json()["experiments"]}
     for row in quoted_study_tables("studies")[name]:
         experiment, variant = backticked(row["experiment"]), backticked(row["variant"])
-        assert experiment in experiments, f"README studies:{name}: {experiment} not in reports/studies.json"
+        assert experiment in experiments, f"{name}: {experiment} not in reports/studies.json"
         accuracy = experiments[experiment]["rows"][variant]["accuracy"]
         quoted = float(re.findall(r"[\d.]+", row["test accuracy"])[0])  # "87.08 %" or "**87.08 %**"
-        assert quoted == pytest.approx(100 * accuracy, abs=0.006), f"README studies:{name}: {experiment} {variant}"
+        assert quoted == pytest.approx(100 * accuracy, abs=0.006), f"{name}: {experiment} {variant}"
 
 
 @pytest.mark.parametrize("name", sorted(quoted_study_tables("spread")))
@@ -78,7 +108,44 @@ def test_readme_seed_spread_matches_studies_json(name: str) -> None:
         seeds = [int(seed) for seed in row["seeds"].split(",")]
         runs = re.findall(r"`([^`]+)`", row["runs"])  # names the group when one variant has several
         matches = [entry for entry in spread if (entry["variant"], entry["seeds"], entry["runs"]) == (variant, seeds, runs)]
-        assert len(matches) == 1, f"README spread:{name}: no seed-spread entry for {variant} seeds {seeds} runs {runs}"
+        assert len(matches) == 1, f"{name}: no seed-spread entry for {variant} seeds {seeds} runs {runs}"
         mean, std = (float(part) for part in re.findall(r"[\d.]+", row["mean ± std"])[:2])
-        assert mean == pytest.approx(100 * matches[0]["mean"], abs=0.006)
-        assert std == pytest.approx(100 * matches[0]["std"], abs=0.006)
+        assert mean == pytest.approx(100 * matches[0]["mean"], abs=0.006), f"{name}: {variant} mean"
+        assert std == pytest.approx(100 * matches[0]["std"], abs=0.006), f"{name}: {variant} std"
+
+
+# Relative links: [text](target) and ![alt](target) in README.md and docs/*.md must name a file or
+# folder of the repository (docs/ pages link with ../), and a #fragment into a Markdown page must name
+# one of its headings (GitHub's anchors: lowercase, punctuation dropped, spaces to hyphens).
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def anchors(markdown: str) -> set[str]:
+    headings = re.findall(r"^#+\s+(.*?)\s*$", FENCE.sub("", markdown), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def relative_links(text: str) -> list[str]:
+    return [target for target in LINK.findall(FENCE.sub("", text)) if not re.match(r"[a-z][a-z0-9+.-]*:", target)]
+
+
+def test_relative_links_resolve() -> None:
+    broken = []
+    for page in doc_pages():
+        text = page.read_text(encoding="utf-8")
+        for target in relative_links(text):
+            path, _, fragment = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif fragment and file.suffix == ".md" and fragment not in anchors(file.read_text(encoding="utf-8")):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "broken relative links:\n" + "\n".join(broken)
+
+
+def test_readme_links_every_docs_page() -> None:
+    readme = relative_links((ROOT / "README.md").read_text(encoding="utf-8"))
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in readme}
+    missing = [page.relative_to(ROOT).as_posix() for page in doc_pages()[1:] if page.resolve() not in linked]
+    assert not missing, f"README.md does not link {missing}"
