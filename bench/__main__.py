@@ -18,7 +18,7 @@ from pathlib import Path
 from stages.engine import setup_runtime
 
 
-SECTIONS = ("text", "train", "readout", "fused", "denormal", "repro", "dvc")
+SECTIONS = ("text", "train", "readout", "activation", "fused", "denormal", "repro", "dvc")
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -47,8 +47,8 @@ def main() -> None:
     from bench.dvc_bench import bench_dvc
     from bench.reproducibility import bench_reproducibility
     from bench.models import default_sizes
-    from bench.steps import (bench_fused_vs_loop, bench_pipeline_vs_bare, bench_readouts, bench_tokens_per_second,
-                             profile_fused_vs_loop)
+    from bench.steps import (bench_activations, bench_fused_vs_loop, bench_pipeline_vs_bare, bench_readouts,
+                             bench_tokens_per_second, profile_fused_vs_loop)
     from bench.text import bench_text
     from bench.timing import Table
 
@@ -67,6 +67,8 @@ def main() -> None:
         bench_tokens_per_second(sizes, train_step_seconds, steps, repeats, table)
     if "readout" in chosen:
         bench_readouts(sizes, steps, repeats, table)
+    if "activation" in chosen:
+        bench_activations(sizes, steps, repeats, table)
     if "fused" in chosen:
         bench_fused_vs_loop(sizes, repeats, table)
     if "denormal" in chosen:

@@ -39,6 +39,8 @@ from stages.preset import params_diff, setting
 __all__ = ["params_diff", "setting"]  # -S formatting lives in stages.preset, shared with it
 
 SEED_KEY = "train.seed"
+# Every param that only reseeds a run: the IMDB study's, and the order task's (weights and data).
+SEED_KEYS = (SEED_KEY, "order.train.seed", "order.data.seed")
 HEAD_NAME = "(committed)"
 ROW_KEYS = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "epochs_trained",
             "train_seconds_per_epoch", "parameters", "seed", "diverged", "environment")
@@ -105,6 +107,12 @@ def params_at(repo: Path, commit: str) -> dict[str, Any]:
     return parse_params_yaml(show(repo, commit, "params.yaml"), f"params.yaml at {commit[:7]}") or {}
 
 
+def run_seed(overrides: dict[str, Any], params: dict[str, Any]) -> Any:
+    """The seed a run changed (any of SEED_KEYS), else its train.seed: what its seed-spread row lists."""
+    changed = [overrides[key] for key in SEED_KEYS if key in overrides]
+    return changed[0] if changed else train_seed(params)
+
+
 def train_seed(params: dict[str, Any]) -> Any:
     return (params.get("train") or {}).get("seed")
 
@@ -126,8 +134,9 @@ def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
         base_metrics, exp_metrics = metrics_at(repo, baseline), metrics_at(repo, commit)
         exp_params = params_at(repo, commit)
         changed = {v: m for v, m in exp_metrics.items() if base_metrics.get(v) != m}
-        runs.append(Run(name, baseline, commit, params_diff(params_at(repo, baseline), exp_params), changed,
-                        list(exp_params.get("variants") or {}), train_seed(exp_params)))
+        overrides = params_diff(params_at(repo, baseline), exp_params)
+        runs.append(Run(name, baseline, commit, overrides, changed, list(exp_params.get("variants") or {}),
+                        run_seed(overrides, exp_params)))
     return runs
 
 
@@ -150,13 +159,13 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
 
 
 def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
-    """Per group of runs equal but for train.seed (one run per seed), mean ± std of each variant.
+    """Per group of runs equal but for their seeds (SEED_KEYS; one run per seed), mean ± std of each variant.
 
     Runs of different environments (reproducible vs earlier, unpinned) are never grouped together.
     """
     groups: dict[str, dict[int, Run]] = {}
     for run in runs:
-        rest = {key: value for key, value in run.overrides.items() if key != SEED_KEY}
+        rest = {key: value for key, value in run.overrides.items() if key not in SEED_KEYS}
         key = json.dumps({"overrides": rest, "environment": run.environment}, sort_keys=True)
         groups.setdefault(key, {}).setdefault(run.seed, run)  # the first run of a seed counts
     spread = []
@@ -241,7 +250,7 @@ def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[PresetEn
     ]
     if spread:
         lines += ["", "## Seed spread (test accuracy)", "",
-                  "| runs | changed params besides train.seed | environment | variant | seeds | mean ± std | min – max |",
+                  "| runs | changed params besides the seeds | environment | variant | seeds | mean ± std | min – max |",
                   "|---|---|---|---|---|---|---|"]
         for row in spread:
             changed = ", ".join(f"`{setting(k, v)}`" for k, v in row["overrides"].items()) or "(none)"

@@ -173,3 +173,14 @@ def test_presets_are_listed_and_their_experiment_points_at_them(repo: tuple[Path
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["presets"] == [{"name": "strong", "experiment": "strong-gru", "description": "a GRU",
                                 "command": "python -m stages.preset strong"}]
+
+
+def test_order_task_seeds_group_like_train_seeds(repo: tuple[Path, str]) -> None:
+    path, _ = repo
+    baseline = commit(path, with_changes(order={"train": {"seed": 0}, "data": {"seed": 0}}),
+                      {"relu": 0.70, "tanh": 0.60, "order_lstm": 0.70}, "with the order study")
+    for seed, accuracy in ((1, 0.66), (2, 0.68)):
+        params = with_changes(order={"train": {"seed": seed}, "data": {"seed": seed}})
+        experiment(path, baseline, f"order-s{seed}", params, {"relu": 0.70, "tanh": 0.60, "order_lstm": accuracy})
+    spread = studies.seed_spread(studies.collect(path))
+    assert [(row["variant"], row["seeds"]) for row in spread] == [("order_lstm", [0, 1, 2])]
