@@ -249,9 +249,9 @@ class TrainConfig(Section):
     grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
     seed: int = 0
     device: str = "auto"
-    # torch intra-op CPU threads for training; 0 = torch's default (one per core), or in reproducible
-    # mode a fixed 2 (MKL's reproducible GEMMs depend on the count). Tiny models (the order task's
-    # hidden 4) run several times slower with >1 thread on a busy CPU.
+    # torch intra-op CPU threads for training; 0 = torch's default (one per core), or a fixed 2 at the
+    # runtime.cross_vendor level (MKL's COMPATIBLE GEMMs depend on the count). Tiny models (the order
+    # task's hidden 4) run several times slower with >1 thread on a busy CPU.
     threads: int = 0
 
     def check(self, where: str) -> None:

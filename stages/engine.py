@@ -35,13 +35,13 @@ def setup_runtime(seed: int, device_name: str, threads: int = 0) -> torch.device
     creation, hence "first".
 
     Threads: the RNNLAB_THREADS environment variable wins, then `threads` (the train.threads param),
-    then torch's default of one per core, except in reproducible mode, where 0 means a fixed
-    runtime.REPRODUCIBLE_THREADS: MKL's reproducible GEMMs give the same bits only for the same thread
-    count, so the count must not follow the machine's cores. It is recorded with every result.
+    then torch's default of one per core, except at the cross_vendor level, where 0 means a fixed
+    runtime.REPRODUCIBLE_THREADS: MKL's COMPATIBLE GEMMs give the same bits only for the same thread
+    count, so the count must not follow the machine's cores there (and is recorded with the result).
     """
     torch.set_flush_denormal(True)
     threads = int(os.environ.get("RNNLAB_THREADS") or threads)
-    if threads == 0 and runtime.is_reproducible():
+    if threads == 0 and runtime.mode().cross_vendor:
         threads = runtime.REPRODUCIBLE_THREADS
     if threads > 0:
         torch.set_num_threads(threads)

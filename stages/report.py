@@ -33,6 +33,7 @@ TIMING_COLUMNS = (
     ("device", "device", "{}"),
     ("cpu_model", "CPU", "{}"),
     ("cpu_cores", "cores", "{}"),
+    ("threads", "threads", "{}"),
     ("train_seconds_per_epoch", "s/epoch", "{:.1f}"),
     ("train_tokens_per_second", "train tokens/s", "{:,.0f}"),
     ("eval_tokens_per_second", "eval tokens/s", "{:,.0f}"),
@@ -54,11 +55,12 @@ def read_metrics(directory: Path) -> list[dict[str, Any]]:
 
 
 def describe_environment(environment: dict[str, Any] | None) -> str | None:
-    """One short cell: `cpu, AVX2, 2 threads, torch 2.13.0, reproducible` (a GPU is named)."""
+    """One short cell: `cpu, AVX2, torch 2.13.0, reproducible` (a GPU is named; threads where they decide bits)."""
     if not environment:
         return None
     parts = [environment.get("gpu") or environment.get("device", "?"), environment.get("cpu_capability", "?"),
-             f"{environment.get('threads', '?')} threads", f"torch {environment.get('torch', '?')}",
+             *([f"{environment['threads']} threads"] if "threads" in environment else []),
+             f"torch {environment.get('torch', '?')}",
              "cross-vendor reproducible" if environment.get("cross_vendor")
              else "reproducible" if environment.get("reproducible") else "not reproducible"]
     return ", ".join(str(part) for part in parts)

@@ -15,10 +15,11 @@ the same training gives other weights when any of these change:
   thread count (STRICT does not hold on that branch: a (20x8)x(8x8) GEMM gave 3 results for 1-3 threads).
 
 So there are two levels (params.yaml `runtime`):
-- reproducible (default): ATen pinned to AVX2, oneDNN off, MKL capped at AVX2 instructions, a fixed
-  thread count (REPRODUCIBLE_THREADS unless train.threads says otherwise), vendor-neutral dropout.
-  Same bits on every x86-64 CPU with AVX2 of one vendor, whatever its generation or core count.
-- cross_vendor: also MKL's COMPATIBLE CNR branch, so Intel and AMD CPUs agree too; ~2-3x slower.
+- reproducible (default): ATen pinned to AVX2, oneDNN off, MKL capped at AVX2 instructions,
+  vendor-neutral dropout. Same bits on every x86-64 CPU with AVX2 of one vendor, whatever its
+  generation or core count: with these pins the thread count changed no bit (bench, e2e test).
+- cross_vendor: also MKL's COMPATIBLE CNR branch, so Intel and AMD CPUs agree too, with the thread
+  count fixed (REPRODUCIBLE_THREADS unless train.threads says otherwise); ~2-3x slower.
 
 These libraries read their settings once, when they first load, so `configure()` must run before
 torch (or numpy, for the baseline's OpenBLAS) is imported: `stages/__init__.py` calls it, which
@@ -37,8 +38,9 @@ from typing import Any
 
 SWITCH = "RNNLAB_REPRODUCIBLE"
 CROSS_VENDOR_SWITCH = "RNNLAB_CROSS_VENDOR"
-# torch/MKL threads when train.threads is 0: fixed, so no result depends on the machine's cores
-# (MKL's COMPATIBLE branch needs it; elsewhere it is insurance). Two: what this project's machines have.
+# torch/MKL threads when train.threads is 0 at the cross_vendor level: fixed, because MKL's COMPATIBLE
+# branch gives equal bits only for an equal thread count. Two: what this project's machines have. (At
+# the reproducible level the count changes no bit, measured: it follows the machine's cores.)
 REPRODUCIBLE_THREADS = 2
 # What the mode pins; each is read by its library when the library loads.
 REPRODUCIBLE_ENVIRONMENT = {
@@ -46,9 +48,6 @@ REPRODUCIBLE_ENVIRONMENT = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # belt and braces: oneDNN is switched off in setup (apply_torch_settings)
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # Intel AVX-512 CPUs run MKL's AVX2 kernels, as AVX2-only ones do
     "OPENBLAS_CORETYPE": "Haswell",  # numpy/scipy's OpenBLAS (the baseline): one kernel family
-    # Idle OpenMP workers sleep instead of spinning: with 2 threads on a CPU shared with other jobs,
-    # spinning made a training step 3-5x slower (measured). Scheduling only; no effect on the math.
-    "OMP_WAIT_POLICY": "PASSIVE",
 }
 CROSS_VENDOR_ENVIRONMENT = {
     "MKL_CBWR": "COMPATIBLE",  # the one CNR branch MKL honours on Intel and AMD processors alike
@@ -175,9 +174,10 @@ def cpu_model() -> str:
 def result_environment(device: Any) -> dict[str, Any]:
     """What decides the bits of a result: in metrics JSON, so `dvc metrics diff` shows a change of it.
 
-    The CPU model is left out on purpose (see machine_environment): in reproducible mode it does not
-    change a single bit, and in metrics it would make every rerun on another machine look like a
-    change. The thread count is in: the mode fixes it, and on MKL's COMPATIBLE branch it decides bits.
+    The CPU model and the thread count are left out on purpose (see machine_environment): in
+    reproducible mode they do not change a single bit, and in metrics they would make every rerun on
+    another machine look like a change. At the cross_vendor level the thread count decides MKL's bits,
+    so it is recorded there.
     """
     import torch
 
@@ -187,8 +187,9 @@ def result_environment(device: Any) -> dict[str, Any]:
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "torch": str(torch.__version__),  # a str subclass that weights_only loading would refuse
         "device": getattr(device, "type", str(device)),
-        "threads": torch.get_num_threads(),
     }
+    if environment["cross_vendor"]:
+        environment["threads"] = torch.get_num_threads()
     if environment["device"] == "cuda":
         environment["gpu"] = torch.cuda.get_device_name(device)
     return environment
@@ -196,8 +197,11 @@ def result_environment(device: Any) -> dict[str, Any]:
 
 def machine_environment() -> dict[str, Any]:
     """The machine a run happened on: beside the timings, which depend on it."""
+    import torch
+
     return {
         "cpu_model": cpu_model(),
+        "threads": torch.get_num_threads(),
         "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
     }

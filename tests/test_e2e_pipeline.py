@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
 TIMING_KEYS = {"train_seconds_per_epoch", "train_tokens_per_second", "eval_tokens_per_second"}
-RESULT_ENVIRONMENT_KEYS = {"reproducible", "cross_vendor", "cpu_capability", "torch", "device", "threads"}
+RESULT_ENVIRONMENT_KEYS = {"reproducible", "cross_vendor", "cpu_capability", "torch", "device"}
 UPSTREAM_STAGES = {"download", "preprocess", "xy", "order_data"}
 TINY_PARAMS: dict[str, dict[str, Any]] = {
     "data": {"min_freq": 1, "vocab_size": 200, "fix_length": 30},
@@ -63,7 +63,7 @@ class PipelineRepo:
         self.path = path
         self.env = dict(os.environ)
         self.env.pop("PYTHONPATH", None)  # the stages must come from the copy, not this checkout
-        # No thread override: reproducible mode's own fixed thread count is what is under test.
+        # No thread override: torch's own count (one per core) is what the forced rerun is compared with.
         self.env.pop("RNNLAB_THREADS", None)
         self.cores: set[int] | None = None  # restrict every command to these cores (None: all)
         self.env.update(
@@ -173,13 +173,15 @@ def labeled_only_download(second_repro: Result, repo: PipelineRepo) -> tuple[Res
 def forced_rerun(labeled_only_download: tuple, repo: PipelineRepo) -> tuple[dict, dict, Result]:
     before = repo.metrics()
     # Forcing one variant per study also forces everything upstream of it (download ... xy,
-    # order_data): every stage kind reruns, at half the cost of forcing all variants. On one core,
-    # where the first run had all of them: reproducible mode fixes the thread count, so not a bit changes.
+    # order_data): every stage kind reruns, at half the cost of forcing all variants. On one core and
+    # one thread, where the first run had all cores: in reproducible mode not a bit may change.
     repo.cores = {sorted(os.sched_getaffinity(0))[0]}
+    repo.env["RNNLAB_THREADS"] = "1"  # and one thread, where the first run had one per core
     try:
         result = repo.dvc("repro", "-f", *FORCED_TARGETS)
     finally:
         repo.cores = None
+        repo.env.pop("RNNLAB_THREADS")
     return before, repo.metrics(), result
 
 
@@ -230,7 +232,7 @@ def test_forced_rerun_on_cpu_gives_identical_outputs(forced_rerun: tuple, repo: 
     before, after, result = forced_rerun
     assert result.stages_run() == FORCED_STAGES  # really rerun, not restored from the run cache
     # dvc.lock holds the md5 of every output (reviews, arrays, checkpoints, history, metrics,
-    # predictions): all byte-identical, although the rerun had one core and the first run every core.
+    # predictions): all byte-identical, although the rerun had one core and one thread.
     committed = output_hashes(yaml.safe_load(repo.git("show", "HEAD:dvc.lock").output))
     current = output_hashes(yaml.safe_load((repo.path / "dvc.lock").read_text(encoding="utf-8")))
     assert {"data/xy", "models/relu.pt", "models/order_lstm.pt", "metrics/relu.json"} <= set(committed)

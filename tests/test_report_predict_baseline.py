@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def metrics_row(variant: str, accuracy: float | None, study: str = "imdb") -> dict:
     return {"variant": variant, "study": study, "cell": "rnn", "accuracy": accuracy, "f1": 0.5, "roc_auc": None,
             "best_valid_accuracy": 0.5, "parameters": 1000, "seed": 0, "diverged": False,
-            "environment": {"reproducible": True, "cpu_capability": "AVX2", "torch": "2.13.0", "device": "cpu", "threads": 2}}
+            "environment": {"reproducible": True, "cpu_capability": "AVX2", "torch": "2.13.0", "device": "cpu"}}
 
 
 def test_report_sorts_by_accuracy_and_separates_studies(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_report_sorts_by_accuracy_and_separates_studies(tmp_path: Path) -> None:
     assert imdb.index("| high |") < imdb.index("| low |")
     assert "order_rnn" in order and "order_rnn" not in imdb
     assert "| – |" in text  # a missing ROC-AUC is shown as a dash, not "None"
-    assert "| cpu, AVX2, 2 threads, torch 2.13.0, reproducible |" in text
+    assert "| cpu, AVX2, torch 2.13.0, reproducible |" in text
 
 
 def test_report_without_metrics_names_the_fix(tmp_path: Path) -> None:

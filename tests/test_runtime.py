@@ -58,7 +58,7 @@ def test_reproducible_mode_pins_kernels_mkl_and_threads_before_torch_loads(tmp_p
         assert settings["capability"] == "AVX2"  # AVX-512 machines too: the pin took effect
         assert "warning" not in stderr
     assert settings["onednn"] is False  # oneDNN's LSTM bits depend on ISA and thread count
-    assert settings["threads"] == runtime.REPRODUCIBLE_THREADS  # fixed, whatever the machine's cores
+    assert settings["threads"] == torch.get_num_threads()  # the machine's own count: it changes no bit here
     assert settings["cublas"] == ":4096:8"
 
 
@@ -72,6 +72,7 @@ def test_the_switch_in_params_and_the_environment_override(tmp_path: Path) -> No
     assert settings["mkl_cbwr"] == "COMPATIBLE"
     settings, _ = probe(tmp_path, RNNLAB_CROSS_VENDOR="1")
     assert settings["mkl_cbwr"] == "COMPATIBLE"
+    assert settings["threads"] == runtime.REPRODUCIBLE_THREADS  # fixed there: MKL's COMPATIBLE bits depend on it
     settings, _ = probe(tmp_path, params=None)  # no params.yaml: the default is on
     assert settings["reproducible"] is True
     settings, _ = probe(tmp_path, RNNLAB_THREADS="1")  # an explicit count wins (and is recorded)
@@ -117,13 +118,13 @@ def test_result_environment_names_the_gpu_on_cuda(monkeypatch: pytest.MonkeyPatc
     environment = runtime.result_environment(torch.device("cuda"))
     assert environment["device"] == "cuda" and environment["gpu"] == "NVIDIA H200"
     cpu = runtime.result_environment(torch.device("cpu"))
-    assert set(cpu) == {"reproducible", "cross_vendor", "cpu_capability", "torch", "device", "threads"}
+    assert set(cpu) == {"reproducible", "cross_vendor", "cpu_capability", "torch", "device"}
     assert isinstance(cpu["torch"], str) and type(cpu["torch"]) is str  # plain str: weights_only loads it
 
 
 def test_machine_environment_names_the_cpu() -> None:
     machine = runtime.machine_environment()
-    assert machine["cpu_model"] and machine["cpu_cores"] >= 1
+    assert machine["cpu_model"] and machine["cpu_cores"] >= 1 and machine["threads"] >= 1
 
 
 def test_dropout_mask_comes_from_torch_rand_not_bernoulli(monkeypatch: pytest.MonkeyPatch) -> None:
