@@ -161,18 +161,31 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
 def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
     """Per group of runs equal but for their seeds (SEED_KEYS; one run per seed), mean ± std of each variant.
 
-    Runs of different environments (reproducible vs earlier, unpinned) are never grouped together.
+    Runs of different environments (reproducible vs earlier, unpinned) are never grouped together,
+    nor runs that reseeded different things (train.seed vs the order task's seeds); a run that changed
+    no seed (the committed one, with its own seed) joins every group it matches otherwise.
     """
-    groups: dict[str, dict[int, Run]] = {}
-    for run in runs:
+    def setting_key(run: Run) -> str:
         rest = {key: value for key, value in run.overrides.items() if key not in SEED_KEYS}
-        key = json.dumps({"overrides": rest, "environment": run.environment}, sort_keys=True)
-        groups.setdefault(key, {}).setdefault(run.seed, run)  # the first run of a seed counts
+        return json.dumps({"overrides": rest, "environment": run.environment}, sort_keys=True)
+
+    def reseeded(run: Run) -> tuple[str, ...]:
+        return tuple(key for key in SEED_KEYS if key in run.overrides)
+
+    groups: dict[tuple[str, tuple[str, ...]], dict[int, Run]] = {}
+    for run in runs:
+        if reseeded(run):
+            groups.setdefault((setting_key(run), reseeded(run)), {}).setdefault(run.seed, run)  # the first run of a seed counts
+    for run in runs:
+        if not reseeded(run):
+            matching = [group for (setting, _keys), group in groups.items() if setting == setting_key(run)]
+            for group in matching or [groups.setdefault((setting_key(run), ()), {})]:
+                group.setdefault(run.seed, run)
     spread = []
-    for key, by_seed in groups.items():
+    for (key, _reseeded), by_seed in groups.items():
         if len(by_seed) < 2:
             continue
-        members = list(by_seed.values())
+        members = sorted(by_seed.values(), key=runs.index)  # in the order the runs were given
         shared = set.intersection(*(set(run.metrics) for run in members))
         for variant in sorted(shared):
             accuracies = [run.metrics[variant]["accuracy"] for run in members]

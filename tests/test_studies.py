@@ -184,3 +184,17 @@ def test_order_task_seeds_group_like_train_seeds(repo: tuple[Path, str]) -> None
         experiment(path, baseline, f"order-s{seed}", params, {"relu": 0.70, "tanh": 0.60, "order_lstm": accuracy})
     spread = studies.seed_spread(studies.collect(path))
     assert [(row["variant"], row["seeds"]) for row in spread] == [("order_lstm", [0, 1, 2])]
+
+
+def test_imdb_and_order_seed_runs_form_separate_groups_with_the_committed_run(repo: tuple[Path, str]) -> None:
+    path, _ = repo
+    baseline = commit(path, with_changes(order={"train": {"seed": 0}, "data": {"seed": 0}}),
+                      {"relu": 0.70, "tanh": 0.60, "order_lstm": 0.70}, "with the order study")
+    experiment(path, baseline, "imdb-s1", with_changes(train={"seed": 1}, order={"train": {"seed": 0}, "data": {"seed": 0}}),
+               {"relu": 0.72, "tanh": 0.62, "order_lstm": 0.70})
+    experiment(path, baseline, "order-s1", with_changes(order={"train": {"seed": 1}, "data": {"seed": 1}}),
+               {"relu": 0.70, "tanh": 0.60, "order_lstm": 0.90})
+    spread = {row["variant"]: sorted(row["runs"]) for row in studies.seed_spread(studies.collect(path))}
+    committed = studies.HEAD_NAME
+    assert spread == {"relu": sorted([committed, "imdb-s1"]), "tanh": sorted([committed, "imdb-s1"]),
+                      "order_lstm": sorted([committed, "order-s1"])}
