@@ -152,9 +152,12 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
     for entry in recorded:
         if entry["name"] in present or entry["name"] == HEAD_NAME:
             continue
+        # The seed it changed, else the one its rows agree on (a recorded run keeps no params file).
         seeds = {row.get("seed") for row in entry["rows"].values()} - {None}
+        seed = run_seed(entry["overrides"], {}) if any(key in entry["overrides"] for key in SEED_KEYS) else (
+            next(iter(seeds)) if len(seeds) == 1 else None)
         runs.append(Run(entry["name"], entry["baseline"], entry["commit"], entry["overrides"], entry["rows"],
-                        seed=next(iter(seeds)) if len(seeds) == 1 else None, recorded_command=entry["command"]))
+                        seed=seed, recorded_command=entry["command"]))
     return runs
 
 
