@@ -15,6 +15,7 @@ reviewer commits it after refreshing it (docs/review.md).
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 import time
@@ -76,10 +77,13 @@ def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
     """{commit, seeds, variants: {variant: {seeds, runs, accuracies, mean, std}}} of the checked-out commit.
 
     Runs of the commit (its own metrics and its experiments) whose only changed param is
-    train.seed, optionally only those seeds; an experiment made on another commit does not count.
+    train.seed, optionally only those seeds. An experiment made on another commit counts only when
+    that commit's metrics are the checked-out ones (a docs-only commit since then changes no result).
     """
     head = studies.git("rev-parse", "HEAD", cwd=repo).strip()
-    runs = [run for run in studies.collect(repo) if run.baseline == head]
+    head_metrics = studies.metrics_at(repo, head)
+    same_results = functools.lru_cache(maxsize=None)(lambda commit: commit == head or studies.metrics_at(repo, commit) == head_metrics)
+    runs = [run for run in studies.collect(repo) if same_results(run.baseline)]
     seed_runs = [run for run in runs if set(run.overrides) <= {studies.SEED_KEY} and (seeds is None or run.seed in seeds)]
     spread = [row for row in studies.seed_spread(seed_runs) if row["overrides"] == {}]
     if not spread:

@@ -87,3 +87,13 @@ def test_one_seed_is_not_a_band(repo: tuple[Path, str]) -> None:
     path, _ = repo
     with pytest.raises(StageError, match="two or more different seeds"):
         seed_bands.main(["--seeds", "1", "1", "--repo", str(path)])
+
+
+def test_a_later_commit_with_the_same_results_keeps_the_seed_runs(repo: tuple[Path, str]) -> None:
+    path, baseline = repo
+    experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    (path / "NOTES.md").write_text("docs only\n")
+    git(path, "add", "-A")
+    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "docs")
+    bands = seed_bands.collect_bands(path)
+    assert bands["variants"]["relu"]["runs"] == ["(committed)", "default-seed1"]
