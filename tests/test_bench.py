@@ -21,5 +21,6 @@ def test_quick_benchmark_prints_its_table(tmp_path: Path) -> None:
     completed = subprocess.run([sys.executable, "-m", "bench", "--quick", "--skip-dvc", "--reviews", str(reviews)],
                                cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
-    for measurement in ("preprocess + xy", "pipeline step vs bare", "fused vs RNNCell loop", "flush on", "readout=concat"):
+    for measurement in ("preprocess + xy", "pipeline step vs bare", "fused vs RNNCell loop", "flush on", "readout=concat",
+                        "head activation sigmoid", "reproducible mode, all cores vs one core"):
         assert measurement in completed.stdout, measurement
