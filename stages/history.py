@@ -52,7 +52,13 @@ class EpochLog:
         shutil.rmtree(directory, ignore_errors=True)
         # dvcyaml=False: dvc.yaml declares these files itself. save_dvc_exp=False and report=None:
         # nothing but the metric files is written, nothing touches git.
-        self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None, monitor_system=False)
+        try:
+            self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None, monitor_system=False)
+        except Exception as error:  # DVCLive reads the git HEAD, and fails in a repository without commits
+            if type(error).__name__ != "SCMError":
+                raise
+            raise StageError(f"DVCLive could not read this git repository ({error}): commit once "
+                             "(`git add -A && git commit -m start`), then rerun `dvc repro`.") from error
 
     def log_epoch(self, record: EpochRecord) -> None:
         self.live.step = record.epoch

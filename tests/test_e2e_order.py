@@ -95,8 +95,8 @@ def test_metrics_are_comparable_across_order_variants(order_run: tuple[Path, str
     for variant in variants:  # the outputs dvc.yaml declares for each variant
         assert (repo / "models" / f"{variant}.pt").is_file()
         assert (repo / "plots" / "predictions" / f"{variant}.csv").is_file()
-        assert (repo / "dvclive" / variant / "metrics.json").is_file()  # DVCLive's best-epoch summary
-        assert (repo / "dvclive" / variant / "plots" / "metrics" / "valid_accuracy.tsv").is_file()
+        assert (repo / "plots" / "history" / variant / "metrics.json").is_file()  # DVCLive's best-epoch summary
+        assert (repo / "plots" / "history" / variant / "plots" / "metrics" / "valid_accuracy.tsv").is_file()
 
 
 def test_no_imdb_output_was_written(order_run: tuple[Path, str, list[str]]) -> None:

@@ -58,7 +58,7 @@ def test_reproducible_mode_pins_kernels_mkl_and_threads_before_torch_loads(tmp_p
         assert settings["capability"] == "AVX2"  # AVX-512 machines too: the pin took effect
         assert "warning" not in stderr
     assert settings["onednn"] is False  # oneDNN's LSTM bits depend on ISA and thread count
-    assert settings["threads"] == torch.get_num_threads()  # the machine's own count: it changes no bit here
+    assert settings["threads"] == len(os.sched_getaffinity(0))  # one per core: the count changes no bit here
     assert settings["cublas"] == ":4096:8"
 
 
