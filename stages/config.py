@@ -39,6 +39,8 @@ class Section:
     """Base for a params section: strict keys, strict types, declared choices and ranges."""
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Keys added after checkpoints were first committed: stored only when set (`to_stored_dict`).
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> "Section":
@@ -70,6 +72,13 @@ class Section:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_stored_dict(self) -> dict[str, Any]:
+        """to_dict for checkpoints: a later key at its default is left out, so retraining an unchanged
+        config writes the same checkpoint bytes as before the key existed (dvc.lock hashes them);
+        loading fills the default back in."""
+        defaults = {f.name: f.default for f in fields(self)}
+        return {key: value for key, value in self.to_dict().items() if key not in self.LATER_KEYS or value != defaults[key]}
+
 
 def _coerce(value: Any, type_name: Any, where: str) -> Any:
     """Check a YAML value against a field's annotated type (annotations are strings here)."""
@@ -97,6 +106,10 @@ def _coerce(value: Any, type_name: Any, where: str) -> Any:
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
             raise ConfigError(f"{where} must be a list of two integers [first, last], got {value!r}.")
+        return tuple(value)
+    if expected == "tuple[int, ...]":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{where} must be a list of integers such as [64], got {value!r}.")
         return tuple(value)
     raise AssertionError(f"unhandled type {expected} for {where}")
 
@@ -192,6 +205,7 @@ class ModelConfig(Section):
         "activation": ("relu", "sigmoid", "tanh", "leaky_relu"),
         "init": ("torch", "keras"),
     }
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("lower_layer_sizes",)
 
     cell: str = "rnn"
     nonlinearity: str = "tanh"  # only used by cell=rnn
@@ -203,6 +217,9 @@ class ModelConfig(Section):
     word_dropout: float = 0.0
     hidden_size: int = 256
     num_layers: int = 1
+    # Recurrent layers of their own sizes below the num_layers x hidden_size stack, bottom first:
+    # [64] with hidden_size 32 is the Keras write-up's SimpleRNN(64) -> SimpleRNN(32).
+    lower_layer_sizes: tuple[int, ...] = ()
     bidirectional: bool = False
     dropout: float = 0.5
     readout: str = "last"
@@ -218,10 +235,17 @@ class ModelConfig(Section):
     # orthogonal recurrent weights, zero biases, LSTM forget-gate bias 1, embedding U(-0.05, 0.05)).
     init: str = "torch"
 
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Hidden size of every recurrent layer, bottom to top; the last one is what the readout sees."""
+        return (*self.lower_layer_sizes, *(self.hidden_size,) * self.num_layers)
+
     def check(self, where: str) -> None:
         super().check(where)
         for name in ("embedding_dim", "hidden_size", "num_layers", "members"):
             _require(getattr(self, name) >= 1, f"{where}.{name} must be >= 1, got {getattr(self, name)}.")
+        _require(all(size >= 1 for size in self.lower_layer_sizes),
+                 f"{where}.lower_layer_sizes must hold sizes >= 1, got {list(self.lower_layer_sizes)}.")
         _require(self.head_size >= 0, f"{where}.head_size must be >= 0 (0 = no hidden head layer), got {self.head_size}.")
         for name in ("dropout", "embedding_dropout", "word_dropout"):
             value = getattr(self, name)
@@ -234,7 +258,9 @@ class TrainConfig(Section):
         "device": ("auto", "cpu", "cuda", "mps"),
         "lr_schedule": ("constant", "cosine"),
         "optimizer": ("adam", "rmsprop", "sgd"),
+        "keep": ("best", "last"),
     }
+    LATER_KEYS: ClassVar[tuple[str, ...]] = ("keep",)
 
     epochs: int = 5
     batch_size: int = 100
@@ -247,6 +273,9 @@ class TrainConfig(Section):
     lr_schedule: str = "constant"
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0 disables clipping
+    # The weights the checkpoint keeps: the epoch with the best validation accuracy, or the last
+    # epoch's (Keras's fit returns those; the Keras write-up's figure is after its last epoch).
+    keep: str = "best"
     seed: int = 0
     device: str = "auto"
     # torch intra-op CPU threads for training; 0 = torch's default (one per core), or a fixed 2 at the

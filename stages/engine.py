@@ -208,7 +208,8 @@ def fit(
     model: nn.Module, train: Split, valid: Split, config: TrainConfig, device: torch.device, log=print,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
-    """Train for config.epochs, keep the weights of the best validation-accuracy epoch.
+    """Train for config.epochs, keep the weights of the best validation-accuracy epoch (or the last
+    epoch's, with `train.keep: last`).
 
     `on_epoch` gets each finished epoch's record as soon as it exists (the train stage logs it with
     DVCLive, so the history grows while training runs); this module itself writes nothing.
@@ -254,7 +255,7 @@ def fit(
             f"epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f} | "
             f"valid loss {valid_loss:.4f} acc {valid_accuracy:.4f} | {seconds:.1f}s, grad norm {record.grad_norm_mean:.3g}"
         )
-        if valid_accuracy > best_accuracy:
+        if valid_accuracy > best_accuracy or config.keep == "last":
             best_state, best_epoch, best_accuracy = _state_copy(model), epoch, valid_accuracy
         if on_epoch is not None:
             on_epoch(record)

@@ -5,8 +5,8 @@ Layout of one variant's DVCLive directory (dvc.yaml `live` var, `<live>/<variant
   (step = epoch number, 1-based). Written as each epoch ends, so `dvc plots show`, `dvc exp show`
   and the VS Code DVC extension see a run while it trains. No timestamps: the files must have the
   same bytes on a rerun (they are DVC outputs).
-- `metrics.json`: during training the latest epoch; when training ends, the *best* epoch (the one
-  whose weights the checkpoint holds), with `step` = that epoch.
+- `metrics.json`: during training the latest epoch; when training ends, the epoch whose weights the
+  checkpoint holds (the best one, or the last with `train.keep: last`), with `step` = that epoch.
 
 `parse_metric_tsv` reads a metric file's text, so a caller can feed it `git show REV:<path>` output
 (`metric_file` gives the path); `read_history` reads a whole directory into one row per epoch.

@@ -119,10 +119,11 @@ def parameter_counts(model: ModelConfig, input_size: int, num_classes: int, sequ
     gates = GATES[model.cell]
     features = model.embedding_dim if model.input_encoding == "embedding" else input_size
     recurrent = 0
-    for layer in range(model.num_layers):
-        layer_input = features if layer == 0 else model.hidden_size * directions
+    layer_input = features
+    for size in model.layer_sizes:
         # weight_ih, weight_hh and two bias vectors per direction
-        recurrent += directions * gates * model.hidden_size * (layer_input + model.hidden_size + 2)
+        recurrent += directions * gates * size * (layer_input + size + 2)
+        layer_input = size * directions
     state = model.hidden_size * directions
     readout = {"concat": state * sequence_length, "mean_max": 2 * state}.get(model.readout, state)
     if model.head_size > 0:
@@ -139,7 +140,7 @@ def activation_floats(model: ModelConfig, input_size: int, batch_size: int, sequ
     directions = 2 if model.bidirectional else 1
     features = model.embedding_dim if model.input_encoding == "embedding" else input_size
     steps = batch_size * sequence_length
-    recurrent = steps * model.hidden_size * directions * model.num_layers * RECURRENT_FLOATS[model.cell]
+    recurrent = steps * sum(model.layer_sizes) * directions * RECURRENT_FLOATS[model.cell]
     if model.readout != "last":  # the masked copy of every step's output
         recurrent += steps * model.hidden_size * directions
     return {"inputs": steps * features * INPUT_FLOATS[model.input_encoding], "recurrent": recurrent}
@@ -174,6 +175,8 @@ def training_needs(study: Study, variant: Variant, meta: "Meta", data_dir: Path 
         length = Param("data.fix_length", meta.sequence_length, DataConfig.fix_length)
     vocabulary = Param("data.vocab_size", meta.input_size, DataConfig.vocab_size)
     hidden, members, batch = param("model", "hidden_size"), param("model", "members"), param("train", "batch_size")
+    # The lower layers' sizes grow the same contributors as hidden_size (judged against its default).
+    lower = Param(_place(study, variant, "model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
     counts = parameter_counts(model, meta.input_size, meta.num_classes, meta.sequence_length)
     weights = DEVICE_WEIGHT_COPIES * FLOAT_BYTES * model.members
     activations = activation_floats(model, meta.input_size, train.batch_size, meta.sequence_length)
@@ -182,7 +185,7 @@ def training_needs(study: Study, variant: Variant, meta: "Meta", data_dir: Path 
         Need("embedding weights with gradients and Adam state", counts["embedding"] * weights,
              (param("model", "embedding_dim"), vocabulary, members)),
         Need("recurrent weights with gradients and Adam state", counts["recurrent"] * weights,
-             (hidden, param("model", "num_layers"), members) + ((vocabulary,) if one_hot else ()),
+             (hidden, param("model", "num_layers"), lower, members) + ((vocabulary,) if one_hot else ()),
              other_fix=", or set model.bidirectional=false" if model.bidirectional else ""),
         Need("output head weights with gradients and Adam state", counts["head"] * weights,
              (hidden, param("model", "head_size"), members) + ((length,) if model.readout == "concat" else ()),
@@ -191,7 +194,7 @@ def training_needs(study: Study, variant: Variant, meta: "Meta", data_dir: Path 
              (batch, length) + ((vocabulary,) if one_hot else (param("model", "embedding_dim"),)),
              other_fix=", or use model.input_encoding=embedding" if one_hot else ""),
         Need("recurrent activations (batch x length x hidden)", activations["recurrent"] * FLOAT_BYTES,
-             (batch, length, hidden, param("model", "num_layers"))),
+             (batch, length, hidden, param("model", "num_layers"), lower)),
     ]
     needs.append(Need("best-epoch copies of the weights", sum(counts.values()) * model.members * FLOAT_BYTES * BEST_STATE_COPIES,
                       (hidden, members), on_device=False))

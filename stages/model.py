@@ -1,6 +1,6 @@
 """One recurrent classifier for every study; the cell is picked by one switch (`model.cell`).
 
-tokens (B, T) -> inputs (B, T, F) -> fused nn.RNN/LSTM/GRU -> outputs (B, T, D*H)
+tokens (B, T) -> inputs (B, T, F) -> fused nn.RNN/LSTM/GRU (or a stack of them) -> outputs (B, T, D*H)
                -> readout (B, R) -> head -> logits (B, C)
 
 Cell differences (LSTM's (h, c) state) stay inside `encode`, so training never branches on the
@@ -77,7 +77,7 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.to_dict(),
+            "model": self.model.to_stored_dict(),
             "input_size": self.input_size,
             "num_classes": self.num_classes,
             "sequence_length": self.sequence_length,
@@ -110,17 +110,7 @@ class RecurrentClassifier(nn.Module):
             self.embedding = None
             features = spec.input_size
         self.embedding_dropout = Dropout(config.embedding_dropout)
-        cell_options = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
-        self.rnn = getattr(nn, config.cell.upper())(
-            features,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            batch_first=True,
-            # nn.RNN applies dropout between stacked layers only; with one layer it would warn.
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-            bidirectional=config.bidirectional,
-            **cell_options,
-        )
+        self.rnn = recurrent_stack(config, features)
         self.directions = 2 if config.bidirectional else 1
         state_size = config.hidden_size * self.directions
         readout_size = {"concat": state_size * spec.sequence_length, "mean_max": 2 * state_size}.get(config.readout, state_size)
@@ -199,6 +189,55 @@ class RecurrentClassifier(nn.Module):
         return torch.cat([forward_last, outputs[..., hidden:].gather(1, first_index).squeeze(1)], dim=1)
 
 
+def recurrent_layers(config: ModelConfig, input_size: int, hidden_size: int, num_layers: int) -> nn.RNNBase:
+    """One fused nn.RNN / nn.LSTM / nn.GRU of `num_layers` equal layers (the cell picked by name)."""
+    cell_options = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
+    return getattr(nn, config.cell.upper())(
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        batch_first=True,
+        # nn.RNN applies dropout between stacked layers only; with one layer it would warn.
+        dropout=config.dropout if num_layers > 1 else 0.0,
+        bidirectional=config.bidirectional,
+        **cell_options,
+    )
+
+
+def recurrent_stack(config: ModelConfig, features: int) -> nn.Module:
+    """The encoder: one fused module, or `StackedRecurrent` when `lower_layer_sizes` adds layers of other sizes."""
+    if not config.lower_layer_sizes:
+        return recurrent_layers(config, features, config.hidden_size, config.num_layers)
+    return StackedRecurrent(config, features)
+
+
+class StackedRecurrent(nn.Module):
+    """Layers of different hidden sizes, bottom first; called like nn.RNN: (B, T, F) -> ((B, T, D*H), None).
+
+    A fused nn.RNN needs one hidden size for all its layers, so each lower layer is its own module
+    and the top `num_layers` stay one fused module. Between layers the model's own Dropout (same
+    masks on every CPU) plays the part of nn.RNN's inter-layer dropout.
+    """
+
+    def __init__(self, config: ModelConfig, features: int) -> None:
+        super().__init__()
+        directions = 2 if config.bidirectional else 1
+        inputs = [features] + [size * directions for size in config.lower_layer_sizes]
+        self.layers = nn.ModuleList(
+            [recurrent_layers(config, size_in, size, 1) for size_in, size in zip(inputs, config.lower_layer_sizes)]
+            + [recurrent_layers(config, inputs[-1], config.hidden_size, config.num_layers)]
+        )
+        self.between = Dropout(config.dropout)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
+        outputs = inputs
+        for index, layer in enumerate(self.layers):
+            if index > 0:
+                outputs = self.between(outputs)
+            outputs, _state = layer(outputs)  # (B, T, D*H_layer)
+        return outputs, None
+
+
 def right_align(inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, F) post-padded -> pre-padded: each sequence's real steps moved to the end, padding first.
 
@@ -221,16 +260,17 @@ def keras_init(model: "RecurrentClassifier") -> None:
     with torch.no_grad():
         if model.embedding is not None:
             nn.init.uniform_(model.embedding.weight, -0.05, 0.05)
-        hidden = model.config.hidden_size
-        for name, parameter in model.rnn.named_parameters():
-            if name.startswith("weight_ih"):
-                nn.init.xavier_uniform_(parameter)
-            elif name.startswith("weight_hh"):
-                nn.init.orthogonal_(parameter)
-            else:
-                nn.init.zeros_(parameter)
-                if model.config.cell == "lstm" and name.startswith("bias_ih"):
-                    parameter[hidden : 2 * hidden] = 1.0  # torch's gate order: input, forget, cell, output
+        for layers in (module for module in model.rnn.modules() if isinstance(module, nn.RNNBase)):
+            hidden = layers.hidden_size
+            for name, parameter in layers.named_parameters():
+                if name.startswith("weight_ih"):
+                    nn.init.xavier_uniform_(parameter)
+                elif name.startswith("weight_hh"):
+                    nn.init.orthogonal_(parameter)
+                else:
+                    nn.init.zeros_(parameter)
+                    if model.config.cell == "lstm" and name.startswith("bias_ih"):
+                        parameter[hidden : 2 * hidden] = 1.0  # torch's gate order: input, forget, cell, output
         for module in model.head.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)

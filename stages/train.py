@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         result = fit(model, train, valid, variant.train, device, on_epoch=history.log_epoch)
         save_checkpoint(
             args.model, model, result.best_state,
-            {"variant": variant.name, "study": study.name, "train": variant.train.to_dict(),
+            {"variant": variant.name, "study": study.name, "train": variant.train.to_stored_dict(),
              "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device),
              "environment": result_environment(device)},
         )

@@ -1,5 +1,6 @@
 """The settings that reproduce the write-ups (issue 16): front padding (data.pad: pre), Keras's
-initialisation (model.init: keras) and the optimiser switch (train.optimizer)."""
+initialisation (model.init: keras), the optimiser switch (train.optimizer) and layers of their own
+sizes (model.lower_layer_sizes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 
 from stages.config import ConfigError, ModelConfig, TrainConfig, parse_params
 from stages.engine import make_optimizer
-from stages.model import ModelSpec, RecurrentClassifier, right_align
+from stages.memory import parameter_counts
+from stages.model import ModelSpec, RecurrentClassifier, StackedRecurrent, right_align
 from tests.test_model import BATCH, CLASSES, STEPS, VOCAB_SIZE, batch, tiny_config
 
 
@@ -111,6 +113,10 @@ def test_optimizer_switch() -> None:
     ("train", "optimizer", "rmsprob", "Did you mean 'rmsprop'?"),
     ("data", "pad", "pree", "Did you mean 'pre'?"),
     ("model", "init", "kears", "Did you mean 'keras'?"),
+    ("model", "lower_layer_sizes", 64, "must be a list of integers such as \\[64\\]"),
+    ("model", "lower_layer_sizes", [64, 0], "sizes >= 1"),
+    ("model", "lower_layer_size", [64], "Did you mean 'lower_layer_sizes'?"),
+    ("train", "keep", "lats", "Did you mean 'last'?"),
 ])
 def test_new_params_are_validated(section: str, key: str, value: str, hint: str) -> None:
     with pytest.raises(ConfigError, match=hint):
@@ -123,3 +129,65 @@ def test_checkpoint_spec_round_trips_the_padding_side() -> None:
     legacy = spec.to_dict()
     del legacy["pad"]
     assert ModelSpec.from_dict(legacy).pad == "post"  # checkpoints from before data.pad
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_lower_layers_stack_under_the_top_layer(cell: str) -> None:
+    # Keras's SimpleRNN(64) -> SimpleRNN(32), scaled down: a lower layer of 7 under the top layer of 4.
+    config = tiny_config(cell=cell, lower_layer_sizes=(7,), readout="last", head_size=0)
+    model = build_padded(config, pad="post")
+    assert isinstance(model.rnn, StackedRecurrent) and config.layer_sizes == (7, config.hidden_size)
+    lower, top = model.rnn.layers
+    assert (lower.hidden_size, top.input_size, top.hidden_size) == (7, 7, config.hidden_size)
+    tokens, lengths = batch()
+    with torch.no_grad():
+        outputs, _ = top(lower(model.embed(tokens))[0])
+        expected = model.head(outputs[torch.arange(BATCH), lengths - 1])  # the true last token's state
+        assert torch.allclose(model(tokens, lengths), expected, atol=1e-6)
+    counted = sum(parameter_counts(config, VOCAB_SIZE, CLASSES, STEPS).values())
+    assert counted == sum(parameter.numel() for parameter in model.parameters())  # the memory check's count
+
+
+def test_lower_layers_get_keras_init_per_layer() -> None:
+    model = build_padded(tiny_config(cell="lstm", lower_layer_sizes=(7,), init="keras"), pad="post")
+    for layer in model.rnn.layers:
+        hidden = layer.hidden_size
+        assert torch.all(layer.bias_ih_l0[hidden : 2 * hidden] == 1)  # each layer's own forget gate
+        assert torch.allclose(layer.weight_hh_l0.T @ layer.weight_hh_l0, torch.eye(hidden), atol=1e-5)
+
+
+def test_no_lower_layers_keeps_the_fused_module_and_checkpoint_bytes() -> None:
+    # Default: the one fused module as before, and a checkpoint config without the new key, so
+    # retraining the committed variants gives the same checkpoint bytes (dvc.lock hashes them).
+    model = build_padded(tiny_config(), pad="post")
+    assert isinstance(model.rnn, torch.nn.RNN)
+    assert "lower_layer_sizes" not in model.spec.to_dict()["model"]
+    stacked = ModelSpec(tiny_config(lower_layer_sizes=(7, 5)), VOCAB_SIZE, CLASSES, STEPS, ("c0", "c1"))
+    assert ModelSpec.from_dict(stacked.to_dict()) == stacked
+
+
+def test_keep_last_returns_the_last_epochs_weights() -> None:
+    from stages.dataset import Split
+    from stages.engine import fit
+
+    tokens, lengths = batch()
+    split = Split(tokens, lengths, torch.arange(BATCH) % CLASSES)
+    results = {}
+    for keep in ("best", "last"):
+        model = build_padded(tiny_config(), pad="post").train()
+        config = TrainConfig(epochs=4, batch_size=2, lr=0.05, keep=keep)
+        results[keep] = fit(model, split, split, config, torch.device("cpu"), log=lambda *_: None)
+        final = {key: value for key, value in model.state_dict().items()}
+        if keep == "last":
+            assert results[keep].best_epoch == 4
+            assert all(torch.equal(final[key], value) for key, value in results[keep].best_state.items())
+    history = [record.valid_accuracy for record in results["best"].history]
+    assert results["best"].best_epoch == 1 + history.index(max(history))  # the first best epoch
+    # Same seed, same steps: keep changes which weights are kept, never the training itself.
+    assert history == [record.valid_accuracy for record in results["last"].history]
+
+
+def test_later_keys_are_stored_only_when_set() -> None:
+    assert "keep" not in TrainConfig().to_stored_dict()
+    assert TrainConfig(keep="last").to_stored_dict()["keep"] == "last"
+    assert TrainConfig.from_dict(TrainConfig().to_stored_dict(), "train") == TrainConfig()
