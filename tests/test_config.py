@@ -41,7 +41,8 @@ def test_params_yaml_parses_with_the_documented_defaults() -> None:
     assert (imdb.model.embedding_dim, imdb.model.hidden_size, imdb.model.head_size) == (128, 256, 256)
     assert (imdb.train.batch_size, imdb.train.lr, imdb.train.epochs) == (100, 1e-4, 5)
     assert params.data == DataConfig()  # params.yaml repeats the code defaults for data
-    assert set(params.study("order").variants) == {"order_rnn", "order_lstm", "order_gru"}
+    assert set(params.study("order").variants) == {"order_rnn", "order_lstm", "order_gru",
+                                                   "order_rnn_fix", "order_lstm_fix", "order_gru_fix"}
 
 
 def test_variant_overrides_only_its_keys() -> None:

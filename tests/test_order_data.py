@@ -173,7 +173,11 @@ def test_committed_params_are_the_write_ups_settings() -> None:
     assert (order.model.hidden_size, order.model.num_layers, order.model.input_encoding) == (4, 1, "one_hot")
     assert (order.train.batch_size, order.train.lr, order.train.epochs) == (256, 0.005, 20)
     assert {name: variant.model.cell for name, variant in order.variants.items()} == {
-        "order_rnn": "rnn", "order_lstm": "lstm", "order_gru": "gru"}
+        "order_rnn": "rnn", "order_lstm": "lstm", "order_gru": "gru",
+        "order_rnn_fix": "rnn", "order_lstm_fix": "lstm", "order_gru_fix": "gru"}
+    for cell in ("rnn", "lstm", "gru"):  # the write-up's settings stay on the plain variants
+        assert (order.variants[f"order_{cell}"].model.init, order.variants[f"order_{cell}"].train.lr) == ("torch", 0.005)
+        assert (order.variants[f"order_{cell}_fix"].model.init, order.variants[f"order_{cell}_fix"].train.lr) == ("keras", 0.01)
 
 
 
