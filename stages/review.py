@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.common import StageError, atomic_path, run_cli, write_text
+from stages.common import StageError, run_cli, write_text
 from stages.history import metric_file, parse_metric_tsv
 from stages.paired import CONFIDENCE, RESAMPLES, SEED, Comparison, compare
 from stages.report import describe_environment
@@ -338,45 +338,30 @@ def timing_change(base: float | None, head: float | None) -> str:
 
 # -- charts ---------------------------------------------------------------------------------------
 
+BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into stages.figures.PALETTE: gray, blue
+
+
 def draw_variant_chart(path: Path, variant: str, sides: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]) -> None:
-    """Two panels: validation accuracy per epoch, and log10 ||dL/dx_t|| by steps back (trained solid, init dotted).
+    """Two panels: validation accuracy per epoch, and log10 ||dL/dx_t|| by steps back (trained solid, init dashed).
 
-    `sides`: (label, history rows, gradient rows) for base then head. Local to the review until the
-    shared plotting helper (stages/figures.py) lands.
+    `sides`: (label, history rows, gradient rows) for base then head; base gray, head blue.
     """
-    import matplotlib
+    from stages.figures import Panel, Series, panels_figure
 
-    matplotlib.use("Agg")  # no display on CI or a server
-    from matplotlib import pyplot
-    from matplotlib.ticker import MaxNLocator
-
-    colors = ("tab:gray", "tab:blue")
-    figure, (accuracy_axes, gradient_axes) = pyplot.subplots(1, 2, figsize=(10, 3.6))
-    for (label, history, profile), color in zip(sides, colors):
+    accuracy, gradient = [], []
+    for (label, history, profile), color in zip(sides, (BASE_COLOR, HEAD_COLOR)):
         if history:
-            accuracy_axes.plot([r["epoch"] for r in history], [100 * r["valid_accuracy"] for r in history],
-                               marker="o", color=color, label=label)
+            accuracy.append(Series(label, [r["epoch"] for r in history], [100 * r["valid_accuracy"] for r in history],
+                                   color, style={"marker": "o"}))
         if profile:
             steps = [r["steps_back"] for r in profile]
-            gradient_axes.plot(steps, [r["log10_grad_norm_trained"] for r in profile], color=color, label=f"{label} trained")
-            gradient_axes.plot(steps, [r["log10_grad_norm_init"] for r in profile], color=color, linestyle=":", label=f"{label} init")
-    accuracy_axes.set(title=f"{variant}: validation accuracy", xlabel="epoch", ylabel="accuracy (%)")
-    epochs = sorted({row["epoch"] for _, history, _ in sides for row in history})
-    if 0 < len(epochs) <= 20:  # a tick per epoch; matplotlib would put fractional epochs between them
-        accuracy_axes.set_xticks(epochs)
-    else:
-        accuracy_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    gradient_axes.set(title=f"{variant}: gradient flow", xlabel="steps back from the last token", ylabel="log10 ||dL/dx_t||")
-    for axes, missing in ((accuracy_axes, "no training history"), (gradient_axes, "no gradient profile")):
-        axes.grid(alpha=0.3)
-        if axes.has_data():
-            axes.legend(fontsize="small")
-        else:
-            axes.text(0.5, 0.5, missing, transform=axes.transAxes, ha="center", va="center", color="gray")
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    pyplot.close(figure)
+            gradient += [Series(f"{label} trained", steps, [r["log10_grad_norm_trained"] for r in profile], color),
+                         Series(f"{label} init", steps, [r["log10_grad_norm_init"] for r in profile], color, dashed=True)]
+    panels_figure([
+        Panel(accuracy, f"{variant}: validation accuracy", "epoch", "accuracy (%)", integer_x=True, empty_text="no training history"),
+        Panel(gradient, f"{variant}: gradient flow", "steps back from the last token", "log10 ||dL/dx_t||",
+              empty_text="no gradient profile"),
+    ], path)
 
 
 def charts(out: Path, variants: list[str], base: Revision, head: Revision) -> list[str]:
