@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"<!-- results:(\w+) -->\n(.*?)<!-- /results:\1 -->", re.S)
+BLOCK = re.compile(r"<!-- results:([\w-]+) -->\n(.*?)<!-- /results:\1 -->", re.S)
 
 
 def doc_pages() -> list[Path]:
@@ -66,7 +66,16 @@ def test_readme_accuracies_match_committed_metrics(name: str) -> None:
 # Study tables quote reports/studies.json (written by `python -m stages.studies` from the DVC
 # experiments): `<!-- studies:NAME -->` rows name an experiment and a variant; the
 # `<!-- spread:NAME -->` rows name a variant and give "mean ± std" over the listed seeds.
-STUDY_BLOCK = re.compile(r"<!-- (studies|spread):(\w+) -->\n(.*?)<!-- /\1:\2 -->", re.S)
+STUDY_BLOCK = re.compile(r"<!-- (studies|spread):([\w-]+) -->\n(.*?)<!-- /\1:\2 -->", re.S)
+ANY_OPENING = re.compile(r"<!-- (results|studies|spread):([^ ]+) -->")
+
+
+def test_every_quoted_block_is_checked() -> None:
+    # A block whose name or closing marker the patterns miss would be quoted but never checked.
+    for page, text in doc_texts().items():
+        openings = ANY_OPENING.findall(text)
+        parsed = [(kind, name) for kind, name, _body in STUDY_BLOCK.findall(text)] + [("results", name) for name, _ in BLOCK.findall(text)]
+        assert sorted(openings) == sorted(parsed), f"{page}: blocks not parsed: {sorted(set(openings) - set(parsed))}"
 
 
 def quoted_study_tables(kind: str) -> dict[str, list[dict[str, str]]]:
@@ -149,3 +158,20 @@ def test_readme_links_every_docs_page() -> None:
     linked = {(ROOT / target.partition("#")[0]).resolve() for target in readme}
     missing = [page.relative_to(ROOT).as_posix() for page in doc_pages()[1:] if page.resolve() not in linked]
     assert not missing, f"README.md does not link {missing}"
+
+
+def writeups_section() -> str:
+    """README.md's "The write-ups, reproduced" section: its table quotes seed spreads inline."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## The write-ups, reproduced")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_readme_writeups_table_quotes_seed_spreads() -> None:
+    # Every "mean ± std" in the table must be a seed spread of reports/studies.json, to the digit.
+    spreads = {(f"{100 * row['mean']:.2f}", f"{100 * row['std']:.2f}") for row in studies_json()["seed_spread"]}
+    quoted = re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", writeups_section())
+    assert quoted, "the write-ups table quotes no seed spread"
+    missing = [f"{mean} ± {std}" for mean, std in quoted if (mean, std) not in spreads]
+    assert not missing, f"README write-ups table quotes spreads not in reports/studies.json: {missing}"
