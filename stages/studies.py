@@ -153,9 +153,10 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
         if entry["name"] in present or entry["name"] == HEAD_NAME:
             continue
         # The seed it changed, else the one its rows agree on (a recorded run keeps no params file).
-        seeds = {row.get("seed") for row in entry["rows"].values()} - {None}
-        seed = run_seed(entry["overrides"], {}) if any(key in entry["overrides"] for key in SEED_KEYS) else (
-            next(iter(seeds)) if len(seeds) == 1 else None)
+        seed = run_seed(entry["overrides"], {})
+        row_seeds = {row.get("seed") for row in entry["rows"].values()} - {None}
+        if seed is None and len(row_seeds) == 1:
+            seed = next(iter(row_seeds))
         runs.append(Run(entry["name"], entry["baseline"], entry["commit"], entry["overrides"], entry["rows"],
                         seed=seed, recorded_command=entry["command"]))
     return runs
@@ -188,13 +189,14 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
     for (key, _reseeded), by_seed in groups.items():
         if len(by_seed) < 2:
             continue
+        group_setting = json.loads(key)
         members = sorted(by_seed.values(), key=runs.index)  # in the order the runs were given
         shared = set.intersection(*(set(run.metrics) for run in members))
         for variant in sorted(shared):
             accuracies = [run.metrics[variant]["accuracy"] for run in members]
             spread.append({
-                "overrides": json.loads(key)["overrides"],
-                "environment": json.loads(key)["environment"],
+                "overrides": group_setting["overrides"],
+                "environment": group_setting["environment"],
                 "variant": variant,
                 "runs": [run.name for run in members],
                 "seeds": [run.seed for run in members],
