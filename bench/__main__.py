@@ -13,10 +13,8 @@ import platform
 import time
 from pathlib import Path
 
-# First, before anything starts torch's OpenMP workers: the pipeline's own runtime setup
-# (denormal flush, RNNLAB_THREADS), so the benchmark sees what the stages see.
-from stages.engine import setup_runtime
-
+from rnnlab.config.params import load_params
+from rnnlab.runtime import environment
 
 SECTIONS = ("text", "train", "readout", "activation", "fused", "denormal", "repro", "dvc")
 
@@ -39,14 +37,20 @@ def parse_arguments() -> argparse.Namespace:
 def main() -> None:
     arguments = parse_arguments()
     os.environ["RNNLAB_THREADS"] = str(arguments.threads)
-    setup_runtime(seed=0, device_name="cpu")
+    # First, as a stage does: the runtime before torch loads, then torch's setup (denormal flush,
+    # RNNLAB_THREADS) before anything starts its OpenMP workers, so the benchmark sees what the stages see.
+    environment.configure(load_params().runtime)
+    from rnnlab.runtime.torch_setup import setup_torch
 
+    setup_torch("cpu")
     import torch
+
+    torch.manual_seed(0)
 
     from bench.denormal import bench_denormal
     from bench.dvc_bench import bench_dvc
-    from bench.reproducibility import bench_reproducibility
     from bench.models import default_sizes
+    from bench.reproducibility import bench_reproducibility
     from bench.steps import (bench_activations, bench_fused_vs_loop, bench_pipeline_vs_bare, bench_readouts,
                              bench_tokens_per_second, profile_fused_vs_loop)
     from bench.text import bench_text

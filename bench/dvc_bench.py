@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.dvc_repo import PROJECT_ROOT, DvcRepo, make_pipeline_repo, stages_run
-from bench.timing import Row, Table, seconds, time_once, verdict
-from stages.config import read_params_file
-from tests.fixtures import make_archive
+from bench.dvc_repo import PROJECT_ROOT, DvcRepo, export_commit, make_pipeline_repo, stages_run
+from bench.timing import Row, Table, seconds, time_interleaved, time_once, verdict
+from rnnlab.config.params import read_params_file
+from rnnlab.testing.archive import make_archive
 
 NOOP_TARGET_SECONDS = 1.5
+# The pipeline before the library moved out of stages/ (issue 22): its no-op `dvc repro` is the
+# reference the current layout must beat by NOOP_TARGET_RATIO, measured side by side on one tiny run.
+REFERENCE_COMMIT = "602c26a"
+NOOP_TARGET_RATIO = 0.7
 QUEUE_POLL_SECONDS = 1.0
 QUEUE_TIMEOUT_SECONDS = 900.0
 
@@ -58,6 +62,7 @@ def bench_dvc(quick: bool, table: Table) -> None:
                       seconds(time.perf_counter() - started), f"{len(stages_run(first.stdout))} stages ran"))
         repo.commit("first run")
         bench_noop_repro(repo, table)
+        bench_noop_against_reference(Path(temporary), archive, variants, order_variants, repo, table, rounds=3 if quick else 7)
         bench_exp_run_lstm(repo, variants, table)
         if not quick:
             bench_queue(repo, table)
@@ -70,6 +75,26 @@ def bench_noop_repro(repo: DvcRepo, table: Table, repeats: int = 3) -> None:
     table.add(Row("dvc", "no-op dvc repro, all variants (best of 3)", seconds(best),
                   f"{len(reran)} stages ran", f"<= {NOOP_TARGET_SECONDS} s, 0 stages",
                   verdict(best <= NOOP_TARGET_SECONDS and not reran)))
+
+
+def bench_noop_against_reference(base: Path, archive: Path, variants: dict[str, Any], order_variants: dict[str, Any] | None,
+                                 current: DvcRepo, table: Table, rounds: int) -> None:
+    """No-op `dvc repro` here vs at REFERENCE_COMMIT, same tiny params and archive, interleaved rounds."""
+    source = export_commit(REFERENCE_COMMIT, base / "reference-tree")
+    reference = make_pipeline_repo(base / "reference-repo", archive, variants={**variants, "relu": QUEUE_VARIANT},
+                                   order_variants=order_variants, source=source)
+    reference.run("repro")
+    reference.commit("first run")
+    outputs: list[str] = []
+    timings = time_interleaved({
+        "reference": lambda: outputs.append(reference.run("repro").stdout),
+        "current": lambda: outputs.append(current.run("repro").stdout),
+    }, repeats=rounds)
+    reran = sorted({name for output in outputs for name in stages_run(output)})
+    ratio = timings["current"].median / timings["reference"].median
+    table.add(Row("dvc", f"no-op dvc repro, this layout vs {REFERENCE_COMMIT} (median of {rounds}, interleaved)",
+                  f"{seconds(timings['current'].median)} vs {seconds(timings['reference'].median)}",
+                  f"{ratio:.2f}x time", f"<= {NOOP_TARGET_RATIO}x, 0 stages", verdict(ratio <= NOOP_TARGET_RATIO and not reran)))
 
 
 def bench_exp_run_lstm(repo: DvcRepo, variants: list[str], table: Table) -> None:

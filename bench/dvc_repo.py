@@ -1,6 +1,6 @@
 """A throwaway git + DVC repository holding this pipeline with tiny params and a synthetic archive.
 
-Used by the DVC benchmarks and by tests/test_remote.py: what runs there is the real dvc.yaml and
+Used by the DVC benchmarks and by tests/e2e/test_remote.py: what runs there is the real dvc.yaml and
 stages/ of this checkout, only params.yaml is shrunk so every stage takes a moment.
 """
 
@@ -16,10 +16,12 @@ from typing import Any
 
 import yaml
 
-from stages.config import read_params_file
+from rnnlab.config.params import read_params_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
+# The code dvc.yaml runs: the stages, the library they call, the other tools.
+PROJECT_DIRS = ("stages", "rnnlab", "tools")
 RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
 
 TINY_PARAMS: dict[str, Any] = {
@@ -77,15 +79,23 @@ def stages_run(output: str) -> list[str]:
     return RUNNING_STAGE.findall(output)
 
 
-def make_pipeline_repo(root: Path, archive: Path, variants: dict[str, Any] | None = None,
-                       order_variants: dict[str, Any] | None = None) -> DvcRepo:
-    """git init + dvc init a copy of this pipeline at `root` with TINY_PARAMS (and optionally fewer variants)."""
+def copy_pipeline(root: Path, source: Path = PROJECT_ROOT) -> None:
+    """The pipeline's code and definition files from `source` (this checkout) into `root`; no data, no git."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(PROJECT_ROOT / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in PROJECT_DIRS:
+        if (source / name).is_dir():  # an earlier commit's tree may lack some (bench/dvc_bench.py compares one)
+            shutil.copytree(source / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in PROJECT_FILES:
-        if (PROJECT_ROOT / name).is_file():
-            shutil.copy2(PROJECT_ROOT / name, root / name)
-    params = merge(read_params_file(PROJECT_ROOT / "params.yaml"), TINY_PARAMS)
+        if (source / name).is_file():
+            shutil.copy2(source / name, root / name)
+
+
+def make_pipeline_repo(root: Path, archive: Path, variants: dict[str, Any] | None = None,
+                       order_variants: dict[str, Any] | None = None, source: Path = PROJECT_ROOT) -> DvcRepo:
+    """git init + dvc init a copy of the pipeline in `source` (this checkout) at `root` with TINY_PARAMS
+    (and optionally fewer variants)."""
+    copy_pipeline(root, source)
+    params = merge(read_params_file(source / "params.yaml"), TINY_PARAMS)
     if variants is not None:
         params["variants"] = variants
     if order_variants is not None:
@@ -97,3 +107,11 @@ def make_pipeline_repo(root: Path, archive: Path, variants: dict[str, Any] | Non
     repo.run("config", "core.analytics", "false")
     repo.commit("pipeline with tiny params")
     return repo
+
+
+def export_commit(commit: str, destination: Path) -> Path:
+    """The files of `commit` of this checkout's git repository, unpacked into `destination`."""
+    destination.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=PROJECT_ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
+    return destination

@@ -6,9 +6,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from stages.config import IMDB_STUDY, ModelConfig, TrainConfig, load_params
-from stages.dataset import Split
-from stages.model import ModelSpec, RecurrentClassifier
+from rnnlab.config.params import IMDB_TASK, load_params
+from rnnlab.config.sections import ModelConfig, TrainConfig
+from rnnlab.data.arrays import Split
+from rnnlab.model.classifier import RecurrentClassifier
+from rnnlab.model.spec import ModelSpec
 
 CELLS = ("rnn", "lstm", "gru")
 READOUTS = ("last", "mean", "max", "concat")
@@ -32,7 +34,7 @@ class Sizes:
 
 def default_sizes(quick: bool) -> Sizes:
     params = load_params()
-    study, data = params.study(IMDB_STUDY), params.data
+    study, data = params.task(IMDB_TASK), params.data
     model, train = study.model, study.train
     vocab_size = data.vocab_size + 2  # <unk> and <pad>
     if quick:

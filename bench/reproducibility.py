@@ -20,7 +20,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-
 from bench.timing import Row, Table, seconds
 
 UNPINNED = {"RNNLAB_REPRODUCIBLE": "0", "RNNLAB_CROSS_VENDOR": "0"}
@@ -60,16 +59,19 @@ class Outcome:
 def worker(cell: str, threads: int, no_onednn: bool, quick: bool, steps: int, cores: int | None) -> dict[str, object]:
     if cores:  # before torch starts its thread pool
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
-    from stages.engine import setup_runtime  # first: the stages package sets the math environment up
+    from rnnlab.runtime import environment
 
+    environment.configure()  # before torch loads; the caller's RNNLAB_* switches choose the mode
     import torch
 
     from bench.models import default_sizes, pipeline_model, synthetic_split
     from bench.steps import pipeline_epoch_runner
     from bench.timing import time_once
+    from rnnlab.runtime.torch_setup import setup_torch
 
     os.environ["RNNLAB_THREADS"] = str(threads)
-    setup_runtime(seed=0, device_name="cpu")
+    setup_torch("cpu")
+    torch.manual_seed(0)
     if no_onednn:
         torch.backends.mkldnn.enabled = False
     sizes = default_sizes(quick)

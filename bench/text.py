@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from bench.timing import Row, Table, seconds, time_interleaved, verdict
+from rnnlab.text.tokenize import tokenize
 from stages import preprocess, xy
 
 TARGET_SECONDS = 5.0
@@ -43,7 +44,7 @@ def run_stage_processes(reviews: Path, work: Path) -> None:
 
 
 def tokenize_with_bytes_translate(text: str) -> list[str]:
-    """Candidate for stages.preprocess.tokenize: punctuation is ASCII and UTF-8 never reuses ASCII
+    """Candidate for rnnlab.text.tokenize.tokenize: punctuation is ASCII and UTF-8 never reuses ASCII
     bytes inside a multi-byte character, so deleting those bytes equals str.translate's deletion."""
     lowered = text.lower().replace("<br", "")
     return lowered.encode("utf-8").translate(None, _PUNCTUATION_BYTES).decode("utf-8").split()
@@ -76,11 +77,11 @@ def bench_text(reviews: Path, repeats: int, table: Table, with_processes: bool =
 def bench_tokenizers(reviews: Path, repeats: int, table: Table) -> None:
     with reviews.open(encoding="utf-8") as handle:
         texts = [json.loads(line)["text"] for line in handle]
-    if [preprocess.tokenize(text) for text in texts[:2000]] != [tokenize_with_bytes_translate(text) for text in texts[:2000]]:
-        raise AssertionError("bytes.translate tokenizer disagrees with stages.preprocess.tokenize")
+    if [tokenize(text) for text in texts[:2000]] != [tokenize_with_bytes_translate(text) for text in texts[:2000]]:
+        raise AssertionError("bytes.translate tokenizer disagrees with rnnlab.text.tokenize.tokenize")
     timings = time_interleaved(
         {
-            "current": lambda: [preprocess.tokenize(text) for text in texts],
+            "current": lambda: [tokenize(text) for text in texts],
             "bytes": lambda: [tokenize_with_bytes_translate(text) for text in texts],
             "split": lambda: [text.split() for text in texts],
         },

@@ -1,9 +1,2 @@
-"""RNN Lab's pipeline stages. Importing the package first sets up reproducible CPU math.
-
-Python runs this file before any `stages.<module>`, and so before torch or numpy is imported:
-the math libraries read their settings (kernel ISA, MKL's reproducibility mode) only when they load.
-"""
-
-from stages import runtime
-
-runtime.configure()
+"""The DVC pipeline's entry points, one module per stage of dvc.yaml; each is thin: its arguments,
+its params section, one call into the rnnlab library. Importing them has no side effects."""

@@ -1,56 +1,13 @@
-"""Stage `baseline`: TF-IDF + logistic regression on the same inputs the recurrent models see.
-
-Each review is its token ids from the xy arrays (10k vocabulary, 200 tokens kept by `data.truncate`,
-`<unk>` kept as a token), so the comparison with the recurrent variants is like for like.
-C is chosen on the validation split only; the test split is scored once, with the chosen C.
-Writes metrics with the same keys as the evaluate stage.
-"""
+"""Stage `baseline`: TF-IDF + logistic regression on the same inputs the recurrent models see (rnnlab/evaluation/baseline.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
-
-from stages.common import run_cli, write_json
-from stages.config import BaselineConfig, load_params
-from stages.dataset import Split, load_meta, load_split
-from stages.evaluate import classification_metrics, write_predictions
-from stages.runtime import result_environment
-from stages.timings import record_evaluation, record_training
-
-NAME = "linear_tfidf"
-
-
-def documents(split: Split) -> list[str]:
-    """Token ids as space-separated words, padding cut off at each review's length."""
-    return [" ".join(map(str, row[:length])) for row, length in zip(split.x.tolist(), split.lengths.tolist())]
-
-
-def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[TfidfVectorizer, LogisticRegression, float, list[dict]]:
-    vectorizer = TfidfVectorizer(tokenizer=str.split, token_pattern=None, lowercase=False, ngram_range=(1, config.ngram_max), sublinear_tf=True)
-    train_features = vectorizer.fit_transform(documents(train))
-    valid_features = vectorizer.transform(documents(valid))
-    search, best = [], None
-    for exponent in range(config.c_grid[0], config.c_grid[1] + 1):
-        c_value = 10.0 ** exponent
-        started = time.perf_counter()
-        classifier = LogisticRegression(C=c_value, max_iter=config.max_iter).fit(train_features, train.y.numpy())
-        seconds = time.perf_counter() - started
-        accuracy = float((classifier.predict(valid_features) == valid.y.numpy()).mean())
-        search.append({"C": c_value, "valid_accuracy": accuracy, "seconds": seconds})
-        print(f"baseline C={c_value:g}: valid accuracy {accuracy:.4f} ({seconds:.1f}s)")
-        if best is None or accuracy > best[2]:
-            best = (classifier, seconds, accuracy)
-    assert best is not None  # the grid has at least one value (checked in config)
-    return vectorizer, best[0], best[1], search
+from rnnlab.config.params import load_params
+from rnnlab.core.cli import run_cli
+from rnnlab.runtime import environment
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,39 +17,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="per-example CSV: actual, predicted, p_<class>")
     parser.add_argument("--timings", type=Path, help="machine-dependent timings JSON to write (not a DVC output)")
     args = parser.parse_args(argv)
-    config = load_params().baseline
-    meta = load_meta(args.data)
-    train, valid, test = (load_split(args.data, split) for split in ("train", "valid", "test"))
-    vectorizer, classifier, fit_seconds, search = fit_and_select(config, train, valid)
-    started = time.perf_counter()
-    probabilities = classifier.predict_proba(vectorizer.transform(documents(test)))
-    eval_seconds = time.perf_counter() - started
-    y = test.y.numpy()
-    scores = classification_metrics(y, probabilities, meta.class_names)
-    best = max(search, key=lambda row: row["valid_accuracy"])
-    metrics = {
-        "variant": NAME,
-        "study": "imdb",
-        **{key: scores[key] for key in ("accuracy", "precision", "recall", "f1", "roc_auc")},
-        "loss": float(log_loss(y, probabilities, labels=list(range(meta.num_classes)))),
-        "per_class_accuracy": scores["per_class_accuracy"],
-        "confusion": scores["confusion"],
-        "parameters": int(classifier.coef_.size + classifier.intercept_.size),
-        "epochs_trained": 1,
-        "best_epoch": 1,
-        "best_valid_accuracy": best["valid_accuracy"],
-        "diverged": False,
-        "seed": 0,
-        "cell": "linear",
-        "gradient": None,  # no recurrence: nothing flows through time
-        "environment": result_environment(torch.device("cpu")),
-    }
-    write_predictions(args.predictions, y, probabilities, meta.class_names)
-    write_json(args.metrics, metrics)
-    if args.timings is not None:
-        record_training(args.timings, NAME, "cpu", [fit_seconds], int(train.lengths.sum()))
-        record_evaluation(args.timings, NAME, float(test.lengths.sum()) / eval_seconds)
-    print(json.dumps({"variant": NAME, "C": best["C"], "accuracy": metrics["accuracy"], "roc_auc": metrics["roc_auc"]}))
+    params = load_params()
+    environment.configure(params.runtime)  # numpy's OpenBLAS reads its kernel pin when it loads
+    from rnnlab.evaluation.baseline import run_baseline  # loads numpy and torch: after configure
+    from rnnlab.evaluation.metrics import EvaluationOutputs
+
+    run_baseline(params.baseline, args.data, EvaluationOutputs(args.metrics, args.predictions, timings=args.timings))
 
 
 if __name__ == "__main__":

@@ -1,52 +1,23 @@
-"""Stage `gradient_figure`: one study's gradient profiles (plots/gradients/<variant>.json) -> PNG.
-
-The README shows the order-task picture from a real run: ||dL/dx|| against steps back from the
-last symbol, on a log scale, trained (solid) and at initialisation (dashed), one colour per variant.
-"""
+"""Stage `gradient_figure`: one task's gradient profiles (plots/gradients/<variant>.json) -> PNG (rnnlab/reporting/)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from stages.common import StageError, read_json, run_cli
-from stages.config import load_params
-from stages.figures import Series, line_figure
-
-
-def profile_series(name: str, rows: list[dict[str, Any]], color: int) -> list[Series]:
-    """The trained and initial profile of one variant; the rows hold log10 norms, the axis is log."""
-    try:
-        steps = [row["steps_back"] for row in rows]
-        trained = [10.0 ** row["log10_grad_norm_trained"] for row in rows]
-        initial = [10.0 ** row["log10_grad_norm_init"] for row in rows]
-    except (KeyError, TypeError) as error:
-        raise StageError(f"gradient profile of {name} lacks {error}; rerun its evaluate stage (`dvc repro`).") from error
-    return [Series(f"{name} trained", steps, trained, color), Series(f"{name} init", steps, initial, color, dashed=True)]
-
-
-def draw(profiles: dict[str, list[dict[str, Any]]], title: str, path: Path) -> None:
-    series = [line for index, (name, rows) in enumerate(profiles.items()) for line in profile_series(name, rows, index)]
-    if not any(line.x for line in series):
-        raise StageError("the gradient profiles hold no steps; rerun the evaluate stages (`dvc repro`).")
-    line_figure(series, title, "steps back from the last symbol", "mean ||dL/dx_t||", path, log_y=True)
+from rnnlab.config.params import load_params
+from rnnlab.core.cli import run_cli
+from rnnlab.reporting.gradient_figure import draw_task
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", type=Path, required=True, help="directory of <variant>.json gradient profiles")
-    parser.add_argument("--study", default="order", help="study whose variants are drawn (imdb | order)")
+    parser.add_argument("--task", default="order", help="task whose variants are drawn (imdb | order)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    variants = load_params().study(args.study).variants
-    profiles = {
-        name: read_json(args.profiles / f"{name}.json", f"gradient profile of {name}", "Run its evaluate stage (`dvc repro`).")
-        for name in variants
-    }
-    title = "Temporal-order task: gradient reaching each input step" if args.study == "order" else f"{args.study}: gradient reaching each input step"
-    draw(profiles, title, args.out)
-    print(f"gradient_figure: {len(profiles)} variants -> {args.out}")
+    variants = list(load_params().task(args.task).variants)
+    draw_task(args.profiles, variants, args.task, args.out)
 
 
 if __name__ == "__main__":

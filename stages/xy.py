@@ -1,120 +1,13 @@
-"""Stage `xy`: token files + vocabulary -> fixed-length id arrays for train, valid and test.
-
-Per split, a directory with X.npy (N, fix_length) int64 token ids, post-padded with `<pad>` (also
-for `data.pad: pre`, which meta.json records and the model applies by right-aligning) and
-truncated to fix_length tokens (`data.truncate`: the first ones by default, as torchtext-legacy
-`fix_length`; or the last ones, or the first and last halves), lengths.npy (N,) true lengths
-clamped to >= 1 (an empty review is read as a single `<pad>` step), and y.npy (N,) with
-0 = neg, 1 = pos. meta.json tells the model what it needs (input size, classes, length), so
-train and evaluate never special-case the dataset.
-"""
+"""Stage `xy`: token files + vocabulary -> fixed-length id arrays for train, valid and test (rnnlab/text/encode.py)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from stages.common import ForkedCall, StageError, atomic_directory, gc_paused, run_cli, write_json
-from stages.config import load_params
-from stages.dataset import save_split
-from stages.memory import check_xy_fits
-from stages.preprocess import PAD, SPLIT_FILES, UNK, read_vocab
-
-CLASS_NAMES = ("neg", "pos")
-
-
-class TokenIds(dict):
-    """token -> id, with unknown tokens mapped to `<unk>` inside the C lookup (no Python call per hit)."""
-
-    def __init__(self, vocab: list[str]) -> None:
-        super().__init__((token, position) for position, token in enumerate(vocab))
-        self.unk = self[UNK]
-
-    def __missing__(self, token: str) -> int:
-        return self.unk
-
-
-# Reviews encoded at a time: each chunk's token strings are freed before the next chunk is split,
-# so their memory is reused instead of faulting in ~0.5 GB of fresh pages for a whole split.
-CHUNK_ROWS = 1000
-
-
-def read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise StageError(f"{path} not found; run the preprocess stage first (`dvc repro preprocess`).")
-    # Tokens hold no whitespace, so splitting the whole file on "\n" gives exactly its lines.
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def review_counts(prepared: Path) -> dict[str, int]:
-    """Reviews per split, counted as newlines (no decoding), so memory is checked before encoding."""
-    counts = {}
-    for split in SPLIT_FILES:
-        path = prepared / f"{split}.tsv"
-        if not path.is_file():
-            raise StageError(f"{path} not found; run the preprocess stage first (`dvc repro preprocess`).")
-        with path.open("rb") as handle:
-            counts[split] = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-    return counts
-
-
-def kept_tokens(tokens: list[str], fix_length: int, truncate: str) -> list[str]:
-    """The at most fix_length tokens a review keeps under `data.truncate`."""
-    if len(tokens) <= fix_length:
-        return tokens
-    if truncate == "head":
-        return tokens[:fix_length]
-    if truncate == "tail":
-        return tokens[len(tokens) - fix_length :]
-    head = (fix_length + 1) // 2  # head_tail: an odd token goes to the beginning
-    return tokens[:head] + tokens[len(tokens) - (fix_length - head) :]
-
-
-def truncated_tokens(lines: list[str], fix_length: int, truncate: str = "head") -> tuple[list[str], list[int], list[int]]:
-    """The lines' kept tokens (see kept_tokens) as one flat list, plus each line's token count and label."""
-    flat: list[str] = []
-    counts: list[int] = []
-    labels: list[int] = []
-    for line in lines:
-        label, _rating, _id, text = line.split("\t", 3)
-        if truncate == "head":
-            # Only the first fix_length tokens survive, so only they are split off and looked up.
-            tokens = text.split(" ", fix_length) if text else []
-            del tokens[fix_length:]
-        else:
-            tokens = kept_tokens(text.split(" ") if text else [], fix_length, truncate)
-        flat += tokens
-        counts.append(len(tokens))
-        labels.append(int(label))
-    return flat, counts, labels
-
-
-def encode_split(path: Path, index: TokenIds, fix_length: int, truncate: str = "head") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lines = read_lines(path)
-    x = np.full((len(lines), fix_length), index[PAD], dtype=np.int64)
-    token_counts = np.empty(len(lines), dtype=np.int64)
-    labels = np.empty(len(lines), dtype=np.int64)
-    positions = np.arange(fix_length)
-    for start in range(0, len(lines), CHUNK_ROWS):
-        rows = slice(start, start + CHUNK_ROWS)
-        flat, token_counts[rows], labels[rows] = truncated_tokens(lines[rows], fix_length, truncate)
-        ids = np.fromiter(map(index.__getitem__, flat), dtype=np.int64, count=len(flat))
-        # Row-major boolean mask: True at each row's first count positions, in the order of `ids`.
-        x[rows][positions < token_counts[rows, None]] = ids
-    lengths = np.maximum(token_counts, 1)  # an empty review is read as a single <pad> step
-    return x, lengths, labels
-
-
-def encode_and_save(prepared: Path, out: Path, split: str, index: TokenIds, fix_length: int, truncate: str) -> str:
-    """Writes one split's arrays; returns its summary line."""
-    x, lengths, y = encode_split(prepared / f"{split}.tsv", index, fix_length, truncate)
-    save_split(out / split, x, lengths, y)
-    return f"xy {split}: X {x.shape}, mean length {lengths.mean():.1f}, positive {y.mean():.3f}"
+from rnnlab.config.params import load_params
+from rnnlab.core.cli import run_cli
+from rnnlab.text.encode import write_xy
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,27 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    config = load_params().data
-    check_xy_fits(review_counts(args.prepared), config.fix_length)
-    vocab = read_vocab(args.vocab)
-    index = TokenIds(vocab)
-    truncation = (config.fix_length, config.truncate)
-    # All of data/xy or nothing: a failed split (a full disk, an interrupt) must not leave the others
-    # beside an old meta.json, where train would read them as a complete dataset.
-    with atomic_directory(args.out) as out:
-        job = (args.prepared, out)
-        # test is half the reviews: one forked worker encodes it while this process does train and
-        # valid, so both cores work. Summaries print in split order either way.
-        with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, *truncation) as test:
-            summaries = {split: encode_and_save(*job, split, index, *truncation) for split in ("train", "valid")}
-            summaries["test"] = test.result()  # re-raises the worker's error, if any
-        write_json(
-            out / "meta.json",
-            {"input_size": len(vocab), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-             "sequence_length": config.fix_length, "pad_index": index[PAD], "pad": config.pad},
-        )
-    for split in SPLIT_FILES:
-        print(summaries[split])
+    write_xy(args.prepared, args.vocab, args.out, load_params().data)
 
 
 if __name__ == "__main__":

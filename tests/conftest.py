@@ -1,4 +1,6 @@
-"""Imported by pytest before any test module: the stages package first, so reproducible CPU math is
-set up (stages/runtime.py) before a test module imports torch, as in every stage process."""
+"""Imported by pytest before any test module: the runtime is configured first, as every entry point
+does before it loads torch (rnnlab/runtime/environment.py), so tests see the stages' own math."""
 
-import stages  # noqa: F401
+from rnnlab.runtime import environment
+
+environment.configure()

@@ -1,0 +1,15 @@
+"""The errors a user can act on: the command prints their message as one `error:` line and exits 2."""
+
+from __future__ import annotations
+
+
+class UserError(RuntimeError):
+    """A failure a user can act on (bad archive, missing input, bad argument...); the message says what to do."""
+
+
+class ConfigError(UserError, ValueError):
+    """A params.yaml (or preset) problem; the message names the key and the fix."""
+
+
+class DiskFullError(UserError):
+    """An output could not be written for lack of space; nothing was left in its place."""

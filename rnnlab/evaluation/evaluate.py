@@ -1,0 +1,80 @@
+"""Evaluate one trained variant: test metrics, per-example predictions, gradient flow through time."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rnnlab.config.params import Variant
+from rnnlab.core.errors import UserError
+from rnnlab.core.files import write_json
+from rnnlab.data.arrays import Split, load_split
+from rnnlab.evaluation.gradients import gradient_report
+from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
+from rnnlab.model.checkpoint import load_checkpoint
+from rnnlab.model.classifier import Classifier, count_parameters
+from rnnlab.runtime.environment import result_environment
+from rnnlab.runtime.timings import record_evaluation
+from rnnlab.runtime.torch_setup import setup_torch
+from rnnlab.training.history import best_valid_accuracy, read_history
+from rnnlab.training.loop import predict
+
+EVAL_BATCH_SIZE = 500
+
+
+def check_test_split(test: Split, model: Classifier, data_dir: Path, model_path: Path) -> None:
+    if test.x.shape[1] != model.spec.sequence_length or int(test.x.max()) >= model.spec.input_size:
+        raise UserError(f"{data_dir}/test does not match the data {model_path} was trained on; rerun `dvc repro`.")
+
+
+def test_metrics(model: Classifier, checkpoint: dict[str, Any], history: list[dict[str, Any]], test: Split,
+                 device: Any) -> tuple[dict[str, Any], Any, float]:
+    """Metrics (only numbers that reproduce), the test probabilities and the evaluation tokens/s."""
+    started = time.perf_counter()
+    probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
+    tokens_per_second = len(test) * test.sequence_length / (time.perf_counter() - started)
+    probabilities = probabilities.double().numpy()
+    scores = classification_metrics(test.y.numpy(), probabilities, model.spec.class_names)
+    metrics = {
+        "variant": checkpoint["variant"],
+        "study": checkpoint["study"],
+        **{key: scores[key] for key in ("accuracy", "precision", "recall", "f1", "roc_auc")},
+        "loss": loss,
+        "per_class_accuracy": scores["per_class_accuracy"],
+        "confusion": scores["confusion"],
+        "parameters": count_parameters(model),
+        "epochs_trained": len(history),
+        "best_epoch": checkpoint["best_epoch"],
+        "best_valid_accuracy": best_valid_accuracy(history),
+        "diverged": bool(checkpoint["diverged"]),
+        "seed": checkpoint["train"]["seed"],
+        "cell": model.config.cell,
+        # Where the weights were trained, as far as it decides their bits (checkpoints from before
+        # the environment was recorded: the evaluating process's).
+        "environment": checkpoint.get("environment") or result_environment(device),
+    }
+    return metrics, probabilities, tokens_per_second
+
+
+def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, history_dir: Path, outputs: EvaluationOutputs) -> dict[str, Any]:
+    """Write the variant's metrics, predictions and gradient profile; returns the metrics."""
+    device = setup_torch(variant.train.device)
+    # Refuses a checkpoint trained under other model params (stale or copied in) before any work.
+    model, checkpoint = load_checkpoint(model_path, expected=variant.model)
+    model.to(device)
+    history = read_history(history_dir)
+    test = load_split(data_dir, "test")
+    check_test_split(test, model, data_dir, model_path)
+    metrics, probabilities, tokens_per_second = test_metrics(model, checkpoint, history, test, device)
+    # Gradient flow through time: scalars in the metrics, the per-step profile as a plots file.
+    metrics["gradient"], gradient_rows = gradient_report(model, checkpoint["train"]["seed"], load_split(data_dir, "valid"))
+    if outputs.gradients is not None:
+        write_json(outputs.gradients, gradient_rows)
+    write_predictions(outputs.predictions, test.y.numpy(), probabilities, tuple(metrics["confusion"]))
+    write_json(outputs.metrics, metrics)
+    if outputs.timings is not None:
+        record_evaluation(outputs.timings, variant.name, tokens_per_second)
+    print(json.dumps({key: metrics[key] for key in ("variant", "accuracy", "f1", "roc_auc", "loss", "diverged")}))
+    return metrics

@@ -1,0 +1,133 @@
+"""Gradient flow through time: ||dL/dx_t|| per time step, at initialisation and after training.
+
+For a fixed batch of validation sequences (the first GRADIENT_SEQUENCES), the loss gradient with
+respect to the model input x_t (embedding or one-hot vector) at every step t carries the whole
+backpropagation-through-time path from the readout back to t, so it shows vanishing or exploding
+gradients while the fused nn.RNN/LSTM/GRU kernels stay in use (no per-step cell loop).
+
+Steps are aligned by distance from the last real token, steps_back = length - 1 - t, and each
+steps_back is averaged only over the sequences that have it, so padding never blurs the profile.
+The loss is summed over the batch: in eval mode the examples are independent, so each sequence's
+gradient is that of its own loss, and the batch mean is the mean per-sequence gradient norm.
+
+The evaluate stage calls `gradient_report`; it writes scalars into the metrics JSON and one row per
+steps_back into plots/gradients/<variant>.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rnnlab.core.progress import progress_bar
+from rnnlab.data.arrays import Split
+from rnnlab.model.classifier import Classifier, RecurrentClassifier, initial_model, members_of
+
+GRADIENT_SEQUENCES = 100  # first N validation sequences; one forward/backward pass per model
+DECADE_DEPTHS = (50, 150)  # steps back at which the fall from the last step is reported
+# An exactly-zero gradient (e.g. dead relu units) has log10 = -inf, which JSON cannot hold.
+NORM_FLOOR = 1e-300
+
+
+@dataclass(frozen=True)
+class GradientProfile:
+    """Mean ||dL/dx|| by steps_back = 0 .. deepest step any sequence in the batch has."""
+
+    norms: torch.Tensor  # (S,) float64, mean over the sequences that have the step
+    counts: torch.Tensor  # (S,) how many sequences have the step
+
+    @property
+    def log10_norms(self) -> list[float]:
+        return [math.log10(max(float(norm), NORM_FLOOR)) for norm in self.norms]
+
+    def decades(self, depth: int) -> float:
+        """Orders of magnitude lost from the last step to `depth` steps back (or the deepest step)."""
+        logs = self.log10_norms
+        return logs[0] - logs[min(depth, len(logs) - 1)]
+
+
+def input_gradient_norms(model: RecurrentClassifier, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) tokens -> (B, T) ||dL_b/dx_{b,t}||, in eval mode (dropout off), without touching .grad."""
+    model.eval()
+    # A leaf copy of the inputs: the gradient stops here instead of flowing into the embedding.
+    # One-hot inputs come out float32 whatever the model's dtype, hence the cast.
+    dtype = next(model.parameters()).dtype
+    inputs = model.embed(tokens).detach().to(dtype).requires_grad_(True)  # (B, T, F)
+    logits = model.encode(inputs, lengths)  # (B, C)
+    loss = F.cross_entropy(logits, labels, reduction="sum")  # per-sequence losses, see module doc
+    (gradient,) = torch.autograd.grad(loss, inputs)  # (B, T, F)
+    return gradient.norm(dim=2)  # (B, T)
+
+
+def align_by_steps_back(norms: torch.Tensor, lengths: torch.Tensor) -> GradientProfile:
+    """(B, T) per-step norms -> profile by steps_back = length - 1 - t, padding steps excluded."""
+    batch, steps = norms.shape
+    steps_back = torch.arange(steps, device=norms.device)  # (S,) with S = T before trimming
+    positions = (lengths.to(norms.device) - 1).unsqueeze(1) - steps_back.unsqueeze(0)  # (B, S): t of each steps_back
+    present = positions >= 0  # (B, S); False past the sequence start
+    gathered = norms.gather(1, positions.clamp(min=0)) * present  # (B, S)
+    counts = present.sum(dim=0)  # (S,)
+    deepest = int(lengths.max()) - 1
+    means = gathered.sum(dim=0) / counts.clamp(min=1)  # (S,)
+    return GradientProfile(norms=means[: deepest + 1].double().cpu(), counts=counts[: deepest + 1].cpu())
+
+
+def measure_profile(model: RecurrentClassifier, batch: Split) -> GradientProfile:
+    """Profile of `model` on `batch`, on CPU in float64 so 200-step decay cannot underflow float32."""
+    # A copy: the caller's model keeps its device and dtype. float64 keeps the fused kernels.
+    probe = copy.deepcopy(model).to(device="cpu", dtype=torch.float64)
+    with torch.enable_grad():
+        norms = input_gradient_norms(probe, batch.x, batch.lengths, batch.y)  # (B, T)
+    return align_by_steps_back(norms, batch.lengths)
+
+
+def first_sequences(split: Split, count: int = GRADIENT_SEQUENCES) -> Split:
+    return Split(x=split.x[:count], lengths=split.lengths[:count], y=split.y[:count])
+
+
+def profile_rows(initial: GradientProfile, trained: GradientProfile) -> list[dict[str, Any]]:
+    """Rows for plots/gradients/<variant>.json, one per steps_back."""
+    return [
+        {"steps_back": steps_back, "log10_grad_norm_init": round(init_log, 4),
+         "log10_grad_norm_trained": round(trained_log, 4), "sequences": int(count)}
+        for steps_back, (init_log, trained_log, count) in enumerate(
+            zip(initial.log10_norms, trained.log10_norms, trained.counts.tolist())
+        )
+    ]
+
+
+def profile_summary(profile: GradientProfile) -> dict[str, float]:
+    summary = {f"decades_{depth}": round(profile.decades(depth), 4) for depth in DECADE_DEPTHS}
+    summary["log10_norm_last"] = round(profile.log10_norms[0], 4)  # absolute scale: exploding shows here
+    return summary
+
+
+def gradient_report(trained_model: Classifier, seed: int, valid: Split) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics entry {init: {...}, trained: {...}, steps_back_max, sequences} and the plot rows.
+
+    An ensemble is profiled through its first member: each member has its own embedding, so there
+    is no single input to differentiate; its initial weights are member 0's of the seeded builder train used.
+    """
+    trained_model = members_of(trained_model)[0]
+    batch = first_sequences(valid)
+    # Two float64 forward/backward passes through every step: seconds for an LSTM, so a bar shows them.
+    with progress_bar(2, "gradient diagnostics", unit="model") as bar:
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+            untrained = members_of(initial_model(trained_model.spec, seed))[0]
+        initial = measure_profile(untrained, batch)
+        bar.update(1)
+        trained = measure_profile(trained_model, batch)
+        bar.update(1)
+    metrics = {
+        "init": profile_summary(initial),
+        "trained": profile_summary(trained),
+        # Depths beyond this are read at this step instead (shorter sequences than the depth).
+        "steps_back_max": len(trained.norms) - 1,
+        "sequences": len(batch),
+    }
+    return metrics, profile_rows(initial, trained)

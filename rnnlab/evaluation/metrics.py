@@ -1,0 +1,66 @@
+"""Classification metrics with the same keys for every model, and the per-example predictions file.
+
+Precision, recall and F1 are for the positive class when there are two classes and macro averages
+otherwise; ROC-AUC is one-vs-rest macro for more than two classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from rnnlab.core.files import atomic_path
+
+
+@dataclass(frozen=True)
+class EvaluationOutputs:
+    metrics: Path
+    predictions: Path  # per-example CSV: actual, predicted, p_<class>
+    gradients: Path | None = None  # plots JSON: log10 ||dL/dx_t|| by steps back
+    timings: Path | None = None  # machine-dependent tokens/s (not a DVC output)
+
+
+def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
+    predicted = probabilities.argmax(axis=1)
+    labels = list(range(len(class_names)))
+    binary = len(class_names) == 2
+    average = "binary" if binary else "macro"
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, predicted, labels=None if binary else labels, average=average, zero_division=0)
+    try:
+        roc_auc = skm.roc_auc_score(y, probabilities[:, 1]) if binary else skm.roc_auc_score(y, probabilities, multi_class="ovr", labels=labels)
+    except ValueError:  # a test set with a single class has no ROC curve
+        roc_auc = None
+    matrix = skm.confusion_matrix(y, predicted, labels=labels)
+    totals = matrix.sum(axis=1)
+    return {
+        "accuracy": float(skm.accuracy_score(y, predicted)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "roc_auc": None if roc_auc is None else float(roc_auc),
+        "per_class_accuracy": {name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)},
+        # confusion[actual][predicted]
+        "confusion": {actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)},
+    }
+
+
+PROBABILITY_DIGITS = 6
+
+
+def write_predictions(path: Path, y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> None:
+    """One row per test example: actual and predicted class, then each class's probability.
+
+    `dvc plots` draws the confusion matrix from the actual/predicted columns; `tools.review`
+    compares two revisions example by example from the same file.
+    """
+    predicted = probabilities.argmax(axis=1)
+    header = ",".join(["actual", "predicted", *(f"p_{name}" for name in class_names)])
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as handle:
+        handle.write(header + "\n")
+        for actual, guess, row in zip(y.tolist(), predicted.tolist(), probabilities.tolist()):
+            values = ",".join(f"{value:.{PROBABILITY_DIGITS}f}" for value in row)
+            handle.write(f"{class_names[actual]},{class_names[guess]},{values}\n")

@@ -1,0 +1,1 @@
+"""DVC experiments as studies: collecting them and their seed spreads, named presets, seed bands."""

@@ -1,0 +1,179 @@
+"""Collect finished DVC experiments into reports/studies.md and reports/studies.json.
+
+Not a DVC stage: experiments live in git refs (`refs/exps/...`), which DVC cannot track as a
+dependency. Run it after `dvc exp run` (or a drained `dvc queue`) has finished:
+
+    python -m tools.studies               # every experiment in this repository
+    python -m tools.studies NAME [NAME]   # only these
+
+Each experiment contributes the metrics files its run changed, and the params it changed against
+its baseline commit, written as the `dvc exp run -S ...` command that reproduces it. Runs that differ
+only in `train.seed` (the checked-out commit's own metrics count as one of them) are grouped into a
+seed spread: mean and sample standard deviation of test accuracy per variant, so a reviewer can tell
+which `dvc metrics diff` deltas are noise. Named experiment definitions (presets/*.yaml) are listed
+with their one short command, and the experiment a preset reproduces points at it.
+
+Experiment refs are local to the repository that ran them, so experiments already recorded in
+reports/studies.json whose refs are not here are kept as recorded. Each row says the environment it
+ran in: `reproducible` (runtime.reproducible, rnnlab/runtime/environment.py) or `earlier, unpinned` for runs
+made before that mode existed, whose bits depend on the machine. Seed spreads never mix the two.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnnlab.config.params import parse_params_yaml
+from rnnlab.core.errors import UserError
+from rnnlab.core.git import experiment_refs, git, show
+from rnnlab.experiments.presets import changed_params, setting
+
+SEED_KEY = "train.seed"
+# Every param that only reseeds a run: the IMDB study's, and the order task's (weights and data).
+SEED_KEYS = (SEED_KEY, "order.train.seed", "order.data.seed")
+HEAD_NAME = "(committed)"
+ROW_KEYS = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "epochs_trained",
+            "train_seconds_per_epoch", "parameters", "seed", "diverged", "environment")
+
+
+@dataclass
+class Run:
+    """One set of metrics files: an experiment, or the checked-out commit itself."""
+
+    name: str
+    baseline: str
+    commit: str
+    overrides: dict[str, Any]          # dotted param key -> value; "+key" adds, "~key" removes
+    metrics: dict[str, dict[str, Any]]  # variant -> the run's metrics JSON, changed files only
+    all_variants: list[str] = field(default_factory=list)  # the run's params variants (imdb study)
+    seed: Any = None                                          # the run's train.seed
+    recorded_command: str | None = None  # a run kept from reports/studies.json (its ref is not here)
+
+    @property
+    def environment(self) -> str:
+        """`reproducible` when every row was made in reproducible mode, else `earlier, unpinned`."""
+        modes = {bool((m.get("environment") or {}).get("reproducible")) for m in self.metrics.values()}
+        return "reproducible" if modes == {True} else "earlier, unpinned"
+
+    @property
+    def command(self) -> str:
+        if self.recorded_command is not None:
+            return self.recorded_command
+        settings = [arg for key, value in self.overrides.items() for arg in ("-S", shlex.quote(setting(key, value)))]
+        # A run that changed only some of its variants targeted their evaluate stages.
+        targets = [] if set(self.metrics) >= set(self.all_variants) else [f"evaluate@{v}" for v in sorted(self.metrics)]
+        return " ".join(["dvc exp run -n", shlex.quote(self.name), *settings, *targets])
+
+
+def metrics_at(repo: Path, commit: str) -> dict[str, dict[str, Any]]:
+    names = git("ls-tree", "--name-only", commit, "metrics/", cwd=repo).split()
+    return {Path(name).stem: json.loads(show(repo, commit, name)) for name in names if name.endswith(".json")}
+
+
+def params_at(repo: Path, commit: str) -> dict[str, Any]:
+    return parse_params_yaml(show(repo, commit, "params.yaml"), f"params.yaml at {commit[:7]}") or {}
+
+
+def run_seed(overrides: dict[str, Any], params: dict[str, Any]) -> Any:
+    """The seed a run changed (any of SEED_KEYS), else its train.seed: what its seed-spread row lists."""
+    changed = [overrides[key] for key in SEED_KEYS if key in overrides]
+    return changed[0] if changed else train_seed(params)
+
+
+def train_seed(params: dict[str, Any]) -> Any:
+    return (params.get("train") or {}).get("seed")
+
+
+def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
+    """The checked-out commit first, then each experiment (by name, or all of them)."""
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    head_metrics = metrics_at(repo, head)
+    head_params = params_at(repo, head)
+    runs = [Run(HEAD_NAME, head, head, {}, head_metrics, list(head_metrics), train_seed(head_params))]
+    found = experiment_refs(repo)
+    missing = sorted(set(names or ()) - {name for name, _, _ in found})
+    if missing:
+        known = ", ".join(sorted({name for name, _, _ in found})) or "(none)"
+        raise UserError(f"No experiment named {', '.join(missing)}; `dvc exp list -A` lists them. Known: {known}.")
+    for name, baseline, commit in sorted(found, key=lambda ref: ref[0]):
+        if names and name not in names:
+            continue
+        base_metrics, exp_metrics = metrics_at(repo, baseline), metrics_at(repo, commit)
+        exp_params = params_at(repo, commit)
+        changed = {v: m for v, m in exp_metrics.items() if base_metrics.get(v) != m}
+        overrides = changed_params(params_at(repo, baseline), exp_params)
+        runs.append(Run(name, baseline, commit, overrides, changed, list(exp_params.get("variants") or {}),
+                        run_seed(overrides, exp_params)))
+    return runs
+
+
+def recorded_runs(path: Path, present: set[str]) -> list[Run]:
+    """Experiments in an earlier reports/studies.json whose refs are not in this repository."""
+    if not path.is_file():
+        return []
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("experiments", [])
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise UserError(f"{path} is not a studies report ({error}); restore it with `git checkout {path}`.") from error
+    runs = []
+    for entry in recorded:
+        if entry["name"] in present or entry["name"] == HEAD_NAME:
+            continue
+        # The seed it changed, else the one its rows agree on (a recorded run keeps no params file).
+        seed = run_seed(entry["overrides"], {})
+        row_seeds = {row.get("seed") for row in entry["rows"].values()} - {None}
+        if seed is None and len(row_seeds) == 1:
+            seed = next(iter(row_seeds))
+        runs.append(Run(entry["name"], entry["baseline"], entry["commit"], entry["overrides"], entry["rows"],
+                        seed=seed, recorded_command=entry["command"]))
+    return runs
+
+
+def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
+    """Per group of runs equal but for their seeds (SEED_KEYS; one run per seed), mean ± std of each variant.
+
+    Runs of different environments (reproducible vs earlier, unpinned) are never grouped together,
+    nor runs that reseeded different things (train.seed vs the order task's seeds); a run that changed
+    no seed (the committed one, with its own seed) joins every group it matches otherwise.
+    """
+    def setting_key(run: Run) -> str:
+        rest = {key: value for key, value in run.overrides.items() if key not in SEED_KEYS}
+        return json.dumps({"overrides": rest, "environment": run.environment}, sort_keys=True)
+
+    def reseeded(run: Run) -> tuple[str, ...]:
+        return tuple(key for key in SEED_KEYS if key in run.overrides)
+
+    groups: dict[tuple[str, tuple[str, ...]], dict[int, Run]] = {}
+    for run in runs:
+        if reseeded(run):
+            groups.setdefault((setting_key(run), reseeded(run)), {}).setdefault(run.seed, run)  # the first run of a seed counts
+    for run in runs:
+        if not reseeded(run):
+            matching = [group for (setting, _keys), group in groups.items() if setting == setting_key(run)]
+            for group in matching or [groups.setdefault((setting_key(run), ()), {})]:
+                group.setdefault(run.seed, run)
+    spread = []
+    for (key, _reseeded), by_seed in groups.items():
+        if len(by_seed) < 2:
+            continue
+        group_setting = json.loads(key)
+        members = sorted(by_seed.values(), key=runs.index)  # in the order the runs were given
+        shared = set.intersection(*(set(run.metrics) for run in members))
+        for variant in sorted(shared):
+            accuracies = [run.metrics[variant]["accuracy"] for run in members]
+            spread.append({
+                "overrides": group_setting["overrides"],
+                "environment": group_setting["environment"],
+                "variant": variant,
+                "runs": [run.name for run in members],
+                "seeds": [run.seed for run in members],
+                "accuracies": accuracies,
+                "mean": statistics.fmean(accuracies),
+                "std": statistics.stdev(accuracies),
+            })
+    return spread

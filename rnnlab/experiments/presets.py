@@ -1,0 +1,163 @@
+"""Run a named, committed experiment definition (presets/<name>.yaml) as one `dvc exp run`.
+
+    python -m tools.preset strong                      # print the dvc command, then run it
+    python -m tools.preset strong --queue              # queue it instead (`dvc queue start` runs it)
+    python -m tools.preset strong --name s1 -S train.seed=1   # another name, extra overrides
+    python -m tools.preset strong --dry-run            # only print the command
+
+Not a DVC stage: a preset is an experiment on top of params.yaml, so the default `dvc repro` never
+runs it. A preset file holds `params` (a nested mapping merged into params.yaml; keys params.yaml
+lacks are added), `targets` (the stages to run), `experiment` (the default name) and `description`.
+The merged params are checked like params.yaml itself (rnnlab/config) before DVC is called, so a
+typo fails at once with a "did you mean".
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from rnnlab.config.fields import did_you_mean
+from rnnlab.config.params import Params, parse_params, parse_params_yaml
+from rnnlab.core.errors import ConfigError
+
+PRESETS_DIR = Path("presets")
+PIPELINE_FILE = Path("dvc.yaml")
+PRESET_KEYS = ("experiment", "description", "params", "targets")
+# Which params mapping a foreach stage iterates over, so a target `stage@variant` can be checked.
+TASK_OF_FOREACH = {"${variants}": "imdb", "${order.variants}": "order"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    experiment: str
+    description: str
+    params: dict[str, Any]
+    targets: list[str]
+
+
+def available(directory: Path = PRESETS_DIR) -> list[str]:
+    return sorted(path.stem for path in directory.glob("*.yaml"))
+
+
+def load_preset(name: str, directory: Path = PRESETS_DIR) -> Preset:
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        names = available(directory)
+        raise ConfigError(f"No preset '{name}' in {directory}/.{did_you_mean(name, names)} Presets: {', '.join(names) or '(none)'}.")
+    raw = parse_params_yaml(path.read_text(encoding="utf-8"), str(path))
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path} must be a mapping with keys {', '.join(PRESET_KEYS)}.")
+    for key in raw:
+        if key not in PRESET_KEYS:
+            raise ConfigError(f"Unknown key '{key}' in {path}.{did_you_mean(key, PRESET_KEYS)} Valid keys: {', '.join(PRESET_KEYS)}.")
+    params, targets = raw.get("params") or {}, raw.get("targets") or []
+    if not isinstance(params, Mapping) or not params:
+        raise ConfigError(f"{path}: 'params' must be a non-empty mapping of params.yaml sections.")
+    if not isinstance(targets, list) or not all(isinstance(target, str) for target in targets):
+        raise ConfigError(f"{path}: 'targets' must be a list of stage names, e.g. [evaluate@strong].")
+    return Preset(name, str(raw.get("experiment") or name), str(raw.get("description") or ""), dict(params), targets)
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def changed_params(base: dict[str, Any], new: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys whose value changed; a whole added (removed) key is prefixed with + (~)."""
+    changes: dict[str, Any] = {}
+    for key in sorted(set(base) | set(new), key=str):
+        path = f"{prefix}{key}"
+        if key not in new:
+            changes[f"~{path}"] = None
+        elif key not in base:
+            changes[f"+{path}"] = new[key]
+        elif isinstance(base[key], dict) and isinstance(new[key], dict):
+            changes.update(changed_params(base[key], new[key], f"{path}."))
+        elif base[key] != new[key]:
+            changes[path] = new[key]
+    return changes
+
+
+def setting(key: str, value: Any) -> str:
+    """A `-S` argument: the value in YAML flow style, as `dvc exp run -S` parses it."""
+    if key.startswith("~"):
+        return key
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
+
+
+def apply_setting(params: dict[str, Any], argument: str) -> dict[str, Any]:
+    """params with one `-S` argument applied, as DVC applies it: `key=value` changes a key that
+    exists, `+key=value` adds one, `~key` removes one."""
+    removing = argument.startswith("~")
+    key, separator, text = argument.lstrip("~").partition("=")
+    if not removing and not separator:
+        raise ConfigError(f"-S {argument}: expected key=value, +key=value or ~key.")
+    adding = key.startswith("+")
+    parts = key.lstrip("+").split(".")
+    result = copy.deepcopy(params)
+    node = result
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            if not adding:
+                raise ConfigError(f"-S {argument}: '{'.'.join(parts[: depth + 1])}' is not in params.yaml.")
+            node[part] = {}
+        node = node[part]
+    last = parts[-1]
+    if removing:
+        node.pop(last, None)
+    elif last not in node and not adding:
+        raise ConfigError(
+            f"-S {argument}: '{key}' is not in params.yaml.{did_you_mean(last, list(node))} Use -S +{key}=... to add it."
+        )
+    else:
+        node[last] = yaml.safe_load(text)
+    return result
+
+
+def foreach_tasks(pipeline_file: Path = PIPELINE_FILE) -> tuple[set[str], dict[str, str]]:
+    """dvc.yaml's plain stage names, and each foreach stage's task."""
+    stages = (yaml.safe_load(pipeline_file.read_text(encoding="utf-8")) or {}).get("stages", {})
+    plain = {name for name, stage in stages.items() if "foreach" not in stage}
+    grouped = {name: TASK_OF_FOREACH.get(str(stage["foreach"]), "") for name, stage in stages.items() if "foreach" in stage}
+    return plain, grouped
+
+
+def check_targets(targets: list[str], params: Params, pipeline_file: Path = PIPELINE_FILE) -> None:
+    plain, grouped = foreach_tasks(pipeline_file)
+    for target in targets:
+        stage, at, key = target.partition("@")
+        if not at and stage in plain | set(grouped):
+            continue
+        if at and stage in grouped:
+            variants = list(params.task(grouped[stage]).variants) if grouped[stage] else []
+            if key in variants:
+                continue
+            raise ConfigError(f"Target '{target}': no variant '{key}' for {stage}.{did_you_mean(key, variants)} Variants: {', '.join(variants)}.")
+        raise ConfigError(f"Target '{target}' is not a stage of {pipeline_file}.{did_you_mean(stage, sorted(plain | set(grouped)))}")
+
+
+def build_command(
+    preset: Preset, base: dict[str, Any], name: str | None = None, extra: list[str] | None = None, queue: bool = False,
+    pipeline_file: Path = PIPELINE_FILE,
+) -> list[str]:
+    """The `dvc exp run` argv for `preset` on top of the params mapping `base`, after checking it."""
+    merged = deep_merge(base, preset.params)
+    settings = [setting(key, value) for key, value in changed_params(base, merged).items()]
+    for argument in extra or []:
+        merged = apply_setting(merged, argument)
+    check_targets(preset.targets, parse_params(merged), pipeline_file)  # the whole merged file, as every stage checks it
+    arguments = [argument for each in [*settings, *(extra or [])] for argument in ("-S", each)]
+    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", name or preset.experiment, *arguments, *preset.targets]

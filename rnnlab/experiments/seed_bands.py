@@ -1,0 +1,125 @@
+"""Seed bands: each variant's test-accuracy mean and std over seeds -> reports/seed_bands.json.
+
+    python -m tools.seed_bands --run                # queue and run the missing seeds (0 1 2), then record
+    python -m tools.seed_bands                      # record from experiments that already finished
+    python -m tools.seed_bands --run --seeds 0 1 2 3 --jobs 2
+
+`tools.review` reads the file to tell a real change from seed noise. The seeds run the DVC way,
+as queued experiments of the checked-out commit (`dvc exp run --queue -n default-seed<N> -S
+train.seed=<N>`); the committed metrics count as the run of the commit's own seed. The bands are
+collected with rnnlab/experiments/collect.py's grouping: the commit plus its experiments whose only changed
+param is train.seed. Not a DVC output: it summarises experiments, not this commit's pipeline, so the
+reviewer commits it after refreshing it (docs/review.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rnnlab.core.errors import UserError
+from rnnlab.core.files import write_json
+from rnnlab.core.git import experiment_refs, git
+from rnnlab.core.pipeline import PIPELINE_FILE, workspace_paths
+from rnnlab.experiments import collect as experiments
+
+DEFAULT_SEEDS = (0, 1, 2)
+POLL_SECONDS = 30.0
+ACTIVE_STATUSES = ("Queued", "Running")
+
+
+def experiment_name(seed: int) -> str:
+    return f"default-seed{seed}"
+
+
+def run_dvc(args: list[str], repo: Path) -> str:
+    """Run `dvc ARGS` in `repo`; its failure becomes a one-line error with dvc's last line."""
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"`dvc {' '.join(args)}` failed: {message}")
+    return result.stdout
+
+
+def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
+    """Queue one experiment per seed besides the committed one and start the queue; return their names."""
+    names = []
+    for seed in seeds:
+        if seed == committed_seed:
+            continue  # the committed metrics are this seed's run
+        run_dvc(["exp", "run", "--queue", "-n", experiment_name(seed), "-S", f"{experiments.SEED_KEY}={seed}"], repo)
+        names.append(experiment_name(seed))
+    if names:
+        run_dvc(["queue", "start", "-j", str(jobs)], repo)
+    return names
+
+
+def active_tasks(status_output: str, names: list[str]) -> list[str]:
+    """Our experiment names that `dvc queue status` still lists as queued or running."""
+    active = []
+    for line in status_output.splitlines():
+        words = line.split()
+        if any(name in words for name in names) and any(status in words for status in ACTIVE_STATUSES):
+            active.extend(name for name in names if name in words)
+    return active
+
+
+def wait_for_queue(repo: Path, names: list[str], poll_seconds: float = POLL_SECONDS) -> None:
+    while active := active_tasks(run_dvc(["queue", "status"], repo), names):
+        print(f"seed_bands: waiting for {', '.join(active)} (`dvc queue logs <name>` shows progress)", flush=True)
+        time.sleep(poll_seconds)
+
+
+def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
+    """{commit, seeds, variants: {variant: {seeds, runs, accuracies, mean, std}}} of the checked-out commit.
+
+    Runs of the commit (its own metrics and its experiments) whose only changed param is
+    train.seed, optionally only those seeds. An experiment made on another commit counts only when
+    that commit's metrics are the checked-out ones (a docs-only commit since then changes no result).
+    """
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    head_metrics = experiments.metrics_at(repo, head)
+    same_results = functools.lru_cache(maxsize=None)(lambda commit: commit == head or experiments.metrics_at(repo, commit) == head_metrics)
+    runs = [run for run in experiments.collect(repo) if same_results(run.baseline)]
+    seed_runs = [run for run in runs if set(run.overrides) <= {experiments.SEED_KEY} and (seeds is None or run.seed in seeds)]
+    spread = [row for row in experiments.seed_spread(seed_runs) if row["overrides"] == {}]
+    if not spread:
+        seeds = sorted({run.seed for run in seed_runs}, key=str)
+        raise UserError(f"only seed(s) {', '.join(map(str, seeds)) or '(none)'} found for commit {head[:7]}: a band needs two "
+                         "or more; run the other seeds with `python -m tools.seed_bands --run`.")
+    variants = {row["variant"]: {key: row[key] for key in ("seeds", "runs", "accuracies", "mean", "std")} for row in spread}
+    return {
+        "commit": head,
+        "made_by": "python -m tools.seed_bands",
+        "seeds": sorted({seed for row in spread for seed in row["seeds"]}),
+        "variants": variants,
+    }
+
+
+def committed_seed(repo: Path) -> int:
+    params = experiments.params_at(repo, git("rev-parse", "HEAD", cwd=repo).strip())
+    return int(experiments.train_seed(params) or 0)
+
+
+def record_bands(repo: Path, seeds: list[int], out: Path | None = None, run: bool = False, jobs: int = 1) -> None:
+    """Optionally queue and run the missing seeds, then write the bands of the checked-out commit to
+    `out` (default: dvc.yaml's `seed_bands` var)."""
+    if len(set(seeds)) < 2:
+        raise UserError("a seed band needs two or more different seeds; pass e.g. `--seeds 0 1 2`.")
+    out = out or repo / workspace_paths(repo / PIPELINE_FILE).get("seed_bands", "reports/seed_bands.json")
+    if run:
+        names = queue_seeds(repo, seeds, committed_seed(repo), jobs)
+        wait_for_queue(repo, names)
+        head = git("rev-parse", "HEAD", cwd=repo).strip()
+        finished = {name for name, baseline, _ in experiment_refs(repo) if baseline == head}
+        failed = [name for name in names if name not in finished]
+        if failed:
+            raise UserError(f"experiment(s) {', '.join(failed)} did not finish; `dvc queue logs {failed[0]}` says why.")
+    bands = collect_bands(repo, seeds)
+    write_json(out, bands)
+    summary = ", ".join(f"{v} {100 * b['mean']:.2f} ± {100 * b['std']:.2f} %" for v, b in bands["variants"].items())
+    print(f"seed_bands: seeds {bands['seeds']} of {bands['commit'][:7]}: {summary} -> {out}")

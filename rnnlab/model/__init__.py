@@ -1,0 +1,1 @@
+"""One recurrent classifier for every task (the cell picked by `model.cell`), its parts and its checkpoints."""

@@ -1,0 +1,1 @@
+"""Test and benchmark helpers that ship with the library (no stage imports them): a synthetic IMDB archive."""

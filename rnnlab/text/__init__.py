@@ -1,0 +1,1 @@
+"""IMDB text: the archive, torchtext-legacy tokens, the vocabulary, fixed-length ids."""

@@ -1,0 +1,111 @@
+"""The per-epoch training history: logged with DVCLive while training runs, read back from its files.
+
+Layout of one variant's DVCLive directory (dvc.yaml `live` var, `<live>/<variant>/`):
+- `plots/metrics/<metric>.tsv`: a header `step<TAB><metric>`, then one line per finished epoch
+  (step = epoch number, 1-based). Written as each epoch ends, so `dvc plots show`, `dvc exp show`
+  and the VS Code DVC extension see a run while it trains. No timestamps: the files must have the
+  same bytes on a rerun (they are DVC outputs).
+- `metrics.json`: during training the latest epoch; when training ends, the epoch whose weights the
+  checkpoint holds (the best one, or the last with `train.keep: last`), with `step` = that epoch.
+
+`parse_metric_tsv` reads a metric file's text, so a caller can feed it `git show REV:<path>` output
+(`metric_file` gives the path); `read_history` reads a whole directory into one row per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rnnlab.core.errors import UserError
+
+if TYPE_CHECKING:  # the readers stay free of torch: a review tool can use them cheaply
+    from rnnlab.training.loop import EpochRecord
+
+# Logged every epoch, in this order; the names are EpochRecord's fields (all but `epoch`).
+HISTORY_METRICS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "grad_norm_mean", "grad_norm_max", "clip_fraction")
+STEP = "step"
+RERUN = "Rerun the train stage (`dvc repro`)."
+
+
+def metric_file(directory: Path | str, metric: str) -> Path:
+    """Where DVCLive keeps one metric's per-epoch values inside a variant's directory."""
+    return Path(directory) / "plots" / "metrics" / f"{metric}.tsv"
+
+
+def summary_file(directory: Path | str) -> Path:
+    return Path(directory) / "metrics.json"
+
+
+class EpochLog:
+    """DVCLive logger for one training run; the train stage passes `log_epoch` to engine.fit."""
+
+    def __init__(self, directory: Path) -> None:
+        from dvclive import Live  # imports DVC: only the train stage pays for it
+
+        # A fresh directory: files of an earlier run (e.g. a metric no longer logged) must not linger.
+        shutil.rmtree(directory, ignore_errors=True)
+        # dvcyaml=False: dvc.yaml declares these files itself. save_dvc_exp=False and report=None:
+        # nothing but the metric files is written, nothing touches git.
+        try:
+            self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None, monitor_system=False)
+        except Exception as error:  # DVCLive reads the git HEAD, and fails in a repository without commits
+            if type(error).__name__ != "SCMError":
+                raise
+            raise UserError(f"DVCLive could not read this git repository ({error}): commit once "
+                             "(`git add -A && git commit -m start`), then rerun `dvc repro`.") from error
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        self.live.step = record.epoch
+        for name in HISTORY_METRICS:
+            self.live.log_metric(name, getattr(record, name), timestamp=False)  # timestamps would break reruns
+        self.live.next_step()  # writes metrics.json with this epoch and tells VS Code a step finished
+
+    def finish(self, best: EpochRecord | None) -> None:
+        """Make metrics.json the best epoch's values (none if no epoch finished) and close the run."""
+        values = asdict(best) if best is not None else {}
+        epoch = values.pop("epoch", None)
+        self.live.summary = {**({STEP: epoch} if epoch is not None else {}), **values}
+        self.live.end()  # end() takes the step from the summary, so it stays the best epoch
+
+
+def parse_metric_tsv(text: str, metric: str, source: str = "metric file") -> list[tuple[int, float]]:
+    """(epoch, value) rows of one DVCLive metric file's text, in file order."""
+    reader = csv.DictReader(io.StringIO(text), delimiter="\t")
+    if reader.fieldnames is None or STEP not in reader.fieldnames or metric not in reader.fieldnames:
+        raise UserError(f"{source} is not a DVCLive history of {metric} (header {reader.fieldnames}). {RERUN}")
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            rows.append((int(row[STEP]), float(row[metric])))
+        except (TypeError, ValueError) as error:
+            raise UserError(f"{source} line {line} is not `step<TAB>value`: {error}. {RERUN}") from error
+    return rows
+
+
+def read_history(directory: Path | str) -> list[dict[str, Any]]:
+    """One row per finished epoch, {"epoch": n, <metric>: value, ...}, from a DVCLive directory.
+
+    An empty list when training stopped before the first epoch finished (divergence).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"training history not found at {directory}. {RERUN}")
+    rows: dict[int, dict[str, Any]] = {}
+    for metric in HISTORY_METRICS:
+        path = metric_file(directory, metric)
+        if not path.is_file():
+            continue
+        for epoch, value in parse_metric_tsv(path.read_text(encoding="utf-8"), metric, str(path)):
+            rows.setdefault(epoch, {"epoch": epoch})[metric] = value
+    return [rows[epoch] for epoch in sorted(rows)]
+
+
+def best_valid_accuracy(history: list[dict[str, Any]]) -> float | None:
+    values = [row["valid_accuracy"] for row in history if "valid_accuracy" in row and math.isfinite(row["valid_accuracy"])]
+    return max(values, default=None)

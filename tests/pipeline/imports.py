@@ -1,0 +1,52 @@
+"""Which project files a module runs: its imports, followed through the project's own packages.
+
+Every `import` and `from ... import` anywhere in a file counts (also inside functions: the stages
+import the torch-using library inside `main`, after configuring the runtime), so the walk is a
+superset of what any run imports. Only this repository's packages are followed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PROJECT_PACKAGES = ("rnnlab", "stages", "tools", "bench")
+
+
+def module_file(root: Path, module: str) -> Path | None:
+    """The file of a dotted project module (a package's __init__.py), or None outside the project."""
+    if module.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path, root: Path) -> set[str]:
+    """Dotted names of the project modules (and their parent packages) `path` imports directly."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            # `from package import module` imports a module, not a name
+            names.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if module_file(root, f"{node.module}.{alias.name}") is not None)
+    with_parents = {".".join(name.split(".")[:depth]) for name in names for depth in range(1, name.count(".") + 2)}
+    return {name for name in with_parents if module_file(root, name) is not None}
+
+
+def project_files(entry: Path, root: Path) -> set[Path]:
+    """Every project file `entry` runs, itself included, as paths relative to `root`."""
+    seen: set[Path] = set()
+    pending = [entry.resolve()]
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        pending += [module_file(root, name).resolve() for name in imported_modules(path, root)]
+    return {path.relative_to(root.resolve()) for path in seen}

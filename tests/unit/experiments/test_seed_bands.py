@@ -1,0 +1,100 @@
+"""rnnlab.experiments.seed_bands (tools.seed_bands): collecting the bands from experiment refs, and the queue it runs (dvc calls recorded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rnnlab.core.errors import UserError
+from rnnlab.experiments import seed_bands
+from tests.unit.experiments.test_studies import PARAMS, commit, experiment, git, with_changes
+from tools import seed_bands as seed_bands_tool
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> tuple[Path, str]:
+    git(tmp_path, "init", "-q")
+    baseline = commit(tmp_path, PARAMS, {"relu": 0.70, "tanh": 0.60}, "baseline")
+    return tmp_path, baseline
+
+
+def test_bands_from_the_commit_and_its_seed_experiments(repo: tuple[Path, str]) -> None:
+    path, baseline = repo
+    experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    experiment(path, baseline, "default-seed2", with_changes(train={"seed": 2}), {"relu": 0.68, "tanh": 0.64})
+    # Not seed noise: another param changed too, or another commit's experiment.
+    experiment(path, baseline, "lr-seed1", with_changes(train={"seed": 1, "lr": 0.01}), {"relu": 0.9, "tanh": 0.9})
+    older = baseline
+    newer = commit(path, with_changes(model={"readout": "mean"}), {"relu": 0.80, "tanh": 0.70}, "newer")
+    experiment(path, newer, "default-seed1", with_changes(model={"readout": "mean"}, train={"seed": 1}), {"relu": 0.82, "tanh": 0.72})
+    git(path, "checkout", "-q", older)
+    bands = seed_bands.collect_bands(path)
+    assert bands["commit"] == baseline and bands["seeds"] == [0, 1, 2]
+    assert set(bands["variants"]) == {"relu", "tanh"}
+    assert bands["variants"]["relu"]["accuracies"] == [0.70, 0.66, 0.68]
+    assert bands["variants"]["relu"]["mean"] == pytest.approx(0.68)
+    assert bands["variants"]["relu"]["std"] == pytest.approx(0.02)
+    assert bands["variants"]["relu"]["runs"] == ["(committed)", "default-seed1", "default-seed2"]
+    only_two = seed_bands.collect_bands(path, seeds=[0, 2])
+    assert only_two["variants"]["tanh"]["seeds"] == [0, 2]
+
+
+def test_a_commit_without_seed_runs_names_the_command(repo: tuple[Path, str]) -> None:
+    path, _ = repo
+    with pytest.raises(UserError, match=r"only seed\(s\) 0 found for commit \w{7}.*`python -m tools.seed_bands --run`"):
+        seed_bands.collect_bands(path)
+
+
+def test_run_queues_the_missing_seeds_waits_and_records(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path, baseline = repo
+    calls: list[list[str]] = []
+    statuses = iter([
+        "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Running\n5d6e7f8  default-seed2  10:00 AM   Queued\n",
+        "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Success\n5d6e7f8  default-seed2  10:00 AM   Running\n",
+        "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Success\n5d6e7f8  default-seed2  10:00 AM   Success\n",
+    ])
+
+    def fake_dvc(args: list[str], repo_path: Path) -> str:
+        calls.append(args)
+        if args[:2] == ["queue", "status"]:
+            return next(statuses)
+        if args[:2] == ["queue", "start"]:  # the queue "runs": the experiments appear as refs
+            experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+            experiment(path, baseline, "default-seed2", with_changes(train={"seed": 2}), {"relu": 0.68, "tanh": 0.64})
+        return ""
+
+    monkeypatch.setattr(seed_bands, "run_dvc", fake_dvc)
+    monkeypatch.setattr(seed_bands.time, "sleep", lambda seconds: None)
+    out = path / "reports" / "seed_bands.json"
+    seed_bands_tool.main(["--run", "--repo", str(path), "--out", str(out)])
+    queued = [args for args in calls if args[:3] == ["exp", "run", "--queue"]]
+    assert queued == [["exp", "run", "--queue", "-n", "default-seed1", "-S", "train.seed=1"],
+                      ["exp", "run", "--queue", "-n", "default-seed2", "-S", "train.seed=2"]]  # seed 0 is committed
+    assert calls.count(["queue", "status"]) == 3 and ["queue", "start", "-j", "1"] in calls
+    written = json.loads(out.read_text())
+    assert written["variants"]["tanh"]["std"] == pytest.approx(0.02) and written["commit"] == baseline
+
+
+def test_a_failed_experiment_is_named(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path, _ = repo
+    monkeypatch.setattr(seed_bands, "run_dvc", lambda args, repo_path: "")
+    with pytest.raises(UserError, match=r"default-seed1, default-seed2 did not finish; `dvc queue logs default-seed1`"):
+        seed_bands_tool.main(["--run", "--repo", str(path), "--out", str(path / "bands.json")])
+
+
+def test_one_seed_is_not_a_band(repo: tuple[Path, str]) -> None:
+    path, _ = repo
+    with pytest.raises(UserError, match="two or more different seeds"):
+        seed_bands_tool.main(["--seeds", "1", "1", "--repo", str(path)])
+
+
+def test_a_later_commit_with_the_same_results_keeps_the_seed_runs(repo: tuple[Path, str]) -> None:
+    path, baseline = repo
+    experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    (path / "NOTES.md").write_text("docs only\n")
+    git(path, "add", "-A")
+    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "docs")
+    bands = seed_bands.collect_bands(path)
+    assert bands["variants"]["relu"]["runs"] == ["(committed)", "default-seed1"]

@@ -1,0 +1,35 @@
+"""Markdown for a pull request: what a change did to every variant, and whether it is more than noise.
+
+    python -m tools.review [BASE] [HEAD] [--out review]   # defaults: main against the workspace
+
+BASE and HEAD are git revisions (branch, tag, sha, origin/main) or DVC experiment names; HEAD
+`workspace` (the default) reads the files on disk. docs/review.md says how to read the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rnnlab.comparison.review import build_report
+from rnnlab.comparison.revision import resolve
+from rnnlab.core.cli import run_cli
+from rnnlab.core.files import write_text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base", nargs="?", default="main", help="git revision or DVC experiment (default: main)")
+    parser.add_argument("head", nargs="?", default=None, help="git revision or DVC experiment (default: the workspace)")
+    parser.add_argument("--repo", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, default=Path("review"), help="folder for review.md and its PNG charts")
+    parser.add_argument("--artifact-url", help="where CI uploaded the charts: linked instead of embedding the PNGs")
+    args = parser.parse_args(argv)
+    base, head = resolve(args.repo, args.base), resolve(args.repo, args.head)
+    markdown, rows = build_report(base, head, args.out, args.artifact_url)
+    write_text(args.out / "review.md", markdown)
+    print(f"review: {len(rows)} variants compared -> {args.out / 'review.md'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
