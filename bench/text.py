@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 from bench.timing import Row, Table, seconds, time_interleaved, verdict
+from rnnlab.config.params import load_params
+from rnnlab.config.resolved import write_resolved
 from rnnlab.text.tokenize import tokenize
 from stages import preprocess, xy
 
@@ -25,22 +27,29 @@ def read_and_split(reviews: Path) -> int:
         return sum(len(json.loads(line)["text"].split()) for line in handle)
 
 
+def stage_arguments(reviews: Path, work: Path) -> list[list[str]]:
+    """preprocess and xy as `dvc repro` calls them, on this checkout's params.yaml (resolved into `work`)."""
+    resolved, prepared, vocab, arrays = work / "params", work / "prepared", work / "vocab.tsv", work / "xy"
+    if not resolved.is_dir():
+        write_resolved(load_params(), resolved)
+    return [
+        ["--params", str(resolved / "preprocess.json"), "--reviews", str(reviews), "--out", str(prepared), "--vocab", str(vocab)],
+        ["--params", str(resolved / "xy.json"), "--prepared", str(prepared), "--vocab", str(vocab), "--out", str(arrays)],
+    ]
+
+
 def run_stage_functions(reviews: Path, work: Path) -> None:
     """The two stages' mains, in this process, exactly as `dvc repro` calls them (minus interpreter start)."""
-    prepared, vocab, arrays = work / "prepared", work / "vocab.tsv", work / "xy"
+    preprocess_arguments, xy_arguments = stage_arguments(reviews, work)
     with contextlib.redirect_stdout(io.StringIO()):
-        preprocess.main(["--reviews", str(reviews), "--out", str(prepared), "--vocab", str(vocab)])
-        xy.main(["--prepared", str(prepared), "--vocab", str(vocab), "--out", str(arrays)])
+        preprocess.main(preprocess_arguments)
+        xy.main(xy_arguments)
 
 
 def run_stage_processes(reviews: Path, work: Path) -> None:
     """What a user waits for: two `python -m stages.*` processes, imports included."""
-    prepared, vocab, arrays = work / "prepared", work / "vocab.tsv", work / "xy"
-    for command in (
-        ["stages.preprocess", "--reviews", str(reviews), "--out", str(prepared), "--vocab", str(vocab)],
-        ["stages.xy", "--prepared", str(prepared), "--vocab", str(vocab), "--out", str(arrays)],
-    ):
-        subprocess.run([sys.executable, "-m", *command], check=True, stdout=subprocess.DEVNULL)
+    for module, arguments in zip(("stages.preprocess", "stages.xy"), stage_arguments(reviews, work)):
+        subprocess.run([sys.executable, "-m", module, *arguments], check=True, stdout=subprocess.DEVNULL)
 
 
 def tokenize_with_bytes_translate(text: str) -> list[str]:
@@ -53,7 +62,7 @@ def tokenize_with_bytes_translate(text: str) -> list[str]:
 def bench_text(reviews: Path, repeats: int, table: Table, with_processes: bool = True) -> None:
     if not reviews.is_file():
         table.add(Row("text", f"preprocess + xy: {reviews} missing", "skipped",
-                      target="see README: IMDB_ARCHIVE=... python -m stages.download --out data/reviews.jsonl"))
+                      target="see README: IMDB_ARCHIVE=... dvc repro download"))
         return
     with tempfile.TemporaryDirectory(prefix="rnnlab-bench-text-") as temporary:
         work = Path(temporary)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.params import load_params
 from rnnlab.core.cli import run_cli
 from rnnlab.reporting.results import write_report
 
@@ -17,7 +16,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timings", type=Path, help="directory of <variant>.json timings (machine-dependent)")
     parser.add_argument("--timings-out", type=Path, help="Markdown table of the timings (not a DVC output)")
     args = parser.parse_args(argv)
-    load_params()  # reads no params, but like every stage it rejects a broken params.yaml before any work
     write_report(args.metrics, args.out, args.timings, args.timings_out)
 
 

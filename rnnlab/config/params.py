@@ -31,9 +31,20 @@ ORDER_KEYS = ("data", "model", "train", "variants")
 
 @dataclass(frozen=True)
 class Variant:
+    """A task's baseline config with the variant's overrides applied."""
+
     name: str
     model: ModelConfig
     train: TrainConfig
+    task: str = IMDB_TASK
+    overrides: frozenset[str] = frozenset()  # "section.key" the variant sets itself, e.g. "model.activation"
+
+    def params_key(self, section: str, key: str) -> str:
+        """Where in params.yaml this variant's `section.key` is set: its own override, or the task's section."""
+        prefix = "" if self.task == IMDB_TASK else f"{self.task}."
+        if f"{section}.{key}" in self.overrides:
+            return f"{prefix}variants.{self.name}.{section}.{key}"
+        return f"{prefix}{section}.{key}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ def _override(base: Section, raw: Any, where: str) -> Any:
     return type(base).from_dict({**base.to_dict(), **(raw or {})}, where)
 
 
-def _parse_variants(raw: Any, model: ModelConfig, train: TrainConfig, where: str) -> dict[str, Variant]:
+def _parse_variants(raw: Any, task: str, model: ModelConfig, train: TrainConfig, where: str) -> dict[str, Variant]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -113,14 +124,15 @@ def _parse_variants(raw: Any, model: ModelConfig, train: TrainConfig, where: str
             raise ConfigError(f"{place} must be a mapping with 'model' and/or 'train' overrides.")
         _check_keys(overrides, ("model", "train"), place)
         variants[name] = Variant(name, _override(model, overrides.get("model"), f"{place}.model"),
-                                 _override(train, overrides.get("train"), f"{place}.train"))
+                                 _override(train, overrides.get("train"), f"{place}.train"), task,
+                                 frozenset(f"{section}.{key}" for section, keys in overrides.items() for key in keys or {}))
     return variants
 
 
 def _parse_task(name: str, raw: Mapping[str, Any], prefix: str) -> Task:
     model = ModelConfig.from_dict(raw.get("model"), f"{prefix}model")
     train = TrainConfig.from_dict(raw.get("train"), f"{prefix}train")
-    return Task(name, model, train, _parse_variants(raw.get("variants"), model, train, f"{prefix}variants"))
+    return Task(name, model, train, _parse_variants(raw.get("variants"), name, model, train, f"{prefix}variants"))
 
 
 def parse_params(raw: Any) -> Params:

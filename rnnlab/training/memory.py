@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnlab.config.params import Task, Variant
+from rnnlab.config.params import ORDER_TASK, Variant
 from rnnlab.config.sections import DataConfig, ModelConfig, TrainConfig
 from rnnlab.core.memory import FLOAT_BYTES, Need, Param, available_device_memory, available_memory, check_fits
 from rnnlab.model.spec import GATES, readout_size
@@ -77,31 +77,22 @@ def data_bytes(data_dir: Path) -> int:
     return sum(path.stat().st_size for path in files if path.is_file())
 
 
-def _place(task: Task, variant: Variant, section: str, key: str) -> str:
-    """Where a value is set: the variant's override if it changes the task's, else the task's section."""
-    prefix = task.params_prefix
-    base, own = getattr(task, section), getattr(variant, section)
-    if getattr(own, key) != getattr(base, key):
-        return f"{prefix}variants.{variant.name}.{section}.{key}"
-    return f"{prefix}{section}.{key}"
-
-
-def training_needs(task: Task, variant: Variant, meta: "Meta", data_dir: Path | None = None) -> list[Need]:
+def training_needs(variant: Variant, meta: "Meta", data_dir: Path | None = None) -> list[Need]:
     """What training `variant` needs, by contributor; `data_dir` adds the loaded arrays."""
     model, train = variant.model, variant.train
 
     def param(section: str, key: str) -> Param:
         config = {"model": ModelConfig, "train": TrainConfig}[section]
-        return Param(_place(task, variant, section, key), getattr(getattr(variant, section), key), getattr(config, key))
+        return Param(variant.params_key(section, key), getattr(getattr(variant, section), key), getattr(config, key))
 
-    if task.name == "order":
+    if variant.task == ORDER_TASK:
         length = Param("order.data.max_length", meta.sequence_length, DataConfig.fix_length)
     else:
         length = Param("data.fix_length", meta.sequence_length, DataConfig.fix_length)
     vocabulary = Param("data.vocab_size", meta.input_size, DataConfig.vocab_size)
     hidden, members, batch = param("model", "hidden_size"), param("model", "members"), param("train", "batch_size")
     # The lower layers' sizes grow the same contributors as hidden_size (judged against its default).
-    lower = Param(_place(task, variant, "model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
+    lower = Param(variant.params_key("model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
     counts = parameter_counts(model, meta.input_size, meta.num_classes, meta.sequence_length)
     weights = DEVICE_WEIGHT_COPIES * FLOAT_BYTES * model.members
     activations = activation_floats(model, meta.input_size, train.batch_size, meta.sequence_length)
@@ -128,9 +119,9 @@ def training_needs(task: Task, variant: Variant, meta: "Meta", data_dir: Path | 
     return [need for need in needs if need.bytes > 0]
 
 
-def check_training_fits(task: Task, variant: Variant, meta: "Meta", data_dir: Path, device: "torch.device") -> None:
+def check_training_fits(variant: Variant, meta: "Meta", data_dir: Path, device: "torch.device") -> None:
     """Refuse a variant whose weights, optimiser state and activations cannot fit (GPU and RAM on CUDA)."""
-    needs = training_needs(task, variant, meta, data_dir)
+    needs = training_needs(variant, meta, data_dir)
     purpose = f"to train {variant.name}"
     if device.type == "cuda":
         check_fits([need for need in needs if need.on_device], available_device_memory(device), f"GPU memory ({device})", purpose)

@@ -1,7 +1,8 @@
 """Train one variant: its seeded model, the loop, the checkpoint and the per-epoch history.
 
 The variant's config is its task's baseline `model`/`train` sections with the variant's overrides
-applied (params.yaml `variants`, or `order.variants` for the order task). The history is a DVCLive
+applied (params.yaml `variants`, or `order.variants` for the order task), as the params stage
+resolved it (rnnlab/config/resolved.py). The history is a DVCLive
 directory (rnnlab/training/history.py) that grows by one line per metric as each epoch ends.
 """
 
@@ -11,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlab.config.params import Task, Variant
+from rnnlab.config.params import Variant
 from rnnlab.data.arrays import load_meta, load_split
 from rnnlab.model.checkpoint import save_checkpoint
 from rnnlab.model.classifier import count_parameters, initial_model
@@ -35,14 +36,14 @@ def best_record(result: FitResult) -> EpochRecord | None:
     return next((record for record in result.history if record.epoch == result.best_epoch), None)
 
 
-def train_variant(task: Task, variant: Variant, data_dir: Path, outputs: TrainingOutputs) -> None:
+def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) -> None:
     device = setup_torch(variant.train.device, variant.train.threads)
     meta = load_meta(data_dir)
-    check_training_fits(task, variant, meta, data_dir, device)  # before any big allocation
+    check_training_fits(variant, meta, data_dir, device)  # before any big allocation
     train, valid = load_split(data_dir, "train"), load_split(data_dir, "valid")
     model = initial_model(ModelSpec.from_meta(variant.model, meta), variant.train.seed)
     print(
-        f"train {variant.name} ({task.name}): {variant.model.cell} hidden {variant.model.hidden_size}"
+        f"train {variant.name} ({variant.task}): {variant.model.cell} hidden {variant.model.hidden_size}"
         f"{f' x {variant.model.members} members' if variant.model.members > 1 else ''}, "
         f"{count_parameters(model):,} parameters, {len(train)} train / {len(valid)} valid, device {device}"
     )
@@ -51,7 +52,7 @@ def train_variant(task: Task, variant: Variant, data_dir: Path, outputs: Trainin
         result = fit(model, train, valid, variant.train, device, on_epoch=history.log_epoch)
         save_checkpoint(
             outputs.model, model, result.best_state,
-            {"variant": variant.name, "study": task.name, "train": variant.train.to_stored_dict(),
+            {"variant": variant.name, "study": variant.task, "train": variant.train.to_stored_dict(),
              "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device),
              "environment": result_environment(device)},
         )

@@ -70,7 +70,7 @@ def order_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list
 def test_the_branch_runs_every_order_stage_and_nothing_else(order_run: tuple[Path, str, list[str]]) -> None:
     _repo, output, variants = order_run
     ran = set(RUNNING_STAGE.findall(output))
-    expected = {"order_data"} | {f"order_{kind}@{variant}" for kind in ("train", "evaluate") for variant in variants}
+    expected = {"code", "params", "order_data"} | {f"order_{kind}@{variant}" for kind in ("train", "evaluate") for variant in variants}
     assert ran == expected, f"ran {sorted(ran)}, expected {sorted(expected)}"
     assert not [stage for stage in ran if stage.startswith(IMDB_STAGE_PREFIXES)]
 

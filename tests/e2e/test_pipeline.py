@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
 TIMING_KEYS = {"train_seconds_per_epoch", "train_tokens_per_second", "eval_tokens_per_second"}
 RESULT_ENVIRONMENT_KEYS = {"reproducible", "cross_vendor", "cpu_capability", "torch", "device"}
+# The code fingerprints and the params check come first, then the data stages.
+CHECK_STAGES = {"code", "params"}
 UPSTREAM_STAGES = {"download", "preprocess", "xy", "order_data"}
 TINY_PARAMS: dict[str, dict[str, Any]] = {
     "data": {"min_freq": 1, "vocab_size": 200, "fix_length": 30},
@@ -47,7 +49,7 @@ TINY_ORDER_PARAMS: dict[str, dict[str, Any]] = {
 COMMAND_TIMEOUT = 600
 REVIEWS_PER_FOLDER = 60  # 240 reviews: 96 train, 24 valid, 120 test
 FORCED_TARGETS = ("evaluate@relu", "order_evaluate@order_lstm")
-FORCED_STAGES = UPSTREAM_STAGES | {"train@relu", "evaluate@relu", "order_train@order_lstm", "order_evaluate@order_lstm"}
+FORCED_STAGES = CHECK_STAGES | UPSTREAM_STAGES | {"train@relu", "evaluate@relu", "order_train@order_lstm", "order_evaluate@order_lstm"}
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,17 @@ class PipelineRepo:
             GIT_COMMITTER_NAME="rnn-lab test", GIT_COMMITTER_EMAIL="test@example.invalid",
         )
 
-    def run(self, *args: str) -> Result:
+    def run(self, *args: str, check: bool = True) -> Result:
         cores = self.cores
         completed = subprocess.run(
             list(args), cwd=self.path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, timeout=COMMAND_TIMEOUT, preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
         )
-        assert completed.returncode == 0, f"{' '.join(args)} failed ({completed.returncode}):\n{completed.stdout}"
+        assert completed.returncode == 0 or not check, f"{' '.join(args)} failed ({completed.returncode}):\n{completed.stdout}"
         return Result(completed.stdout)
 
-    def dvc(self, *args: str) -> Result:
-        return self.run(sys.executable, "-m", "dvc", *args)
+    def dvc(self, *args: str, check: bool = True) -> Result:
+        return self.run(sys.executable, "-m", "dvc", *args, check=check)
 
     def git(self, *args: str) -> Result:
         return self.run("git", *args)
@@ -166,8 +168,28 @@ def labeled_only_download(second_repro: Result, repo: PipelineRepo) -> tuple[Res
     return download, repo.dvc("repro")
 
 
+def tracked_outputs(repo: PipelineRepo) -> dict[str, bytes]:
+    """Every file under the pipeline's output folders, by path."""
+    folders = ("data", "models", "metrics", "plots", "reports")
+    return {str(path.relative_to(repo.path)): path.read_bytes() for folder in folders
+            for path in sorted((repo.path / folder).rglob("*")) if path.is_file()}
+
+
 @pytest.fixture(scope="module")
-def forced_rerun(labeled_only_download: tuple, repo: PipelineRepo) -> tuple[dict, dict, Result]:
+def typo_then_fix(labeled_only_download: tuple, repo: PipelineRepo) -> tuple[dict, dict, Result, Result]:
+    """`dvc exp run -S train.lr=abc`'s params file, then the typo fixed: the outputs before, after, both runs."""
+    before = tracked_outputs(repo)
+    params = repo.path / "params.yaml"
+    good = params.read_text(encoding="utf-8")
+    params.write_text(good.replace("lr: 0.01", "lr: abc", 1), encoding="utf-8")
+    failed = repo.dvc("repro", check=False)
+    params.write_text(good, encoding="utf-8")
+    fixed = repo.dvc("repro")
+    return before, tracked_outputs(repo), failed, fixed
+
+
+@pytest.fixture(scope="module")
+def forced_rerun(typo_then_fix: tuple, repo: PipelineRepo) -> tuple[dict, dict, Result]:
     before = repo.metrics()
     # Forcing one variant per study also forces everything upstream of it (download ... xy,
     # order_data): every stage kind reruns, at half the cost of forcing all variants. On one core and
@@ -225,6 +247,13 @@ def test_labeled_only_archive_keeps_downstream_cached(labeled_only_download: tup
     assert repro.stages_run() == set() and "Data and pipelines are up to date" in repro.output
 
 
+def test_a_typo_in_params_stops_repro_before_any_output_is_removed(typo_then_fix: tuple) -> None:
+    before, after, failed, fixed = typo_then_fix
+    assert failed.stages_run() == {"params"} and "train.lr must be a number, got 'abc'" in failed.output
+    assert after == before  # every checkpoint, history, metrics file and array is still there, byte for byte
+    assert fixed.stages_run() == set()  # the fix restores: nothing to retrain
+
+
 def test_forced_rerun_on_cpu_gives_identical_outputs(forced_rerun: tuple, repo: PipelineRepo) -> None:
     before, after, result = forced_rerun
     assert result.stages_run() == FORCED_STAGES  # really rerun, not restored from the run cache
@@ -244,8 +273,8 @@ def test_changing_the_cell_reruns_only_train_and_evaluate(lstm_experiment: Resul
     imdb = variants_of(repo)["imdb"]
     expected = {f"{stage}@{variant}" for stage in ("train", "evaluate") for variant in imdb}
     ran = lstm_experiment.stages_run()
-    assert expected <= ran
-    assert ran - expected <= stages_reading_metrics(), ran - expected
+    assert expected | {"params"} <= ran  # the params stage checks the change first, then writes each variant's file
+    assert ran - expected - {"params"} <= stages_reading_metrics(), ran - expected
     assert not {name for name in ran if name in UPSTREAM_STAGES or name.startswith("order_")}
     assert all(repo.metrics()[variant]["cell"] == "lstm" for variant in imdb)
 

@@ -23,8 +23,8 @@ def test_push_then_fresh_clone_pulls_every_output_without_recomputing(tmp_path: 
     archive = make_archive(tmp_path / "archive.tar.gz", per_folder=20)
     origin = make_pipeline_repo(tmp_path / "origin", archive, variants=ONE_VARIANT, order_variants=ONE_ORDER_VARIANT)
     origin.run("remote", "add", "-d", "shared", str(tmp_path / "remote"))
-    # download, preprocess, xy, order_data, 2 x (train, evaluate), baseline, report, gradient_figure
-    assert len(stages_run(origin.run("repro").stdout)) == 11
+    # code, params, download, preprocess, xy, order_data, 2 x (train, evaluate), baseline, report, gradient_figure
+    assert len(stages_run(origin.run("repro").stdout)) == 13
     origin.commit("results")
     origin.run("push")
 

@@ -1,12 +1,14 @@
-"""The layout's rules: dvc.yaml's code deps cover every project file a stage runs (and nothing it does
-not), no stage imports another, nothing imports the tests, and importing the library changes nothing."""
+"""The layout's rules: each stage depends on the fingerprint of exactly the project files it runs, no
+stage imports another, nothing imports the tests, and importing the library changes nothing."""
 
 from __future__ import annotations
 
 import ast
 import json
+import modulefinder
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.pipeline.imports import imported_modules, project_files
+from rnnlab.core.imports import fingerprint, imported_modules
 
 ROOT = Path(__file__).resolve().parents[2]
-CODE_ROOTS = ("stages/", "rnnlab/")
-# Package markers every `python -m stages.x` loads; they hold a docstring only (checked below), so
-# they decide nothing and need no dependency entry.
-DOCSTRING_ONLY = (Path("stages/__init__.py"), Path("rnnlab/__init__.py"))
+CODE_ROOTS = ("stages", "rnnlab")
 
 
 def stage_definitions() -> dict[str, dict]:
@@ -35,27 +34,54 @@ def entry_file(command: str) -> Path:
     return Path(*tokens[2].split(".")).with_suffix(".py")
 
 
-def code_deps(stage: dict) -> list[str]:
-    return [dep for dep in stage["deps"] if dep.startswith(CODE_ROOTS)]
+def stage_modules() -> list[Path]:
+    return sorted(path for path in (ROOT / "stages").glob("*.py") if path.name != "__init__.py")
 
 
-def covered(path: Path, deps: list[str]) -> bool:
-    return any(path == Path(dep) or Path(dep) in path.parents for dep in deps)
-
-
-@pytest.mark.parametrize("name", sorted(stage_definitions()))
-def test_code_deps_cover_every_project_file_the_stage_runs(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(set(stage_definitions()) - {"code"}))
+def test_each_stage_depends_on_its_own_code_fingerprint_and_on_no_code_path(name: str) -> None:
     stage = stage_definitions()[name]
-    deps = code_deps(stage)
-    runs = project_files(ROOT / entry_file(stage["cmd"]), ROOT)
-    missing = sorted(str(path) for path in runs if not covered(path, deps) and path not in DOCSTRING_ONLY)
-    assert not missing, f"{name}: add to its deps in dvc.yaml (or import less): {missing}"
-    unused = [dep for dep in deps if not any(covered(path, [dep]) for path in runs)]
-    assert not unused, f"{name}: dvc.yaml lists code it never imports, so editing it reruns the stage for nothing: {unused}"
+    code_deps = [dep for dep in stage["deps"] if dep.startswith("${code}/")]
+    assert code_deps == [f"${{code}}/{entry_file(stage['cmd']).stem}.json"], name
+    assert not [dep for dep in stage["deps"] if dep.split("/")[0] in CODE_ROOTS], f"{name}: depend on its fingerprint instead"
+
+
+def test_the_code_stage_watches_every_file_a_stage_runs() -> None:
+    stage = stage_definitions()["code"]
+    assert sorted(stage["deps"]) == sorted(CODE_ROOTS)
+    for entry in stage_modules():
+        assert all(path.split("/")[0] in CODE_ROOTS for path in fingerprint(entry, ROOT)), entry
+
+
+@pytest.mark.parametrize("entry", stage_modules(), ids=lambda path: path.stem)
+def test_a_fingerprint_covers_what_modulefinder_finds(entry: Path) -> None:
+    """An independent walk (the standard library's bytecode scanner) finds no project file the fingerprint lacks."""
+    finder = modulefinder.ModuleFinder(path=[str(ROOT)])  # only this repository: third-party imports are not followed
+    finder.run_script(str(entry))
+    found = {Path(module.__file__).resolve().relative_to(ROOT).as_posix() for module in finder.modules.values()
+             if module.__file__ and Path(module.__file__).resolve().is_relative_to(ROOT)}
+    assert found and found <= set(fingerprint(entry, ROOT))
+
+
+def test_an_edit_changes_exactly_the_fingerprints_of_the_stages_that_run_the_file(tmp_path: Path) -> None:
+    for folder in CODE_ROOTS:
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def prints() -> dict[str, dict[str, str]]:
+        return {entry.stem: fingerprint(entry, tmp_path) for entry in sorted((tmp_path / "stages").glob("[!_]*.py"))}
+
+    before = prints()
+    with (tmp_path / "rnnlab/evaluation/metrics.py").open("a") as handle:
+        handle.write("\n# an edit\n")
+    with (tmp_path / "rnnlab/testing/archive.py").open("a") as handle:  # no stage runs it
+        handle.write("\n# an edit\n")
+    after = prints()
+    assert {name for name in before if before[name] != after[name]} == {"evaluate", "baseline"}
 
 
 def test_package_markers_hold_only_a_docstring() -> None:
-    for path in DOCSTRING_ONLY:
+    """Every `python -m stages.x` loads them: they must decide nothing."""
+    for path in (Path("stages/__init__.py"), Path("rnnlab/__init__.py")):
         body = ast.parse((ROOT / path).read_text(encoding="utf-8")).body
         assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), path
 

@@ -21,7 +21,8 @@ from rnnlab.text.prepare import preprocess
 from rnnlab.testing.archive import add_file, make_archive
 from rnnlab.text.tokenize import PAD
 from rnnlab.text.vocab import read_vocab
-from tests.support.stage_runner import assert_user_error, files_under, repo_params, run_stage, write_params
+from tests.support.stage_runner import (assert_user_error, files_under, outputs_under, repo_params, run_stage, stage_commands,
+                                        write_params)
 
 PER_FOLDER = 4  # 16 reviews: enough for every code path, fast to build and read
 
@@ -39,7 +40,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def run_download(archive: Path | str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     monkeypatch.setenv("IMDB_ARCHIVE", str(archive))
-    return run_stage("stages.download", ["--out", "data/reviews.jsonl"], capsys)
+    return run_stage(*stage_commands()["download"], capsys)
 
 
 def test_truncated_archive_is_a_clear_error_and_writes_nothing(tmp_path, workdir, monkeypatch, capsys):
@@ -48,7 +49,7 @@ def test_truncated_archive_is_a_clear_error_and_writes_nothing(tmp_path, workdir
     truncated.write_bytes(whole[: len(whole) // 2])
     code, _out, err = run_download(truncated, monkeypatch, capsys)
     assert_user_error(code, err, str(truncated), "truncated", "IMDB_ARCHIVE")
-    assert files_under(workdir) == {"params.yaml"}
+    assert outputs_under(workdir) == set()
 
 
 @pytest.mark.parametrize("content", [b"<html>Not Found</html>\n", gzip.compress(b"plain text, gzipped, no tar inside\n" * 40)],
@@ -58,7 +59,7 @@ def test_file_that_is_not_a_tar_gz_is_a_clear_error(tmp_path, workdir, monkeypat
     fake.write_bytes(content)
     code, _out, err = run_download(fake, monkeypatch, capsys)
     assert_user_error(code, err, str(fake), "not a readable .tar.gz")
-    assert files_under(workdir) == {"params.yaml"}
+    assert outputs_under(workdir) == set()
 
 
 @pytest.mark.parametrize("present, missing", [(("train",), "test"), (("test",), "train")])
@@ -66,7 +67,7 @@ def test_archive_without_a_split_names_the_missing_folder(tmp_path, workdir, mon
     archive = make_archive(tmp_path / "one_split.tar.gz", per_folder=PER_FOLDER, splits=present)
     code, _out, err = run_download(archive, monkeypatch, capsys)
     assert_user_error(code, err, f"aclImdb/{missing}/", "official layout")
-    assert files_under(workdir) == {"params.yaml"}
+    assert outputs_under(workdir) == set()
 
 
 def test_official_extras_are_ignored_and_the_output_is_byte_identical(tmp_path):
@@ -160,14 +161,14 @@ def test_member_not_named_id_rating_is_a_clear_error(tmp_path, workdir, monkeypa
     archive = archive_with(tmp_path, [(name, b"a review")])
     code, _out, err = run_download(archive, monkeypatch, capsys)
     assert_user_error(code, err, name, "<id>_<rating>.txt")
-    assert files_under(workdir) == {"params.yaml"}
+    assert outputs_under(workdir) == set()
 
 
 def test_imdb_archive_pointing_at_a_missing_file(tmp_path, workdir, monkeypatch, capsys):
     missing = tmp_path / "nowhere" / "aclImdb_v1.tar.gz"
     code, _out, err = run_download(missing, monkeypatch, capsys)
     assert_user_error(code, err, f"IMDB_ARCHIVE={missing}", "does not exist", "unset it")
-    assert files_under(workdir) == {"params.yaml"}
+    assert outputs_under(workdir) == set()
 
 
 def test_imdb_archive_pointing_at_a_directory(tmp_path, workdir, monkeypatch, capsys):
@@ -175,7 +176,7 @@ def test_imdb_archive_pointing_at_a_directory(tmp_path, workdir, monkeypatch, ca
     folder.mkdir()
     code, _out, err = run_download(folder, monkeypatch, capsys)
     assert_user_error(code, err, f"IMDB_ARCHIVE={folder}", "is a directory", "archive file itself")
-    assert files_under(workdir) == {"params.yaml"}
+    assert outputs_under(workdir) == set()
 
 
 def test_dot_slash_prefixed_members_are_read(tmp_path) -> None:

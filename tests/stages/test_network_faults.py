@@ -20,7 +20,8 @@ from rnnlab.config.sections import DownloadConfig
 from rnnlab.core.errors import UserError
 from rnnlab.text.fetch import cache_dir, download
 from rnnlab.testing.archive import make_archive
-from tests.support.stage_runner import assert_user_error, files_under, repo_params, run_stage, write_params
+from tests.support.stage_runner import (assert_user_error, files_under, outputs_under, repo_params, run_stage, stage_commands,
+                                        write_params)
 
 MAX_REQUESTS = 12  # the downloader makes at most 4 attempts per run; more means a retry loop gone wrong
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
@@ -209,7 +210,7 @@ def run_download_stage(tmp_path: Path, url: str, md5: str, capsys: pytest.Captur
     params["download"] = {"url": url, "md5": md5}
     write_params(work, params)
     monkeypatch.chdir(work)
-    code, _out, err = run_stage("stages.download", ["--out", "data/reviews.jsonl"], capsys)
+    code, _out, err = run_stage(*stage_commands()["download"], capsys)
     return code, err, work
 
 
@@ -218,7 +219,7 @@ def test_http_404_fails_at_once_naming_the_url_and_imdb_archive(tmp_path, serve,
     code, err, work = run_download_stage(tmp_path, server.url, hashlib.md5(archive_bytes).hexdigest(), capsys, monkeypatch)
     assert_user_error(code, err, "HTTP 404", server.url, "download.url", "IMDB_ARCHIVE")
     assert len(server.behaviour.requests) == 1  # a client error is not retried
-    assert files_under(work) == {"params.yaml"} and not server.destination.exists()
+    assert outputs_under(work) == set() and not server.destination.exists()
 
 
 def test_http_500_is_retried_then_fails_naming_imdb_archive(tmp_path, serve, archive_bytes, capsys, monkeypatch):
@@ -226,7 +227,7 @@ def test_http_500_is_retried_then_fails_naming_imdb_archive(tmp_path, serve, arc
     code, err, work = run_download_stage(tmp_path, server.url, hashlib.md5(archive_bytes).hexdigest(), capsys, monkeypatch)
     assert_user_error(code, err, "500", "after 4 attempts", "IMDB_ARCHIVE")
     assert len(server.behaviour.requests) == 4
-    assert files_under(work) == {"params.yaml"} and not server.destination.exists()
+    assert outputs_under(work) == set() and not server.destination.exists()
 
 
 def test_http_500_once_then_success(serve, archive_bytes):
@@ -247,7 +248,7 @@ def test_unreachable_host_says_imdb_archive_exists(tmp_path, cache, capsys, monk
     url = f"http://127.0.0.1:{port}/{ARCHIVE_NAME}"
     code, err, work = run_download_stage(tmp_path, url, "7c2ac02c03563afcf9b574c7e56c153a", capsys, monkeypatch)
     assert_user_error(code, err, url, "IMDB_ARCHIVE=/path/to/aclImdb_v1.tar.gz", "no internet")
-    assert files_under(work) == {"params.yaml"}
+    assert outputs_under(work) == set()
     assert not (cache / ARCHIVE_NAME).exists()
 
 

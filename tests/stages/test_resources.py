@@ -14,6 +14,7 @@ import resource
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rnnlab.data.arrays import Meta
 from rnnlab.text.encode import xy_needs
 from rnnlab.training import memory
 from tests.stages.test_training_faults import tiny_params, write_xy
-from tests.support.stage_runner import REPO, assert_user_error, files_under, repo_params, run_stage, stage_commands, write_params
+from tests.support.stage_runner import REPO, assert_user_error, files_under, outputs_under, repo_params, run_stage, stage_commands, write_params
 
 GiB = 2**30
 
@@ -98,7 +99,7 @@ def train_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def train_outputs(directory: Path) -> set[str]:
-    return {name for name in files_under(directory) if name != "params.yaml" and not name.startswith("data/")}
+    return {name for name in outputs_under(directory) if not name.startswith("data/")}
 
 
 def test_train_refuses_a_hidden_size_that_cannot_fit_before_building_the_model(train_workdir, capsys, monkeypatch):
@@ -131,13 +132,13 @@ def test_train_names_the_variant_override_and_the_batch_size(train_workdir, caps
 
 def test_train_on_cuda_checks_the_gpu_memory(monkeypatch):
     params = load_params(REPO / "params.yaml")
-    study, variant = params.find_variant("relu")
-    variant = type(variant)(variant.name, type(variant.model)(**{**variant.model.to_dict(), "hidden_size": 20_000}), variant.train)
+    _task, variant = params.find_variant("relu")
+    variant = replace(variant, model=replace(variant.model, hidden_size=20_000), overrides=variant.overrides | {"model.hidden_size"})
     meta = Meta(input_size=10_002, num_classes=2, class_names=("neg", "pos"), sequence_length=200)
     monkeypatch.setattr(memory, "available_device_memory", lambda device: 8 * GiB)
     monkeypatch.setattr(memory, "available_memory", lambda: 64 * GiB)
     with pytest.raises(UserError) as raised:
-        memory.check_training_fits(study, variant, meta, Path("missing"), torch.device("cuda", 0))
+        memory.check_training_fits(variant, meta, Path("missing"), torch.device("cuda", 0))
     message = str(raised.value)
     assert "variants.relu.model.hidden_size=20000" in message and "of GPU memory (cuda:0)" in message
     assert "but 8.0 GiB is available" in message
@@ -146,12 +147,12 @@ def test_train_on_cuda_checks_the_gpu_memory(monkeypatch):
 def test_every_configured_variant_fits_in_a_few_gib():
     """The checks must not refuse the project's own experiments (IMDB: 25k train/valid reviews)."""
     params = load_params(REPO / "params.yaml")
-    for study in params.tasks.values():
-        imdb = study.name == "imdb"
+    for task in params.tasks.values():
+        imdb = task.name == "imdb"
         meta = Meta(10_002 if imdb else 9, 2 if imdb else 4, ("a", "b"), 200 if imdb else 80)
-        for variant in study.variants.values():
-            total = sum(core_memory.breakdown(memory.training_needs(study, variant, meta)).values())
-            assert total < 4 * GiB, (variant.name, core_memory.breakdown(memory.training_needs(study, variant, meta)))
+        for variant in task.variants.values():
+            total = sum(core_memory.breakdown(memory.training_needs(variant, meta)).values())
+            assert total < 4 * GiB, (variant.name, core_memory.breakdown(memory.training_needs(variant, meta)))
 
 
 def test_available_memory_reads_cgroup_limits(tmp_path: Path):
@@ -187,10 +188,10 @@ def rss():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
 
-study, variant = load_params().find_variant("probe")
-estimate = sum(need.bytes for need in memory.training_needs(study, variant, load_meta(Path("xy")), Path("xy")))
+_task, variant = load_params().find_variant("probe")
+estimate = sum(need.bytes for need in memory.training_needs(variant, load_meta(Path("xy")), Path("xy")))
 baseline = rss()
-stages.train.main(["--variant", "probe", "--data", "xy", "--model", "m.pt", "--history", "live"])
+stages.train.main(["--params", "data/params/variants/probe.json", "--data", "xy", "--model", "m.pt", "--history", "live"])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"estimate": estimate, "growth": peak - baseline}))
 """
@@ -248,8 +249,8 @@ def test_duplicate_keys_at_any_depth_but_merge_keys_still_work():
     assert parse_params_yaml("base: &b {lr: 1}\nother:\n  <<: *b\n  lr: 2\n") == {"base": {"lr": 1}, "other": {"lr": 2}}
 
 
-@pytest.mark.parametrize("module, argv", [stage_commands()["xy"], ("tools.predict", ["--variant", "relu", "great film"])],
-                         ids=["xy", "predict"])
+@pytest.mark.parametrize("module, argv", [stage_commands()["params"], ("tools.predict", ["--variant", "relu", "great film"])],
+                         ids=["params", "predict"])
 def test_stages_run_directly_refuse_duplicate_keys(tmp_path, monkeypatch, capsys, module, argv):
     monkeypatch.chdir(tmp_path)
     text = (REPO / "params.yaml").read_text(encoding="utf-8")
@@ -257,7 +258,7 @@ def test_stages_run_directly_refuse_duplicate_keys(tmp_path, monkeypatch, capsys
                                           encoding="utf-8")
     code, out, err = run_stage(module, argv, capsys)
     assert_user_error(code, err, "params.yaml line", "duplicate key 'hidden_size' under 'model'", "Keep one of them.")
-    assert files_under(tmp_path) == {"params.yaml"} and out == ""
+    assert outputs_under(tmp_path) == set() and out == ""
 
 
 # --- a full disk --------------------------------------------------------------------------------

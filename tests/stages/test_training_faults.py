@@ -25,7 +25,8 @@ from rnnlab.data.arrays import save_split
 from rnnlab.model.checkpoint import load_checkpoint
 from rnnlab.runtime.torch_setup import resolve_device
 from rnnlab.training.history import HISTORY_METRICS, read_history
-from tests.support.stage_runner import REPO, assert_user_error, files_under, repo_params, run_stage, stage_commands, write_params
+from tests.support.stage_runner import (REPO, assert_user_error, outputs_under, repo_params, run_stage,
+                                        stage_commands, write_params)
 
 TINY_MODEL = {"cell": "rnn", "nonlinearity": "tanh", "embedding_dim": 8, "hidden_size": 8, "head_size": 8, "dropout": 0.0}
 VARIANTS = {
@@ -71,7 +72,7 @@ def run_variant(stage: str, variant: str, capsys: pytest.CaptureFixture[str]) ->
 
 def outputs(directory: Path) -> set[str]:
     """Everything a stage wrote (inputs excluded), temporary files included."""
-    return {name for name in files_under(directory) if name != "params.yaml" and not name.startswith("data/xy")}
+    return {name for name in outputs_under(directory) if not name.startswith("data/xy")}
 
 
 def trained_outputs(variant: str) -> set[str]:

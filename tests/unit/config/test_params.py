@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from rnnlab.config.params import load_params, parse_params
+from rnnlab.config.resolved import PREPROCESS_KEYS, XY_KEYS, read_variant, resolved_files, write_resolved
 from rnnlab.config.sections import DataConfig, DownloadConfig
 from rnnlab.core.errors import ConfigError
 
@@ -135,15 +136,11 @@ def test_variant_names_are_unique_across_studies() -> None:
         parse_params(raw)
 
 
-# --- dvc.yaml: each stage depends on exactly the params it reads ---------------------------------
+# --- each stage's resolved params hold exactly the values it reads ------------------------------
 
 
-def dvc_stages() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-
-
-def declared_params(stage: str) -> set[str]:
-    return set(dvc_stages()[stage]["params"])
+def resolved() -> dict[str, dict[str, Any]]:
+    return resolved_files(load_params(ROOT / "params.yaml"))
 
 
 def config_attributes_read(module_file: str) -> set[str]:
@@ -159,35 +156,49 @@ def field_names(section: type) -> set[str]:
     return {item.name for item in fields(section)}
 
 
-def test_download_declares_every_download_field() -> None:
-    assert declared_params("download") == {f"download.{name}" for name in field_names(DownloadConfig)}
+def test_download_gets_every_download_field_and_reads_them() -> None:
+    assert set(resolved()["download.json"]["download"]) == field_names(DownloadConfig)
     assert config_attributes_read("rnnlab/text/fetch.py") == field_names(DownloadConfig)
 
 
-XY_FIELDS = {"fix_length", "truncate", "pad"}
-
-
-def test_preprocess_declares_data_fields_except_the_xy_ones() -> None:
-    expected = field_names(DataConfig) - XY_FIELDS
-    assert declared_params("preprocess") == {f"data.{name}" for name in expected}
+def test_preprocess_gets_the_data_fields_except_the_xy_ones() -> None:
+    expected = field_names(DataConfig) - set(XY_KEYS)
+    assert set(resolved()["preprocess.json"]["data"]) == expected == set(PREPROCESS_KEYS)
     assert config_attributes_read("rnnlab/text/prepare.py") == expected
 
 
-def test_xy_declares_only_fix_length_and_truncate() -> None:
-    assert declared_params("xy") == {f"data.{name}" for name in XY_FIELDS}
-    assert config_attributes_read("rnnlab/text/encode.py") == XY_FIELDS
+def test_xy_gets_only_its_three_keys() -> None:
+    assert set(resolved()["xy.json"]["data"]) == set(XY_KEYS) == {"fix_length", "truncate", "pad"}
+    assert config_attributes_read("rnnlab/text/encode.py") == set(XY_KEYS)
 
 
-def test_train_and_evaluate_declare_their_task_sections() -> None:
-    stages = dvc_stages()
-    # Every stage that runs torch or BLAS math also declares the reproducible-math switch.
-    runtime = "runtime"
-    assert set(stages["train"]["do"]["params"]) == {"model", "train", "variants.${key}", runtime}
-    assert set(stages["order_train"]["do"]["params"]) == {"order.model", "order.train", "order.variants.${key}", runtime}
-    # evaluate rebuilds the model from its checkpoint; of params it reads only the device.
-    assert set(stages["evaluate"]["do"]["params"]) == {"train.device", "variants.${key}", runtime}
-    assert set(stages["order_evaluate"]["do"]["params"]) == {"order.train.device", "order.variants.${key}", runtime}
-    assert runtime in stages["baseline"]["params"]
+def test_each_variant_file_is_its_resolved_config_with_the_runtime() -> None:
+    files, params = resolved(), load_params(ROOT / "params.yaml")
+    for task in params.tasks.values():
+        for name, variant in task.variants.items():
+            content = files[f"variants/{name}.json"]
+            assert content["model"] == variant.model.to_dict() and content["train"] == variant.train.to_dict()
+            assert content["runtime"] == params.runtime.to_dict()
+            assert content["variant"] == {"name": name, "task": task.name, "overrides": sorted(variant.overrides)}
+        assert files[f"tasks/{task.name}.json"] == {"task": {"name": task.name, "variants": list(task.variants)}}
+    assert set(files["baseline.json"]) == {"baseline", "runtime"}
+
+
+def test_a_resolved_file_reads_back_as_the_params_gave_it(tmp_path: Path) -> None:
+    params = load_params(ROOT / "params.yaml")
+    write_resolved(params, tmp_path)
+    for task in params.tasks.values():
+        for name, variant in task.variants.items():
+            assert read_variant(tmp_path / "variants" / f"{name}.json") == (variant, params.runtime)
+
+
+def test_a_variant_knows_where_each_of_its_values_is_set() -> None:
+    params = parse_params(with_change("variants.relu.model.hidden_size", 64))
+    relu, order_rnn = params.find_variant("relu")[1], params.find_variant("order_rnn")[1]
+    assert relu.params_key("model", "hidden_size") == "variants.relu.model.hidden_size"
+    assert relu.params_key("train", "lr") == "train.lr"
+    assert order_rnn.params_key("model", "cell") == "order.variants.order_rnn.model.cell"
+    assert order_rnn.params_key("train", "lr") == "order.train.lr"
 
 
 def test_foreach_stages_cover_every_variant() -> None:

@@ -16,6 +16,8 @@ from rnnlab.core.errors import ConfigError
 from rnnlab.data.arrays import load_meta, load_split
 from rnnlab.order_task.generate import CLASS_NAMES, INDEX, SYMBOLS, generate
 from stages.order_data import main
+from tests.support.stage_runner import RESOLVED
+from tests.support.stage_runner import write_params as write_repo_params
 
 FILLER = [INDEX[symbol] for symbol in "abcd"]
 MARKERS = [INDEX["X"], INDEX["Y"]]
@@ -101,13 +103,13 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
 def write_params(directory: Path, **data: object) -> None:
     params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     params["order"]["data"].update(data)
-    (directory / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    write_repo_params(directory, params)
 
 
 def run_stage(directory: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as patch:
         patch.chdir(directory)
-        main(["--out", str(out)])
+        main(["--params", f"{RESOLVED}/order_data.json", "--out", str(out)])
 
 
 def test_stage_writes_the_shared_format_deterministically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,13 +1,15 @@
-"""Which project files a module runs: its imports, followed through the project's own packages.
+"""Which project files a stage runs: its imports, followed through the project's own packages.
 
 Every `import` and `from ... import` anywhere in a file counts (also inside functions: the stages
 import the torch-using library inside `main`, after configuring the runtime), so the walk is a
-superset of what any run imports. Only this repository's packages are followed.
+superset of what any run imports. Only this repository's packages are followed. The code stage
+(stages/code.py) fingerprints each stage's files, so a stage reruns exactly when code it runs changes.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
 PROJECT_PACKAGES = ("rnnlab", "stages", "tools", "bench")
@@ -50,3 +52,14 @@ def project_files(entry: Path, root: Path) -> set[Path]:
         seen.add(path)
         pending += [module_file(root, name).resolve() for name in imported_modules(path, root)]
     return {path.relative_to(root.resolve()) for path in seen}
+
+
+def fingerprint(entry: Path, root: Path) -> dict[str, str]:
+    """md5 of every project file `entry` runs (itself and its packages' __init__ files included), by path."""
+    entry = entry.resolve()
+    files = project_files(entry, root)
+    package = entry.parent
+    while (package / "__init__.py").is_file() and root.resolve() in package.parents:  # `python -m stages.x` loads stages/
+        files.add((package / "__init__.py").relative_to(root.resolve()))
+        package = package.parent
+    return {path.as_posix(): hashlib.md5((root / path).read_bytes()).hexdigest() for path in sorted(files)}
