@@ -1,0 +1,1 @@
+"""RNN Lab library code that does not depend on the pipeline stages."""

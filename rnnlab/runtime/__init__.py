@@ -1,0 +1,1 @@
+"""RNN Lab runtime support shared by the pipeline, importable without `stages`."""

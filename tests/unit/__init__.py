@@ -1,0 +1,1 @@
+"""Unit tests of self-contained library code (rnnlab/)."""
