@@ -6,8 +6,9 @@ float32 and float64 only (other dtypes keep ATen's):
   sequential FMA chain over k, so neither MKL's per-CPU code path nor the thread split matters;
 - tanh, sigmoid, exp, log, sqrt: ATen sends all but sigmoid to MKL's vector math library, which
   MKL_VERBOSE does not show (elementwise.h says why each is replaced);
-- with fused_recurrent, nn.RNN/LSTM/GRU.forward runs each layer as one C++ autograd node
-  (recurrent.py): same forward bits, ~1.2-2.5x faster steps, other gradient summation order.
+- with fused_recurrent (the default), nn.RNN/LSTM/GRU.forward runs each layer as one C++ autograd
+  node (recurrent.py): the same forward bits as torch's own loop on these kernels, gradients summed
+  in another (fixed) order, and train steps faster than unpinned torch's (bench/gemm_speed.py).
 
 Call it after `import torch` and before the first operation whose bits matter. It never raises:
 when the library can't be used, the status says why and torch's own kernels stay in place.
@@ -113,7 +114,8 @@ def _load() -> GemmStatus:
         return inactive(f"loading the library failed: {str(error).splitlines()[0]}")
     if version != NAME:
         return inactive(f"the library says {version!r}, this loader expects {NAME!r}")
-    return GemmStatus(True, NAME, ISA, None, False, built.path, built.compile_seconds, time.perf_counter() - started)
+    return GemmStatus(True, NAME, ISA, library=built.path, compile_seconds=built.compile_seconds,
+                      load_seconds=time.perf_counter() - started)  # fmt: skip
 
 
 def inactive(reason: str) -> GemmStatus:

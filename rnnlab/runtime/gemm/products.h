@@ -123,7 +123,7 @@ inline bool writable_in_place(const Tensor& out, const Tensor& a, const Tensor& 
 // The product into an already sized `out`, through a contiguous temporary when not in place.
 // self == nullptr: a plain product (beta = 0).
 inline void product(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor* self, const Scalar& beta_s,
-             const Scalar& alpha_s) {
+                    const Scalar& alpha_s) {
   if (out.numel() == 0) return;
   const Tensor target = writable_in_place(out, a, b, self) ? out : at::empty(out.sizes(), out.options());
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "rnnlab_gemm", [&] {
