@@ -11,7 +11,7 @@ from rnnlab.comparison.verdicts import (CHANGED, NO_CHANGE, SEED_FACTOR, WITHIN_
 from rnnlab.runtime.environment import describe_environment
 
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflow finds its earlier comment by this line
-ENVIRONMENT_KEYS_THAT_DECIDE_BITS = ("cpu_capability", "torch", "device", "gpu", "threads", "reproducible", "cross_vendor")
+ENVIRONMENT_KEYS_THAT_DECIDE_BITS = ("math", "cpu_capability", "torch", "libc", "device", "gpu", "threads", "reproducible", "cross_vendor")
 
 
 def percent(value: float | None) -> str:

@@ -14,7 +14,7 @@ import functools
 import re
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 from rnnlab.core.errors import ConfigError
 
@@ -126,6 +126,8 @@ def _annotations(section: type) -> dict[str, Any]:
 class Section:
     """Base for a params section: strict keys, typed values, each key's own rule, then `check`."""
 
+    RETIRED: ClassVar[dict[str, str]] = {}  # key -> what happened to it and what to do, for keys that are gone
+
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> "Section":
         if raw is None:
@@ -134,6 +136,8 @@ class Section:
             raise ConfigError(f"{where} must be a mapping of keys to values, got {type(raw).__name__}.")
         known = {field.name: field for field in fields(cls)}
         for key in raw:
+            if key in cls.RETIRED:
+                raise ConfigError(f"{where}.{key} {cls.RETIRED[key]}")
             if key not in known:
                 raise ConfigError(f"Unknown key '{where}.{key}' in params.yaml.{did_you_mean(key, known)} "
                                   f"Valid keys: {', '.join(known)}.")

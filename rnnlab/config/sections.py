@@ -8,7 +8,7 @@ several of its keys together (`check`). Field order is kept: checkpoints store t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rnnlab.config.fields import Section, require, setting
 
@@ -124,9 +124,8 @@ class TrainConfig(Section):
     keep: Literal["best", "last"] = setting("best", later=True)
     seed: int = setting(0, **NON_NEGATIVE)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # torch intra-op CPU threads for training; 0 = torch's default (one per core), or a fixed 2 at the
-    # runtime.cross_vendor level (MKL's COMPATIBLE GEMMs depend on the count). Tiny models (the order
-    # task's hidden 4) run several times slower with >1 thread on a busy CPU.
+    # torch intra-op CPU threads for training; 0 = torch's default (one per core). It changes no bit in
+    # reproducible mode. Tiny models (the order task's hidden 4) run several times slower with >1 thread.
     threads: int = setting(0, **NON_NEGATIVE, note="(0 = torch's default)")
 
 
@@ -146,8 +145,10 @@ class BaselineConfig(Section):
 class RuntimeConfig(Section):
     """How the math libraries run; read before torch loads (rnnlab/runtime/environment.py)."""
 
-    # Pin kernel ISAs, threads and dropout masks so the same params give the same bits on any x86-64
-    # CPU with AVX2 of one vendor (rnnlab/runtime/environment.py; cost: python -m bench --only repro).
+    RETIRED: ClassVar[dict[str, str]] = {
+        "cross_vendor": "was removed: reproducible mode now gives the same bits on Intel and AMD CPUs. Delete the line.",
+    }
+
+    # rnnlab's deterministic kernels, ATen pinned to AVX2, oneDNN off, vendor-neutral dropout: the same
+    # bits on any x86-64 CPU with AVX2+FMA, Intel or AMD, any thread count (rnnlab/runtime/environment.py).
     reproducible: bool = True
-    # Also MKL's COMPATIBLE branch, so Intel and AMD CPUs agree too: ~2-3x slower CPU training.
-    cross_vendor: bool = False

@@ -13,6 +13,9 @@ import hashlib
 from pathlib import Path
 
 PROJECT_PACKAGES = ("rnnlab", "stages", "tools", "bench")
+# Sources a Python module compiles and loads at run time (rnnlab/runtime/gemm builds its C++ this way):
+# they sit beside it, and they decide results as much as the Python does.
+COMPILED_SOURCES = (".cpp", ".h")
 
 
 def module_file(root: Path, module: str) -> Path | None:
@@ -55,11 +58,14 @@ def project_files(entry: Path, root: Path) -> set[Path]:
 
 
 def fingerprint(entry: Path, root: Path) -> dict[str, str]:
-    """md5 of every project file `entry` runs (itself and its packages' __init__ files included), by path."""
+    """md5 of every project file `entry` runs (itself, its packages' __init__ files and the C++ sources
+    beside any module it imports included), by path."""
     entry = entry.resolve()
     files = project_files(entry, root)
     package = entry.parent
     while (package / "__init__.py").is_file() and root.resolve() in package.parents:  # `python -m stages.x` loads stages/
         files.add((package / "__init__.py").relative_to(root.resolve()))
         package = package.parent
+    files |= {source.relative_to(root.resolve()) for path in list(files) for source in (root.resolve() / path).parent.iterdir()
+              if source.suffix in COMPILED_SOURCES}
     return {path.as_posix(): hashlib.md5((root / path).read_bytes()).hexdigest() for path in sorted(files)}

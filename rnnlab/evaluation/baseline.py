@@ -21,7 +21,7 @@ from rnnlab.config.sections import BaselineConfig
 from rnnlab.core.files import write_json
 from rnnlab.data.arrays import Split, load_meta, load_split
 from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
-from rnnlab.runtime.environment import result_environment
+from rnnlab.runtime.environment import BASELINE_MATH, is_reproducible, result_environment
 from rnnlab.runtime.timings import record_evaluation, record_training
 
 NAME = "linear_tfidf"
@@ -51,6 +51,10 @@ def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[
     return vectorizer, best[0], best[1], search
 
 
+def baseline_math() -> str:
+    return BASELINE_MATH if is_reproducible() else "numpy/scipy OpenBLAS: machine-dependent"
+
+
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
     """Fit on train, choose C on valid, score test once; write metrics and predictions like evaluate does."""
     meta = load_meta(data_dir)
@@ -77,7 +81,7 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
         "seed": 0,
         "cell": "linear",
         "gradient": None,  # no recurrence: nothing flows through time
-        "environment": result_environment(torch.device("cpu")),
+        "environment": result_environment(torch.device("cpu"), math=baseline_math()),
     }
     write_predictions(outputs.predictions, y, probabilities, meta.class_names)
     write_json(outputs.metrics, metrics)

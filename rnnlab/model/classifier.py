@@ -112,13 +112,36 @@ class RecurrentClassifier(nn.Module):
         return torch.cat([forward_last, outputs[..., hidden:].gather(1, first_index).squeeze(1)], dim=1)
 
 
+def orthogonal_(tensor: torch.Tensor) -> torch.Tensor:
+    """nn.init.orthogonal_ (gain 1) without LAPACK, whose QR runs MKL's per-CPU code (other bits on Intel).
+
+    The same draws (normal_ on the (rows, cols) matrix) and the same result in exact arithmetic: Q of
+    the QR factorisation with a positive diagonal in R, i.e. Gram-Schmidt on the columns, here in
+    float64 with a second pass against rounding ("twice is enough"). Products run on the GEMM of the
+    reproducible mode; norms of at most a few thousand elements are one serial sum.
+    """
+    rows, cols = tensor.shape[0], tensor.numel() // tensor.shape[0]
+    draws = tensor.new_empty((rows, cols)).normal_(0, 1).double()
+    columns = draws.t() if rows < cols else draws  # (n, k), n >= k: orthonormal columns
+    q = torch.zeros_like(columns)
+    for j in range(columns.shape[1]):
+        v = columns[:, j].clone()
+        for _ in range(2):
+            v -= q[:, :j] @ (q[:, :j].t() @ v)
+        q[:, j] = v / torch.linalg.vector_norm(v)
+    with torch.no_grad():
+        tensor.view(rows, cols).copy_(q.t() if rows < cols else q)
+    return tensor
+
+
 def keras_init(model: "RecurrentClassifier") -> None:
     """Keras's default initialisers, for reproducing Keras write-ups in PyTorch.
 
     Keras: Embedding U(-0.05, 0.05); input kernels glorot-uniform over (input, gates*units);
     recurrent kernels orthogonal over (units, gates*units); Dense glorot-uniform; biases zero; LSTM
     unit_forget_bias (forget-gate bias 1). Torch's weights are Keras's kernels transposed: the same
-    fans, and orthogonal_ on (gates*H, H) gives the orthonormal columns Keras's rows have.
+    fans, and orthogonal_ on (gates*H, H) gives the orthonormal columns Keras's rows have (this
+    module's orthogonal_: torch's without LAPACK).
     """
     with torch.no_grad():
         if model.embedding is not None:
@@ -129,7 +152,7 @@ def keras_init(model: "RecurrentClassifier") -> None:
                 if name.startswith("weight_ih"):
                     nn.init.xavier_uniform_(parameter)
                 elif name.startswith("weight_hh"):
-                    nn.init.orthogonal_(parameter)
+                    orthogonal_(parameter)
                 else:
                     nn.init.zeros_(parameter)
                     if model.config.cell == "lstm" and name.startswith("bias_ih"):

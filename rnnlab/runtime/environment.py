@@ -1,30 +1,31 @@
-"""Reproducible CPU math: the same params give the same bits on other machines.
+"""Reproducible CPU math: the same params give the same bits on every x86-64 CPU with AVX2 and FMA,
+Intel or AMD, whatever its number of cores and threads.
 
-Measured on this project's machines (`python -m bench --only repro`, docs/reproducibility.md),
-the same training gives other weights when any of these change:
-- ATen's kernel ISA (AVX-512 / AVX2 / none): vectorised kernels take other code paths, so an
-  AVX-512 machine and an AVX2-only one can drift apart;
-- oneDNN, which runs nn.LSTM on CPU: its result depends on its ISA *and* on the thread count;
+What decided the bits before this mode (measured, `python -m bench --only repro`, docs/reproducibility.md):
+- MKL, for every GEMM (and, out of MKL_VERBOSE's sight, tanh/exp/log/sqrt through its vector math
+  library): it picks its code path per processor, so Intel and AMD disagree, and on Intel the thread
+  count changes its bits;
+- oneDNN, which runs nn.LSTM on CPU: its result depends on its ISA and on the thread count;
+- ATen's kernel ISA (AVX-512 / AVX2 / none): vectorised kernels take other code paths;
 - dropout masks: torch's `bernoulli_` draws them with MKL's VSL generator on Intel CPUs and with
-  ATen's own generator elsewhere, so the model draws its masks itself (rnnlab/model/layers.py Dropout);
-- MKL's GEMM code path, chosen per processor. On AMD EPYC (measured) MKL runs one path whatever
-  MKL_ENABLE_INSTRUCTIONS allows and whatever the thread count; on Intel it picks AVX-512 kernels
-  where it can. Its conditional numerical reproducibility (CNR) makes Intel and AMD agree, but on
-  AMD it honours only the COMPATIBLE branch (MKL_VERBOSE prints `CNR:AUTO` for MKL_CBWR=AVX2),
-  which runs SSE2 code (~2-3x slower training), and CNR promises equal bits only for an equal
-  thread count (STRICT does not hold on that branch: a (20x8)x(8x8) GEMM gave 3 results for 1-3 threads).
+  ATen's own generator elsewhere.
 
-So there are two levels (params.yaml `runtime`):
-- reproducible (default): ATen pinned to AVX2, oneDNN off, MKL capped at AVX2 instructions,
-  vendor-neutral dropout. Same bits on every x86-64 CPU with AVX2 of one vendor, whatever its
-  generation or core count: with these pins the thread count changed no bit (bench, e2e test).
-- cross_vendor: also MKL's COMPATIBLE CNR branch, so Intel and AMD CPUs agree too, with the thread
-  count fixed (REPRODUCIBLE_THREADS unless train.threads says otherwise); ~2-3x slower.
+So `runtime.reproducible: true` (the default):
+- routes float32/float64 CPU math to rnnlab's own kernels (rnnlab/runtime/gemm): GEMMs whose every
+  output element is one sequential FMA chain, split over output tiles only; tanh, sigmoid, exp, log
+  and sqrt without MKL; nn.RNN/LSTM/GRU as fused layers. The same bits on any CPU with AVX2+FMA, any
+  thread count, and faster than torch's own kernels (bench);
+- switches oneDNN off and pins ATen's kernels to AVX2 (ATEN_CPU_CAPABILITY), so the remaining ATen
+  kernels run the same code everywhere;
+- the model draws dropout masks with torch.rand (rnnlab/model/layers.py Dropout);
+- pins numpy's OpenBLAS (the linear baseline) to one kernel family and one thread.
+Where the kernels cannot be used (no C++ compiler, a CPU without AVX2/FMA, CUDA), the stage says so,
+torch's own kernels run, and the metrics' environment stamp names the fallback.
 
 These libraries read their settings once, when they first load, so `configure()` must run before
 torch (or numpy, for the baseline's OpenBLAS) is imported: every entry point (stages/, tools/, bench)
 calls it with its validated params first and imports the torch-using library after. RNNLAB_REPRODUCIBLE
-and RNNLAB_CROSS_VENDOR (0|1) override the params (the benchmark compares the levels).
+(0|1) overrides the params (the benchmark compares the two).
 """
 
 from __future__ import annotations
@@ -39,21 +40,17 @@ from typing import Any
 from rnnlab.config.sections import RuntimeConfig
 
 SWITCH = "RNNLAB_REPRODUCIBLE"
-CROSS_VENDOR_SWITCH = "RNNLAB_CROSS_VENDOR"
-# torch/MKL threads when train.threads is 0 at the cross_vendor level: fixed, because MKL's COMPATIBLE
-# branch gives equal bits only for an equal thread count. Two: what this project's machines have. (At
-# the reproducible level the count changes no bit, measured: it follows the machine's cores.)
-REPRODUCIBLE_THREADS = 2
 # What the mode pins; each is read by its library when the library loads.
 REPRODUCIBLE_ENVIRONMENT = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen kernels: AVX2 on every machine that has it
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # belt and braces: oneDNN is switched off in setup (apply_torch_settings)
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # Intel AVX-512 CPUs run MKL's AVX2 kernels, as AVX2-only ones do
-    "OPENBLAS_CORETYPE": "Haswell",  # numpy/scipy's OpenBLAS (the baseline): one kernel family
+    # What MKL still does where the kernels cannot run (the fallback): AVX2 kernels on AVX-512 CPUs too.
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy/scipy's OpenBLAS (the baseline): one kernel family...
+    "OPENBLAS_NUM_THREADS": "1",  # ...and one thread, as its threads split sums (the baseline fits in ~1 s)
 }
-CROSS_VENDOR_ENVIRONMENT = {
-    "MKL_CBWR": "COMPATIBLE",  # the one CNR branch MKL honours on Intel and AMD processors alike
-}
+# What the linear baseline computes with, in reproducible mode (its environment stamp).
+BASELINE_MATH = "numpy/scipy OpenBLAS (Haswell kernels, 1 thread)"
 # cuBLAS needs this before CUDA starts for deterministic GEMMs; harmless without a GPU.
 CUDA_ENVIRONMENT = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
@@ -61,10 +58,9 @@ CUDA_ENVIRONMENT = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 @dataclass(frozen=True)
 class Mode:
     reproducible: bool = True
-    cross_vendor: bool = False  # implies reproducible
 
 
-_state: dict[str, Any] = {"mode": None, "configured_before_torch": None}
+_state: dict[str, Any] = {"mode": None, "configured_before_torch": None, "kernels": None}
 
 
 def _switch(name: str) -> bool | None:
@@ -73,15 +69,9 @@ def _switch(name: str) -> bool | None:
 
 
 def requested(config: RuntimeConfig | None = None) -> Mode:
-    """The mode asked for: the environment switches if set, else the params' `runtime` section (default: reproducible)."""
-    config = config or RuntimeConfig()
-
-    def setting(switch: str, value: bool) -> bool:
-        override = _switch(switch)
-        return value if override is None else override
-
-    cross_vendor = setting(CROSS_VENDOR_SWITCH, config.cross_vendor)
-    return Mode(reproducible=setting(SWITCH, config.reproducible) or cross_vendor, cross_vendor=cross_vendor)
+    """The mode asked for: RNNLAB_REPRODUCIBLE if set, else the params' `runtime` section (default: reproducible)."""
+    override = _switch(SWITCH)
+    return Mode(reproducible=(config or RuntimeConfig()).reproducible if override is None else override)
 
 
 def configure(config: RuntimeConfig | None = None) -> None:
@@ -96,8 +86,7 @@ def configure(config: RuntimeConfig | None = None) -> None:
         os.environ.setdefault(name, value)
     if not mode.reproducible:
         return
-    pinned = {**REPRODUCIBLE_ENVIRONMENT, **(CROSS_VENDOR_ENVIRONMENT if mode.cross_vendor else {})}
-    for name, value in pinned.items():
+    for name, value in REPRODUCIBLE_ENVIRONMENT.items():
         # A machine that sets OPENBLAS_CORETYPE does so because other kernels are broken there; keep it.
         if name == "OPENBLAS_CORETYPE" and name in os.environ:
             continue
@@ -124,8 +113,7 @@ def apply_torch_settings(device_type: str) -> list[str]:
         configure_cuda_determinism(torch)
     if not is_reproducible():
         return warnings
-    # oneDNN's LSTM kernels give other bits per ISA and per thread count; ATen's own RNN code
-    # (MKL GEMMs + ATen pointwise ops) does not. Measured cost: ~10% on the LSTM study, 0 on RNN/GRU.
+    # oneDNN's LSTM kernels give other bits per ISA and per thread count; the fused layers do not.
     torch.backends.mkldnn.enabled = False
     capability = torch.backends.cpu.get_cpu_capability()
     if not _state["configured_before_torch"]:
@@ -138,7 +126,18 @@ def apply_torch_settings(device_type: str) -> list[str]:
             f"warning: this CPU runs {capability} kernels, not AVX2: results are reproducible on this machine "
             "but may differ from those of AVX2 machines (the committed results)."
         )
+    if device_type == "cpu":
+        warnings += enable_kernels()
     return warnings
+
+
+def enable_kernels() -> list[str]:
+    """rnnlab's deterministic kernels in place of ATen's (rnnlab/runtime/gemm); a warning if they can't be."""
+    from rnnlab.runtime import gemm
+
+    status = gemm.enable()
+    _state["kernels"] = status
+    return [] if status.active else [f"warning: reproducible math is not available here: {status.fallback_reason}."]
 
 
 def configure_cuda_determinism(torch: Any) -> None:
@@ -161,26 +160,42 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def result_environment(device: Any) -> dict[str, Any]:
-    """What decides the bits of a result: in metrics JSON, so `dvc metrics diff` shows a change of it.
+def math_library(device_type: str) -> str:
+    """Who computes the products and the transcendental functions, as far as it decides the bits."""
+    if device_type == "cuda":
+        return "cuBLAS/cuDNN, deterministic algorithms"
+    if device_type != "cpu":
+        return f"torch on {device_type}"
+    if not is_reproducible():
+        return "torch (MKL, oneDNN): machine-dependent"
+    kernels = _state["kernels"]
+    if kernels is None:
+        return "torch (MKL): kernels not enabled"
+    if kernels.active:
+        return f"{kernels.name} ({kernels.isa}{', fused recurrent layers' if kernels.fused_recurrent else ''})"
+    return f"torch (MKL), fallback: {kernels.fallback_reason.split(';')[0]}"
 
-    The CPU model and the thread count are left out on purpose (see machine_environment): in
-    reproducible mode they do not change a single bit, and in metrics they would make every rerun on
-    another machine look like a change. At the cross_vendor level the thread count decides MKL's bits,
-    so it is recorded there.
+
+def result_environment(device: Any, math: str | None = None) -> dict[str, Any]:
+    """What decides a result's bits: in the metrics JSON, so `dvc metrics diff` shows a change of it.
+
+    The math library (rnnlab's kernels, or the fallback), ATen's kernel ISA, torch and the C library
+    (the scalar tails of ATen's vectorised loops call its exp/log), the device. Nothing that does not
+    decide the bits: the CPU model, its vendor and the thread count are recorded with the timings.
+    `math` names another math library (the linear baseline's numpy/scipy).
     """
     import torch
 
+    device_type = getattr(device, "type", str(device))
     environment = {
-        "reproducible": mode().reproducible,
-        "cross_vendor": mode().cross_vendor,
+        "reproducible": is_reproducible(),
+        "math": math or math_library(device_type),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "torch": str(torch.__version__),  # a str subclass that weights_only loading would refuse
-        "device": getattr(device, "type", str(device)),
+        "libc": " ".join(platform.libc_ver()) or "unknown",
+        "device": device_type,
     }
-    if environment["cross_vendor"]:
-        environment["threads"] = torch.get_num_threads()
-    if environment["device"] == "cuda":
+    if device_type == "cuda":
         environment["gpu"] = torch.cuda.get_device_name(device)
     return environment
 
@@ -198,11 +213,12 @@ def machine_environment() -> dict[str, Any]:
 
 
 def describe_environment(environment: dict[str, Any] | None) -> str | None:
-    """One short cell: `cpu, AVX2, torch 2.13.0, reproducible` (a GPU is named; threads where they decide bits)."""
+    """One short cell: `cpu, AVX2, rnnlab-gemm 1 (...), torch 2.13.0, reproducible` (a GPU is named)."""
     if not environment:
         return None
     parts = [environment.get("gpu") or environment.get("device", "?"), environment.get("cpu_capability", "?"),
-             *([f"{environment['threads']} threads"] if "threads" in environment else []),
+             *([environment["math"]] if "math" in environment else []),
+             *([f"{environment['threads']} threads"] if "threads" in environment else []),  # stamps before the kernels
              f"torch {environment.get('torch', '?')}",
              "cross-vendor reproducible" if environment.get("cross_vendor")
              else "reproducible" if environment.get("reproducible") else "not reproducible"]

@@ -20,16 +20,14 @@ def setup_torch(device_name: str, threads: int = 0) -> torch.device:
     creation, hence "first".
 
     Threads: the RNNLAB_THREADS environment variable wins, then `threads` (the train.threads param),
-    then torch's default of one per core, except at the cross_vendor level, where 0 means a fixed
-    environment.REPRODUCIBLE_THREADS: MKL's COMPATIBLE GEMMs give the same bits only for the same
-    thread count, so the count must not follow the machine's cores there (and is recorded with the result).
+    then torch's default of one per core. In reproducible mode the count changes no bit.
 
-    Random draws are seeded where they start (rnnlab.model.classifier.initial_model), not here.
+    Then the mode's torch settings, which in reproducible mode put rnnlab's kernels in place of ATen's
+    (rnnlab/runtime/environment.py). Random draws are seeded where they start
+    (rnnlab.model.classifier.initial_model), not here.
     """
     torch.set_flush_denormal(True)
     threads = int(os.environ.get("RNNLAB_THREADS") or threads)
-    if threads == 0 and environment.mode().cross_vendor:
-        threads = environment.REPRODUCIBLE_THREADS
     if threads > 0:
         torch.set_num_threads(threads)
     device = resolve_device(device_name)

@@ -22,5 +22,5 @@ def test_quick_benchmark_prints_its_table(tmp_path: Path) -> None:
                                cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=600)  # a hang guard; minutes on a loaded 2-core CPU
     assert completed.returncode == 0, completed.stderr
     for measurement in ("preprocess + xy", "pipeline step vs bare", "fused vs RNNCell loop", "flush on", "readout=concat",
-                        "head activation sigmoid", "reproducible mode, all cores vs one core"):
+                        "head activation sigmoid", "reproducible mode over threads, one core, MKL settings"):
         assert measurement in completed.stdout, measurement

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 CLASSES: tuple[type[nn.RNNBase], ...] = (nn.RNN, nn.LSTM, nn.GRU)
@@ -80,7 +79,10 @@ def fused_forward(self: nn.RNNBase, input: torch.Tensor, hx: Any = None) -> tupl
             finals.append(tuple(final))
         sequence = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
         if self.dropout and self.training and layer < self.num_layers - 1:
-            sequence = F.dropout(sequence, self.dropout, training=True)  # as torch's stacked layers
+            # Between stacked layers, as torch's own forward, but the mask from torch.rand: F.dropout's
+            # bernoulli_ draws with MKL's generator on Intel CPUs and ATen's elsewhere (as the model's Dropout).
+            keep = torch.rand(sequence.shape, dtype=sequence.dtype) >= self.dropout
+            sequence = sequence * (keep.to(sequence.dtype) / (1.0 - self.dropout))
     output = sequence.transpose(0, 1) if self.batch_first else sequence
     h_n = torch.stack([final[0] for final in finals])
     return output, ((h_n, torch.stack([final[1] for final in finals])) if lstm else h_n)

@@ -211,3 +211,19 @@ def test_parameter_count_matches_the_modules() -> None:
     rnn = HIDDEN * 6 + HIDDEN * HIDDEN + 2 * HIDDEN
     head = HIDDEN * CLASSES + CLASSES
     assert count_parameters(model) == embedding + rnn + head
+
+
+@pytest.mark.parametrize("shape", [(16, 4), (4, 16), (12, 12), (1024, 256)])
+def test_orthogonal_init_is_torchs_without_lapack(shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keras init's recurrent weights: the same draws and matrix as nn.init.orthogonal_, with no MKL QR."""
+    from rnnlab.model.classifier import orthogonal_
+
+    torch.manual_seed(0)
+    expected = torch.nn.init.orthogonal_(torch.empty(shape))
+    monkeypatch.setattr(torch.linalg, "qr", lambda *args, **kwargs: pytest.fail("LAPACK QR used"))
+    torch.manual_seed(0)
+    ours = orthogonal_(torch.empty(shape))
+    torch.testing.assert_close(ours, expected, rtol=0, atol=2e-6)
+    rows, cols = shape
+    gram = ours.t() @ ours if rows >= cols else ours @ ours.t()
+    torch.testing.assert_close(gram, torch.eye(min(shape)), rtol=0, atol=1e-5)

@@ -13,7 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from rnnlab.config.params import parse_params
 from rnnlab.config.sections import RuntimeConfig
+from rnnlab.core.errors import ConfigError
 from rnnlab.model.layers import Dropout, keep_mask
 from rnnlab.runtime import environment as runtime
 
@@ -31,7 +33,8 @@ setup_torch("cpu")
 print(json.dumps({{
     "capability": str(torch.backends.cpu.get_cpu_capability()),
     "mkl_cbwr": os.environ.get("MKL_CBWR"), "aten": os.environ.get("ATEN_CPU_CAPABILITY"),
-    "mkl_isa": os.environ.get("MKL_ENABLE_INSTRUCTIONS"), "cross_vendor": environment.mode().cross_vendor,
+    "mkl_isa": os.environ.get("MKL_ENABLE_INSTRUCTIONS"), "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+    "math": environment.math_library("cpu"),
     "onednn": torch.backends.mkldnn.enabled, "threads": torch.get_num_threads(),
     "reproducible": environment.is_reproducible(), "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
 }}))
@@ -45,7 +48,7 @@ def probe(tmp_path: Path, params: str | None = "runtime: {reproducible: true}\n"
     if params is not None:
         (tmp_path / "params.yaml").write_text(params, encoding="utf-8")
     env = {key: value for key, value in os.environ.items()
-           if key not in ("RNNLAB_THREADS", "RNNLAB_REPRODUCIBLE", "RNNLAB_CROSS_VENDOR", "MKL_CBWR",
+           if key not in ("RNNLAB_THREADS", "RNNLAB_REPRODUCIBLE", "MKL_CBWR", "OPENBLAS_NUM_THREADS",
                           "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
     env.update(PYTHONPATH=str(REPO), **environment)
     completed = subprocess.run([sys.executable, "-c", PROBE.format(before=before)], cwd=tmp_path, env=env,
@@ -53,34 +56,41 @@ def probe(tmp_path: Path, params: str | None = "runtime: {reproducible: true}\n"
     return json.loads(completed.stdout.strip().splitlines()[-1]), completed.stderr
 
 
-def test_reproducible_mode_pins_kernels_mkl_and_threads_before_torch_loads(tmp_path: Path) -> None:
+def test_reproducible_mode_pins_the_kernels_before_torch_loads_and_puts_rnnlabs_in_place(tmp_path: Path) -> None:
     settings, stderr = probe(tmp_path)
-    assert settings["reproducible"] is True and settings["cross_vendor"] is False
-    assert settings["aten"] == "avx2" and settings["mkl_isa"] == "AVX2"
-    assert settings["mkl_cbwr"] is None  # MKL's COMPATIBLE branch only at the cross_vendor level
+    assert settings["reproducible"] is True
+    assert settings["aten"] == "avx2" and settings["mkl_isa"] == "AVX2" and settings["openblas_threads"] == "1"
+    assert settings["mkl_cbwr"] is None  # MKL's slow COMPATIBLE branch is no longer needed
     if "avx2" in Path("/proc/cpuinfo").read_text():
         assert settings["capability"] == "AVX2"  # AVX-512 machines too: the pin took effect
-        assert "warning" not in stderr
+        assert settings["math"].startswith("rnnlab-gemm") and "warning" not in stderr
     assert settings["onednn"] is False  # oneDNN's LSTM bits depend on ISA and thread count
-    assert settings["threads"] == len(os.sched_getaffinity(0))  # one per core: the count changes no bit here
+    assert settings["threads"] == len(os.sched_getaffinity(0))  # one per core: the count changes no bit
     assert settings["cublas"] == ":4096:8"
 
 
 def test_the_switch_in_params_and_the_environment_override(tmp_path: Path) -> None:
     settings, _ = probe(tmp_path, params="runtime: {reproducible: false}\n")
     assert settings["reproducible"] is False and settings["mkl_isa"] is None and settings["onednn"] is True
+    assert settings["math"] == "torch (MKL, oneDNN): machine-dependent"
     settings, _ = probe(tmp_path, params="runtime: {reproducible: false}\n", RNNLAB_REPRODUCIBLE="1")
     assert settings["reproducible"] is True and settings["aten"] == "avx2"
-    settings, _ = probe(tmp_path, params="runtime: {reproducible: false, cross_vendor: true}\n")
-    assert settings["reproducible"] is True and settings["cross_vendor"] is True  # cross_vendor implies it
-    assert settings["mkl_cbwr"] == "COMPATIBLE"
-    settings, _ = probe(tmp_path, RNNLAB_CROSS_VENDOR="1")
-    assert settings["mkl_cbwr"] == "COMPATIBLE"
-    assert settings["threads"] == runtime.REPRODUCIBLE_THREADS  # fixed there: MKL's COMPATIBLE bits depend on it
     settings, _ = probe(tmp_path, params=None)  # no params.yaml: the default is on
     assert settings["reproducible"] is True
     settings, _ = probe(tmp_path, RNNLAB_THREADS="1")  # an explicit count wins (and is recorded)
     assert settings["threads"] == 1
+
+
+def test_a_machine_without_the_kernels_falls_back_and_says_so(tmp_path: Path) -> None:
+    settings, stderr = probe(tmp_path, RNNLAB_GEMM="0")
+    assert settings["math"] == "torch (MKL), fallback: RNNLAB_GEMM=0 in the environment"
+    assert "warning: reproducible math is not available here: RNNLAB_GEMM=0" in stderr
+
+
+def test_retired_cross_vendor_key_says_what_to_do() -> None:
+    with pytest.raises(ConfigError, match=r"runtime.cross_vendor was removed: reproducible mode now gives the same bits on "
+                                          r"Intel and AMD CPUs. Delete the line."):
+        parse_params({"runtime": {"reproducible": True, "cross_vendor": True}})
 
 
 def test_torch_imported_first_is_reported(tmp_path: Path) -> None:
@@ -91,10 +101,8 @@ def test_torch_imported_first_is_reported(tmp_path: Path) -> None:
 
 def test_requested_follows_the_params_unless_the_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(runtime.SWITCH, raising=False)
-    monkeypatch.delenv(runtime.CROSS_VENDOR_SWITCH, raising=False)
-    assert runtime.requested(RuntimeConfig(reproducible=False)) == runtime.Mode(reproducible=False, cross_vendor=False)
+    assert runtime.requested(RuntimeConfig(reproducible=False)) == runtime.Mode(reproducible=False)
     assert runtime.requested(None) == runtime.Mode()
-    assert runtime.requested(RuntimeConfig(reproducible=False, cross_vendor=True)) == runtime.Mode(True, True)
     monkeypatch.setenv(runtime.SWITCH, "off")
     assert runtime.requested(RuntimeConfig()).reproducible is False
 
@@ -120,7 +128,7 @@ def test_result_environment_names_the_gpu_on_cuda(monkeypatch: pytest.MonkeyPatc
     environment = runtime.result_environment(torch.device("cuda"))
     assert environment["device"] == "cuda" and environment["gpu"] == "NVIDIA H200"
     cpu = runtime.result_environment(torch.device("cpu"))
-    assert set(cpu) == {"reproducible", "cross_vendor", "cpu_capability", "torch", "device"}
+    assert set(cpu) == {"reproducible", "math", "cpu_capability", "torch", "libc", "device"}
     assert isinstance(cpu["torch"], str) and type(cpu["torch"]) is str  # plain str: weights_only loads it
 
 

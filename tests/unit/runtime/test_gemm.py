@@ -31,7 +31,7 @@ from torch import nn
 
 from rnnlab.runtime import gemm
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DTYPES = (torch.float32, torch.float64)
 SIZES = (0, 1, 2, 5, 6, 7, 13, 16, 17, 31, 33, 67)
 
@@ -348,6 +348,7 @@ def test_fused_forward_equals_torchs_loop_and_gradients_agree(index: int, dtype:
     directions = layer.num_layers * (2 if layer.bidirectional else 1)
     h0 = random(directions, 3, 5, dtype=dtype, seed=1)
     state = (h0, random(directions, 3, 5, dtype=dtype, seed=2)) if cls is nn.LSTM else h0
+    layer.train(not layer.dropout)  # the fused layers draw inter-layer dropout masks their own way (below)
     results = {}
     for fused in (True, False):
         gemm.enable(fused_recurrent=fused)
@@ -357,6 +358,19 @@ def test_fused_forward_equals_torchs_loop_and_gradients_agree(index: int, dtype:
     assert all(torch.equal(a, b) for a, b in zip(fused_values, loop_values))
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     assert all(torch.allclose(a, b, rtol=tolerance, atol=tolerance) for a, b in zip(fused_grads, loop_grads))
+
+
+def test_fused_inter_layer_dropout_masks_come_from_torch_rand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """F.dropout's bernoulli_ draws with MKL's generator on Intel CPUs: the fused layers never call it."""
+    monkeypatch.setattr(torch.Tensor, "bernoulli_", lambda *args, **kwargs: pytest.fail("bernoulli_ used"))
+    torch.manual_seed(0)
+    layer = nn.GRU(7, 5, num_layers=2, dropout=0.5, batch_first=True).train()
+    inputs = random(3, 9, 7)
+    torch.manual_seed(3)
+    first = layer(inputs)[0]
+    torch.manual_seed(3)
+    assert torch.equal(first, layer(inputs)[0])  # the same seed, the same masks
+    assert not torch.equal(first, layer.eval()(inputs)[0])  # and they do drop
 
 
 def test_fused_layer_leaves_other_calls_to_torch() -> None:
