@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,14 @@ from rnnlab.model.spec import ModelSpec
 
 
 def save_checkpoint(path: Path, model: Classifier, state_dict: dict[str, torch.Tensor], extra: dict[str, Any]) -> None:
+    # The plain data goes through its JSON text first: pickle stores one string object once and then
+    # refers to it, so equal dicts whose strings came from different places (an interned literal,
+    # YAML, JSON) would give other bytes, and another md5 in dvc.lock, for the same checkpoint.
+    metadata = json.loads(json.dumps({"config": model.spec.to_dict(), **extra}))
     # Save through a handle: given a path, torch names the zip's inner folder after the (random)
     # temporary file name, so identical weights would give different bytes and a new md5 in dvc.lock.
     with atomic_path(path) as temporary, temporary.open("wb") as handle:
-        torch.save({"state_dict": state_dict, "config": model.spec.to_dict(), **extra}, handle)
+        torch.save({"state_dict": state_dict, **metadata}, handle)
 
 
 def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Classifier, dict[str, Any]]:

@@ -29,7 +29,7 @@ IMDB_STAGE_PREFIXES = ("download", "preprocess", "xy", "train@", "evaluate@")
 TINY_ORDER_DATA = {"train_size": 64, "valid_size": 16, "test_size": 16, "min_length": 20, "max_length": 24,
                    "early_window": [2, 5], "late_window": [10, 15]}
 TINY_ORDER_TRAIN = {"epochs": 1, "batch_size": 32, "device": "cpu"}
-COMMAND_TIMEOUT = 300
+COMMAND_TIMEOUT = 900  # a hang guard: minutes on a loaded 2-core CPU
 
 
 def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:

@@ -48,7 +48,7 @@ TINY_ORDER_PARAMS: dict[str, dict[str, Any]] = {
 }
 # Two variants per task cover every stage kind (and keras init, on order_gru_fix) at half the processes.
 KEPT_VARIANTS = {"variants": ("relu", "tanh"), "order": ("order_lstm", "order_gru_fix")}
-COMMAND_TIMEOUT = 600
+COMMAND_TIMEOUT = 900  # a hang guard: minutes on a loaded 2-core CPU
 REVIEWS_PER_FOLDER = 60  # 240 reviews: 96 train, 24 valid, 120 test
 FORCED_TARGETS = ("evaluate@relu", "order_evaluate@order_lstm")
 FORCED_STAGES = CHECK_STAGES | UPSTREAM_STAGES | {"train@relu", "evaluate@relu", "order_train@order_lstm", "order_evaluate@order_lstm"}

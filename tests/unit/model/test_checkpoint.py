@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,3 +86,13 @@ def test_damaged_checkpoint_is_a_user_error(tmp_path: Path, damage: str) -> None
     damaged.write_bytes(contents[damage])
     with pytest.raises(UserError, match="damaged"):
         load_checkpoint(damaged)
+
+
+def test_the_bytes_do_not_depend_on_where_equal_strings_came_from(tmp_path: Path) -> None:
+    """An interned literal and the same text read from JSON are one pickled object or two: not in a checkpoint."""
+    model = trained_like_model()
+    literal = {"variant": "relu", "environment": {"torch": "2.13.0", "device": "cpu"}, "init": "torch"}
+    parsed = json.loads(json.dumps(literal))
+    save_checkpoint(tmp_path / "a.pt", model, model.state_dict(), literal)
+    save_checkpoint(tmp_path / "b.pt", model, model.state_dict(), parsed)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
