@@ -1,8 +1,8 @@
 """Seed bands: each variant's test-accuracy mean and std over seeds -> reports/seed_bands.json.
 
-    python -m tools.seed_bands --run                # queue and run the missing seeds (0 1 2), then record
+    python -m tools.seed_bands --run                # queue and run the missing seeds (0 to 9), then record
     python -m tools.seed_bands                      # record from experiments that already finished
-    python -m tools.seed_bands --run --seeds 0 1 2 3 --jobs 2
+    python -m tools.seed_bands --run --seeds 0 1 2 --jobs 2
 
 `tools.review` reads the file to tell a real change from seed noise (rnnlab/experiments/seed_bands.py).
 """

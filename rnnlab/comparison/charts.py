@@ -1,15 +1,33 @@
-"""The review's charts: per changed variant, validation accuracy per epoch and gradient flow, base vs head."""
+"""The review's charts: every variant's change in test accuracy with its intervals (deltas.png), and per
+changed variant, validation accuracy per epoch and gradient flow, base vs head."""
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from rnnlab.comparison.revision import Revision
 from rnnlab.comparison.sources import epoch_history, gradient_profile
-from rnnlab.reporting.figures import Panel, Series, panels_figure
+from rnnlab.comparison.verdicts import CHANGED, CHANGED_WITHOUT_BAND, Row
 
 BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
+DELTAS = "deltas.png"
+
+
+def draw_deltas(path: Path, rows: list[Row]) -> None:
+    """Each variant's head - base accuracy (points) with its test-sampling interval, over the range a reseed alone
+    covers 95 % of the time (grey, centred on 0); red: the variants judged changed."""
+    from rnnlab.reporting.figures import Interval, interval_figure  # matplotlib loads only when a chart is drawn
+
+    interval_figure(
+        [Interval(row.variant, 100 * row.comparison.difference, 100 * row.comparison.low, 100 * row.comparison.high,
+                  None if row.reseed_halfwidth is None else (-100 * row.reseed_halfwidth, 100 * row.reseed_halfwidth),
+                  row.verdict in (CHANGED, CHANGED_WITHOUT_BAND)) for row in rows],
+        "Δ test accuracy, head − base", "points", path, interval_label="Δ, test-sampling 95 % interval",
+        reference_label="a reseed alone, 95 %", highlight_label="changed (Holm)",
+    )
 
 
 def draw_variant_chart(path: Path, variant: str, sides: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]) -> None:
@@ -17,6 +35,8 @@ def draw_variant_chart(path: Path, variant: str, sides: list[tuple[str, list[dic
 
     `sides`: (label, history rows, gradient rows) for base then head; base gray, head blue.
     """
+    from rnnlab.reporting.figures import Panel, Series, panels_figure  # matplotlib loads only when a chart is drawn
+
     accuracy, gradient = [], []
     for (label, history, profile), color in zip(sides, (BASE_COLOR, HEAD_COLOR)):
         if history:
@@ -33,13 +53,54 @@ def draw_variant_chart(path: Path, variant: str, sides: list[tuple[str, list[dic
     ], path)
 
 
-def charts(out: Path, variants: list[str], base: Revision, head: Revision) -> list[str]:
-    """Draw one PNG per variant (base and head, whichever has it); return the file names."""
-    names = []
-    for variant in variants:
-        sides = [(f"{side} {revision.label}", epoch_history(revision, variant), gradient_profile(revision, variant))
-                 for side, revision in (("base", base), ("head", head))]
-        if any(history or profile for _, history, profile in sides):
-            draw_variant_chart(out / f"{variant}.png", variant, sides)
-            names.append(f"{variant}.png")
-    return names
+def variant_chart(out: Path, variant: str, base: Revision, head: Revision) -> str | None:
+    """Draw `variant`.png from both sides' history and gradient profile; its name, or None when neither side has any."""
+    sides = [(f"{side} {revision.label}", epoch_history(revision, variant), gradient_profile(revision, variant))
+             for side, revision in (("base", base), ("head", head))]
+    if not any(history or profile for _, history, profile in sides):
+        return None
+    draw_variant_chart(out / f"{variant}.png", variant, sides)
+    return f"{variant}.png"
+
+
+def start() -> None:
+    """The worker's first job: none; submitting it forks the worker now, before any thread starts."""
+
+
+class ChartDrawer:
+    """Draws the review's PNGs in a worker process beside this one, on the second core.
+
+    Each changed variant's chart is drawn as soon as that variant is known to differ, while this process
+    reads and compares the others (matplotlib, a second of imports, loads with the first chart; a review
+    where nothing changed never loads it): charts then add little to the review's wall time. Forked, so
+    nothing is pickled but the few rows a chart needs. Leaving the block early (a failed review) cancels
+    what has not started.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        # Forked before this process starts any thread (the trust checks' pool): forking a threaded process can deadlock.
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        self.pool.submit(start)
+        self.variant_jobs: dict[str, Future[str | None]] = {}
+        self.deltas_job: Future[None] | None = None
+
+    def __enter__(self) -> ChartDrawer:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def variant(self, variant: str, base: Revision, head: Revision) -> None:
+        self.variant_jobs[variant] = self.pool.submit(variant_chart, self.out, variant, base, head)
+
+    def deltas(self, rows: list[Row]) -> None:
+        """deltas.png, when any variant's predictions changed."""
+        if any(not row.identical for row in rows):
+            self.deltas_job = self.pool.submit(draw_deltas, self.out / DELTAS, rows)
+
+    def names(self, order: list[str]) -> list[str]:
+        """Wait for every chart; their file names, deltas.png first, then the variants in `order` (a worker's error
+        is raised here)."""
+        names = [DELTAS] if self.deltas_job is not None and self.deltas_job.result() is None else []
+        return names + [name for variant in order if variant in self.variant_jobs and (name := self.variant_jobs[variant].result())]

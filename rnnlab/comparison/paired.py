@@ -1,60 +1,83 @@
 """How far a difference in test accuracy between two models can come from test sampling alone.
 
-Both models predict the same test examples, so the comparison is paired: an example both get
-right (or both wrong) says nothing about which is better, only the discordant ones do. Two
-standard tools from scipy, both reported:
-- a paired bootstrap of the accuracy difference (resample test examples with replacement, the
-  same examples for both models; percentile 95 % interval, fixed seed so the report reproduces);
+Both models predict the same test examples, so the comparison is paired: an example both get right
+(or both wrong) says nothing about which is better, only the discordant ones do. Everything follows
+from three numbers, the two discordant counts and n, so it takes microseconds:
+- the 95 % interval of head - base accuracy is Newcombe's hybrid score interval for paired
+  proportions (Newcombe 1998, Statistics in Medicine 17:2635, method 10): Wilson intervals of the two
+  accuracies, combined with the pairs' correlation. It matches a paired bootstrap of the examples for
+  large counts (tests/unit/comparison checks it) and keeps its coverage for small ones;
 - McNemar's exact test: under "equally good", each discordant example favours either model with
   probability 1/2, so the count favouring the head is Binomial(discordant, 1/2).
+When the two test sets differ (a data change) nothing is paired: Newcombe's interval for independent
+proportions and a two-proportion z-test.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
-RESAMPLES = 10_000
-SEED = 0
 CONFIDENCE = 0.95
-# Resamples scipy evaluates at once: 25,000 test reviews x 250 float64 = 50 MB, not 2 GB for all 10,000.
-BATCH = 250
+Z = float(special.ndtri(1.0 - (1.0 - CONFIDENCE) / 2.0))
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Head minus base accuracy on the test set, with its sampling uncertainty."""
+    """Head minus base accuracy on the test set, with its test-sampling uncertainty."""
 
     difference: float
     low: float
     high: float
-    paired: bool               # False when the two revisions' test sets differ (independent resampling)
+    paired: bool               # False when the two revisions' test sets differ
     base_only_correct: int     # discordant examples the base gets right and the head wrong (McNemar's b)
     head_only_correct: int     # ... the head right and the base wrong (McNemar's c)
-    mcnemar_p: float | None    # None when unpaired
+    p_value: float             # McNemar's exact p when paired, a two-proportion z-test's otherwise
+    base_accuracy: float
+    head_accuracy: float
+    base_examples: int
+    head_examples: int
 
     @property
     def contains_zero(self) -> bool:
         return self.low <= 0.0 <= self.high
 
+    @property
+    def unpaired_variance(self) -> float:
+        """Binomial variance of the difference of two independent accuracies (used only when not paired)."""
+        return (self.base_accuracy * (1 - self.base_accuracy) / self.base_examples
+                + self.head_accuracy * (1 - self.head_accuracy) / self.head_examples)
 
-def difference_of_means(base: np.ndarray, head: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(head, axis=axis) - np.mean(base, axis=axis)
+
+def wilson(successes: float, n: float, z: float = Z) -> tuple[float, float]:
+    """Wilson score interval of a proportion."""
+    center = (successes + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(successes * (n - successes) / n + z * z / 4) / (n + z * z)
+    return center - half, center + half
 
 
-def bootstrap_interval(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool,
-                       resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
-    """Percentile interval of head - base accuracy; paired: both resampled with the same indices."""
-    base, head = np.asarray(base_correct, dtype=float), np.asarray(head_correct, dtype=float)
-    if paired and np.array_equal(base, head):
-        return 0.0, 0.0  # every resample gives 0; scipy would warn about a degenerate distribution
-    result = stats.bootstrap(
-        (base, head), difference_of_means, paired=paired, vectorized=True, n_resamples=resamples,
-        confidence_level=CONFIDENCE, method="percentile", batch=BATCH, rng=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+def newcombe_interval(head_correct: int, head_n: int, base_correct: int, base_n: int, phi: float) -> tuple[float, float]:
+    """Newcombe's hybrid score interval of head - base accuracy; phi is the pairs' correlation (0 unpaired)."""
+    head_p, base_p = head_correct / head_n, base_correct / base_n
+    head_low, head_high = wilson(head_correct, head_n)
+    base_low, base_high = wilson(base_correct, base_n)
+    below = math.sqrt(max(0.0, (head_p - head_low) ** 2 - 2 * phi * (head_p - head_low) * (base_high - base_p) + (base_high - base_p) ** 2))
+    above = math.sqrt(max(0.0, (head_high - head_p) ** 2 - 2 * phi * (head_high - head_p) * (base_p - base_low) + (base_p - base_low) ** 2))
+    difference = head_p - base_p
+    return difference - below, difference + above
+
+
+def paired_interval(both_correct: int, head_only: int, base_only: int, both_wrong: int) -> tuple[float, float]:
+    """95 % interval of head - base accuracy from the 2x2 table of paired outcomes."""
+    if head_only == base_only == 0:
+        return 0.0, 0.0  # the same outcome on every example: nothing varies under resampling
+    n = both_correct + head_only + base_only + both_wrong
+    margins = (both_correct + head_only) * (base_only + both_wrong) * (both_correct + base_only) * (head_only + both_wrong)
+    phi = (both_correct * both_wrong - head_only * base_only) / math.sqrt(margins) if margins else 0.0
+    return newcombe_interval(both_correct + head_only, n, both_correct + base_only, n, phi)
 
 
 def mcnemar_exact(base_only_correct: int, head_only_correct: int) -> float:
@@ -62,19 +85,34 @@ def mcnemar_exact(base_only_correct: int, head_only_correct: int) -> float:
     discordant = base_only_correct + head_only_correct
     if discordant == 0:
         return 1.0
-    return float(stats.binomtest(head_only_correct, discordant, 0.5, alternative="two-sided").pvalue)
+    return float(min(1.0, 2.0 * special.bdtr(min(base_only_correct, head_only_correct), discordant, 0.5)))
+
+
+def two_proportion_p(head_correct: int, head_n: int, base_correct: int, base_n: int) -> float:
+    pooled = (head_correct + base_correct) / (head_n + base_n)
+    scale = math.sqrt(pooled * (1 - pooled) * (1 / head_n + 1 / base_n))
+    difference = head_correct / head_n - base_correct / base_n
+    if scale == 0:
+        return 1.0 if difference == 0 else 0.0
+    return float(2.0 * special.ndtr(-abs(difference) / scale))
 
 
 def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = True) -> Comparison:
-    """Head minus base accuracy with a 95 % bootstrap interval and, when paired, McNemar's p-value."""
+    """Head minus base accuracy with its 95 % test-sampling interval and p-value."""
     base, head = np.asarray(base_correct, dtype=bool), np.asarray(head_correct, dtype=bool)
-    if paired and base.shape != head.shape:
+    if not len(base) or not len(head):
+        raise ValueError("a comparison needs test examples on both sides")
+    base_hits, head_hits = int(base.sum()), int(head.sum())
+    common = dict(base_accuracy=base_hits / len(base), head_accuracy=head_hits / len(head),
+                  base_examples=len(base), head_examples=len(head))
+    if not paired:
+        low, high = newcombe_interval(head_hits, len(head), base_hits, len(base), phi=0.0)
+        return Comparison(head_hits / len(head) - base_hits / len(base), low, high, False, 0, 0,
+                          two_proportion_p(head_hits, len(head), base_hits, len(base)), **common)
+    if base.shape != head.shape:
         raise ValueError("a paired comparison needs the same test examples on both sides")
-    low, high = bootstrap_interval(base, head, paired)
-    base_only = int(np.sum(base & ~head)) if paired else 0
-    head_only = int(np.sum(head & ~base)) if paired else 0
-    return Comparison(
-        difference=float(head.mean() - base.mean()), low=low, high=high, paired=paired,
-        base_only_correct=base_only, head_only_correct=head_only,
-        mcnemar_p=mcnemar_exact(base_only, head_only) if paired else None,
-    )
+    both = int(np.sum(base & head))
+    base_only, head_only = base_hits - both, head_hits - both
+    low, high = paired_interval(both, head_only, base_only, len(base) - both - base_only - head_only)
+    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only,
+                      mcnemar_exact(base_only, head_only), **common)

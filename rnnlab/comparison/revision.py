@@ -8,6 +8,8 @@ so its name resolves to a commit like any other revision.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -31,15 +33,28 @@ class Revision:
 
     @property
     def title(self) -> str:
-        return "workspace" if self.commit is None else f"`{self.label}` ({self.commit[:7]})"
+        if self.commit is None:
+            return "workspace"
+        if self.commit.startswith(self.label):  # named by its sha: once is enough
+            return f"`{self.commit[:7]}`"
+        return f"`{self.label}` ({self.commit[:7]})"
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """The file's bytes at this revision, or None when it does not exist there."""
+        if self.commit is None:  # the workspace can change between two reviews in one process: never cached
+            file = self.repo / path
+            return file.read_bytes() if file.is_file() else None
+        return _read_at_commit(self.repo, self.commit, path)
 
     def read_text(self, path: str) -> str | None:
         """The file's text at this revision, or None when it does not exist there."""
-        if self.commit is None:
-            file = self.repo / path
-            return file.read_text(encoding="utf-8") if file.is_file() else None
-        result = subprocess.run(["git", "show", f"{self.commit}:{path}"], cwd=self.repo, capture_output=True)
-        return result.stdout.decode("utf-8") if result.returncode == 0 else None
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8")
+
+    def md5(self, path: str) -> str | None:
+        """md5 of the file's bytes (what DVC 3 records in dvc.lock), or None when it does not exist."""
+        data = self.read_bytes(path)
+        return None if data is None else hashlib.md5(data).hexdigest()
 
     def read_json(self, path: str) -> Any:
         text = self.read_text(path)
@@ -60,6 +75,14 @@ class Revision:
                                     cwd=self.repo, capture_output=True, text=True)
             names = sorted(listed.stdout.split()) if listed.returncode == 0 else []
         return [str(PurePosixPath(directory) / name) for name in names if name.endswith(suffix)]
+
+
+@functools.lru_cache(maxsize=256)
+def _read_at_commit(repo: Path, commit: str, path: str) -> bytes | None:
+    # A commit's files never change, base and head are often the same commit, and several checks
+    # read the same file: one `git show` each.
+    result = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True)
+    return result.stdout if result.returncode == 0 else None
 
 
 def resolve(repo: Path, name: str | None) -> Revision:

@@ -1,10 +1,12 @@
 """Seed bands: each variant's test-accuracy mean and std over seeds -> reports/seed_bands.json.
 
-    python -m tools.seed_bands --run                # queue and run the missing seeds (0 1 2), then record
+    python -m tools.seed_bands --run                # queue and run the missing seeds (0 to 9), then record
     python -m tools.seed_bands                      # record from experiments that already finished
-    python -m tools.seed_bands --run --seeds 0 1 2 3 --jobs 2
+    python -m tools.seed_bands --run --seeds 0 1 2 --jobs 2
 
-`tools.review` reads the file to tell a real change from seed noise. The seeds run the DVC way,
+`tools.review` reads the file to tell a real change from seed noise: a band of k seeds has k - 1
+degrees of freedom, and the review's t-interval widens accordingly (t(2) = 4.30 for 3 seeds,
+t(9) = 2.26 for 10), so ten seeds make it twice as sharp as three. The seeds run the DVC way,
 as queued experiments of the checked-out commit (`dvc exp run --queue -n default-seed<N> -S
 train.seed=<N>`); the committed metrics count as the run of the commit's own seed. The bands are
 collected with rnnlab/experiments/collect.py's grouping: the commit plus its experiments whose only changed
@@ -27,7 +29,7 @@ from rnnlab.core.git import experiment_refs, git
 from rnnlab.core.pipeline import PIPELINE_FILE, workspace_paths
 from rnnlab.experiments import collect as experiments
 
-DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_SEEDS = tuple(range(10))
 POLL_SECONDS = 30.0
 ACTIVE_STATUSES = ("Queued", "Running")
 
@@ -46,14 +48,25 @@ def run_dvc(args: list[str], repo: Path) -> str:
 
 
 def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
-    """Queue one experiment per seed besides the committed one and start the queue; return their names."""
-    names = []
+    """Queue one experiment per seed the commit lacks and start the queue; return the names to wait for.
+
+    A seed is not queued again when its experiment already finished on this commit, or is still
+    queued or running (a rerun after an interrupted wait): DVC refuses a second experiment of the same
+    name on one baseline, and ten seeds take hours.
+    """
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    finished = {name for name, baseline, _ in experiment_refs(repo) if baseline == head}
+    pending = set(active_tasks(run_dvc(["queue", "status"], repo), [experiment_name(seed) for seed in seeds]))
+    names, queued = [], False
     for seed in seeds:
-        if seed == committed_seed:
-            continue  # the committed metrics are this seed's run
-        run_dvc(["exp", "run", "--queue", "-n", experiment_name(seed), "-S", f"{experiments.SEED_KEY}={seed}"], repo)
-        names.append(experiment_name(seed))
-    if names:
+        name = experiment_name(seed)
+        if seed == committed_seed or name in finished:
+            continue  # the committed metrics are this seed's run; or it ran already
+        if name not in pending:
+            run_dvc(["exp", "run", "--queue", "-n", name, "-S", f"{experiments.SEED_KEY}={seed}"], repo)
+            queued = True
+        names.append(name)
+    if queued:
         run_dvc(["queue", "start", "-j", str(jobs)], repo)
     return names
 
@@ -75,7 +88,10 @@ def wait_for_queue(repo: Path, names: list[str], poll_seconds: float = POLL_SECO
 
 
 def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
-    """{commit, seeds, variants: {variant: {seeds, runs, accuracies, mean, std}}} of the checked-out commit.
+    """{commit, seeds, variants: {variant: {seeds, runs, accuracies, mean, std, df}}} of the checked-out commit.
+
+    `std` is the sample standard deviation (n - 1) of `accuracies`, and `df` = its seeds - 1, the
+    degrees of freedom the review's t-interval uses.
 
     Runs of the commit (its own metrics and its experiments) whose only changed param is
     train.seed, optionally only those seeds. An experiment made on another commit counts only when
@@ -91,7 +107,8 @@ def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
         seeds = sorted({run.seed for run in seed_runs}, key=str)
         raise UserError(f"only seed(s) {', '.join(map(str, seeds)) or '(none)'} found for commit {head[:7]}: a band needs two "
                          "or more; run the other seeds with `python -m tools.seed_bands --run`.")
-    variants = {row["variant"]: {key: row[key] for key in ("seeds", "runs", "accuracies", "mean", "std")} for row in spread}
+    variants = {row["variant"]: {**{key: row[key] for key in ("seeds", "runs", "accuracies", "mean", "std")},
+                                 "df": len(row["accuracies"]) - 1} for row in spread}
     return {
         "commit": head,
         "made_by": "python -m tools.seed_bands",

@@ -1,8 +1,12 @@
-"""rnnlab.comparison (the statistics and the verdicts) and tools.review on small hand-made git repositories (fast, no training)."""
+"""tools.review on small hand-made git repositories (fast, no training): the report, the trust checks it
+shows, metrics against predictions, revisions with only confusion CSVs, and where the output goes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,84 +15,30 @@ import numpy as np
 import pytest
 import yaml
 
-from rnnlab.comparison import paired, verdicts
+from rnnlab.comparison import verdicts
 from rnnlab.comparison.render import MARKER
 from rnnlab.comparison.review import build_report
 from rnnlab.comparison.revision import resolve
+from rnnlab.core.cli import run_cli
 from rnnlab.core.errors import UserError
 from tools import review as review_tool
 
+ROOT = Path(__file__).resolve().parents[3]
 VARS = {"metrics": "metrics", "predictions": "plots/predictions", "history": "plots/history",
         "gradients": "plots/gradients", "timings": "reports/timings", "seed_bands": "reports/seed_bands.json"}
-ENVIRONMENT = {"reproducible": True, "cpu_capability": "AVX2", "torch": "2.13.0", "device": "cpu", "threads": 2}
+ENVIRONMENT = {"reproducible": True, "cpu_capability": "AVX2", "torch": "2.13.0", "device": "cpu"}
+ACTUAL = ["pos", "neg"] * 100
 
-
-# -- statistics -----------------------------------------------------------------------------------
-
-def test_bootstrap_interval_contains_the_true_difference() -> None:
-    rng = np.random.default_rng(1)
-    # Paired, correlated outcomes: the head fixes 12 % of the base's errors and breaks 2 % of its hits.
-    base = rng.random(4000) < 0.70
-    flip = rng.random(4000)
-    head = np.where(base, flip >= 0.02, flip < 0.12)
-    true_difference = 0.30 * 0.12 - 0.70 * 0.02  # +0.022
-    comparison = paired.compare(base, head)
-    assert comparison.low < true_difference < comparison.high
-    assert comparison.low > 0  # 4000 examples resolve a 2-point change
-    assert comparison.difference == pytest.approx(head.mean() - base.mean())
-    assert comparison.head_only_correct == int(np.sum(head & ~base)) and comparison.paired
-
-
-def test_bootstrap_is_reproducible_and_pairing_narrows_the_interval() -> None:
-    rng = np.random.default_rng(2)
-    base = rng.random(1000) < 0.6
-    head = base.copy()
-    head[:30] = ~head[:30]
-    first, second = paired.compare(base, head), paired.compare(base, head)
-    assert (first.low, first.high) == (second.low, second.high)  # fixed seed: the report reproduces
-    unpaired = paired.compare(base, head, paired=False)
-    # Pairing removes the shared per-example variance: the paired interval is far narrower.
-    assert (first.high - first.low) < 0.5 * (unpaired.high - unpaired.low)
-    assert unpaired.mcnemar_p is None
-
-
-def test_identical_outcomes_give_a_zero_interval_and_p_one() -> None:
-    outcomes = np.array([True, False, True, True])
-    comparison = paired.compare(outcomes, outcomes)
-    assert (comparison.low, comparison.high, comparison.mcnemar_p) == (0.0, 0.0, 1.0)
-    assert comparison.contains_zero
-
-
-def test_mcnemar_exact_on_a_known_table() -> None:
-    # 1 vs 9 discordant pairs: p = 2 * P(X <= 1 | n=10, 1/2) = 2 * 11 / 1024.
-    assert paired.mcnemar_exact(1, 9) == pytest.approx(22 / 1024)
-    assert paired.mcnemar_exact(9, 1) == pytest.approx(22 / 1024)
-    assert paired.mcnemar_exact(5, 5) == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize(("unchanged", "low", "high", "difference", "std", "expected"), [
-    (True, 0.0, 0.0, 0.0, 0.02, verdicts.NO_CHANGE),
-    (False, -0.01, 0.03, 0.01, 0.02, verdicts.WITHIN_TEST_SAMPLING),
-    (False, 0.01, 0.05, 0.03, 0.02, verdicts.WITHIN_SEED_NOISE),      # 3 points <= 2 x 2 points
-    (False, 0.03, 0.07, 0.05, 0.02, verdicts.CHANGED),                # 5 points > 2 x 2 points
-    (False, -0.07, -0.03, -0.05, 0.02, verdicts.CHANGED),
-    (False, 0.03, 0.07, 0.05, None, verdicts.CHANGED_WITHOUT_BAND),
-])
-def test_verdict_order(unchanged: bool, low: float, high: float, difference: float, std: float | None, expected: str) -> None:
-    comparison = paired.Comparison(difference, low, high, True, 0, 0, 1.0)
-    assert verdicts.verdict(unchanged, comparison, std) == expected
-
-
-# -- a hand-made repository -----------------------------------------------------------------------
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def write_variant(repo: Path, variant: str, actual: list[str], predicted: list[str], environment: dict | None = None) -> None:
-    correct = np.mean([a == p for a, p in zip(actual, predicted)])
-    metrics = {"variant": variant, "study": "imdb", "accuracy": float(correct), "f1": float(correct), "roc_auc": 0.5,
-               "loss": 0.69, "environment": environment or ENVIRONMENT}
+def write_variant(repo: Path, variant: str, actual: list[str], predicted: list[str], environment: dict | None = None,
+                  loss: float = 0.69, roc_auc: float = 0.5) -> None:
+    correct = float(np.mean([a == p for a, p in zip(actual, predicted)]))
+    metrics = {"variant": variant, "study": "imdb", "accuracy": correct, "f1": correct, "roc_auc": roc_auc,
+               "loss": loss, "environment": environment or ENVIRONMENT}
     (repo / "metrics").mkdir(exist_ok=True)
     (repo / "metrics" / f"{variant}.json").write_text(json.dumps(metrics))
     lines = ["actual,predicted,p_neg,p_pos"] + [f"{a},{p},{0.9 if p == 'neg' else 0.1:.6f},{0.1 if p == 'neg' else 0.9:.6f}"
@@ -96,8 +46,23 @@ def write_variant(repo: Path, variant: str, actual: list[str], predicted: list[s
     (repo / "plots" / "predictions").mkdir(parents=True, exist_ok=True)
     (repo / "plots" / "predictions" / f"{variant}.csv").write_text("\n".join(lines) + "\n")
     (repo / "plots" / "history").mkdir(parents=True, exist_ok=True)
-    history = [{"epoch": epoch, "valid_accuracy": float(correct) - 0.1 / epoch} for epoch in (1, 2, 3)]
+    history = [{"epoch": epoch, "valid_accuracy": correct - 0.1 / epoch} for epoch in (1, 2, 3)]
     (repo / "plots" / "history" / f"{variant}.json").write_text(json.dumps(history))
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_lock(repo: Path, lr: dict[str, float]) -> None:
+    """A dvc.lock as DVC wrote it before the params stage: each variant's stage with its params values and outputs."""
+    stages = {f"evaluate@{variant}": {
+        "cmd": f"python -m stages.evaluate --variant {variant}",
+        "params": {"params.yaml": {"train.lr": value}},
+        "outs": [{"path": f"metrics/{variant}.json", "hash": "md5", "md5": md5(repo / "metrics" / f"{variant}.json")},
+                 {"path": f"plots/predictions/{variant}.csv", "hash": "md5", "md5": md5(repo / "plots" / "predictions" / f"{variant}.csv")}],
+    } for variant, value in lr.items()}
+    (repo / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
 
 
 def commit_all(repo: Path, message: str) -> str:
@@ -106,7 +71,9 @@ def commit_all(repo: Path, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-ACTUAL = ["pos", "neg"] * 100
+def table_rows(markdown: str) -> dict[str, str]:
+    """variant -> its table row (main table or the collapsed one)."""
+    return {line.split("|")[1].strip().strip("`"): line for line in markdown.splitlines() if line.startswith("| `") and line.endswith("** |")}
 
 
 @pytest.fixture()
@@ -116,9 +83,127 @@ def repo(tmp_path: Path) -> Path:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.01}}))
     write_variant(tmp_path, "relu", ACTUAL, ACTUAL[:150] + ["pos"] * 50)
     write_variant(tmp_path, "tanh", ACTUAL, ["pos"] * 200)
+    write_lock(tmp_path, {"relu": 0.01, "tanh": 0.01})
     commit_all(tmp_path, "base")
     return tmp_path
 
+
+def review(repo: Path, *args: str) -> str:
+    out = repo / "review"
+    review_tool.main([*args, "--repo", str(repo), "--out", str(out)])
+    return (out / "review.md").read_text()
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+def test_report_with_a_seed_band_and_a_changed_environment(repo: Path) -> None:
+    # relu: 25 more examples right (87.5 % -> 100 %), far beyond a 1-point seed std over 10 seeds, in another
+    # environment; tanh: one example differs, no band; gru: added.
+    write_variant(repo, "relu", ACTUAL, ACTUAL, environment={**ENVIRONMENT, "cpu_capability": "AVX512"})
+    write_variant(repo, "tanh", ACTUAL, ["neg"] + ["pos"] * 199)
+    write_variant(repo, "gru", ACTUAL, ACTUAL)
+    (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.01, "seed": 1}}))
+    write_lock(repo, {"relu": 0.01, "tanh": 0.01, "gru": 0.01})
+    (repo / "reports").mkdir()
+    spread = np.arange(10) - 4.5
+    accuracies = (0.86 + 0.01 * spread / spread.std(ddof=1)).tolist()  # sample std: exactly 1 point
+    bands = {"commit": "f" * 40, "variants": {"relu": {"seeds": list(range(10)), "accuracies": accuracies,
+                                                       "mean": 0.86, "std": 0.01, "df": 9}}}
+    (repo / "reports" / "seed_bands.json").write_text(json.dumps(bands))
+    markdown = review(repo, "main")
+    assert markdown.startswith(MARKER)
+    summary = markdown.splitlines()[3]
+    assert summary.startswith("**Summary: 1 of 2 beyond seed noise: `relu` +12.50 pts.**") and "1 *within test-sampling noise" in summary
+    rows = table_rows(markdown)
+    assert rows["relu"].endswith(f"**{verdicts.CHANGED}** |") and "| 1.00 (10 seeds) |" in rows["relu"]
+    halfwidth = 2.2622 * np.sqrt(2)  # t(9, 0.975) x sqrt(2) x 1 point
+    assert f"+12.50 [{12.5 - halfwidth:+.2f}, {12.5 + halfwidth:+.2f}]" in rows["relu"]
+    assert "87.50 % → 100.00 %" in rows["relu"] and "(25 vs 0)" in rows["relu"]
+    assert rows["tanh"].endswith(f"**{verdicts.WITHIN_TEST_SAMPLING}** |")
+    assert "**Variants added:** `gru` (100.00 %)." in markdown
+    assert "| params.yaml | `train.seed` | (absent) | `1` |" in markdown
+    assert "**⚠ Environment differs** for 1 of 2 variants: `relu` (cpu_capability)" in markdown
+    for name in ("deltas.png", "relu.png", "tanh.png", "gru.png"):
+        assert f"![{name}]({name})" in markdown
+        assert (repo / "review" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unchanged_rows_are_collapsed_and_last_digit_losses_are_no_change(repo: Path) -> None:
+    write_variant(repo, "tanh", ACTUAL, ["pos"] * 200, loss=0.69 + 4e-15)  # the same predictions, another summation order
+    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
+    markdown = review(repo, "main")
+    assert "**Summary: 0 of 2 beyond seed noise.** Also 2 *no change*." in markdown
+    assert "<details><summary>2 variants with no change (relu, tanh)</summary>" in markdown
+    assert "**Charts:** none (no variant changed)." in markdown and not (repo / "review" / "deltas.png").exists()
+
+
+def test_results_never_rerun_are_not_rerun_not_no_change(repo: Path) -> None:
+    """The workspace's params.yaml moved on (train.lr), the results did not: the lock says they ran with the old value."""
+    (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.02}}))
+    markdown = review(repo, "main")
+    rows = table_rows(markdown)
+    assert all(row.endswith(f"**{verdicts.NOT_RERUN}** |") for row in rows.values()), markdown
+    assert "2 *not rerun* (`relu`, `tanh`)" in markdown
+    assert ("- `relu`: head (workspace): `evaluate@relu` ran with other params than the revision's: train.lr changed in "
+            "params.yaml") in markdown
+    assert "| params.yaml | `train.lr` | `0.01` | `0.02` |" in markdown
+
+
+def test_an_output_edited_after_its_stage_ran_is_not_rerun(repo: Path) -> None:
+    (repo / "plots" / "predictions" / "tanh.csv").write_text((repo / "plots" / "predictions" / "tanh.csv").read_text() + "\n")
+    rows = table_rows(review(repo, "main"))
+    assert rows["tanh"].endswith(f"**{verdicts.NOT_RERUN}** |") and rows["relu"].endswith(f"**{verdicts.NO_CHANGE}** |")
+
+
+def test_a_revision_without_dvc_lock_is_said_to_be_unchecked(repo: Path) -> None:
+    (repo / "dvc.lock").unlink()
+    markdown = review(repo, "main")
+    assert "**Not checked:** head (workspace) has no dvc.lock" in markdown
+
+
+def test_metrics_that_do_not_match_their_predictions_are_an_error(repo: Path) -> None:
+    """20 of 200 predictions flipped with the metrics file untouched: no verdict can rest on them."""
+    path = repo / "plots" / "predictions" / "tanh.csv"
+    lines = path.read_text().splitlines()
+    lines[1:41] = [line.replace("pos,pos", "pos,neg", 1) for line in lines[1:41]]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"plots/predictions/tanh\.csv at workspace gives test accuracy 40\.00 % but "
+                                        r"metrics/tanh\.json says 50\.00 %: they are not from the same run"):
+        build_report(resolve(repo, "main"), resolve(repo, None), repo / "charts")
+
+
+def test_an_older_revision_is_read_from_its_confusion_csvs(repo: Path) -> None:
+    """Before per-example predictions: plots/confusion/<variant>.csv (actual,predicted), no probabilities."""
+    git(repo, "rm", "-q", "-r", "plots/predictions")
+    (repo / "plots" / "confusion").mkdir()
+    for variant, predicted in (("relu", ACTUAL[:150] + ["pos"] * 50), ("tanh", ["pos"] * 200)):
+        (repo / "plots" / "confusion" / f"{variant}.csv").write_text(
+            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(ACTUAL, predicted)))
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": [{"metrics": "metrics", "confusion": "plots/confusion", "history": "plots/history"}],
+                                                   "stages": {}}))
+    (repo / "dvc.lock").unlink()
+    for variant in ("relu", "tanh"):  # metrics without an environment stamp, as then
+        metrics = json.loads((repo / "metrics" / f"{variant}.json").read_text())
+        del metrics["environment"]
+        (repo / "metrics" / f"{variant}.json").write_text(json.dumps(metrics))
+    commit_all(repo, "older layout")
+    git(repo, "tag", "older")
+    git(repo, "checkout", "-q", "HEAD~1", "--", ".")  # the workspace: back to the predictions layout
+    git(repo, "rm", "-q", "-r", "--cached", "plots/confusion")
+    write_variant(repo, "tanh", ACTUAL, ["neg" if actual == "neg" and index < 40 else "pos" for index, actual in enumerate(ACTUAL)],
+                  roc_auc=0.6)
+    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
+    markdown = review(repo, "older")
+    rows = table_rows(markdown)
+    assert "not recorded at the base" in markdown
+    assert rows["relu"].endswith(f"**{verdicts.NO_CHANGE}** |")
+    assert rows["tanh"].endswith(f"**{verdicts.NOT_JUDGED}** |")  # another environment, no seed band
+    assert "+10.00 [+5.83, +14.07], p 1.9e-06 (20 vs 0)" in rows["tanh"]
+    assert "0.5000 → 0.6000 (+0.1000 [+0.0794, +0.1206])" in rows["tanh"]  # F1 needs only the predicted classes
+    assert "0.5000 → 0.6000 (+0.1000; interval n/a: no per-example probabilities at the base)" in rows["tanh"]  # ROC-AUC
+
+
+# -- errors and the output folder ------------------------------------------------------------------
 
 def test_unknown_revision_is_a_one_line_error(repo: Path) -> None:
     with pytest.raises(UserError, match=r"unknown revision 'nosuch'.*`git branch -a` and `dvc exp list -A`"):
@@ -128,15 +213,14 @@ def test_unknown_revision_is_a_one_line_error(repo: Path) -> None:
 def test_revision_without_metrics_names_the_fix(repo: Path) -> None:
     git(repo, "rm", "-q", "-r", "metrics")
     commit_all(repo, "no metrics")
-    base, head = resolve(repo, "HEAD"), resolve(repo, None)
     with pytest.raises(UserError, match=r"`HEAD` \(\w{7}\) has no metrics \(metrics/\*\.json\): run `dvc repro` there"):
-        build_report(base, head, repo / "review")
+        build_report(resolve(repo, "HEAD"), resolve(repo, None), repo / "charts")
 
 
 def test_variant_without_predictions_names_the_fix(repo: Path) -> None:
     (repo / "plots" / "predictions" / "tanh.csv").unlink()
     with pytest.raises(UserError, match=r"variant tanh has metrics but no predictions at workspace:plots/predictions/tanh\.csv; rerun"):
-        build_report(resolve(repo, "main"), resolve(repo, None), repo / "review")
+        build_report(resolve(repo, "main"), resolve(repo, None), repo / "charts")
 
 
 def test_experiment_name_resolves_to_its_commit(repo: Path) -> None:
@@ -145,36 +229,63 @@ def test_experiment_name_resolves_to_its_commit(repo: Path) -> None:
     assert resolve(repo, "default-seed1").commit == base
 
 
+def run_tool(capsys: pytest.CaptureFixture[str], repo: Path, *args: str) -> tuple[int, str]:
+    """tools.review under the CLI contract (rnnlab.core.cli.run_cli), in this process: (exit status, stderr)."""
+    capsys.readouterr()
+    try:
+        run_cli(review_tool.main, [*args, "--repo", str(repo)])
+        status = 0
+    except SystemExit as exit:
+        status = exit.code
+    return status, capsys.readouterr().err
+
+
 def test_cli_error_is_one_line_with_exit_2(repo: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "tools.review", "nosuch", "--repo", str(repo), "--out", str(repo / "r")],
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[3])
+                            capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: unknown revision 'nosuch'")
+    assert not (repo / "r").exists()
 
 
-def test_report_with_a_seed_band_and_a_changed_environment(repo: Path) -> None:
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
-    commit_all(repo, "dvc init")
-    # relu: 25 more examples right (87.5 % -> 100 %), far beyond a 1-point seed std; tanh: one example differs.
-    write_variant(repo, "relu", ACTUAL, ACTUAL, environment={**ENVIRONMENT, "cpu_capability": "AVX512"})
-    write_variant(repo, "tanh", ACTUAL, ["neg"] + ["pos"] * 199)
-    write_variant(repo, "gru", ACTUAL, ACTUAL)
-    (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.02}}))
-    (repo / "reports").mkdir()
-    bands = {"commit": "f" * 40, "variants": {"relu": {"seeds": [0, 1, 2], "mean": 0.8, "std": 0.01, "accuracies": [0.79, 0.8, 0.81]}}}
-    (repo / "reports" / "seed_bands.json").write_text(json.dumps(bands))
+@pytest.mark.parametrize(("setup", "message"), [
+    ("file", r"error: --out .*/taken is a file; name a folder"),
+    ("foreign", r"error: --out .*/taken holds files a review did not write \(notes\.txt\); it is replaced whole"),
+    ("unwritable", r"error: cannot write the review to .*/review \((Permission denied|Operation not permitted|Read-only file system)\); "
+                   r"name a folder you can write"),
+    ("under_a_file", r"error: cannot write the review to .*/taken/review \(.*\); name a folder you can write"),
+])
+def test_a_bad_out_is_one_line_and_leaves_nothing(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: str,
+                                                  message: str) -> None:
+    taken = tmp_path / "taken"
+    out = {"file": taken, "foreign": taken, "unwritable": tmp_path / "locked" / "review", "under_a_file": taken / "review"}[setup]
+    if setup in ("file", "under_a_file"):
+        taken.write_text("not a folder")
+    elif setup == "foreign":
+        taken.mkdir()
+        (taken / "notes.txt").write_text("mine")
+    elif os.geteuid() == 0:  # root writes into a read-only folder; not into sysfs
+        out = Path("/sys/rnnlab-review-test/review")
+    else:
+        (tmp_path / "locked").mkdir(mode=0o500)
+    before = sorted(path.name for path in tmp_path.rglob("*"))
+    status, stderr = run_tool(capsys, repo, "main", "--out", str(out))
+    assert status == 2 and stderr.count("\n") == 1, stderr
+    assert re.match(message, stderr), stderr
+    assert sorted(path.name for path in tmp_path.rglob("*")) == before  # nothing left behind
+
+
+def test_a_failed_review_leaves_the_earlier_one_and_a_rerun_clears_stale_charts(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = repo / "review"
-    review_tool.main(["main", "--repo", str(repo), "--out", str(out)])
-    markdown = (out / "review.md").read_text()
-    assert markdown.startswith(MARKER)
-    rows = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| `") and line.endswith("** |")}
-    assert rows["`relu`"].endswith(f"**{verdicts.CHANGED}** |") and "± 1.00 (seeds 0, 1, 2)" in rows["`relu`"]
-    assert "87.50 % → 100.00 % (+12.50)" in rows["`relu`"] and "(25 vs 0)" in rows["`relu`"]
-    assert rows["`tanh`"].endswith(f"**{verdicts.WITHIN_TEST_SAMPLING}** |") and "no seed band" in rows["`tanh`"]
-    assert "**Variants added:** `gru` (100.00 %)." in markdown
-    assert "| params.yaml | `train.lr` | `0.01` | `0.02` |" in markdown
-    assert "**Environment differs**" in markdown and "AVX512" in markdown
-    assert "paired bootstrap over the test examples (10,000 resamples, seed 0" in markdown
-    for name in ("relu.png", "tanh.png", "gru.png"):
-        assert f"![{name}]({name})" in markdown
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    write_variant(repo, "tanh", ACTUAL, ["neg"] + ["pos"] * 199)
+    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
+    review(repo, "main")
+    assert (out / "tanh.png").is_file()
+    earlier = (out / "review.md").read_text()
+    (repo / "plots" / "predictions" / "relu.csv").write_text("actual,predicted\n")  # the next review fails after drawing tanh's chart
+    status, stderr = run_tool(capsys, repo, "main", "--out", str(out))
+    assert status == 2 and "relu.csv at workspace" in stderr
+    assert (out / "review.md").read_text() == earlier and not list(repo.glob(".review.*"))
+    git(repo, "checkout", "--", "plots", "metrics", "dvc.lock")  # tanh back to the base: nothing changed any more
+    review(repo, "main")
+    assert sorted(path.name for path in out.iterdir()) == ["review.md"]  # no tanh.png beside "Charts: none"

@@ -51,6 +51,7 @@ def test_run_queues_the_missing_seeds_waits_and_records(repo: tuple[Path, str], 
     path, baseline = repo
     calls: list[list[str]] = []
     statuses = iter([
+        "Task     Name           Created    Status\n",  # before queueing: nothing pending
         "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Running\n5d6e7f8  default-seed2  10:00 AM   Queued\n",
         "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Success\n5d6e7f8  default-seed2  10:00 AM   Running\n",
         "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Success\n5d6e7f8  default-seed2  10:00 AM   Success\n",
@@ -68,20 +69,49 @@ def test_run_queues_the_missing_seeds_waits_and_records(repo: tuple[Path, str], 
     monkeypatch.setattr(seed_bands, "run_dvc", fake_dvc)
     monkeypatch.setattr(seed_bands.time, "sleep", lambda seconds: None)
     out = path / "reports" / "seed_bands.json"
-    seed_bands_tool.main(["--run", "--repo", str(path), "--out", str(out)])
+    seed_bands_tool.main(["--run", "--seeds", "0", "1", "2", "--repo", str(path), "--out", str(out)])
     queued = [args for args in calls if args[:3] == ["exp", "run", "--queue"]]
     assert queued == [["exp", "run", "--queue", "-n", "default-seed1", "-S", "train.seed=1"],
                       ["exp", "run", "--queue", "-n", "default-seed2", "-S", "train.seed=2"]]  # seed 0 is committed
-    assert calls.count(["queue", "status"]) == 3 and ["queue", "start", "-j", "1"] in calls
+    assert calls.count(["queue", "status"]) == 4 and ["queue", "start", "-j", "1"] in calls
     written = json.loads(out.read_text())
     assert written["variants"]["tanh"]["std"] == pytest.approx(0.02) and written["commit"] == baseline
+    assert written["variants"]["tanh"]["df"] == 2  # 3 seeds: the review's t-interval has 2 degrees of freedom
+
+
+def test_ten_seeds_queue_only_what_is_missing(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lead's `--run --seeds 0 ... 9` after an interrupted earlier run: finished and pending seeds are not queued again."""
+    path, baseline = repo
+    experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    calls: list[list[str]] = []
+    accuracies = {seed: (0.60 + 0.01 * seed, 0.55 + 0.005 * seed) for seed in range(2, 10)}
+
+    def fake_dvc(args: list[str], repo_path: Path) -> str:
+        calls.append(args)
+        if args[:2] == ["queue", "status"]:
+            started = ["queue", "start", "-j", "2"] in calls
+            return "Task  Name  Created  Status\n" + ("" if started else "0a1b2c3  default-seed2  9:00 AM  Running\n")
+        if args[:2] == ["queue", "start"]:
+            for seed, (relu, tanh) in accuracies.items():
+                experiment(path, baseline, f"default-seed{seed}", with_changes(train={"seed": seed}), {"relu": relu, "tanh": tanh})
+        return ""
+
+    monkeypatch.setattr(seed_bands, "run_dvc", fake_dvc)
+    monkeypatch.setattr(seed_bands.time, "sleep", lambda seconds: None)
+    out = path / "reports" / "seed_bands.json"
+    seed_bands_tool.main(["--run", "--seeds", *map(str, range(10)), "--jobs", "2", "--repo", str(path), "--out", str(out)])
+    queued = [args[4] for args in calls if args[:3] == ["exp", "run", "--queue"]]
+    assert queued == [f"default-seed{seed}" for seed in range(3, 10)]  # 0 committed, 1 finished, 2 still running
+    written = json.loads(out.read_text())
+    assert written["seeds"] == list(range(10))
+    assert written["variants"]["relu"]["df"] == 9 and len(written["variants"]["relu"]["accuracies"]) == 10
 
 
 def test_a_failed_experiment_is_named(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = repo
     monkeypatch.setattr(seed_bands, "run_dvc", lambda args, repo_path: "")
     with pytest.raises(UserError, match=r"default-seed1, default-seed2 did not finish; `dvc queue logs default-seed1`"):
-        seed_bands_tool.main(["--run", "--repo", str(path), "--out", str(path / "bands.json")])
+        seed_bands_tool.main(["--run", "--seeds", "0", "1", "2", "--repo", str(path), "--out", str(path / "bands.json")])
 
 
 def test_one_seed_is_not_a_band(repo: tuple[Path, str]) -> None:

@@ -1,0 +1,138 @@
+"""rnnlab.comparison.trust: results checked against their revision's own params and code through dvc.lock.
+
+A copy of this pipeline's code (stages/, rnnlab/, params.yaml) in a git repository, with the dvc.lock
+entries `dvc repro` would write for relu's train and evaluate stages and the xy stage above them, and
+the params and code stages' committed outputs; no data, no DVC run. Seconds: the check runs the params
+and code stages in a subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.dvc_repo import copy_pipeline
+from rnnlab.comparison.revision import Revision
+from rnnlab.comparison.trust import Freshness, regenerate
+
+OUTPUTS = ["metrics/relu.json", "plots/predictions/relu.csv"]
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def dep(path: str, data: bytes | str) -> dict[str, str]:
+    return {"path": path, "hash": "md5", "md5": data if isinstance(data, str) else md5(data)}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("trust") / "repo"
+    copy_pipeline(root)
+    files = regenerate(Revision(root, "workspace", None), "data/params", "data/code")  # what the params and code stages write
+    for path, data in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    (root / "metrics").mkdir()
+    (root / "metrics" / "relu.json").write_text(json.dumps({"accuracy": 0.5}))
+    (root / "plots" / "predictions").mkdir(parents=True)
+    (root / "plots" / "predictions" / "relu.csv").write_text("actual,predicted,p_neg,p_pos\npos,neg,0.6,0.4\nneg,neg,0.7,0.3\n")
+    model, history, xy = "a" * 32, "b" * 32 + ".dir", "c" * 32 + ".dir"
+    stages = {
+        "xy": {"deps": [dep("data/code/xy.json", files["data/code/xy.json"]), dep("data/params/xy.json", files["data/params/xy.json"])],
+               "outs": [dep("data/xy", xy)]},
+        "train@relu": {"deps": [dep("data/code/train.json", files["data/code/train.json"]),
+                                dep("data/params/variants/relu.json", files["data/params/variants/relu.json"]), dep("data/xy", xy)],
+                       "outs": [dep("models/relu.pt", model), dep("plots/history/relu/plots", history)]},
+        "evaluate@relu": {"deps": [dep("data/code/evaluate.json", files["data/code/evaluate.json"]),
+                                   dep("data/params/variants/relu.json", files["data/params/variants/relu.json"]),
+                                   dep("models/relu.pt", model), dep("plots/history/relu/plots", history), dep("data/xy", xy)],
+                          "outs": [dep(path, (root / path).read_bytes()) for path in OUTPUTS]},
+    }
+    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}, sort_keys=False))
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "pipeline as run")
+    git(root, "tag", "as-run")
+    return root
+
+
+@pytest.fixture()
+def repo(pipeline: Path) -> Path:
+    """The module's repository, back as it was run (copying the pipeline once is what takes time)."""
+    git(pipeline, "reset", "-q", "--hard", "as-run")
+    return pipeline
+
+
+def reasons(repo: Path, commit: str | None = None) -> list[str]:
+    return Freshness(Revision(repo, commit or "workspace", commit)).reasons(OUTPUTS)
+
+
+def edit_params(repo: Path, section: str, key: str, value: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_results_of_the_revisions_own_params_and_code_pass(repo: Path) -> None:
+    assert reasons(repo) == []
+    assert reasons(repo, git(repo, "rev-parse", "HEAD")) == []  # the commit, from a `git archive` of it
+
+
+def test_a_param_changed_since_the_run_is_named(repo: Path) -> None:
+    edit_params(repo, "train", "lr", 0.01)
+    found = reasons(repo)
+    assert found[0] == "`train@relu` ran with other params than the revision's: train.lr: 0.0001 → 0.01"
+    assert found[1] == "`evaluate@relu` ran with other params than the revision's: train.lr: 0.0001 → 0.01"
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "lr without a rerun")
+    assert reasons(repo, git(repo, "rev-parse", "HEAD"))[0].startswith("`train@relu` ran with other params")
+
+
+def test_a_data_param_reaches_the_variant_through_its_upstream_stage(repo: Path) -> None:
+    edit_params(repo, "data", "fix_length", 100)
+    assert reasons(repo) == ["`xy` ran with other params than the revision's: data.fix_length: 200 → 100"]
+
+
+def test_a_code_change_without_a_rerun_names_the_file(repo: Path) -> None:
+    loop = repo / "rnnlab" / "training" / "loop.py"
+    loop.write_text(loop.read_text() + "\n# edited\n")
+    found = reasons(repo)
+    assert "`train@relu` ran with other code than the revision's: rnnlab/training/loop.py" in found
+    assert not any(reason.startswith("`xy`") for reason in found)  # xy does not run the training loop
+
+
+def test_an_output_not_written_by_its_stage_and_a_stale_model(repo: Path) -> None:
+    (repo / "metrics" / "relu.json").write_text(json.dumps({"accuracy": 0.6}))
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    lock["stages"]["evaluate@relu"]["deps"][2]["md5"] = "d" * 32  # evaluated another model than train@relu wrote
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    found = reasons(repo)
+    assert found[0].startswith("metrics/relu.json is not the file its stage wrote (dvc.lock records another md5)")
+    assert "`evaluate@relu` ran on another models/relu.pt than `train@relu` last wrote" in found
+
+
+def test_a_lock_from_before_the_params_and_code_stages(repo: Path) -> None:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    lock["stages"]["train@relu"]["deps"] = [dep("stages/train.py", "e" * 32), dep("data/xy", "c" * 32 + ".dir")]
+    lock["stages"]["train@relu"]["params"] = {"params.yaml": {"train.lr": 0.0001}}
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    found = reasons(repo)
+    assert "dvc.lock's `train@relu` predates the params and code stages of dvc.yaml: it has not run since" in found
+    assert "stages/train.py changed since `train@relu` ran" in found
+
+
+def test_a_variant_no_stage_writes(repo: Path) -> None:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    del lock["stages"]["evaluate@relu"]
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    assert reasons(repo)[0].startswith("no stage in dvc.lock writes metrics/relu.json")
