@@ -13,3 +13,7 @@ class ConfigError(UserError, ValueError):
 
 class DiskFullError(UserError):
     """An output could not be written for lack of space; nothing was left in its place."""
+
+
+class UnwritableError(UserError):
+    """An output's folder refuses changes (permissions, `chattr +i`, a read-only mount); no output was changed."""

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from rnnlab.config.sections import BaselineConfig
-from rnnlab.core.files import write_json
+from rnnlab.core.files import check_writable, outputs_together, write_json
 from rnnlab.data.arrays import Split, load_meta, load_split
 from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
 from rnnlab.runtime.environment import BASELINE_MATH, is_reproducible, result_environment
@@ -57,6 +57,9 @@ def baseline_math() -> str:
 
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
     """Fit on train, choose C on valid, score test once; write metrics and predictions like evaluate does."""
+    for path in (outputs.metrics, outputs.predictions, outputs.timings):
+        if path is not None:
+            check_writable(path)  # before the work, not after it
     meta = load_meta(data_dir)
     train, valid, test = (load_split(data_dir, split) for split in ("train", "valid", "test"))
     vectorizer, classifier, fit_seconds, search = fit_and_select(config, train, valid)
@@ -83,8 +86,9 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
         "gradient": None,  # no recurrence: nothing flows through time
         "environment": result_environment(torch.device("cpu"), math=baseline_math()),
     }
-    write_predictions(outputs.predictions, y, probabilities, meta.class_names)
-    write_json(outputs.metrics, metrics)
+    with outputs_together(outputs.metrics, outputs.predictions) as staged:  # both or neither
+        write_predictions(staged[outputs.predictions], y, probabilities, meta.class_names)
+        write_json(staged[outputs.metrics], metrics)
     if outputs.timings is not None:
         record_training(outputs.timings, NAME, "cpu", [fit_seconds], int(train.lengths.sum()))
         record_evaluation(outputs.timings, NAME, float(test.lengths.sum()) / eval_seconds)

@@ -9,7 +9,7 @@ from typing import Any
 
 from rnnlab.config.params import Variant
 from rnnlab.core.errors import UserError
-from rnnlab.core.files import write_json
+from rnnlab.core.files import check_writable, outputs_together, write_json
 from rnnlab.data.arrays import Split, load_split
 from rnnlab.evaluation.gradients import gradient_report
 from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
@@ -59,7 +59,11 @@ def test_metrics(model: Classifier, checkpoint: dict[str, Any], history: list[di
 
 
 def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, history_dir: Path, outputs: EvaluationOutputs) -> dict[str, Any]:
-    """Write the variant's metrics, predictions and gradient profile; returns the metrics."""
+    """Write the variant's metrics, predictions and gradient profile (all of them, or none); returns the metrics."""
+    written = [path for path in (outputs.metrics, outputs.predictions, outputs.gradients) if path is not None]
+    for path in (*written, outputs.timings):
+        if path is not None:
+            check_writable(path)  # before the work, not after it
     device = setup_torch(variant.train.device)
     # Refuses a checkpoint trained under other model params (stale or copied in) before any work.
     model, checkpoint = load_checkpoint(model_path, expected=variant.model)
@@ -70,10 +74,11 @@ def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, history
     metrics, probabilities, tokens_per_second = test_metrics(model, checkpoint, history, test, device)
     # Gradient flow through time: scalars in the metrics, the per-step profile as a plots file.
     metrics["gradient"], gradient_rows = gradient_report(model, checkpoint["train"]["seed"], load_split(data_dir, "valid"))
-    if outputs.gradients is not None:
-        write_json(outputs.gradients, gradient_rows)
-    write_predictions(outputs.predictions, test.y.numpy(), probabilities, tuple(metrics["confusion"]))
-    write_json(outputs.metrics, metrics)
+    with outputs_together(*written) as staged:
+        if outputs.gradients is not None:
+            write_json(staged[outputs.gradients], gradient_rows)
+        write_predictions(staged[outputs.predictions], test.y.numpy(), probabilities, tuple(metrics["confusion"]))
+        write_json(staged[outputs.metrics], metrics)
     if outputs.timings is not None:
         record_evaluation(outputs.timings, variant.name, tokens_per_second)
     print(json.dumps({key: metrics[key] for key in ("variant", "accuracy", "f1", "roc_auc", "loss", "diverged")}))

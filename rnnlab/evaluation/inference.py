@@ -1,20 +1,57 @@
-"""Classify new text with a trained checkpoint, encoded exactly as the pipeline encoded its training data."""
+"""Classify new text with a trained checkpoint, encoded exactly as the pipeline encoded its training data.
+
+The checkpoint must fit what it is given: its model config the variant's in params.yaml, its input
+size the vocabulary file's length (or the order task's symbols), its sequence length and padding the
+data params'. A checkpoint from before `data.vocab_size` changed would otherwise read every token id
+as another word (a silently different probability) or past its embedding (an IndexError).
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rnnlab.config.params import ORDER_TASK, Params
+from rnnlab.config.params import ORDER_TASK, Params, Task
 from rnnlab.core.errors import UserError
+from rnnlab.core.memory import size_text
 from rnnlab.model.checkpoint import load_checkpoint
 from rnnlab.model.classifier import Classifier
+from rnnlab.model.spec import ModelSpec
 from rnnlab.order_task.generate import INDEX as ORDER_INDEX
+from rnnlab.order_task.generate import SYMBOLS as ORDER_SYMBOLS
+from rnnlab.text.archive import REVIEW_BYTES, ArchiveLimitError, decode_review, read_review_bytes
 from rnnlab.text.encode import kept_tokens
 from rnnlab.text.tokenize import PAD, UNK, tokenize
 from rnnlab.text.vocab import read_vocab
+
+STDIN = "-"
+
+
+def read_review(source: str) -> str:
+    """The review in file `source` (stdin for "-"), read in chunks and refused past REVIEW_BYTES, the
+    longest review the pipeline reads from the archive, so a huge input cannot exhaust memory."""
+    name = "standard input" if source == STDIN else source
+    try:
+        if source == STDIN:
+            raw = read_review_bytes(sys.stdin.buffer, name)
+        else:
+            with Path(source).open("rb") as handle:
+                raw = read_review_bytes(handle, name)
+    except ArchiveLimitError as error:
+        raise UserError(f"{error}. Classify a shorter text.") from error
+    except OSError as error:
+        raise UserError(f"cannot read the review from {name}: {error.strerror or error}. Give a readable file, or - for stdin.") from error
+    return decode_review(raw, name)
+
+
+def check_text_size(text: str) -> None:
+    """A review given on the command line is bounded like one read from a file."""
+    if len(text.encode("utf-8", "surrogatepass")) > REVIEW_BYTES:
+        raise UserError(f"the review is longer than {size_text(REVIEW_BYTES)}, the longest review this pipeline reads "
+                        f"(REVIEW_BYTES in rnnlab/text/archive.py). Classify a shorter text.")
 
 
 def encode_review(text: str, vocab_path: Path, length: int, truncate: str = "head") -> list[int]:
@@ -45,14 +82,40 @@ def classify(model: Classifier, ids: list[int], pad_index: int) -> np.ndarray:
         return model(tokens, torch.tensor([len(ids)])).softmax(dim=1)[0].numpy()
 
 
+def check_fits_data(spec: ModelSpec, model_path: Path, params: Params, task: Task, vocab_path: Path | None) -> None:
+    """Refuse a checkpoint whose input size, sequence length or padding differ from the data it is given."""
+    if task.name == ORDER_TASK:
+        inputs, source = len(ORDER_SYMBOLS), "the order task's symbols"
+        length, pad, length_key = params.order_data.max_length, "post", "order.data.max_length"
+    else:
+        assert vocab_path is not None
+        inputs, source = len(read_vocab(vocab_path)), f"{vocab_path}"
+        length, pad, length_key = params.data.fix_length, params.data.pad, "data.fix_length"
+    if spec.input_size != inputs:
+        raise UserError(
+            f"{model_path} was trained on {spec.input_size} input tokens but {source} has {inputs}: the vocabulary "
+            f"changed after training (data.vocab_size, data.min_freq or the data). Retrain it with `dvc repro`, or "
+            f"restore the vocabulary it was trained on (`dvc checkout`, or the params of that run)."
+        )
+    if spec.sequence_length != length or spec.pad != pad:
+        raise UserError(
+            f"{model_path} was trained on sequences of {spec.sequence_length} steps ({spec.pad}-padded) but params.yaml "
+            f"says {length_key}={length} ({pad}-padded). Retrain it with `dvc repro`, or restore the params it was trained with."
+        )
+
+
 def predict_text(params: Params, variant_name: str, text: str, paths: dict[str, str]) -> tuple[tuple[str, ...], np.ndarray]:
     """Class names and probabilities of `text` under the variant's checkpoint (paths: dvc.yaml's vars)."""
     task, variant = params.find_variant(variant_name)
-    model, _checkpoint = load_checkpoint(Path(paths["models"]) / f"{variant.name}.pt")
+    model_path = Path(paths["models"]) / f"{variant.name}.pt"
+    # Refuses a checkpoint trained under other model params (another cell, sizes...), as evaluate does.
+    model, _checkpoint = load_checkpoint(model_path, expected=variant.model)
     length = model.spec.sequence_length
+    vocab_path = None if task.name == ORDER_TASK else Path(paths["vocab"])
+    check_fits_data(model.spec, model_path, params, task, vocab_path)
     if task.name == ORDER_TASK:
         ids, pad_index = encode_symbols(text, length), ORDER_INDEX["<pad>"]
     else:
-        vocab_path = Path(paths["vocab"])
+        assert vocab_path is not None
         ids, pad_index = encode_review(text, vocab_path, length, params.data.truncate), read_vocab(vocab_path).index(PAD)
     return model.spec.class_names, classify(model, ids, pad_index)

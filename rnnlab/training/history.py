@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,10 +45,10 @@ class EpochLog:
     """DVCLive logger for one training run; the train stage passes `log_epoch` to engine.fit."""
 
     def __init__(self, directory: Path) -> None:
+        """Log into `directory`, which must be absent or empty (outputs_together gives the train stage one):
+        files of an earlier run (e.g. a metric no longer logged) must not linger."""
         from dvclive import Live  # imports DVC: only the train stage pays for it
 
-        # A fresh directory: files of an earlier run (e.g. a metric no longer logged) must not linger.
-        shutil.rmtree(directory, ignore_errors=True)
         # dvcyaml=False: dvc.yaml declares these files itself. save_dvc_exp=False and report=None:
         # nothing but the metric files is written, nothing touches git.
         try:

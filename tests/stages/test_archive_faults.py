@@ -9,20 +9,24 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rnnlab.config.sections import DataConfig
+from rnnlab.core.memory import size_text
+from rnnlab.text import archive as imdb_archive
 from rnnlab.text.archive import read_reviews, write_reviews
 from rnnlab.text.encode import encode_split
 from rnnlab.text.prepare import preprocess
-from rnnlab.testing.archive import add_file, make_archive
+from rnnlab.testing.archive import add_file, make_archive, make_bomb
 from rnnlab.text.tokenize import PAD
 from rnnlab.text.vocab import read_vocab
-from tests.support.stage_runner import (assert_user_error, files_under, outputs_under, repo_params, run_stage, stage_commands,
-                                        write_params)
+from tests.support.stage_runner import (REPO, assert_user_error, files_under, outputs_under, repo_params, run_stage,
+                                        stage_commands, write_params)
 
 PER_FOLDER = 4  # 16 reviews: enough for every code path, fast to build and read
 
@@ -193,3 +197,91 @@ def test_dot_slash_prefixed_members_are_read(tmp_path) -> None:
             tar.addfile(info, io.BytesIO(b"good"))
     reviews = read_reviews(archive)
     assert [(review.split, review.label, review.id) for review in reviews] == [("train", 1, 1), ("test", 0, 2)]
+
+
+# --- issue 25: gzip bombs -------------------------------------------------------------------------
+
+GiB, MiB = 2**30, 2**20
+
+
+def read_bounded(archive: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                 workdir: Path) -> tuple[str, float, float]:
+    """The download stage on `archive`, over an earlier good output: its one error line, seconds, and the
+    peak of Python's allocations (MiB) meanwhile. The earlier output must be left as it was."""
+    previous = workdir / "data/reviews.jsonl"
+    previous.parent.mkdir(parents=True, exist_ok=True)
+    previous.write_text('{"earlier": "good output"}\n')
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        code, _out, err = run_download(archive, monkeypatch, capsys)
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1] / MiB
+    finally:
+        tracemalloc.stop()
+    message = assert_user_error(code, err, str(archive), "is not the IMDB archive or is hostile", "IMDB_ARCHIVE")
+    assert previous.read_text() == '{"earlier": "good output"}\n'
+    assert outputs_under(workdir) == {"data/reviews.jsonl"}
+    return message, seconds, peak
+
+
+def test_the_issues_bomb_is_refused_from_its_header_in_a_moment(tmp_path, workdir, monkeypatch, capsys):
+    """21 MB whose one review member inflates to 20 GiB (the issue: 6.35 GB of memory in 35 s, then a
+    MemoryError traceback). The header declares the size, so none of the zeros is inflated."""
+    bomb = make_bomb(tmp_path / "bomb.tar.gz", [("aclImdb/train/pos/12500_10.txt", 20 * GiB)])
+    assert 20 * MiB < bomb.stat().st_size < 22 * MiB
+    message, seconds, peak = read_bounded(bomb, monkeypatch, capsys, workdir)
+    assert "member aclImdb/train/pos/12500_10.txt declares 20 GiB, more than the 256 MiB any member may have" in message
+    assert "MEMBER_BYTES in rnnlab/text/archive.py" in message
+    assert seconds < 5 and peak < 16, (seconds, peak)
+
+
+def test_a_long_review_is_refused_from_its_header(tmp_path, workdir, monkeypatch, capsys):
+    bomb = make_bomb(tmp_path / "long.tar.gz", [("aclImdb/test/neg/7_1.txt", 32 * MiB)])
+    message, _seconds, peak = read_bounded(bomb, monkeypatch, capsys, workdir)
+    assert "review aclImdb/test/neg/7_1.txt declares 32 MiB, more than the 16 MiB a review may have (REVIEW_BYTES" in message
+    assert peak < 16, peak
+
+
+def test_a_bomb_spread_over_skipped_members_stops_at_the_total(tmp_path, workdir, monkeypatch, capsys):
+    """Members the reader skips (unsup/) are inflated all the same to get past them: their bytes count.
+    The total is lowered to 64 MiB so the test inflates little; the real limit is 1 GiB."""
+    monkeypatch.setattr(imdb_archive, "ARCHIVE_BYTES", 64 * MiB)
+    bomb = make_bomb(tmp_path / "spread.tar.gz", [(f"aclImdb/train/unsup/{number}_0.txt", 16 * MiB) for number in range(8)])
+    message, seconds, peak = read_bounded(bomb, monkeypatch, capsys, workdir)
+    assert "it expands to more than 64 MiB (ARCHIVE_BYTES in rnnlab/text/archive.py)" in message
+    assert seconds < 10 and peak < 16, (seconds, peak)
+
+
+def test_an_oversized_long_name_header_is_refused_before_tarfile_reads_it(tmp_path, workdir, monkeypatch, capsys):
+    """tarfile reads a GNU long-name (or pax) header member whole before returning the member it names."""
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, 2 * GiB
+    bomb = tmp_path / "longname.tar.gz"
+    with gzip.open(bomb, "wb") as handle:
+        handle.write(header.tobuf(tarfile.GNU_FORMAT) + bytes(MiB))  # the rest of its 2 GiB never comes
+    message, _seconds, peak = read_bounded(bomb, monkeypatch, capsys, workdir)
+    assert "a long-name or pax header member declares 2.0 GiB, more than the 1.0 MiB such a header may have" in message
+    assert peak < 16, peak
+
+
+def test_a_review_is_read_in_chunks_and_cut_off_at_the_limit(monkeypatch):
+    """Whatever a header says (a sparse member expands past it), no more than REVIEW_BYTES is read."""
+    monkeypatch.setattr(imdb_archive, "REVIEW_BYTES", 100_000)
+    reads: list[int] = []
+    endless = io.BytesIO(bytes(10**6))
+    real_read = endless.read
+    endless.read = lambda size=-1: reads.append(size) or real_read(size)  # type: ignore[method-assign]
+    with pytest.raises(imdb_archive.ArchiveLimitError, match=r"member is longer than 97.7 KiB, the longest review"):
+        imdb_archive.read_review_bytes(endless, "member")
+    assert set(reads) == {imdb_archive.CHUNK} and len(reads) * imdb_archive.CHUNK <= 100_000 + imdb_archive.CHUNK
+
+
+def test_the_limits_are_far_above_the_real_archive_and_in_the_docs():
+    """Measured on the labeled copy of the real archive: longest review 13,704 bytes, largest member
+    845,980 bytes (imdb.vocab), the whole tar 104,857,600 bytes; the docs quote the limits."""
+    assert imdb_archive.REVIEW_BYTES >= 1000 * 13_704 and imdb_archive.MEMBER_BYTES >= 100 * 845_980
+    assert imdb_archive.ARCHIVE_BYTES >= 10 * 104_857_600
+    troubleshooting = (REPO / "docs/troubleshooting.md").read_text(encoding="utf-8")
+    for name in ("REVIEW_BYTES", "MEMBER_BYTES", "ARCHIVE_BYTES", "HEADER_BYTES"):
+        assert f"{name}` ({size_text(getattr(imdb_archive, name))})" in troubleshooting, name

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from rnnlab.config.sections import ModelConfig
 from rnnlab.core.errors import UserError
@@ -20,6 +23,7 @@ from rnnlab.model.classifier import build_model
 from rnnlab.model.spec import ModelSpec
 from rnnlab.reporting import results as report
 from rnnlab.text.vocab import read_vocab, write_vocab
+from tests.support.stage_runner import assert_user_error, run_stage
 from tools import predict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,16 +56,27 @@ def test_baseline_documents_drop_padding() -> None:
     assert documents(split) == ["5 6", "7"]
 
 
+TINY_MODEL = {"embedding_dim": 4, "hidden_size": 4, "head_size": 4}
+
+
+def write_tiny_params(directory: Path, members: int = 1, **data: Any) -> None:
+    """The repository's params.yaml with the tiny model the fixture's checkpoint has, 10 steps per review."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["model"] = {**params["model"], **TINY_MODEL, "members": members}
+    params["data"] = {**params["data"], "fix_length": 10, **data}
+    (directory / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
 @pytest.fixture(params=[1, 3], ids=["single", "ensemble"])
 def predict_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
     """A repo root with params.yaml, dvc.yaml, a vocabulary and a tiny trained-shape checkpoint
-    (one network, or a `model.members=3` ensemble)."""
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (one network, or a `model.members=3` ensemble) that fits them."""
+    write_tiny_params(tmp_path, members=request.param)
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.chdir(tmp_path)
     paths = workspace_paths()
     write_vocab(Path(paths["vocab"]), [("great", 5), ("awful", 4)])
-    config = ModelConfig(embedding_dim=4, hidden_size=4, head_size=4, members=request.param)
+    config = ModelConfig(**TINY_MODEL, members=request.param)
     torch.manual_seed(0)
     model = build_model(ModelSpec(config, input_size=4, num_classes=2, sequence_length=10, class_names=("neg", "pos")))
     save_checkpoint(Path(paths["models"]) / "relu.pt", model, model.state_dict(), {"variant": "relu"})
@@ -99,3 +114,75 @@ def test_predict_order_input_is_validated() -> None:
         inference.encode_symbols("EazB", 10)
     with pytest.raises(UserError, match="at most 3"):
         inference.encode_symbols("EaaaB", 3)
+
+
+# --- issue 25: a checkpoint that does not fit its data, and long reviews -------------------------
+
+
+def run_predict(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    return run_stage("tools.predict", argv, capsys)
+
+
+@pytest.mark.parametrize("tokens", [[("great", 5)], [("great", 5), ("awful", 4), ("plot", 3)]], ids=["smaller", "larger"])
+def test_predict_refuses_a_checkpoint_trained_on_another_vocabulary(predict_repo: Path, capsys: pytest.CaptureFixture[str],
+                                                                    tokens: list[tuple[str, int]]) -> None:
+    """The issue: after `data.vocab_size: 20` and `dvc repro xy`, a silently different probability (smaller
+    vocabulary) or an IndexError traceback (larger). The checkpoint knows its input size."""
+    write_vocab(Path(workspace_paths()["vocab"]), tokens)
+    code, out, err = run_predict(["--variant", "relu", "great film"], capsys)
+    assert_user_error(code, err, f"models/relu.pt was trained on 4 input tokens but data/vocab.tsv has {len(tokens) + 2}",
+                      "the vocabulary changed after training", "Retrain it with `dvc repro`", "`dvc checkout`")
+    assert out == ""
+
+
+def test_predict_refuses_a_checkpoint_of_another_cell(predict_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    params["model"]["cell"] = "lstm"
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    code, _out, err = run_predict(["--variant", "relu", "great film"], capsys)
+    assert_user_error(code, err, "models/relu.pt was trained with a different model config", "cell: checkpoint 'rnn' vs params 'lstm'",
+                      "dvc repro")
+
+
+def test_predict_refuses_a_checkpoint_of_another_length(predict_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_tiny_params(predict_repo, members=torch.load("models/relu.pt", weights_only=True)["config"]["model"].get("members", 1),
+                      fix_length=30)
+    code, _out, err = run_predict(["--variant", "relu", "great film"], capsys)
+    assert_user_error(code, err, "models/relu.pt was trained on sequences of 10 steps (post-padded) but params.yaml says "
+                                 "data.fix_length=30 (post-padded)", "dvc repro")
+
+
+def test_predict_reads_a_file_or_stdin_like_the_argument(predict_repo: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "A GREAT film, truly great! Awful ending."
+    (predict_repo / "review.txt").write_text(text, encoding="utf-8")
+    outputs = [run_predict(["--variant", "relu", text], capsys), run_predict(["--variant", "relu", "--file", "review.txt"], capsys)]
+    for argv in (["--variant", "relu", "-"], ["--variant", "relu", "--file", "-"]):
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+        outputs.append(run_predict(argv, capsys))
+    assert outputs[0][0] == 0 and all(output == outputs[0] for output in outputs), outputs
+
+
+def test_predict_classifies_a_review_of_a_million_tokens_from_a_file(predict_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue: a million tokens in the argument fail with "Argument list too long"; from a file they fit."""
+    (predict_repo / "long.txt").write_text("great awful plot " * 333_334, encoding="utf-8")  # 1,000,002 tokens, 5.7 MB
+    code, out, err = run_predict(["--variant", "relu", "--file", "long.txt"], capsys)
+    assert code == 0, err
+    assert out.split("\t")[0] in ("neg", "pos")
+
+
+def test_predict_refuses_a_file_past_the_pipelines_review_limit(predict_repo: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rnnlab.text.archive.REVIEW_BYTES", 1000)
+    (predict_repo / "huge.txt").write_text("great " * 1000, encoding="utf-8")
+    code, _out, err = run_predict(["--variant", "relu", "--file", "huge.txt"], capsys)
+    assert_user_error(code, err, "huge.txt is longer than 1.0 KiB",
+                      "the longest review this pipeline reads (REVIEW_BYTES in rnnlab/text/archive.py", "Classify a shorter text.")
+
+
+def test_predict_input_errors_are_one_line(predict_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run_predict(["--variant", "relu", "--file", "missing.txt"], capsys)
+    assert_user_error(code, err, "cannot read the review from missing.txt: No such file or directory")
+    with pytest.raises(SystemExit) as exited:  # argparse: both, or neither
+        predict.main(["--variant", "relu", "text", "--file", "review.txt"])
+    assert exited.value.code == 2 and "give the text, or --file FILE" in capsys.readouterr().err

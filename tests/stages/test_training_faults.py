@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,3 +224,39 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert resolve_device("auto").type == expected
+
+
+# --- issue 25: damaged arrays ---------------------------------------------------------------------
+
+
+def empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def zero_lengths(path: Path) -> None:
+    np.save(path, np.zeros_like(np.load(path)))
+
+
+@pytest.mark.parametrize(("stage", "name", "damage", "problem"), [
+    ("evaluate", "X", truncated, "is truncated"),
+    ("evaluate", "y", empty, "EOF: reading magic string"),
+    ("evaluate", "lengths", truncated, "is truncated"),
+    ("evaluate", "lengths", zero_lengths, "holds length 0 at row 0; lengths must be in 1..12"),
+    ("train", "y", truncated, "is truncated"),
+], ids=["truncated-X", "empty-y", "truncated-lengths", "all-lengths-0", "train-truncated-y"])
+def test_damaged_arrays_are_one_line_naming_the_file_and_the_fix(workdir, capsys, stage, name, damage, problem):
+    """The issue's ValueError/EOFError/RuntimeError tracebacks from evaluate, as one `error:` line each."""
+    shutil.copy(REPO / "dvc.yaml", workdir / "dvc.yaml")  # the fix names the stage that writes data/xy
+    if stage == "evaluate":
+        assert run_variant("train", "good", capsys)[0] == 0
+    split = "test" if stage == "evaluate" else "train"
+    damage(workdir / f"data/xy/{split}/{name}.npy")
+    before = outputs(workdir)
+    code, _out, err = run_variant(stage, "good", capsys)
+    assert_user_error(code, err, f"data/xy/{split}/{name}.npy is damaged", problem,
+                      "Restore it with `dvc checkout data/xy`, or rebuild it: `dvc repro xy`.")
+    assert outputs(workdir) == before

@@ -74,12 +74,13 @@ def outputs_under(directory: Path) -> set[str]:
 
 @contextlib.contextmanager
 def restored_sigterm() -> Iterator[None]:
-    """run_cli installs a SIGTERM handler; keep pytest's own handler intact afterwards."""
-    previous = signal.getsignal(signal.SIGTERM)
+    """run_cli installs SIGTERM and SIGINT handlers; keep pytest's own handlers intact afterwards."""
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def run_stage(module: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rnnlab.core.errors import UserError
+from rnnlab.core.files import write_json
 from rnnlab.data.arrays import load_split, save_split
 from rnnlab.text.encode import TokenIds, encode_split, kept_tokens
 from rnnlab.text.prepare import write_split
@@ -98,6 +99,8 @@ def test_missing_split_file_names_the_fix(tmp_path: Path) -> None:
 def test_saved_split_loads_back(tmp_path: Path) -> None:
     x, lengths, y = encode(tmp_path, [(1, ["good", "movie"]), (0, ["bad"])], fix_length=3)
     save_split(tmp_path / "train", x, lengths, y)
+    write_json(tmp_path / "meta.json", {"input_size": len(VOCAB), "num_classes": 2, "class_names": ["neg", "pos"],
+                                        "sequence_length": 3})  # what load_split checks the arrays against
     split = load_split(tmp_path, "train")
     assert split.x.tolist() == x.tolist() and split.lengths.tolist() == lengths.tolist()
     assert split.y.tolist() == y.tolist() and len(split) == 2 and split.sequence_length == 3
