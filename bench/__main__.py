@@ -79,8 +79,7 @@ def main() -> None:
         bench_denormal(arguments.quick, arguments.denormal_threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm"))
     if "repro" in chosen:
         bench_reproducibility(arguments.quick, steps=2 if arguments.quick else 6, table=table,
-                              cells=("rnn",) if arguments.quick else ("rnn", "lstm", "gru"),
-                              speed_rounds=1 if arguments.quick else 2)
+                              cells=("rnn",) if arguments.quick else ("rnn", "lstm", "gru"))
     if "dvc" in chosen:
         bench_dvc(arguments.quick, table)
     print()
