@@ -15,8 +15,9 @@ with their one short command, and the experiment a preset reproduces points at i
 
 Experiment refs are local to the repository that ran them, so experiments already recorded in
 reports/studies.json whose refs are not here are kept as recorded. Each row says the environment it
-ran in: `reproducible` (runtime.reproducible, rnnlab/runtime/environment.py) or `earlier, unpinned` for runs
-made before that mode existed, whose bits depend on the machine. Seed spreads never mix the two.
+ran in (environment_label): `reproducible, rnnlab-gemm N` (rnnlab's kernels, rnnlab/runtime/gemm),
+`reproducible, MKL` (the reproducible mode before them) or `earlier, unpinned` for runs made before
+that mode existed, whose bits depend on the machine. Seed spreads never mix two of them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,27 @@ ROW_KEYS = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "e
             "train_seconds_per_epoch", "parameters", "seed", "diverged", "environment")
 
 
+UNPINNED = "earlier, unpinned"
+KERNELS = "rnnlab-gemm"  # the name the reproducible mode's kernels stamp into `environment.math`
+
+
+def environment_label(environment: dict[str, Any] | None) -> str | None:
+    """Which class of math a metrics row comes from; rows of two classes never share a seed spread.
+
+    `earlier, unpinned` (made before the reproducible mode, bits per machine), `reproducible, MKL` (the
+    mode before rnnlab's kernels: bits per CPU vendor), `reproducible, rnnlab-gemm N` (the kernels, by
+    version). None for a row computed by another library (the linear baseline's numpy), which says
+    nothing about the run's kernels.
+    """
+    environment = environment or {}
+    if not environment.get("reproducible"):
+        return UNPINNED
+    math = environment.get("math")
+    if math is None:
+        return "reproducible, MKL"
+    return f"reproducible, {math.split(' (')[0]}" if math.startswith(KERNELS) else None
+
+
 @dataclass
 class Run:
     """One set of metrics files: an experiment, or the checked-out commit itself."""
@@ -56,9 +78,11 @@ class Run:
 
     @property
     def environment(self) -> str:
-        """`reproducible` when every row was made in reproducible mode, else `earlier, unpinned`."""
-        modes = {bool((m.get("environment") or {}).get("reproducible")) for m in self.metrics.values()}
-        return "reproducible" if modes == {True} else "earlier, unpinned"
+        """The class of math the run's rows were made with (environment_label); one per run."""
+        labels = {environment_label(m.get("environment")) for m in self.metrics.values()} - {None}
+        if UNPINNED in labels:
+            return UNPINNED
+        return " + ".join(sorted(labels)) or "reproducible"
 
     @property
     def command(self) -> str:
@@ -137,7 +161,7 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
 def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
     """Per group of runs equal but for their seeds (SEED_KEYS; one run per seed), mean ± std of each variant.
 
-    Runs of different environments (reproducible vs earlier, unpinned) are never grouped together,
+    Runs of different environments (environment_label) are never grouped together,
     nor runs that reseeded different things (train.seed vs the order task's seeds); a run that changed
     no seed (the committed one, with its own seed) joins every group it matches otherwise.
     """

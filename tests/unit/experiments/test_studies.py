@@ -141,21 +141,28 @@ def test_recorded_experiments_without_refs_are_kept_and_never_mixed_into_a_new_s
     assert ("relu", (0, 2, 1), "earlier, unpinned") in spread
 
 
-def test_seed_spread_never_mixes_reproducible_and_unpinned_runs() -> None:
-    def run(name: str, seed: int, accuracy: float, reproducible: bool) -> studies.Run:
-        metrics = {"relu": {"accuracy": accuracy, "environment": {"reproducible": True} if reproducible else None}}
+KERNELS = {"reproducible": True, "math": "rnnlab-gemm 1 (AVX2+FMA, fused recurrent layers)"}
+MKL_ERA = {"reproducible": True}  # the reproducible mode before rnnlab's kernels stamped no `math`
+
+
+def test_seed_spread_never_mixes_runs_of_different_math() -> None:
+    def run(name: str, seed: int, accuracy: float, environment: dict | None) -> studies.Run:
+        metrics = {"relu": {"accuracy": accuracy, "environment": environment}}
         overrides = {"train.seed": seed} if seed else {}
         return studies.Run(name, "b", "c", overrides, metrics, seed=seed)
 
-    runs = [run("now", 0, 0.70, True), run("now-s1", 1, 0.72, True), run("old-s1", 1, 0.60, False), run("old-s2", 2, 0.62, False)]
+    runs = [run("now", 0, 0.70, KERNELS), run("now-s1", 1, 0.72, KERNELS), run("mkl-s1", 1, 0.65, MKL_ERA),
+            run("mkl-s2", 2, 0.66, MKL_ERA), run("old-s1", 1, 0.60, None), run("old-s2", 2, 0.62, None)]
     spread = {row["environment"]: row["seeds"] for row in studies.seed_spread(runs)}
-    assert spread == {"reproducible": [0, 1], "earlier, unpinned": [1, 2]}
+    assert spread == {"reproducible, rnnlab-gemm 1": [0, 1], "reproducible, MKL": [1, 2], "earlier, unpinned": [1, 2]}
 
 
 def test_a_run_is_reproducible_only_when_every_row_says_so() -> None:
-    reproducible = {"environment": {"reproducible": True}}
-    assert studies.Run("a", "b", "c", {}, {"relu": reproducible}).environment == "reproducible"
-    assert studies.Run("a", "b", "c", {}, {"relu": reproducible, "tanh": {}}).environment == "earlier, unpinned"
+    baseline = {"environment": {"reproducible": True, "math": "numpy/scipy OpenBLAS (Haswell kernels, 1 thread)"}}
+    assert studies.Run("a", "b", "c", {}, {"relu": {"environment": KERNELS}, "linear_tfidf": baseline}).environment == \
+        "reproducible, rnnlab-gemm 1"  # the baseline's numpy says nothing about the kernels
+    assert studies.Run("a", "b", "c", {}, {"relu": {"environment": MKL_ERA}}).environment == "reproducible, MKL"
+    assert studies.Run("a", "b", "c", {}, {"relu": {"environment": KERNELS}, "tanh": {}}).environment == "earlier, unpinned"
 
 
 def test_presets_are_listed_and_their_experiment_points_at_them(repo: tuple[Path, str], tmp_path: Path) -> None:
