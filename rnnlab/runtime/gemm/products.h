@@ -73,9 +73,9 @@ class CsrGuard {
   unsigned saved_;
 };
 
-template <typename T>
-void run_problems(const std::vector<Problem<T>>& problems) {
-  const Plan<T> plan(problems.data(), static_cast<int64_t>(problems.size()), at::get_num_threads());
+template <typename K, typename T = typename K::Scalar>
+void run_plan(const std::vector<Problem<T>>& problems) {
+  const Plan<K> plan(problems.data(), static_cast<int64_t>(problems.size()), at::get_num_threads());
   if (!plan.parallel()) {
     for (int64_t item = 0; item < plan.items(); ++item) plan.run(item);
     return;
@@ -85,6 +85,16 @@ void run_problems(const std::vector<Problem<T>>& problems) {
     const CsrGuard guard(csr);
     for (int64_t item = begin; item < end; ++item) plan.run(item);
   });
+}
+
+// The problems on the tiles in use (avx512.h): either family gives the same bits.
+template <typename T>
+void run_problems(const std::vector<Problem<T>>& problems) {
+  if (isa_in_use().load(std::memory_order_relaxed) == Isa::kAvx512f) {
+    run_plan<Avx512Tiles<T>>(problems);
+  } else {
+    run_plan<Avx2Tiles<T>>(problems);
+  }
 }
 
 // out = alpha * a @ b + beta * self per batch, into a sized `out` with a unit-stride dimension that
