@@ -1,4 +1,4 @@
-// AVX-512F micro-kernels: the AVX2 tiles' chains (kernels.h) on 14 x 32-float tiles in 28 zmm.
+// AVX-512F micro-kernels: the AVX2 tiles' chains (kernels.h) on 10 x 32-float tiles in 20 zmm.
 //
 // Why: on Intel CPUs with AVX-512 one 512-bit FMA does the work of two 256-bit ones, and MKL uses
 // them there; the AVX2 tiles alone left the mode 1.2-1.5x slower than torch's own kernels.
@@ -55,9 +55,11 @@ struct Simd<double> {
   static V add(V a, V b) { return _mm512_add_pd(a, b); }
 };
 
-// 14 rows x 2 vectors = 28 accumulators, leaving 4 of the 32 zmm registers for the two B vectors
-// and the A broadcast: 28 independent chains cover the FMA latency on two 512-bit FMA ports.
-constexpr int kRows = 14;
+// 10 rows x 2 vectors = 20 accumulators: 20 independent chains cover the FMA latency (4 cycles) on
+// two 512-bit FMA ports. 32 zmm registers would allow 14 rows, but the pipeline's batch of 100 rows
+// is whole 10-row tiles (an edge tile runs a full one): the LSTM step's products took 0.45 ms with
+// 10 rows, 0.5-0.75 ms with 12 or 14 (one thread of a Xeon); 1024-row products ran alike.
+constexpr int kRows = 10;
 
 // kernels.h's combine() on zmm vectors: the same two separately rounded operations.
 template <typename T>
@@ -72,7 +74,7 @@ template <typename T>
 inline void fuse_epilogue(typename Simd<T>::V (&acc)[kRows][2], const FusedEpilogue<T>& f) {
   using S = Simd<T>;
   const Epilogue<T>& e = *f.e;
-#pragma GCC unroll 14
+#pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {
     typename S::V s0 = S::zero(), s1 = S::zero();
     if (e.beta != T(0)) {
@@ -85,14 +87,14 @@ inline void fuse_epilogue(typename Simd<T>::V (&acc)[kRows][2], const FusedEpilo
   }
 }
 
-// kernels.h's micro_kernel() on a 14 x (2 zmm) tile; Bp is 64-byte aligned.
+// kernels.h's micro_kernel() on a kRows x (2 zmm) tile; Bp is 64-byte aligned.
 template <typename T>
 void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T* __restrict c, int64_t ldc,
                   bool accumulate, const FusedEpilogue<T>& fused) {
   using S = Simd<T>;
   constexpr int kL = S::kLanes;
   typename S::V acc[kRows][2];
-#pragma GCC unroll 14
+#pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {
     acc[r][0] = accumulate ? S::loadu(c + r * ldc) : S::zero();
     acc[r][1] = accumulate ? S::loadu(c + r * ldc + kL) : S::zero();
@@ -100,7 +102,7 @@ void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T*
   for (int64_t p = 0; p < kc; ++p) {
     const typename S::V b0 = S::load(bp);
     const typename S::V b1 = S::load(bp + kL);
-#pragma GCC unroll 14
+#pragma GCC unroll 16
     for (int r = 0; r < kRows; ++r) {
       const typename S::V a = S::set1(ap[r]);
       acc[r][0] = S::fma(a, b0, acc[r][0]);
@@ -110,7 +112,7 @@ void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T*
     bp += 2 * kL;
   }
   if (fused.e != nullptr) fuse_epilogue<T>(acc, fused);
-#pragma GCC unroll 14
+#pragma GCC unroll 16
   for (int r = 0; r < kRows; ++r) {
     S::storeu(c + r * ldc, acc[r][0]);
     S::storeu(c + r * ldc + kL, acc[r][1]);
@@ -123,7 +125,7 @@ void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T*
 
 // The AVX-512F tile family for kernels.h's generic blocking (see Avx2Tiles there). KC: a B sliver
 // (KC x NR, 32 KB for float) stays in L1 while A slivers stream past it; MC: the packed A block
-// (MC x KC) stays in L2.
+// (MC x KC, 120 KB) stays in L2.
 template <typename T>
 struct Avx512Tiles {
   using Scalar = T;

@@ -9,7 +9,7 @@
 // Layout: BLIS-style. A is packed into MR-row slivers (k-major), B into NR-column slivers
 // (k-major); an MR x NR micro-kernel keeps the C tile in vector registers. Packing only copies.
 // Two micro-kernel families, the same bits by the argument above: AVX2 (6 x 16 floats in 12 ymm,
-// here) and AVX-512F (avx512.h: 14 x 32 floats in 28 zmm), chosen at run time (select_isa below).
+// here) and AVX-512F (avx512.h: 10 x 32 floats in 20 zmm), chosen at load (select_isa, gemm.cpp).
 // Compile with -mavx2 -mfma -ffp-contract=off and no fast-math: the compiler must neither fuse the
 // epilogue's separate multiply and add nor reassociate anything.
 #pragma once
