@@ -87,10 +87,13 @@ void run_plan(const std::vector<Problem<T>>& problems) {
   });
 }
 
-// The problems on the tiles in use (avx512.h): either family gives the same bits.
+// The problems on the tiles in use (avx512.h). Either family gives the same bits, so this is about
+// speed only: a product narrower than an AVX-512 tile (the order task's 4-unit LSTM: 16 gate
+// columns) would run each tile as a half-empty edge tile, and takes the AVX2 tiles.
 template <typename T>
 void run_problems(const std::vector<Problem<T>>& problems) {
-  if (isa_in_use().load(std::memory_order_relaxed) == Isa::kAvx512f) {
+  const bool wide = isa_in_use().load(std::memory_order_relaxed) == Isa::kAvx512f;
+  if (wide && problems[0].n >= Avx512Tiles<T>::kNR) {
     run_plan<Avx512Tiles<T>>(problems);
   } else {
     run_plan<Avx2Tiles<T>>(problems);

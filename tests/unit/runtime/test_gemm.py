@@ -273,11 +273,15 @@ def test_avx512_tiles_equal_avx2_tiles_with_alpha_beta_broadcast_self_and_batche
     selves = [random(*shape, dtype=dtype, seed=2) for shape in ((n,), (1, n), (m, 1), (m, n), ())]
     selves.append(random(n, m, dtype=dtype, seed=3).t())  # column-major: the epilogue after the tiles
     transposed = a.t().contiguous().t(), b.t().contiguous().t()
+
+    def into_column_major(self: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+        """addmm into a fresh column-major output, filled as out^T = b^T a^T."""
+        return torch.addmm(self, a, b, alpha=alpha, beta=beta, out=torch.empty(n, m, dtype=dtype).t())
+
     for self, (alpha, beta) in itertools.product(selves, ((1, 1), (1, 0), (-2.5, 1), (1, 0.5), (0.25, -3), (0, 1))):
         same_on_both_tiles(partial(torch.addmm, self, a, b, alpha=alpha, beta=beta))
         same_on_both_tiles(partial(torch.addmm, self, *transposed, alpha=alpha, beta=beta))
-        column_major = partial(torch.empty, n, m, dtype=dtype)  # filled as out^T = b^T a^T
-        same_on_both_tiles(lambda: torch.addmm(self, a, b, alpha=alpha, beta=beta, out=column_major().t()))
+        same_on_both_tiles(partial(into_column_major, self, alpha, beta))
     batch_a, batch_b = random(3, 43, 300, dtype=dtype), random(3, 300, 45, dtype=dtype, seed=1)
     column_major_a = batch_a.transpose(1, 2).contiguous().transpose(1, 2)
     same_on_both_tiles(partial(torch.bmm, batch_a, batch_b))
