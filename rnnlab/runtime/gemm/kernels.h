@@ -9,7 +9,8 @@
 // Layout: BLIS-style. A is packed into MR-row slivers (k-major), B into NR-column slivers
 // (k-major); an MR x NR micro-kernel keeps the C tile in vector registers. Packing only copies.
 // Two micro-kernel families, the same bits by the argument above: AVX2 (6 x 16 floats in 12 ymm,
-// here) and AVX-512F (avx512.h: 10 x 32 floats in 20 zmm), chosen at load (select_isa, gemm.cpp).
+// here) and AVX-512F (avx512.h: 10 x 32 floats in 20 zmm), chosen at load (select_isa, gemm.cpp)
+// and by the product's width (run_problems, products.h).
 // Compile with -mavx2 -mfma -ffp-contract=off and no fast-math: the compiler must neither fuse the
 // epilogue's separate multiply and add nor reassociate anything.
 #pragma once
@@ -308,13 +309,27 @@ void pack_a_generic(const Operand<T>& a, int64_t i0, int64_t mv, int64_t k0, int
   }
 }
 
+// The first `count` (< 8) lanes of v, in 4-, 2- and 1-float pieces: a full store would run into
+// the next k's rows (or past the buffer at the last k), and masked stores are slow on AMD.
+inline void store_lanes(float* dst, __m256 v, int count) {
+  __m128 part = _mm256_castps256_ps128(v);
+  if (count >= 4) {
+    _mm_storeu_ps(dst, part);
+    part = _mm256_extractf128_ps(v, 1);
+    dst += 4, count -= 4;
+  }
+  if (count >= 2) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(dst), part);
+    part = _mm_movehl_ps(part, part);
+    dst += 2, count -= 2;
+  }
+  if (count == 1) _mm_store_ss(dst, part);
+}
+
 // Rows [g, g + rows) of an MR-row float sliver from rows of A that are contiguous in k: rows
-// (zero-padded to 8) x 8 k transposes, each k's first `rows` lanes stored (a masked store short
-// of 8: a full one would run into the next k's rows, or past the buffer at the last k).
+// (zero-padded to 8) x 8 k transposes, each k's first `rows` lanes stored.
 inline void pack_a_rows(const Operand<float>& a, int64_t i0, int64_t g, int rows, int64_t k0, int64_t kc,
                         int64_t mr, float* out) {
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), lanes);
   for (int64_t p = 0; p + 8 <= kc; p += 8) {
     __m256 r[8];
     for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(&a.at(i0 + g + i, k0 + p)) : _mm256_setzero_ps();
@@ -324,7 +339,7 @@ inline void pack_a_rows(const Operand<float>& a, int64_t i0, int64_t g, int rows
       if (rows == 8) {
         _mm256_storeu_ps(dst, r[q]);
       } else {
-        _mm256_maskstore_ps(dst, mask, r[q]);
+        store_lanes(dst, r[q], rows);
       }
     }
   }
