@@ -5,7 +5,8 @@
 
 Two worker processes, because MKL, oneDNN and ATen read their environment when they load:
 - ours:  ATEN_CPU_CAPABILITY=avx2, oneDNN off, gemm.enable(): our GEMM and elementwise kernels and
-         the fused recurrent layers (--aten-loop: torch's own recurrent loop on our kernels);
+         the fused recurrent layers (--aten-loop: torch's own recurrent loop on our kernels), on
+         the AVX-512F tiles where the CPU has them (RNNLAB_GEMM_ISA=avx2: the AVX2 ones);
 - torch: the default environment, MKL and oneDNN on (oneDNN runs nn.LSTM's fused kernel).
 Each round times one setting after the other (alternating which goes first) on the same batch, and
 the printed ratio is the median over rounds of ours / torch: contention from other jobs on a shared
@@ -156,6 +157,7 @@ def worker(setting: str, fused_recurrent: bool) -> None:
     import torch
 
     torch.set_flush_denormal(True)
+    tiles = None
     if setting == "ours":
         from rnnlab.runtime import gemm
 
@@ -163,8 +165,9 @@ def worker(setting: str, fused_recurrent: bool) -> None:
         status = gemm.enable(fused_recurrent=fused_recurrent)
         if not status.active:
             raise SystemExit(f"rnnlab-gemm is not active: {status.fallback_reason}")
+        tiles = status.tiles
     steps: dict[tuple[str, str], Callable[[], None]] = {}
-    print(json.dumps({"ready": torch.backends.cpu.get_cpu_capability()}), flush=True)
+    print(json.dumps({"ready": torch.backends.cpu.get_cpu_capability(), "tiles": tiles}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         torch.set_num_threads(request["threads"])
@@ -195,7 +198,8 @@ class Worker:
             [sys.executable, str(Path(__file__).resolve()), "--worker", setting, *(["--aten-loop"] if aten_loop else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment, cwd=ROOT,
         )  # fmt: skip
-        self.capability = self.receive()["ready"]
+        ready = self.receive()
+        self.capability, self.tiles = ready["ready"], ready["tiles"]  # tiles: ours' micro-kernels (same bits)
 
     def receive(self) -> dict:
         line = self.process.stdout.readline()
@@ -252,7 +256,8 @@ def main() -> None:
         return
     ours, torch_ = Worker("ours", args.aten_loop), Worker("torch")
     loop = "torch's recurrent loop" if args.aten_loop else "fused recurrent layers"
-    print(f"ours: rnnlab-gemm, {loop}, ATen {ours.capability}, oneDNN off | torch: MKL + oneDNN, ATen {torch_.capability}")
+    print(f"ours: rnnlab-gemm ({ours.tiles} tiles), {loop}, ATen {ours.capability}, oneDNN off | "
+          f"torch: MKL + oneDNN, ATen {torch_.capability}")
     print(f"median of {args.rounds} interleaved rounds; target ours/torch <= {TARGET} (acceptable <= {ACCEPTABLE})")
     runs = [(IMDB, cell, threads) for threads in args.threads for cell in args.cells]
     if not args.no_order:

@@ -12,7 +12,8 @@ float32 and float64 only (other dtypes keep ATen's):
 
 Call it after `import torch` and before the first operation whose bits matter. It never raises:
 when the library can't be used, the status says why and torch's own kernels stay in place.
-RNNLAB_GEMM=0 skips it.
+RNNLAB_GEMM=0 skips it. The products run on AVX-512F tiles where the CPU has them, AVX2 tiles
+elsewhere or with RNNLAB_GEMM_ISA=avx2: the same bits either way (avx512.h), only the speed differs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rnnlab.runtime.gemm import build, recurrent
 NAME = "rnnlab-gemm 1"  # gemm.cpp kVersion: bumped whenever the numerics change
 ISA = "AVX2+FMA"
 SWITCH = "RNNLAB_GEMM"
+ISA_SWITCH = "RNNLAB_GEMM_ISA"  # auto (default), avx2 or avx512f: which micro-kernels run
 FALLBACK = "torch's own MKL kernels run instead (their bits depend on the machine)"
 
 
@@ -40,6 +42,7 @@ class GemmStatus:
     isa: str
     fallback_reason: str | None = None  # one line, when not active
     fused_recurrent: bool = False  # nn.RNN/LSTM/GRU.forward through recurrent.py
+    tiles: str | None = None  # the micro-kernels in use, "avx512f" or "avx2": speed only, not in the stamp
     library: Path | None = None
     compile_seconds: float = 0.0  # 0.0 when the build came from the cache
     load_seconds: float = 0.0  # building (if needed) + loading the library
@@ -114,7 +117,12 @@ def _load() -> GemmStatus:
         return inactive(f"loading the library failed: {str(error).splitlines()[0]}")
     if version != NAME:
         return inactive(f"the library says {version!r}, this loader expects {NAME!r}")
-    return GemmStatus(True, NAME, ISA, library=built.path, compile_seconds=built.compile_seconds,
+    requested = os.environ.get(ISA_SWITCH, "").strip().lower() or "auto"
+    try:
+        tiles = torch.ops.rnnlab_gemm.select_isa(requested)
+    except RuntimeError as error:  # an unknown name, or avx512f on a CPU without it
+        return inactive(f"{ISA_SWITCH}={requested}: {str(error).splitlines()[0]}")
+    return GemmStatus(True, NAME, ISA, tiles=tiles, library=built.path, compile_seconds=built.compile_seconds,
                       load_seconds=time.perf_counter() - started)  # fmt: skip
 
 

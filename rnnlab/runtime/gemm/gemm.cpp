@@ -1,8 +1,9 @@
 // Deterministic float32/float64 CPU math behind ATen's kernels: the same bits on every x86-64 CPU
 // with AVX2+FMA, for any thread count. Products (mm, addmm, bmm, baddbmm, addmv): kernels.h says
-// why their bits are fixed, products.h maps tensors to them. tanh, sigmoid, exp, log, sqrt:
-// elementwise.h. The fused recurrent layers: recurrent.h. This file: the ATen overrides (installed
-// at run time by rnnlab_gemm::set_enabled) and the rnnlab_gemm ops.
+// why their bits are fixed (on AVX2 or AVX-512 tiles alike: avx512.h), products.h maps tensors to
+// them. tanh, sigmoid, exp, log, sqrt: elementwise.h. The fused recurrent layers: recurrent.h. This
+// file: the ATen overrides (installed at run time by rnnlab_gemm::set_enabled) and the rnnlab_gemm
+// ops.
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/native/Resize.h>
@@ -231,6 +232,17 @@ Tensor reference_mm(const Tensor& a_in, const Tensor& b_in) {
 
 std::string version() { return kVersion; }
 
+// The micro-kernels products run on from now: "auto" (AVX-512F where the CPU has it, else AVX2),
+// "avx2" or "avx512f". Returns the one chosen. Speed only: both give the same bits (avx512.h).
+std::string select_isa(const std::string& requested) {
+  TORCH_CHECK(requested == "auto" || requested == "avx2" || requested == "avx512f", "unknown ISA '", requested,
+              "' (auto, avx2, avx512f)");
+  const bool wide = requested == "avx512f" || (requested == "auto" && cpu_has_avx512f());
+  TORCH_CHECK(!wide || cpu_has_avx512f(), "the CPU lacks AVX-512F");
+  isa_in_use().store(wide ? Isa::kAvx512f : Isa::kAvx2, std::memory_order_relaxed);
+  return wide ? "avx512f" : "avx2";
+}
+
 // The aten overrides live in a Library made at run time, so loading this file changes nothing
 // until set_enabled(true), and set_enabled(false) gives ATen's kernels back (the dispatcher keeps
 // the kernel we replaced and restores it when ours is deregistered). Never destroyed at exit.
@@ -306,6 +318,7 @@ bool set_enabled(bool enabled) {
 TORCH_LIBRARY(rnnlab_gemm, m) {
   m.def("reference_mm(Tensor a, Tensor b) -> Tensor", TORCH_FN(rnnlab_gemm::reference_mm));
   m.def("version() -> str", TORCH_FN(rnnlab_gemm::version));
+  m.def("select_isa(str requested) -> str", TORCH_FN(rnnlab_gemm::select_isa));
   m.def("set_enabled(bool enabled) -> bool", TORCH_FN(rnnlab_gemm::set_enabled));
   m.def(
       "recurrent_forward(str cell, Tensor input, Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "

@@ -7,7 +7,10 @@
 // is stored in C and reloaded, which is exact). Nothing here splits K into partial sums.
 //
 // Layout: BLIS-style. A is packed into MR-row slivers (k-major), B into NR-column slivers
-// (k-major); an MR x NR micro-kernel keeps the C tile in 12 vector registers. Packing only copies.
+// (k-major); an MR x NR micro-kernel keeps the C tile in vector registers. Packing only copies.
+// Two micro-kernel families, the same bits by the argument above: AVX2 (6 x 16 floats in 12 ymm,
+// here) and AVX-512F (avx512.h: 10 x 32 floats in 20 zmm), chosen at load (select_isa, gemm.cpp)
+// and by the product's width (run_problems, products.h).
 // Compile with -mavx2 -mfma -ffp-contract=off and no fast-math: the compiler must neither fuse the
 // epilogue's separate multiply and add nor reassociate anything.
 #pragma once
@@ -56,18 +59,6 @@ struct Simd<double> {
   static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
   static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
   static V add(V a, V b) { return _mm256_add_pd(a, b); }
-};
-
-// Register blocking: an MR x NR tile of C is 6 rows x 2 vectors = 12 accumulators, leaving 4 of the
-// 16 ymm registers for the two B vectors and the A broadcast. 12 independent chains cover the
-// FMA latency (4 cycles) on two FMA ports. KC: an A sliver (MR x KC) plus a B sliver (KC x NR)
-// fit L1 (6 KB + 16 KB for float); MC: a packed MC x KC block of A stays in L2 (~150 KB).
-template <typename T>
-struct Blocking {
-  static constexpr int64_t kMR = 6;
-  static constexpr int64_t kNR = 2 * Simd<T>::kLanes;
-  static constexpr int64_t kKC = 256;
-  static constexpr int64_t kMC = 144 * 4 / static_cast<int64_t>(sizeof(T));
 };
 
 // A strided matrix view: element (i, j) at data[i * rs + j * cs]. Any strides, including 0.
@@ -125,7 +116,7 @@ inline typename Simd<T>::V combine(typename Simd<T>::V acc, typename Simd<T>::V 
 
 // ---------------------------------------------------------------------------------------------
 // Micro-kernel: C[0:MR, 0:NR] = (accumulate ? C : 0) + chain over k of Ap[k, :] x Bp[k, :].
-// Ap is kc x MR (k-major), Bp is kc x NR (k-major, 32-byte aligned); C has row stride ldc.
+// Ap is kc x MR (k-major), Bp is kc x NR (k-major, 64-byte aligned); C has row stride ldc.
 // With `fused` (the last K block, self rows contiguous or broadcast) the epilogue is applied in
 // registers before the one store; the tile's top-left element is (i, j) of the problem.
 
@@ -136,12 +127,14 @@ struct FusedEpilogue {
   int64_t j = 0;
 };
 
+constexpr int kAvx2Rows = 6;
+
 template <typename T>
-inline void fuse_epilogue(typename Simd<T>::V (&acc)[Blocking<T>::kMR][2], const FusedEpilogue<T>& f) {
+inline void fuse_epilogue(typename Simd<T>::V (&acc)[kAvx2Rows][2], const FusedEpilogue<T>& f) {
   using S = Simd<T>;
   const Epilogue<T>& e = *f.e;
 #pragma GCC unroll 6
-  for (int r = 0; r < Blocking<T>::kMR; ++r) {
+  for (int r = 0; r < kAvx2Rows; ++r) {
     typename S::V s0 = S::zero(), s1 = S::zero();
     if (e.beta != T(0)) {
       const T* self = &e.self.at(f.i + r, f.j);
@@ -157,7 +150,7 @@ template <typename T>
 inline void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T* __restrict c, int64_t ldc,
                          bool accumulate, const FusedEpilogue<T>& fused = {}) {
   using S = Simd<T>;
-  constexpr int kMR = Blocking<T>::kMR;
+  constexpr int kMR = kAvx2Rows;
   constexpr int kL = S::kLanes;
   typename S::V acc[kMR][2];
 #pragma GCC unroll 6
@@ -185,20 +178,41 @@ inline void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict
   }
 }
 
+// Register blocking: an MR x NR tile of C is 6 rows x 2 vectors = 12 accumulators, leaving 4 of the
+// 16 ymm registers for the two B vectors and the A broadcast. 12 independent chains cover the
+// FMA latency (4 cycles) on two FMA ports. KC: an A sliver (MR x KC) plus a B sliver (KC x NR)
+// fit L1 (6 KB + 16 KB for float); MC: a packed MC x KC block of A stays in L2 (~150 KB).
+template <typename T>
+struct Avx2Tiles {
+  using Scalar = T;
+  static constexpr int64_t kMR = kAvx2Rows;
+  static constexpr int64_t kNR = 2 * Simd<T>::kLanes;
+  static constexpr int64_t kKC = 256;
+  static constexpr int64_t kMC = 144 * 4 / static_cast<int64_t>(sizeof(T));
+  static void multiply(int64_t kc, const T* ap, const T* bp, T* c, int64_t ldc, bool accumulate,
+                       const FusedEpilogue<T>& fused = {}) {
+    micro_kernel<T>(kc, ap, bp, c, ldc, accumulate, fused);
+  }
+};
+
+}  // namespace rnnlab_gemm
+
+#include "avx512.h"
+
+namespace rnnlab_gemm {
+
 // A tile cut by the edge of C (mv < MR rows or nv < NR columns): run the full micro-kernel on a
 // local tile and copy the valid part in and out. Padding rows/columns are zeros in the packed
 // panels, so they never touch a stored element.
-template <typename T>
+template <typename K, typename T = typename K::Scalar>
 void edge_kernel(int64_t kc, const T* ap, const T* bp, T* c, int64_t ldc, int64_t mv, int64_t nv, bool accumulate) {
-  constexpr int64_t kMR = Blocking<T>::kMR;
-  constexpr int64_t kNR = Blocking<T>::kNR;
-  alignas(32) T tile[kMR * kNR] = {};
+  alignas(64) T tile[K::kMR * K::kNR] = {};
   for (int64_t i = 0; i < mv && accumulate; ++i) {
-    for (int64_t j = 0; j < nv; ++j) tile[i * kNR + j] = c[i * ldc + j];
+    for (int64_t j = 0; j < nv; ++j) tile[i * K::kNR + j] = c[i * ldc + j];
   }
-  micro_kernel<T>(kc, ap, bp, tile, kNR, accumulate);
+  K::multiply(kc, ap, bp, tile, K::kNR, accumulate);
   for (int64_t i = 0; i < mv; ++i) {
-    for (int64_t j = 0; j < nv; ++j) c[i * ldc + j] = tile[i * kNR + j];
+    for (int64_t j = 0; j < nv; ++j) c[i * ldc + j] = tile[i * K::kNR + j];
   }
 }
 
@@ -246,24 +260,24 @@ inline void transpose8x8(__m256 r[8]) {
 }
 
 // Bp[p * NR + j] = B(k0 + p, j0 + j) for j < nv, 0 for nv <= j < NR.
-template <typename T>
+template <typename K, typename T = typename K::Scalar>
 void pack_b_generic(const Operand<T>& b, int64_t k0, int64_t kc, int64_t j0, int64_t nv, T* out) {
-  constexpr int64_t kNR = Blocking<T>::kNR;
+  constexpr int64_t kNR = K::kNR;
   for (int64_t p = 0; p < kc; ++p) {
     for (int64_t j = 0; j < nv; ++j) out[p * kNR + j] = b.at(k0 + p, j0 + j);
     std::fill(out + p * kNR + nv, out + (p + 1) * kNR, T(0));
   }
 }
 
-template <typename T>
+template <typename K, typename T = typename K::Scalar>
 void pack_b(const Operand<T>& b, int64_t k0, int64_t kc, int64_t j0, int64_t nv, T* out) {
   using S = Simd<T>;
-  constexpr int64_t kNR = Blocking<T>::kNR;
-  if (nv == kNR && b.cs == 1) {  // rows of B contiguous: two vector copies per k
+  constexpr int64_t kNR = K::kNR;
+  if (nv == kNR && b.cs == 1) {  // rows of B contiguous: NR / lanes vector copies per k
     const T* src = &b.at(k0, j0);
     for (int64_t p = 0; p < kc; ++p, src += b.rs) {
-      S::store(out + p * kNR, S::loadu(src));
-      S::store(out + p * kNR + S::kLanes, S::loadu(src + S::kLanes));
+#pragma GCC unroll 4
+      for (int64_t v = 0; v < kNR; v += S::kLanes) S::store(out + p * kNR + v, S::loadu(src + v));
     }
     return;
   }
@@ -271,60 +285,88 @@ void pack_b(const Operand<T>& b, int64_t k0, int64_t kc, int64_t j0, int64_t nv,
     if (nv == kNR && b.rs == 1) {  // columns of B contiguous (B = W^T): transpose 8 k x 8 j blocks
       int64_t p = 0;
       for (; p + 8 <= kc; p += 8) {
-        for (int64_t half = 0; half < 2; ++half) {
+        for (int64_t block = 0; block < kNR; block += 8) {
           __m256 r[8];
-          for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(&b.at(k0 + p, j0 + half * 8 + j));
+          for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(&b.at(k0 + p, j0 + block + j));
           transpose8x8(r);
-          for (int q = 0; q < 8; ++q) _mm256_store_ps(out + (p + q) * kNR + half * 8, r[q]);
+          for (int q = 0; q < 8; ++q) _mm256_store_ps(out + (p + q) * kNR + block, r[q]);
         }
       }
-      pack_b_generic(b, k0 + p, kc - p, j0, nv, out + p * kNR);
+      pack_b_generic<K>(b, k0 + p, kc - p, j0, nv, out + p * kNR);
       return;
     }
   }
-  pack_b_generic(b, k0, kc, j0, nv, out);
+  pack_b_generic<K>(b, k0, kc, j0, nv, out);
 }
 
 // Ap[p * MR + i] = A(i0 + i, k0 + p) for i < mv, 0 for mv <= i < MR.
-template <typename T>
+template <typename K, typename T = typename K::Scalar>
 void pack_a_generic(const Operand<T>& a, int64_t i0, int64_t mv, int64_t k0, int64_t kc, T* out) {
-  constexpr int64_t kMR = Blocking<T>::kMR;
+  constexpr int64_t kMR = K::kMR;
   for (int64_t p = 0; p < kc; ++p) {
     for (int64_t i = 0; i < mv; ++i) out[p * kMR + i] = a.at(i0 + i, k0 + p);
     std::fill(out + p * kMR + mv, out + (p + 1) * kMR, T(0));
   }
 }
 
-template <typename T>
+// The first `count` (< 8) lanes of v, in 4-, 2- and 1-float pieces: a full store would run into
+// the next k's rows (or past the buffer at the last k), and masked stores are slow on AMD.
+inline void store_lanes(float* dst, __m256 v, int count) {
+  __m128 part = _mm256_castps256_ps128(v);
+  if (count >= 4) {
+    _mm_storeu_ps(dst, part);
+    part = _mm256_extractf128_ps(v, 1);
+    dst += 4, count -= 4;
+  }
+  if (count >= 2) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(dst), part);
+    part = _mm_movehl_ps(part, part);
+    dst += 2, count -= 2;
+  }
+  if (count == 1) _mm_store_ss(dst, part);
+}
+
+// Rows [g, g + rows) of an MR-row float sliver from rows of A that are contiguous in k: rows
+// (zero-padded to 8) x 8 k transposes, each k's first `rows` lanes stored.
+inline void pack_a_rows(const Operand<float>& a, int64_t i0, int64_t g, int rows, int64_t k0, int64_t kc,
+                        int64_t mr, float* out) {
+  for (int64_t p = 0; p + 8 <= kc; p += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i) r[i] = i < rows ? _mm256_loadu_ps(&a.at(i0 + g + i, k0 + p)) : _mm256_setzero_ps();
+    transpose8x8(r);
+    for (int q = 0; q < 8; ++q) {
+      float* dst = out + (p + q) * mr + g;
+      if (rows == 8) {
+        _mm256_storeu_ps(dst, r[q]);
+      } else {
+        store_lanes(dst, r[q], rows);
+      }
+    }
+  }
+}
+
+template <typename K, typename T = typename K::Scalar>
 void pack_a(const Operand<T>& a, int64_t i0, int64_t mv, int64_t k0, int64_t kc, T* out) {
-  constexpr int64_t kMR = Blocking<T>::kMR;
+  constexpr int64_t kMR = K::kMR;
   if (mv == kMR && a.rs == 1) {  // columns of A contiguous (A = G^T): MR contiguous values per k
     const T* src = &a.at(i0, k0);
     for (int64_t p = 0; p < kc; ++p, src += a.cs) {
-#pragma GCC unroll 6
+#pragma GCC unroll 16
       for (int64_t i = 0; i < kMR; ++i) out[p * kMR + i] = src[i];  // inline moves, not a memmove call
     }
     return;
   }
   if constexpr (std::is_same_v<T, float>) {
-    if (mv == kMR && a.cs == 1) {  // rows of A contiguous: transpose 6 (+2 zero) rows x 8 k blocks
-      int64_t p = 0;
-      for (; p + 8 <= kc; p += 8) {
-        __m256 r[8];
-        for (int i = 0; i < 6; ++i) r[i] = _mm256_loadu_ps(&a.at(i0 + i, k0 + p));
-        r[6] = r[7] = _mm256_setzero_ps();
-        transpose8x8(r);
-        for (int q = 0; q < 8; ++q) {  // store lanes 0..5 of each k: 4 + 2 floats
-          float* dst = out + (p + q) * kMR;
-          _mm_storeu_ps(dst, _mm256_castps256_ps128(r[q]));
-          _mm_storel_pi(reinterpret_cast<__m64*>(dst + 4), _mm256_extractf128_ps(r[q], 1));
-        }
+    if (mv == kMR && a.cs == 1) {  // rows of A contiguous: transposes of up to 8 rows x 8 k
+      for (int64_t g = 0; g < kMR; g += 8) {
+        pack_a_rows(a, i0, g, static_cast<int>(std::min<int64_t>(8, kMR - g)), k0, kc, kMR, out);
       }
-      pack_a_generic(a, i0, mv, k0 + p, kc - p, out + p * kMR);
+      const int64_t p = kc / 8 * 8;
+      pack_a_generic<K>(a, i0, mv, k0 + p, kc - p, out + p * kMR);
       return;
     }
   }
-  pack_a_generic(a, i0, mv, k0, kc, out);
+  pack_a_generic<K>(a, i0, mv, k0, kc, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,60 +417,58 @@ struct KBlock {
 };
 
 // The micro-kernels of one packed B sliver (columns [j, j + nv)) down packed A rows [ic, ic + mc).
-template <typename T>
+template <typename K, typename T = typename K::Scalar>
 void multiply_sliver(const Problem<T>& g, const KBlock& kb, const T* ap, int64_t ic, int64_t mc, const T* bp,
                      int64_t j, int64_t nv) {
-  using B = Blocking<T>;
   const Epilogue<T>& e = g.epilogue;
   const bool epilogue = kb.p0 + kb.kc == g.k && !e.is_identity();
   const bool fusable = e.beta == T(0) || e.self.cs <= 1;
-  for (int64_t i = ic; i < ic + mc; i += B::kMR, ap += kb.kc * B::kMR) {
-    const int64_t mv = std::min(B::kMR, ic + mc - i);
+  for (int64_t i = ic; i < ic + mc; i += K::kMR, ap += kb.kc * K::kMR) {
+    const int64_t mv = std::min(K::kMR, ic + mc - i);
     T* c = g.c + i * g.ldc + j;
-    if (mv == B::kMR && nv == B::kNR) {
+    if (mv == K::kMR && nv == K::kNR) {
       const FusedEpilogue<T> fused{epilogue && fusable ? &e : nullptr, i, j};
-      micro_kernel<T>(kb.kc, ap, bp, c, g.ldc, kb.accumulate(), fused);
+      K::multiply(kb.kc, ap, bp, c, g.ldc, kb.accumulate(), fused);
       if (epilogue && !fusable) apply_epilogue(g, i, j, mv, nv);
     } else {
-      edge_kernel<T>(kb.kc, ap, bp, c, g.ldc, mv, nv, kb.accumulate());
+      edge_kernel<K>(kb.kc, ap, bp, c, g.ldc, mv, nv, kb.accumulate());
       if (epilogue) apply_epilogue(g, i, j, mv, nv);
     }
   }
 }
 
-template <typename T>
+template <typename K, typename T = typename K::Scalar>
 void compute_block(const Problem<T>& g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-  using B = Blocking<T>;
   if (g.k == 0) {  // empty chains: acc = 0, then the epilogue
     for (int64_t i = i0; i < i1; ++i) std::fill(g.c + i * g.ldc + j0, g.c + i * g.ldc + j1, T(0));
     apply_epilogue(g, i0, j0, i1 - i0, j1 - j0);
     return;
   }
-  const int64_t col_slivers = (j1 - j0 + B::kNR - 1) / B::kNR;
+  const int64_t col_slivers = (j1 - j0 + K::kNR - 1) / K::kNR;
   // One A block (e.g. a recurrent step: 100 x 256 by 256 x 1024): each B sliver is used once, so
   // pack it right before its use into an L1-sized buffer rather than the whole panel through L3.
-  const bool pack_per_sliver = i1 - i0 <= B::kMC;
-  for (int64_t p0 = 0; p0 < g.k; p0 += B::kKC) {
-    const KBlock kb{p0, std::min(B::kKC, g.k - p0)};
-    const int64_t sliver_size = kb.kc * B::kNR;
+  const bool pack_per_sliver = i1 - i0 <= K::kMC;
+  for (int64_t p0 = 0; p0 < g.k; p0 += K::kKC) {
+    const KBlock kb{p0, std::min(K::kKC, g.k - p0)};
+    const int64_t sliver_size = kb.kc * K::kNR;
     T* bp = scratch_b<T>().get(pack_per_sliver ? sliver_size : col_slivers * sliver_size);
     if (!pack_per_sliver) {
       for (int64_t s = 0; s < col_slivers; ++s) {
-        const int64_t j = j0 + s * B::kNR;
-        pack_b(g.b, p0, kb.kc, j, std::min(B::kNR, j1 - j), bp + s * sliver_size);
+        const int64_t j = j0 + s * K::kNR;
+        pack_b<K>(g.b, p0, kb.kc, j, std::min(K::kNR, j1 - j), bp + s * sliver_size);
       }
     }
-    for (int64_t ic = i0; ic < i1; ic += B::kMC) {
-      const int64_t mc = std::min(B::kMC, i1 - ic);
-      T* ap = scratch_a<T>().get((mc + B::kMR - 1) / B::kMR * kb.kc * B::kMR);
-      for (int64_t i = ic; i < ic + mc; i += B::kMR) {
-        pack_a(g.a, i, std::min(B::kMR, ic + mc - i), p0, kb.kc, ap + (i - ic) * kb.kc);
+    for (int64_t ic = i0; ic < i1; ic += K::kMC) {
+      const int64_t mc = std::min(K::kMC, i1 - ic);
+      T* ap = scratch_a<T>().get((mc + K::kMR - 1) / K::kMR * kb.kc * K::kMR);
+      for (int64_t i = ic; i < ic + mc; i += K::kMR) {
+        pack_a<K>(g.a, i, std::min(K::kMR, ic + mc - i), p0, kb.kc, ap + (i - ic) * kb.kc);
       }
       for (int64_t s = 0; s < col_slivers; ++s) {
-        const int64_t j = j0 + s * B::kNR;
-        const int64_t nv = std::min(B::kNR, j1 - j);
-        if (pack_per_sliver) pack_b(g.b, p0, kb.kc, j, nv, bp);
-        multiply_sliver(g, kb, ap, ic, mc, pack_per_sliver ? bp : bp + s * sliver_size, j, nv);
+        const int64_t j = j0 + s * K::kNR;
+        const int64_t nv = std::min(K::kNR, j1 - j);
+        if (pack_per_sliver) pack_b<K>(g.b, p0, kb.kc, j, nv, bp);
+        multiply_sliver<K>(g, kb, ap, ic, mc, pack_per_sliver ? bp : bp + s * sliver_size, j, nv);
       }
     }
   }
@@ -447,11 +487,10 @@ constexpr int64_t kParallelMacs = int64_t{1} << 18;
 
 // `parts` output blocks (row_parts x col_parts) for one m x n x k product, choosing the shape that
 // packs the least: B is packed once per row part, A once per column part.
-template <typename T>
+template <typename K>
 Split choose_split(int64_t m, int64_t n, int64_t k, int64_t parts) {
-  using B = Blocking<T>;
-  const int64_t row_slivers = (m + B::kMR - 1) / B::kMR;
-  const int64_t col_slivers = (n + B::kNR - 1) / B::kNR;
+  const int64_t row_slivers = (m + K::kMR - 1) / K::kMR;
+  const int64_t col_slivers = (n + K::kNR - 1) / K::kNR;
   for (; parts > 1; --parts) {
     Split best;
     int64_t best_cost = -1;
@@ -472,29 +511,29 @@ inline void part_range(int64_t q, int64_t parts, int64_t extent, int64_t width, 
   *end = std::min(extent, (q + 1) * slivers / parts * width);
 }
 
-// A batch of equally shaped problems as work items (problem, row part, column part).
-template <typename T>
+// A batch of equally shaped problems as work items (problem, row part, column part), on the
+// micro-kernels K.
+template <typename K, typename T = typename K::Scalar>
 class Plan {
  public:
   Plan(const Problem<T>* problems, int64_t count, int64_t threads) : problems_(problems), count_(count) {
     const Problem<T>& g = problems[0];
     macs_ = count * g.m * g.n * g.k;
     const int64_t per_problem = macs_ < kParallelMacs ? 1 : (threads + count - 1) / count;
-    split_ = choose_split<T>(g.m, g.n, g.k, per_problem);
+    split_ = choose_split<K>(g.m, g.n, g.k, per_problem);
   }
 
   int64_t items() const { return count_ * split_.row_parts * split_.col_parts; }
   bool parallel() const { return items() > 1 && macs_ >= kParallelMacs; }
 
   void run(int64_t item) const {
-    using B = Blocking<T>;
     const int64_t per_problem = split_.row_parts * split_.col_parts;
     const Problem<T>& g = problems_[item / per_problem];
     const int64_t part = item % per_problem;
     int64_t i0, i1, j0, j1;
-    part_range(part / split_.col_parts, split_.row_parts, g.m, B::kMR, &i0, &i1);
-    part_range(part % split_.col_parts, split_.col_parts, g.n, B::kNR, &j0, &j1);
-    if (i0 < i1 && j0 < j1) compute_block(g, i0, i1, j0, j1);
+    part_range(part / split_.col_parts, split_.row_parts, g.m, K::kMR, &i0, &i1);
+    part_range(part % split_.col_parts, split_.col_parts, g.n, K::kNR, &j0, &j1);
+    if (i0 < i1 && j0 < j1) compute_block<K>(g, i0, i1, j0, j1);
   }
 
  private:

@@ -73,9 +73,9 @@ class CsrGuard {
   unsigned saved_;
 };
 
-template <typename T>
-void run_problems(const std::vector<Problem<T>>& problems) {
-  const Plan<T> plan(problems.data(), static_cast<int64_t>(problems.size()), at::get_num_threads());
+template <typename K, typename T = typename K::Scalar>
+void run_plan(const std::vector<Problem<T>>& problems) {
+  const Plan<K> plan(problems.data(), static_cast<int64_t>(problems.size()), at::get_num_threads());
   if (!plan.parallel()) {
     for (int64_t item = 0; item < plan.items(); ++item) plan.run(item);
     return;
@@ -85,6 +85,19 @@ void run_problems(const std::vector<Problem<T>>& problems) {
     const CsrGuard guard(csr);
     for (int64_t item = begin; item < end; ++item) plan.run(item);
   });
+}
+
+// The problems on the tiles in use (avx512.h). Either family gives the same bits, so this is about
+// speed only: a product narrower than an AVX-512 tile (the order task's 4-unit LSTM: 16 gate
+// columns) would run each tile as a half-empty edge tile, and takes the AVX2 tiles.
+template <typename T>
+void run_problems(const std::vector<Problem<T>>& problems) {
+  const bool wide = isa_in_use().load(std::memory_order_relaxed) == Isa::kAvx512f;
+  if (wide && problems[0].n >= Avx512Tiles<T>::kNR) {
+    run_plan<Avx512Tiles<T>>(problems);
+  } else {
+    run_plan<Avx2Tiles<T>>(problems);
+  }
 }
 
 // out = alpha * a @ b + beta * self per batch, into a sized `out` with a unit-stride dimension that

@@ -230,6 +230,107 @@ def test_bits_do_not_depend_on_threads_with_flush_denormal(threads: None) -> Non
     assert all_equal(per_thread_count(lambda: torch.bmm(*batched)))
 
 
+# ------------------------------------------------------------------------------------------------
+# The AVX-512F tiles (avx512.h) give the AVX2 tiles' bits: the same chains, by construction; checked.
+
+HAS_AVX512F = "avx512f" in gemm.cpu_flags()
+needs_avx512f = pytest.mark.skipif(not HAS_AVX512F, reason="the CPU lacks AVX-512F: only the AVX2 tiles run here")
+TILE_SIZES = (1, 5, 6, 7, 9, 10, 11, 29, 43)  # around the AVX2 tile's 6 rows and the AVX-512 tile's 10
+DEPTHS = (0, 1, 7, 17, 300, 600)  # past one and two K blocks (256)
+WIDTHS = (1, 7, 31, 32, 33, 70)  # around the AVX-512 tile's 32 float columns and the AVX2 tile's 16
+
+
+def on_tiles(isa: str, compute: Callable[[], object]) -> object:
+    """compute() on the micro-kernels `isa`, then back to those the library chose at load."""
+    torch.ops.rnnlab_gemm.select_isa(isa)
+    try:
+        return compute()
+    finally:
+        torch.ops.rnnlab_gemm.select_isa(gemm.status().tiles)
+
+
+def same_on_both_tiles(compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """compute()'s result on the AVX-512F tiles, asserted equal bit for bit to the AVX2 tiles' one."""
+    wide, narrow = on_tiles("avx512f", compute), on_tiles("avx2", compute)
+    assert torch.equal(wide, narrow)
+    return wide
+
+
+@needs_avx512f
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avx512_tiles_equal_avx2_tiles_and_the_chain_over_odd_shapes_and_layouts(dtype: torch.dtype) -> None:
+    for seed, (m, k, n) in enumerate(itertools.product(TILE_SIZES, DEPTHS, WIDTHS)):
+        for name, a, b in layouts(m, k, n, dtype, seed):
+            result = same_on_both_tiles(partial(torch.mm, a, b))
+            assert torch.equal(result, torch.ops.rnnlab_gemm.reference_mm(a, b)), (name, m, k, n)
+
+
+@needs_avx512f
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avx512_tiles_equal_avx2_tiles_with_alpha_beta_broadcast_self_and_batches(dtype: torch.dtype) -> None:
+    m, k, n = 29, 600, 70  # edge tiles both ways, three K blocks
+    a, b = random(m, k, dtype=dtype), random(k, n, dtype=dtype, seed=1)
+    selves = [random(*shape, dtype=dtype, seed=2) for shape in ((n,), (1, n), (m, 1), (m, n), ())]
+    selves.append(random(n, m, dtype=dtype, seed=3).t())  # column-major: the epilogue after the tiles
+    transposed = a.t().contiguous().t(), b.t().contiguous().t()
+
+    def into_column_major(self: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+        """addmm into a fresh column-major output, filled as out^T = b^T a^T."""
+        return torch.addmm(self, a, b, alpha=alpha, beta=beta, out=torch.empty(n, m, dtype=dtype).t())
+
+    for self, (alpha, beta) in itertools.product(selves, ((1, 1), (1, 0), (-2.5, 1), (1, 0.5), (0.25, -3), (0, 1))):
+        same_on_both_tiles(partial(torch.addmm, self, a, b, alpha=alpha, beta=beta))
+        same_on_both_tiles(partial(torch.addmm, self, *transposed, alpha=alpha, beta=beta))
+        same_on_both_tiles(partial(into_column_major, self, alpha, beta))
+    batch_a, batch_b = random(3, 43, 300, dtype=dtype), random(3, 300, 45, dtype=dtype, seed=1)
+    column_major_a = batch_a.transpose(1, 2).contiguous().transpose(1, 2)
+    same_on_both_tiles(partial(torch.bmm, batch_a, batch_b))
+    same_on_both_tiles(partial(torch.baddbmm, random(45, dtype=dtype), column_major_a, batch_b, alpha=2, beta=0.5))
+    matrix, vector = random(70, 300, dtype=dtype), random(300, dtype=dtype, seed=3)
+    same_on_both_tiles(partial(torch.addmv, random(70, dtype=dtype), matrix, vector, beta=0.5))
+
+
+@needs_avx512f
+def test_avx512_tiles_equal_avx2_tiles_and_the_chain_over_thread_counts(threads: None) -> None:
+    # The LSTM's products at the pipeline's sizes: the step (h W_hh^T), its backward (G W_hh), the
+    # weight gradients (G^T h): split among threads by rows or columns.
+    products = [(random(100, 256), random(1024, 256, seed=1).t()), (random(100, 1024), random(1024, 256, seed=1)),
+                (random(100, 1024, seed=2).t(), random(100, 256, seed=3)), (random(300, 700), random(700, 50, seed=4))]
+    for a, b in products:
+        expected = torch.ops.rnnlab_gemm.reference_mm(a, b)
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            assert torch.equal(same_on_both_tiles(partial(torch.mm, a, b)), expected), (tuple(a.shape), count)
+
+
+@needs_avx512f
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_train_step_through_fused_layers_identical_on_both_tiles(cell: str, threads: None) -> None:
+    for count in (1, 2):
+        step = partial(train_step_bits, count, cell)
+        assert on_tiles("avx512f", step) == on_tiles("avx2", step), (cell, count)
+
+
+def test_rnnlab_gemm_isa_picks_the_tiles_not_the_stamp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(gemm.ISA_SWITCH, "avx2")
+    try:
+        forced = gemm._load()
+    finally:
+        torch.ops.rnnlab_gemm.select_isa(gemm.status().tiles)
+    assert forced.active and forced.tiles == "avx2"
+    assert (forced.name, forced.isa) == (gemm.NAME, gemm.ISA) == ("rnnlab-gemm 1", "AVX2+FMA")  # the stamp's parts
+    monkeypatch.setenv(gemm.ISA_SWITCH, "sse2")
+    try:
+        unknown = gemm._load()
+    finally:
+        torch.ops.rnnlab_gemm.select_isa(gemm.status().tiles)
+    assert not unknown.active and unknown.fallback_reason.startswith(
+        f"{gemm.ISA_SWITCH}=sse2: unknown ISA 'sse2' (auto, avx2, avx512f)")
+    monkeypatch.delenv(gemm.ISA_SWITCH)
+    assert torch.ops.rnnlab_gemm.select_isa("auto") == ("avx512f" if HAS_AVX512F else "avx2")
+    torch.ops.rnnlab_gemm.select_isa(gemm.status().tiles)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "torch-loop"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_autograd_gradcheck_through_recurrent_layer_and_linear(cell: str, fused: bool) -> None:
@@ -427,9 +528,11 @@ TRAIN = textwrap.dedent("""
     print(flush=True)
     os._exit(0)  # skips ~1.5 s of interpreter teardown (torch's atexit hooks)
 """)
-# "none" also logs MKL's calls: MKL_VERBOSE changes no result.
+# "none" also logs MKL's calls: MKL_VERBOSE changes no result. The others run on the AVX-512F tiles
+# where the CPU has them; "avx2 tiles" on the AVX2 ones (the same bits, avx512.h).
 MKL_SETTINGS = {"none": {"MKL_VERBOSE": "1"}, "COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"},
-                **{isa: {"MKL_ENABLE_INSTRUCTIONS": isa} for isa in ("SSE4_2", "AVX2", "AVX512")}}
+                **{isa: {"MKL_ENABLE_INSTRUCTIONS": isa} for isa in ("SSE4_2", "AVX2", "AVX512")},
+                "avx2 tiles": {"RNNLAB_GEMM_ISA": "avx2"}}
 
 
 # The eight trainings' weights (rnn, lstm, gru, gru float64; fused, then torch's loop), as printed on an
@@ -451,7 +554,7 @@ RECORDED_WEIGHTS = [
 def start_training(extra: dict[str, str], *arguments: str) -> subprocess.Popen[str]:
     environment = {name: value for name, value in os.environ.items()
                    if not name.startswith(("MKL_", "RNNLAB_GEMM"))} | extra
-    # One thread each: five children share the CPU, and spinning OpenMP workers would slow them all.
+    # One thread each: six children share the CPU, and spinning OpenMP workers would slow them all.
     environment.update(ATEN_CPU_CAPABILITY="avx2", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-c", TRAIN, *arguments], env=environment, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
