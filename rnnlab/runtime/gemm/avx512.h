@@ -35,6 +35,7 @@ struct Simd<float> {
   static V load(const float* p) { return _mm512_load_ps(p); }
   static V loadu(const float* p) { return _mm512_loadu_ps(p); }
   static void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
@@ -49,6 +50,7 @@ struct Simd<double> {
   static V load(const double* p) { return _mm512_load_pd(p); }
   static V loadu(const double* p) { return _mm512_loadu_pd(p); }
   static void storeu(double* p, V v) { _mm512_storeu_pd(p, v); }
+  static V broadcast(const double* p) { return _mm512_set1_pd(*p); }
   static V set1(double x) { return _mm512_set1_pd(x); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
@@ -61,63 +63,7 @@ struct Simd<double> {
 // 10 rows, 0.5-0.75 ms with 12 or 14 (one thread of a Xeon); 1024-row products ran alike.
 constexpr int kRows = 10;
 
-// kernels.h's combine() on zmm vectors: the same two separately rounded operations.
-template <typename T>
-inline typename Simd<T>::V combine(typename Simd<T>::V acc, typename Simd<T>::V self, const Epilogue<T>& e) {
-  using S = Simd<T>;
-  const typename S::V scaled = e.alpha == T(1) ? acc : e.alpha == T(0) ? S::zero() : S::mul(S::set1(e.alpha), acc);
-  if (e.beta == T(0)) return scaled;
-  return S::add(scaled, e.beta == T(1) ? self : S::mul(S::set1(e.beta), self));
-}
-
-template <typename T>
-inline void fuse_epilogue(typename Simd<T>::V (&acc)[kRows][2], const FusedEpilogue<T>& f) {
-  using S = Simd<T>;
-  const Epilogue<T>& e = *f.e;
-#pragma GCC unroll 16
-  for (int r = 0; r < kRows; ++r) {
-    typename S::V s0 = S::zero(), s1 = S::zero();
-    if (e.beta != T(0)) {
-      const T* self = &e.self.at(f.i + r, f.j);
-      s0 = e.self.cs == 1 ? S::loadu(self) : S::set1(*self);
-      s1 = e.self.cs == 1 ? S::loadu(self + S::kLanes) : s0;
-    }
-    acc[r][0] = combine<T>(acc[r][0], s0, e);
-    acc[r][1] = combine<T>(acc[r][1], s1, e);
-  }
-}
-
-// kernels.h's micro_kernel() on a kRows x (2 zmm) tile; Bp is 64-byte aligned.
-template <typename T>
-void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T* __restrict c, int64_t ldc,
-                  bool accumulate, const FusedEpilogue<T>& fused) {
-  using S = Simd<T>;
-  constexpr int kL = S::kLanes;
-  typename S::V acc[kRows][2];
-#pragma GCC unroll 16
-  for (int r = 0; r < kRows; ++r) {
-    acc[r][0] = accumulate ? S::loadu(c + r * ldc) : S::zero();
-    acc[r][1] = accumulate ? S::loadu(c + r * ldc + kL) : S::zero();
-  }
-  for (int64_t p = 0; p < kc; ++p) {
-    const typename S::V b0 = S::load(bp);
-    const typename S::V b1 = S::load(bp + kL);
-#pragma GCC unroll 16
-    for (int r = 0; r < kRows; ++r) {
-      const typename S::V a = S::set1(ap[r]);
-      acc[r][0] = S::fma(a, b0, acc[r][0]);
-      acc[r][1] = S::fma(a, b1, acc[r][1]);
-    }
-    ap += kRows;
-    bp += 2 * kL;
-  }
-  if (fused.e != nullptr) fuse_epilogue<T>(acc, fused);
-#pragma GCC unroll 16
-  for (int r = 0; r < kRows; ++r) {
-    S::storeu(c + r * ldc, acc[r][0]);
-    S::storeu(c + r * ldc + kL, acc[r][1]);
-  }
-}
+#include "tiles.h"  // combine, fuse_epilogue, micro_kernel on zmm vectors
 
 #pragma GCC pop_options
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("gemm.cpp", "kernels.h", "avx512.h", "products.h", "pool.h", "elementwise.h", "recurrent.h")
+SOURCES = ("gemm.cpp", "kernels.h", "avx512.h", "tiles.h", "products.h", "pool.h", "elementwise.h", "recurrent.h")
 LIBRARY_NAME = "librnnlab_gemm.so"
 COMPILER = "g++"
 # -ffp-contract=off and no -ffast-math: the compiler must not fuse the epilogue's multiply and add

@@ -326,6 +326,7 @@ TORCH_LIBRARY(rnnlab_gemm, m) {
       TORCH_FN(rnnlab_gemm::recurrent_forward));
   m.def(
       "recurrent_backward(str cell, Tensor grad_output, Tensor grad_hn, Tensor? grad_cn, Tensor input, Tensor h0, "
-      "Tensor? c0, Tensor w_ih, Tensor w_hh, bool has_bias, bool reverse, Tensor output, Tensor[] saved) -> Tensor[]",
+      "Tensor? c0, Tensor w_ih, Tensor w_hh, bool has_bias, bool reverse, Tensor output, Tensor[] saved, "
+      "bool input_grad) -> Tensor[]",
       TORCH_FN(rnnlab_gemm::recurrent_backward));
 }

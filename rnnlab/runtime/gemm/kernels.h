@@ -97,7 +97,7 @@ struct Problem {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The epilogue formula, scalar and vector (the same bits: both round the product and the sum).
+// The epilogue formula (tiles.h has it on vectors: the same bits, both round the product and the sum).
 
 template <typename T>
 inline T combine(T acc, T self, const Epilogue<T>& e) {
@@ -106,19 +106,8 @@ inline T combine(T acc, T self, const Epilogue<T>& e) {
   return scaled + (e.beta == T(1) ? self : e.beta * self);
 }
 
-template <typename T>
-inline typename Simd<T>::V combine(typename Simd<T>::V acc, typename Simd<T>::V self, const Epilogue<T>& e) {
-  using S = Simd<T>;
-  const typename S::V scaled = e.alpha == T(1) ? acc : e.alpha == T(0) ? S::zero() : S::mul(S::set1(e.alpha), acc);
-  if (e.beta == T(0)) return scaled;
-  return S::add(scaled, e.beta == T(1) ? self : S::mul(S::set1(e.beta), self));
-}
-
 // ---------------------------------------------------------------------------------------------
-// Micro-kernel: C[0:MR, 0:NR] = (accumulate ? C : 0) + chain over k of Ap[k, :] x Bp[k, :].
-// Ap is kc x MR (k-major), Bp is kc x NR (k-major, 64-byte aligned); C has row stride ldc.
-// With `fused` (the last K block, self rows contiguous or broadcast) the epilogue is applied in
-// registers before the one store; the tile's top-left element is (i, j) of the problem.
+// Micro-kernel (tiles.h): a tile of C kept in vector registers while the k-chains run.
 
 template <typename T>
 struct FusedEpilogue {
@@ -127,56 +116,10 @@ struct FusedEpilogue {
   int64_t j = 0;
 };
 
-constexpr int kAvx2Rows = 6;
-
-template <typename T>
-inline void fuse_epilogue(typename Simd<T>::V (&acc)[kAvx2Rows][2], const FusedEpilogue<T>& f) {
-  using S = Simd<T>;
-  const Epilogue<T>& e = *f.e;
-#pragma GCC unroll 6
-  for (int r = 0; r < kAvx2Rows; ++r) {
-    typename S::V s0 = S::zero(), s1 = S::zero();
-    if (e.beta != T(0)) {
-      const T* self = &e.self.at(f.i + r, f.j);
-      s0 = e.self.cs == 1 ? S::loadu(self) : S::set1(*self);
-      s1 = e.self.cs == 1 ? S::loadu(self + S::kLanes) : s0;
-    }
-    acc[r][0] = combine<T>(acc[r][0], s0, e);
-    acc[r][1] = combine<T>(acc[r][1], s1, e);
-  }
-}
-
-template <typename T>
-inline void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T* __restrict c, int64_t ldc,
-                         bool accumulate, const FusedEpilogue<T>& fused = {}) {
-  using S = Simd<T>;
-  constexpr int kMR = kAvx2Rows;
-  constexpr int kL = S::kLanes;
-  typename S::V acc[kMR][2];
-#pragma GCC unroll 6
-  for (int r = 0; r < kMR; ++r) {
-    acc[r][0] = accumulate ? S::loadu(c + r * ldc) : S::zero();
-    acc[r][1] = accumulate ? S::loadu(c + r * ldc + kL) : S::zero();
-  }
-  for (int64_t p = 0; p < kc; ++p) {
-    const typename S::V b0 = S::load(bp);
-    const typename S::V b1 = S::load(bp + kL);
-#pragma GCC unroll 6
-    for (int r = 0; r < kMR; ++r) {
-      const typename S::V a = S::broadcast(ap + r);
-      acc[r][0] = S::fma(a, b0, acc[r][0]);
-      acc[r][1] = S::fma(a, b1, acc[r][1]);
-    }
-    ap += kMR;
-    bp += 2 * kL;
-  }
-  if (fused.e != nullptr) fuse_epilogue<T>(acc, fused);
-#pragma GCC unroll 6
-  for (int r = 0; r < kMR; ++r) {
-    S::storeu(c + r * ldc, acc[r][0]);
-    S::storeu(c + r * ldc + kL, acc[r][1]);
-  }
-}
+namespace avx2 {
+constexpr int kRows = 6;
+#include "tiles.h"
+}  // namespace avx2
 
 // Register blocking: an MR x NR tile of C is 6 rows x 2 vectors = 12 accumulators, leaving 4 of the
 // 16 ymm registers for the two B vectors and the A broadcast. 12 independent chains cover the
@@ -185,13 +128,13 @@ inline void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict
 template <typename T>
 struct Avx2Tiles {
   using Scalar = T;
-  static constexpr int64_t kMR = kAvx2Rows;
+  static constexpr int64_t kMR = avx2::kRows;
   static constexpr int64_t kNR = 2 * Simd<T>::kLanes;
   static constexpr int64_t kKC = 256;
   static constexpr int64_t kMC = 144 * 4 / static_cast<int64_t>(sizeof(T));
   static void multiply(int64_t kc, const T* ap, const T* bp, T* c, int64_t ldc, bool accumulate,
                        const FusedEpilogue<T>& fused = {}) {
-    micro_kernel<T>(kc, ap, bp, c, ldc, accumulate, fused);
+    avx2::micro_kernel<T>(kc, ap, bp, c, ldc, accumulate, fused);
   }
 };
 
@@ -229,7 +172,7 @@ void apply_epilogue(const Problem<T>& g, int64_t i0, int64_t j0, int64_t mv, int
       for (; j + kL <= j0 + nv; j += kL) {
         typename S::V self = S::zero();
         if (e.beta != T(0)) self = e.self.cs == 1 ? S::loadu(&e.self.at(i, j)) : S::set1(e.self.at(i, j));
-        S::storeu(row + j, combine<T>(S::loadu(row + j), self, e));
+        S::storeu(row + j, avx2::combine<T>(S::loadu(row + j), self, e));
       }
     }
     for (; j < j0 + nv; ++j) row[j] = combine<T>(row[j], e.beta == T(0) ? T(0) : e.self.at(i, j), e);

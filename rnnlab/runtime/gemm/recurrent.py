@@ -26,9 +26,12 @@ class FusedLayer(torch.autograd.Function):
     def forward(ctx: Any, cell: str, reverse: bool, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
                 w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None,
                 b_hh: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        output, h_n, c_n, *saved = torch.ops.rnnlab_gemm.recurrent_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
+        output, h_n, c_n, time_major, *saved = torch.ops.rnnlab_gemm.recurrent_forward(cell, x, h0, c0, w_ih, w_hh,
+                                                                                       b_ih, b_hh, reverse)
         ctx.cell, ctx.reverse, ctx.has_bias = cell, reverse, b_ih is not None
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, output, *saved)
+        # time_major: the forward's contiguous copy of a batch-first x (None when x was contiguous),
+        # kept so that backward's weight-gradient product reads it without copying again.
+        ctx.save_for_backward(x if time_major is None else time_major, h0, c0, w_ih, w_hh, output, *saved)
         return (output, h_n, c_n) if c0 is not None else (output, h_n)
 
     @staticmethod
@@ -36,7 +39,8 @@ class FusedLayer(torch.autograd.Function):
                  grad_cn: torch.Tensor | None = None) -> tuple[torch.Tensor | None, ...]:
         x, h0, c0, w_ih, w_hh, output, *saved = ctx.saved_tensors
         grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, *grad_biases = torch.ops.rnnlab_gemm.recurrent_backward(
-            ctx.cell, grad_output, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, ctx.has_bias, ctx.reverse, output, saved)
+            ctx.cell, grad_output, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, ctx.has_bias, ctx.reverse, output, saved,
+            ctx.needs_input_grad[2])  # no input gradient for a one-hot input (the order task)
         biases = grad_biases if ctx.has_bias else [None, None]
         return None, None, grad_x, grad_h0, grad_c0 if c0 is not None else None, grad_w_ih, grad_w_hh, *biases
 

@@ -461,6 +461,24 @@ def test_fused_forward_equals_torchs_loop_and_gradients_agree(index: int, dtype:
     assert all(torch.allclose(a, b, rtol=tolerance, atol=tolerance) for a, b in zip(fused_grads, loop_grads))
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_fused_layer_skips_the_input_gradient_nobody_asked_for(cell: str) -> None:
+    """A one-hot input (the order task) needs no gradient: backward skips that product, and the weights'
+    gradients keep their bits. Hidden 4: the 4-unit gate spans take the gathered activation path."""
+    torch.manual_seed(0)
+    layer = getattr(nn, cell.upper())(9, 4, batch_first=True)
+    inputs = nn.functional.one_hot(torch.randint(0, 9, (6, 11)), 9).float()
+    gradients = {}
+    for wanted in (True, False):
+        inputs.requires_grad_(wanted)
+        inputs.grad = None
+        layer.zero_grad(set_to_none=True)
+        layer(inputs)[0][:, -1].sin().sum().backward()  # batch-first: grad_output is a strided view
+        gradients[wanted] = [p.grad for p in layer.parameters()]
+        assert (inputs.grad is not None) == wanted
+    assert all(torch.equal(a, b) for a, b in zip(gradients[True], gradients[False]))
+
+
 def test_fused_inter_layer_dropout_masks_come_from_torch_rand(monkeypatch: pytest.MonkeyPatch) -> None:
     """F.dropout's bernoulli_ draws with MKL's generator on Intel CPUs: the fused layers never call it."""
     monkeypatch.setattr(torch.Tensor, "bernoulli_", lambda *args, **kwargs: pytest.fail("bernoulli_ used"))
