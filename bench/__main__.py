@@ -16,7 +16,7 @@ from pathlib import Path
 from rnnlab.config.params import load_params
 from rnnlab.runtime import environment
 
-SECTIONS = ("text", "train", "readout", "activation", "fused", "denormal", "repro", "dvc")
+SECTIONS = ("text", "train", "readout", "activation", "fused", "denormal", "repro", "review", "dvc")
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -51,6 +51,7 @@ def main() -> None:
     from bench.dvc_bench import bench_dvc
     from bench.models import default_sizes
     from bench.reproducibility import bench_reproducibility
+    from bench.review_speed import bench_review
     from bench.steps import (bench_activations, bench_fused_vs_loop, bench_pipeline_vs_bare, bench_readouts,
                              bench_tokens_per_second, profile_fused_vs_loop)
     from bench.text import bench_text
@@ -80,6 +81,8 @@ def main() -> None:
     if "repro" in chosen:
         bench_reproducibility(arguments.quick, steps=2 if arguments.quick else 6, table=table,
                               cells=("rnn",) if arguments.quick else ("rnn", "lstm", "gru"))
+    if "review" in chosen:
+        bench_review(arguments.quick, table)
     if "dvc" in chosen:
         bench_dvc(arguments.quick, table)
     print()

@@ -4,7 +4,7 @@ changed variant, validation accuracy per epoch and gradient flow, base vs head."
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
@@ -63,44 +63,47 @@ def variant_chart(out: Path, variant: str, base: Revision, head: Revision) -> st
     return f"{variant}.png"
 
 
-def start() -> None:
-    """The worker's first job: none; submitting it forks the worker now, before any thread starts."""
+def load_matplotlib() -> None:
+    """The worker's first job: matplotlib's import (about a second), while the main process reads the predictions."""
+    import rnnlab.reporting.figures  # noqa: F401
 
 
 class ChartDrawer:
     """Draws the review's PNGs in a worker process beside this one, on the second core.
 
-    Each changed variant's chart is drawn as soon as that variant is known to differ, while this process
-    reads and compares the others (matplotlib, a second of imports, loads with the first chart; a review
-    where nothing changed never loads it): charts then add little to the review's wall time. Forked, so
-    nothing is pickled but the few rows a chart needs. Leaving the block early (a failed review) cancels
-    what has not started.
+    The worker imports matplotlib as soon as it starts, and each changed variant's chart is drawn as soon
+    as that variant is known to differ, while this process reads and compares the others: charts then add
+    little to the review's wall time. A review that draws nothing does not wait for that import: the
+    worker is stopped on leaving the block, as it is after a failure (what has not finished is dropped).
+    Forked before this process starts any thread (the trust checks' pool: forking a threaded process can
+    deadlock), so nothing is pickled but the few rows a chart needs.
     """
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        # Forked before this process starts any thread (the trust checks' pool): forking a threaded process can deadlock.
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-        self.pool.submit(start)
-        self.variant_jobs: dict[str, Future[str | None]] = {}
-        self.deltas_job: Future[None] | None = None
+        self.pool = multiprocessing.get_context("fork").Pool(processes=1)
+        self.pool.apply_async(load_matplotlib)
+        self.variant_jobs: dict[str, AsyncResult] = {}
+        self.deltas_job: AsyncResult | None = None
 
     def __enter__(self) -> ChartDrawer:
         return self
 
     def __exit__(self, *exception: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # names() has waited for every chart a successful review uses; anything still running is not needed.
+        self.pool.terminate()
+        self.pool.join()
 
     def variant(self, variant: str, base: Revision, head: Revision) -> None:
-        self.variant_jobs[variant] = self.pool.submit(variant_chart, self.out, variant, base, head)
+        self.variant_jobs[variant] = self.pool.apply_async(variant_chart, (self.out, variant, base, head))
 
     def deltas(self, rows: list[Row]) -> None:
         """deltas.png, when any variant's predictions changed."""
         if any(not row.identical for row in rows):
-            self.deltas_job = self.pool.submit(draw_deltas, self.out / DELTAS, rows)
+            self.deltas_job = self.pool.apply_async(draw_deltas, (self.out / DELTAS, rows))
 
     def names(self, order: list[str]) -> list[str]:
         """Wait for every chart; their file names, deltas.png first, then the variants in `order` (a worker's error
         is raised here)."""
-        names = [DELTAS] if self.deltas_job is not None and self.deltas_job.result() is None else []
-        return names + [name for variant in order if variant in self.variant_jobs and (name := self.variant_jobs[variant].result())]
+        names = [DELTAS] if self.deltas_job is not None and self.deltas_job.get() is None else []
+        return names + [name for variant in order if variant in self.variant_jobs and (name := self.variant_jobs[variant].get())]

@@ -24,3 +24,4 @@ def test_quick_benchmark_prints_its_table(tmp_path: Path) -> None:
     for measurement in ("preprocess + xy", "pipeline step vs bare", "fused vs RNNCell loop", "flush on", "readout=concat",
                         "head activation sigmoid", "reproducible mode over threads, one core, MKL settings"):
         assert measurement in completed.stdout, measurement
+    assert "[review]" in completed.stdout  # measured where seed experiments exist, else a row saying it was skipped

@@ -1,0 +1,65 @@
+"""The review's cost: `python -m tools.review` with changed variants against HEAD against itself.
+
+Issue 24's target: a review of 4 changed variants costs at most 1.5x a review of HEAD against itself.
+The changed side is a real one: a seed experiment of this repository (`default-seed<N>`, made by
+`python -m tools.seed_bands --run`), whose IMDB variants were all retrained with another seed, so the
+review compares every prediction, judges every variant and draws every chart. The two commands run
+as the user runs them (a fresh process each, so imports count), interleaved.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.dvc_repo import PROJECT_ROOT
+from bench.timing import Row, Table, seconds, time_interleaved, verdict
+from rnnlab.core.git import experiment_refs, git
+
+TARGET_RATIO = 1.5
+SEED_EXPERIMENT = re.compile(r"default-seed\d+$")
+
+
+def seed_experiment(repo: Path) -> str | None:
+    """The newest seed experiment's name (by its commit time), or None."""
+    refs = [(name, commit) for name, _baseline, commit in experiment_refs(repo) if SEED_EXPERIMENT.match(name)]
+    if not refs:
+        return None
+    times = {commit: int(git("show", "-s", "--format=%ct", commit, cwd=repo)) for _, commit in refs}
+    return max(refs, key=lambda ref: times[ref[1]])[0]
+
+
+def review_command(head: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "tools.review", "HEAD", head, "--out", str(out)]
+
+
+def run_review(head: str, out: Path) -> str:
+    """Run one review; its summary line."""
+    result = subprocess.run(review_command(head, out), cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"bench review: `{' '.join(review_command(head, out))}` failed: {result.stderr.strip()}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def bench_review(quick: bool, table: Table) -> None:
+    experiment = seed_experiment(PROJECT_ROOT)
+    if experiment is None:
+        table.add(Row("review", "4 changed variants vs none", "skipped: no default-seed<N> experiment here "
+                      "(python -m tools.seed_bands --run makes them)"))
+        return
+    with tempfile.TemporaryDirectory(prefix="rnnlab-bench-review-") as temporary:
+        same, changed = Path(temporary) / "same", Path(temporary) / "changed"
+        summary = run_review(experiment, changed)  # also the warm-up: page cache, the compiled .pyc files
+        charts = len(list(changed.glob("*.png")))
+        timings = time_interleaved({"same": lambda: run_review("HEAD", same), "changed": lambda: run_review(experiment, changed)},
+                                   repeats=1 if quick else 7, warmup=0)
+    best, median = timings["changed"].best / timings["same"].best, timings["changed"].median / timings["same"].median
+    table.add(Row("review", "python -m tools.review HEAD HEAD (best / median)",
+                  f"{seconds(timings['same'].best)} / {seconds(timings['same'].median)}"))
+    table.add(Row("review", f"python -m tools.review HEAD {experiment}, {charts} charts (best / median)",
+                  f"{seconds(timings['changed'].best)} / {seconds(timings['changed'].median)}",
+                  f"{best:.2f}x / {median:.2f}x HEAD HEAD", f"<= {TARGET_RATIO}x", verdict(median <= TARGET_RATIO)))
+    print(f"  [review] {experiment}: {summary}", flush=True)
