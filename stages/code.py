@@ -22,9 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder of <stage module>.json fingerprints")
     args = parser.parse_args(argv)
     entries = sorted(path for path in STAGES.glob("*.py") if path.name != "__init__.py")
+    imports: dict[Path, list[Path]] = {}  # each module parsed once for all the walks
     with atomic_directory(args.out) as out:  # a removed stage module loses its file
         for entry in entries:
-            write_json(out / f"{entry.stem}.json", {"entry": entry.relative_to(ROOT).as_posix(), "files": fingerprint(entry, ROOT)})
+            write_json(out / f"{entry.stem}.json",
+                       {"entry": entry.relative_to(ROOT).as_posix(), "files": fingerprint(entry, ROOT, imports)})
     print(f"code: {len(entries)} stage fingerprints -> {args.out}")
 
 

@@ -44,8 +44,14 @@ def imported_modules(path: Path, root: Path) -> set[str]:
     return {name for name in with_parents if module_file(root, name) is not None}
 
 
-def project_files(entry: Path, root: Path) -> set[Path]:
-    """Every project file `entry` runs, itself included, as paths relative to `root`."""
+def project_files(entry: Path, root: Path, memo: dict[Path, list[Path]] | None = None) -> set[Path]:
+    """Every project file `entry` runs, itself included, as paths relative to `root`.
+
+    `memo` (file -> the files it imports) can be shared by the walks of one unchanged tree: the code
+    stage walks eleven entry points through mostly the same modules, and parsing each once instead of
+    once per walk makes the stage (and the review's trust check, which reruns it) ~8x faster.
+    """
+    memo = {} if memo is None else memo
     seen: set[Path] = set()
     pending = [entry.resolve()]
     while pending:
@@ -53,15 +59,17 @@ def project_files(entry: Path, root: Path) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
-        pending += [module_file(root, name).resolve() for name in imported_modules(path, root)]
+        if path not in memo:
+            memo[path] = [module_file(root, name).resolve() for name in imported_modules(path, root)]
+        pending += memo[path]
     return {path.relative_to(root.resolve()) for path in seen}
 
 
-def fingerprint(entry: Path, root: Path) -> dict[str, str]:
+def fingerprint(entry: Path, root: Path, memo: dict[Path, list[Path]] | None = None) -> dict[str, str]:
     """md5 of every project file `entry` runs (itself, its packages' __init__ files and the C++ sources
-    beside any module it imports included), by path."""
+    beside any module it imports included), by path. `memo`: as project_files'."""
     entry = entry.resolve()
-    files = project_files(entry, root)
+    files = project_files(entry, root, memo)
     package = entry.parent
     while (package / "__init__.py").is_file() and root.resolve() in package.parents:  # `python -m stages.x` loads stages/
         files.add((package / "__init__.py").relative_to(root.resolve()))
