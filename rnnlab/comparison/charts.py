@@ -64,8 +64,16 @@ def variant_chart(out: Path, variant: str, base: Revision, head: Revision) -> st
 
 
 def load_matplotlib() -> None:
-    """The worker's first job: matplotlib's import (about a second), while the main process reads the predictions."""
-    import rnnlab.reporting.figures  # noqa: F401
+    """The worker's first job, while the main process reads the predictions: matplotlib's import (about a
+    second) and one throw-away drawing, which loads the font and Agg's caches (the first chart took twice as
+    long as the next without it)."""
+    import io
+
+    from rnnlab.reporting.figures import Figure
+
+    figure = Figure(figsize=(2, 1))
+    figure.add_subplot().set_title("warm-up")
+    figure.savefig(io.BytesIO(), format="png")
 
 
 class ChartDrawer:
