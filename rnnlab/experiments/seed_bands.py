@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import write_json
@@ -47,15 +47,23 @@ def run_dvc(args: list[str], repo: Path) -> str:
     return result.stdout
 
 
+def same_results(repo: Path) -> Callable[[str], bool]:
+    """Whether a commit's metrics are the checked-out commit's (itself, or e.g. a docs-only commit before it):
+    its seed experiments then describe this commit too."""
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    head_metrics = experiments.metrics_at(repo, head)
+    return functools.lru_cache(maxsize=None)(lambda commit: commit == head or experiments.metrics_at(repo, commit) == head_metrics)
+
+
 def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
     """Queue one experiment per seed the commit lacks and start the queue; return the names to wait for.
 
-    A seed is not queued again when its experiment already finished on this commit, or is still
-    queued or running (a rerun after an interrupted wait): DVC refuses a second experiment of the same
-    name on one baseline, and ten seeds take hours.
+    A seed is not queued again when its experiment already finished on this commit or on one with the
+    same results (collect_bands counts it), or is still queued or running (a rerun after an interrupted
+    wait): DVC refuses a second experiment of the same name on one baseline, and ten seeds take hours.
     """
-    head = git("rev-parse", "HEAD", cwd=repo).strip()
-    finished = {name for name, baseline, _ in experiment_refs(repo) if baseline == head}
+    counts = same_results(repo)
+    finished = {name for name, baseline, _ in experiment_refs(repo) if counts(baseline)}
     pending = set(active_tasks(run_dvc(["queue", "status"], repo), [experiment_name(seed) for seed in seeds]))
     names, queued = [], False
     for seed in seeds:
@@ -98,9 +106,8 @@ def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
     that commit's metrics are the checked-out ones (a docs-only commit since then changes no result).
     """
     head = git("rev-parse", "HEAD", cwd=repo).strip()
-    head_metrics = experiments.metrics_at(repo, head)
-    same_results = functools.lru_cache(maxsize=None)(lambda commit: commit == head or experiments.metrics_at(repo, commit) == head_metrics)
-    runs = [run for run in experiments.collect(repo) if same_results(run.baseline)]
+    counts = same_results(repo)
+    runs = [run for run in experiments.collect(repo) if counts(run.baseline)]
     seed_runs = [run for run in runs if set(run.overrides) <= {experiments.SEED_KEY} and (seeds is None or run.seed in seeds)]
     spread = [row for row in experiments.seed_spread(seed_runs) if row["overrides"] == {}]
     if not spread:

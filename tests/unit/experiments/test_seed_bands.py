@@ -128,3 +128,27 @@ def test_a_later_commit_with_the_same_results_keeps_the_seed_runs(repo: tuple[Pa
     git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "docs")
     bands = seed_bands.collect_bands(path)
     assert bands["variants"]["relu"]["runs"] == ["(committed)", "default-seed1"]
+
+
+def test_run_after_a_docs_only_commit_queues_only_the_seeds_no_commit_with_its_results_has(repo: tuple[Path, str],
+                                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seeds that finished before a docs-only commit count for it (collect_bands uses them): not queued again."""
+    path, baseline = repo
+    experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    (path / "NOTES.md").write_text("docs only\n")
+    git(path, "add", "-A")
+    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "docs")
+    head = git(path, "rev-parse", "HEAD").strip()
+    calls: list[list[str]] = []
+
+    def fake_dvc(args: list[str], repo_path: Path) -> str:
+        calls.append(args)
+        if args[:2] == ["queue", "start"]:
+            experiment(path, head, "default-seed2", with_changes(train={"seed": 2}), {"relu": 0.68, "tanh": 0.64})
+        return ""
+
+    monkeypatch.setattr(seed_bands, "run_dvc", fake_dvc)
+    out = path / "bands.json"
+    seed_bands_tool.main(["--run", "--seeds", "0", "1", "2", "--repo", str(path), "--out", str(out)])
+    assert [args[4] for args in calls if args[:3] == ["exp", "run", "--queue"]] == ["default-seed2"]
+    assert json.loads(out.read_text())["variants"]["relu"]["runs"] == ["(committed)", "default-seed1", "default-seed2"]
