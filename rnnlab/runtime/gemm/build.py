@@ -19,8 +19,11 @@ from pathlib import Path
 
 import torch
 
+from rnnlab.core.imports import COMPILED_SOURCES
+
 HERE = Path(__file__).resolve().parent
-SOURCES = ("gemm.cpp", "kernels.h", "avx512.h", "tiles.h", "products.h", "pool.h", "elementwise.h", "recurrent.h")
+# Every C++ file beside this module: the files the code stage fingerprints (rnnlab/core/imports.py), one list.
+SOURCES = tuple(sorted(path.name for path in HERE.iterdir() if path.suffix in COMPILED_SOURCES))
 LIBRARY_NAME = "librnnlab_gemm.so"
 COMPILER = "g++"
 # -ffp-contract=off and no -ffast-math: the compiler must not fuse the epilogue's multiply and add

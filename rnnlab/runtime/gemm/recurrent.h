@@ -85,7 +85,7 @@ struct ForwardState {
   T* xp;      // (T, B, G*H)
   T* output;  // (T, B, H)
   T* hg;      // h W_hh^T + b_hh of the current step, (B, G*H)
-  T* gathered;  // scratch for activate(), (B, G*H)
+  T* gathered;  // scratch for activate(), (B, G*H); null when every span is whole vectors
   std::vector<Tensor> saved;
   at::TensorOptions options;
 
@@ -197,8 +197,10 @@ std::vector<Tensor> forward(Cell cell, const Tensor& input, const Tensor& h0_in,
   Tensor xp = linear_product(x, w_ih, b_ih);
   Tensor output = pooled_empty({seq.steps, seq.batch, seq.hidden}, options);
   Tensor hg = at::empty({seq.batch, seq.gate_width}, options);
-  Tensor gathered = at::empty({seq.batch, seq.gate_width}, options);
-  ForwardState<T> f{seq, xp.data_ptr<T>(), output.data_ptr<T>(), hg.data_ptr<T>(), gathered.data_ptr<T>(), {}, options};
+  // activate() gathers only spans that are not whole vectors: cells whose hidden size is not a multiple of one.
+  Tensor gathered = seq.hidden % Simd<T>::kLanes == 0 ? Tensor() : at::empty({seq.batch, seq.gate_width}, options);
+  ForwardState<T> f{seq, xp.data_ptr<T>(), output.data_ptr<T>(), hg.data_ptr<T>(),
+                    gathered.defined() ? gathered.data_ptr<T>() : nullptr, {}, options};
   const Tensor gates = xp.view({seq.steps, seq.batch, seq.gate_width});
   const auto sequence = [&] { return pooled_empty({seq.steps, seq.batch, seq.hidden}, options); };
   if (cell == Cell::kLstm || cell == Cell::kGru) f.saved = {gates, sequence(), sequence()};
