@@ -11,6 +11,7 @@ from typing import Any
 from rnnlab.comparison.revision import Revision
 from rnnlab.comparison.sources import epoch_history, gradient_profile
 from rnnlab.comparison.verdicts import CHANGED, CHANGED_WITHOUT_BAND, Row
+from rnnlab.core.parallel import children_stop_quietly
 
 BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
 DELTAS = "deltas.png"
@@ -89,7 +90,10 @@ class ChartDrawer:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.pool = multiprocessing.get_context("fork").Pool(processes=1)
+        # The worker is forked here; terminating it on an early exit must kill it silently (its chart files
+        # are in the review's temporary folder, deleted after), not print its traceback beside the error.
+        with children_stop_quietly(ignore_interrupt=True):
+            self.pool = multiprocessing.get_context("fork").Pool(processes=1)
         self.pool.apply_async(load_matplotlib)
         self.variant_jobs: dict[str, AsyncResult] = {}
         self.deltas_job: AsyncResult | None = None

@@ -29,6 +29,23 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@contextlib.contextmanager
+def children_stop_quietly(ignore_interrupt: bool = False) -> Iterator[None]:
+    """Fork worker processes inside this block: they start with SIGTERM's default action (so terminating
+    them kills them, instead of raising KeyboardInterrupt in multiprocessing's own code, which prints a
+    traceback beside the parent's one-line error) and, with `ignore_interrupt`, ignoring SIGINT (a Ctrl-C
+    reaches the whole process group; the parent then terminates them). This process's handlers are
+    restored after the block. Must run in the main thread, as signal.signal does.
+    """
+    changes = {signal.SIGTERM: signal.SIG_DFL} | ({signal.SIGINT: signal.SIG_IGN} if ignore_interrupt else {})
+    previous = {number: signal.signal(number, handler) for number, handler in changes.items()}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 T = TypeVar("T")
 
 
@@ -49,11 +66,8 @@ class ForkedCall(Generic[T]):
         # around `function` (which may have temporaries to clean up): a SIGTERM from a parent that
         # leaves early then never raises in multiprocessing's own start-up or exit code, which would
         # print a traceback beside the parent's one-line error.
-        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        try:
+        with children_stop_quietly():
             self._process.start()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         sender.close()
 
     def result(self) -> T:
