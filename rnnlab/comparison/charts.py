@@ -115,7 +115,11 @@ class ChartDrawer:
             self.deltas_job = self.pool.apply_async(draw_deltas, (self.out / DELTAS, rows))
 
     def names(self, order: list[str]) -> list[str]:
-        """Wait for every chart; their file names, deltas.png first, then the variants in `order` (a worker's error
-        is raised here)."""
+        """Wait for every chart; their file names, deltas.png first, then the variants in `order`. A variant chart
+        started but not in `order` (its verdict came out within noise) is deleted. A worker's error is raised here."""
         names = [DELTAS] if self.deltas_job is not None and self.deltas_job.get() is None else []
-        return names + [name for variant in order if variant in self.variant_jobs and (name := self.variant_jobs[variant].get())]
+        drawn = {variant: job.get() for variant, job in self.variant_jobs.items()}
+        for variant, name in drawn.items():
+            if name and variant not in order:
+                (self.out / name).unlink()
+        return names + [name for variant in order if (name := drawn.get(variant))]

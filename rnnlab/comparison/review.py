@@ -24,12 +24,13 @@ import yaml
 
 from rnnlab.comparison.charts import ChartDrawer
 from rnnlab.comparison.render import (MARKER, charts_section, environment_line, method_section, not_rerun_section,
-                                      params_section, results_table, summary_line, timings_section, unchanged_section,
+                                      params_section, plots_diff_command, results_table, summary_line, timings_section, unchanged_section,
                                       variants_section)
 from rnnlab.comparison.revision import Revision
 from rnnlab.comparison.sources import metrics_path, predictions_path, read_predictions, seed_bands, variant_metrics
 from rnnlab.comparison.trust import YAML_LOADER, Freshness, flatten, freshness
-from rnnlab.comparison.verdicts import Row, gather, judge, seed_band
+from rnnlab.comparison.noise import ALPHA
+from rnnlab.comparison.verdicts import CURVE_VERDICTS, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, Row, gather, judge, seed_band
 from rnnlab.core.errors import UserError
 
 PARAMS_FILE = "params.yaml"
@@ -47,6 +48,12 @@ def params_diff(base: Revision, head: Revision) -> dict[str, dict[str, Any]]:
     old, new = leaves(base), leaves(head)
     changed = {key: {"old": old.get(key), "new": new.get(key)} for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)}
     return {PARAMS_FILE: changed} if changed else {}
+
+
+def may_get_curves(row: Row) -> bool:
+    """Before the trust checks and Holm's adjustment: can this variant's verdict still be one of CURVE_VERDICTS?
+    Holm never lowers a p-value, so a raw p above ALPHA rules it out; untested (p None) and differing is *not judged*."""
+    return not row.identical and (row.p_value is None or row.p_value <= ALPHA)
 
 
 def study_order(row: Row) -> tuple[bool, str]:
@@ -101,13 +108,13 @@ def compare_variants(base: Revision, head: Revision, base_metrics: dict[str, dic
             row = gather(variant, base_metrics[variant], head_metrics[variant],
                          read_predictions(base, variant, base_metrics[variant]), read_predictions(head, variant, head_metrics[variant]),
                          seed_band(band_of.get(variant), variant, f"reports/seed_bands.json at {bands_where}"), None)
-            if not row.identical:  # a variant not rerun on either side has nothing new to draw
+            if may_get_curves(row):  # started now, beside the rest; kept only if the verdict asks for it
                 drawer.variant(variant, base, head)
             gathered.append(row)
         sides = [("head", head, head_check.result()), ("base", base, base_check.result())]
         rows = sorted(judge([replace(row, not_rerun=not_rerun_reason(row.variant, sides)) for row in gathered]), key=study_order)
         drawer.deltas(rows)
-        return Compared(rows, sides, drawer.names([row.variant for row in rows] + one_sided))
+        return Compared(rows, sides, drawer.names([row.variant for row in rows if row.verdict in CURVE_VERDICTS] + one_sided))
 
 
 def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | None = None) -> tuple[str, list[Row]]:
@@ -137,7 +144,8 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
         "",
         *([*results_table(moved), ""] if moved else []),
         *([*unchanged_section(unchanged), ""] if unchanged else []),
-        *charts_section(compared.chart_names, artifact_url),
+        *charts_section(compared.chart_names, artifact_url, [row.variant for row in rows if row.verdict in (WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING)],
+                        plots_diff_command(base, head)),
         "",
         *method_section(bands, bands_where if bands else None),
         "",

@@ -1,17 +1,20 @@
 """Read the pipeline's git-tracked results at a revision: a git revision, a DVC experiment, or the workspace.
 
 Every file the review compares (metrics, predictions, history, gradient profiles, timings, seed
-bands) is kept in git (`cache: false` or not a DVC output at all), so `git show REV:path` reads it
+bands) is kept in git (`cache: false` or not a DVC output at all), so `git cat-file` reads it at REV
 and no DVC cache is needed. A DVC experiment lives in a git ref `refs/exps/<xx>/<baseline>/<name>`,
 so its name resolves to a commit like any other revision.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
+import os
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -77,12 +80,63 @@ class Revision:
         return [str(PurePosixPath(directory) / name) for name in names if name.endswith(suffix)]
 
 
+class BlobReader:
+    """One `git cat-file --batch` for every file the review reads from a repository's commits.
+
+    A `git show` per file was a process start each (about 70 in a review of two commits); this is one
+    process, asked through its pipes. The review reads from threads (the trust checks) and from a forked
+    chart worker: a lock serialises the threads, and each process starts its own reader (readers_for).
+    """
+
+    def __init__(self, repo: Path) -> None:
+        self.process = subprocess.Popen(["git", "cat-file", "--batch"], cwd=repo, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.lock = threading.Lock()
+
+    def read(self, commit: str, path: str) -> bytes | None:
+        """The blob at commit:path, or None when there is none (a missing path, or a folder)."""
+        with self.lock:
+            self.process.stdin.write(f"{commit}:{path}\n".encode())
+            self.process.stdin.flush()
+            header = self.process.stdout.readline()  # "<id> <type> <size>\n", or "<name> missing\n"
+            if not header:
+                raise UserError(f"`git cat-file` stopped while reading {commit[:7]}:{path}; rerun the review.")
+            fields = header.split()
+            if len(fields) != 3 or fields[2] in (b"missing", b"ambiguous"):
+                return None
+            data = self.process.stdout.read(int(fields[2]) + 1)[:-1]  # the content, then a newline
+            return data if fields[1] == b"blob" else None
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+_READERS: dict[tuple[int, Path], BlobReader] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def reader_for(repo: Path) -> BlobReader:
+    """This process's reader for `repo` (a forked child must not talk through its parent's pipes)."""
+    key = (os.getpid(), repo.resolve())
+    with _READERS_LOCK:
+        if key not in _READERS:
+            _READERS[key] = BlobReader(repo)
+        return _READERS[key]
+
+
+@atexit.register
+def _close_readers() -> None:
+    for (pid, _), reader in list(_READERS.items()):
+        if pid == os.getpid():
+            reader.close()
+
+
 @functools.lru_cache(maxsize=256)
 def _read_at_commit(repo: Path, commit: str, path: str) -> bytes | None:
     # A commit's files never change, base and head are often the same commit, and several checks
-    # read the same file: one `git show` each.
-    result = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True)
-    return result.stdout if result.returncode == 0 else None
+    # read the same file.
+    return reader_for(repo).read(commit, path)
 
 
 def resolve(repo: Path, name: str | None) -> Revision:

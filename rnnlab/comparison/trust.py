@@ -6,10 +6,13 @@ cache). Here every revision (git commit, experiment, workspace) is checked the s
 git keeps:
 
 - the `params` and `code` stages are rerun into a temporary folder, on that revision's own
-  params.yaml and code (`python -m stages.params`, `python -m stages.code`, from a `git archive` of
+  params.yaml and code (`python -m stages.params`, `python -m stages.code`, in a copy git writes of
   the revision): what they write is what `dvc repro` would give the other stages, and the md5 each
   stage's dvc.lock entry records for its `data/params/...` and `data/code/...` deps must match it
   (else the stage ran with other params or other code);
+  a commit's reruns are kept by the git ids of what they read (its packages' trees, its params.yaml):
+  the code stage runs once for base and head with the same code (a pull request that changes only
+  params, a DVC experiment), the params stage once per params.yaml;
 - every other dep recorded in dvc.lock must still be what it was: a stage's output by the md5 its
   producing stage recorded (upstream stages are checked the same way, so a data change is caught),
   a source file by its md5 at the revision, and (revisions from before the params stage) each
@@ -22,13 +25,13 @@ Not compared: the stage commands (a changed `cmd` comes with a dvc.yaml change t
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +45,15 @@ from rnnlab.core.errors import UserError
 LOCK_FILE = "dvc.lock"
 GENERATED_STAGES = ("params", "code")  # dvc.yaml stages whose outputs every other stage depends on
 # Runs the revision's own params and code stages, each into the folder named on the command line.
+# Runs some of the revision's own params and code stages: argv holds module, out folder, module, out folder...
 REGENERATE = """
 import runpy, sys
-for module, out in (("stages.params", sys.argv[1]), ("stages.code", sys.argv[2])):
+jobs = sys.argv[1:]
+for module, out in zip(jobs[0::2], jobs[1::2]):
     sys.argv = [module, "--out", out]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
+STAGE_MODULES = {"params": "stages.params", "code": "stages.code"}
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader reads a 50 kB dvc.lock 10x faster
 
 
@@ -98,34 +104,87 @@ def package_folders(revision: Revision) -> list[str]:
     return sorted({name.split("/")[0] for name in listed if name.count("/") == 1 and name.endswith("/__init__.py")})
 
 
-def extract(revision: Revision, folder: Path) -> None:
-    """params.yaml and the Python packages of a commit, into `folder` (`git archive`, no checkout)."""
-    archive = subprocess.run(["git", "archive", "--format=tar", revision.commit, "--", "params.yaml", *package_folders(revision)],
-                             cwd=revision.repo, capture_output=True)
-    if archive.returncode != 0:
-        raise UserError(f"`git archive` of {revision.title} failed ({archive.stderr.decode().strip()}); "
+def extract(revision: Revision, folder: Path, packages: list[str]) -> None:
+    """params.yaml and the Python `packages` of a commit, into the new folder `folder`: git writes them (through a
+    throw-away index beside it, so the repository's own index and work tree are untouched, and with hooks off: a
+    post-checkout hook such as `dvc install`'s must not run). A third of `git archive` plus tarfile's time, none of
+    it in this process, whose main thread is reading predictions meanwhile."""
+    folder.mkdir()
+    result = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", f"--work-tree={folder}", "checkout", revision.commit, "--",
+                             "params.yaml", *packages], cwd=revision.repo, capture_output=True, text=True,
+                            env={**os.environ, "GIT_INDEX_FILE": str(folder.parent / f"{folder.name}.index")})
+    if result.returncode != 0:
+        raise UserError(f"`git checkout` of {revision.title}'s params.yaml and packages failed ({result.stderr.strip()}); "
                          "run the review in the RNN Lab repository.")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(folder, filter="data")
 
 
-def regenerate(revision: Revision, params_folder: str, code_folder: str) -> dict[str, bytes]:
-    """What the revision's params and code stages write now, by repository path."""
-    with tempfile.TemporaryDirectory(prefix="rnnlab-review-") as temporary:
-        root = Path(temporary) / "tree"
-        if revision.commit is None:
-            root = revision.repo
-        else:
-            extract(revision, root)
-        outs = {params_folder: Path(temporary) / "params", code_folder: Path(temporary) / "code"}
-        result = subprocess.run([sys.executable, "-c", REGENERATE, *map(str, outs.values())], cwd=root, capture_output=True,
+def run_stages(revision: Revision, root: Path, stages: list[str]) -> dict[str, dict[str, bytes]]:
+    """Run the revision's `stages` (names in STAGE_MODULES) in `root`: per stage, its files by path inside its out folder."""
+    with tempfile.TemporaryDirectory(prefix="rnnlab-review-out-") as temporary:
+        outs = {stage: Path(temporary) / stage for stage in stages}
+        jobs = [str(part) for stage in stages for part in (STAGE_MODULES[stage], outs[stage])]
+        result = subprocess.run([sys.executable, "-c", REGENERATE, *jobs], cwd=root, capture_output=True,
                                 text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
         if result.returncode != 0:
             message = (result.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
             raise UserError(f"the params or code stage fails at {revision.title} ({message}), so its results cannot be "
                              "checked against its params.yaml and code; fix it there, or review another revision.")
-        return {f"{folder}/{path.relative_to(out).as_posix()}": path.read_bytes()
-                for folder, out in outs.items() for path in sorted(out.rglob("*")) if path.is_file()}
+        return {stage: {path.relative_to(out).as_posix(): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+                for stage, out in outs.items()}
+
+
+def input_keys(revision: Revision, packages: list[str]) -> dict[str, tuple[str, ...]]:
+    """Per generated stage, the git ids of everything it reads at a commit: the code stage reads the packages, the
+    params stage params.yaml and the packages (its schema). Equal keys, equal outputs (same interpreter)."""
+    listed = subprocess.run(["git", "ls-tree", revision.commit, "--", "params.yaml", *packages], cwd=revision.repo,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    ids = dict(sorted((line.split("\t", 1)[1], line.split()[2]) for line in listed))  # "<mode> <type> <id>\t<name>"
+    code = (sys.version, *(f"{name}={ids.get(name)}" for name in packages))
+    return {"code": code, "params": (*code, f"params.yaml={ids.get('params.yaml')}")}
+
+
+class StageMemo:
+    """The generated stages' outputs by input key, shared by the review's two trust-check threads: the first
+    thread to need a key runs it, one that needs it meanwhile waits for that run instead of repeating it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._results: dict[tuple[str, ...], Future[dict[str, bytes]]] = {}
+
+    def claim(self, key: tuple[str, ...]) -> tuple[Future[dict[str, bytes]], bool]:
+        """The key's future, and whether the caller must compute it (set_result or set_exception)."""
+        with self._lock:
+            if key in self._results:
+                return self._results[key], False
+            self._results[key] = Future()
+            return self._results[key], True
+
+
+_STAGE_MEMO = StageMemo()
+
+
+def regenerate(revision: Revision, params_folder: str, code_folder: str) -> dict[str, bytes]:
+    """What the revision's params and code stages write now, by repository path."""
+    folders = {"params": params_folder, "code": code_folder}
+    if revision.commit is None:  # the workspace can change between two reviews in one process: never kept
+        outputs = run_stages(revision, revision.repo, list(folders))
+    else:
+        packages = package_folders(revision)
+        claims = {stage: _STAGE_MEMO.claim((stage, *key)) for stage, key in input_keys(revision, packages).items()}
+        mine = [stage for stage, (_, owned) in claims.items() if owned]
+        if mine:
+            try:
+                with tempfile.TemporaryDirectory(prefix="rnnlab-review-") as temporary:
+                    extract(revision, Path(temporary) / "tree", packages)
+                    ran = run_stages(revision, Path(temporary) / "tree", mine)
+            except BaseException as error:  # a waiting thread gets the same error, not a hang
+                for stage in mine:
+                    claims[stage][0].set_exception(error)
+                raise
+            for stage in mine:
+                claims[stage][0].set_result(ran[stage])
+        outputs = {stage: future.result() for stage, (future, _) in claims.items()}
+    return {f"{folders[stage]}/{path}": data for stage in folders for path, data in outputs[stage].items()}
 
 
 def lookup(document: Any, dotted: str) -> tuple[bool, Any]:

@@ -34,6 +34,9 @@ WITHIN_TEST_SAMPLING = "within test-sampling noise (no seed band)"
 CHANGED_WITHOUT_BAND = "changed beyond test-sampling noise (no seed band)"
 NOT_JUDGED = "not judged (environment differs, no seed band)"
 MOVED = (CHANGED, CHANGED_WITHOUT_BAND)  # what the summary line names
+# Whose training curves the review draws: what moved, and what no band could judge. A change within noise gets
+# none (its curves differ by noise too); `dvc plots diff` draws every variant's from dvc.yaml's plots.
+CURVE_VERDICTS = (*MOVED, NOT_JUDGED)
 
 QUALITY_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
 # Absolute, on each of QUALITY_KEYS: the report shows them to 4 decimals, and a different summation order

@@ -21,6 +21,9 @@ from rnnlab.core.files import atomic_path
 
 SIZE_INCHES = (7.6, 4.2)
 DPI = 100
+# Where matplotlib puts a title anyway when nothing is drawn above the axes (no top ticks here); given, it skips
+# measuring every tick label to place it (about 30 ms a panel).
+TITLE_Y = 1.0
 # matplotlib's tab10: distinct for up to 10 series; a series' colour index picks from it.
 PALETTE = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:cyan", "tab:olive", "tab:gray")
 
@@ -60,7 +63,7 @@ def draw_panel(axes, panel: Panel, legend_outside: bool = True) -> None:  # axes
                   linestyle="--" if line.dashed else "-", linewidth=1.8, **line.style)
     if panel.log_y:
         axes.set_yscale("log")
-    axes.set_title(panel.title, fontweight="bold")
+    axes.set_title(panel.title, fontweight="bold", y=TITLE_Y)
     axes.set_xlabel(panel.x_label)
     axes.set_ylabel(panel.y_label)
     if panel.integer_x:
@@ -130,26 +133,23 @@ def interval_figure(rows: list[Interval], title: str, x_label: str, path: Path |
     longest = max(len(row.label) for row in rows)
     fixed_margins(figure, left=0.25 + 0.075 * longest, right=0.25, top=0.4, bottom=1.05)  # labels in 10-point DejaVu Sans
     axes = figure.add_subplot()
-    labelled: set[str] = set()
-
-    def once(label: str) -> str | None:  # each legend entry once, however many rows use it
-        if label in labelled:
-            return None
-        labelled.add(label)
-        return label
-
-    for position, row in zip(range(len(rows) - 1, -1, -1), rows):
-        if row.reference is not None:
-            axes.barh(position, row.reference[1] - row.reference[0], left=row.reference[0], height=0.62, color="#dcdcdc",
-                      label=once(reference_label), zorder=1)
-        color = PALETTE[0] if row.highlight else PALETTE[1]
-        axes.errorbar([row.point], [position], xerr=[[row.point - row.low], [row.high - row.point]], fmt="o", color=color,
-                      capsize=3, markersize=5, linewidth=1.6, zorder=3,
-                      label=once(highlight_label if row.highlight else interval_label))
+    positions = range(len(rows) - 1, -1, -1)  # the first row on top
+    # One call per kind of artist, not per row: matplotlib's cost is per call (the chart drew in 0.23 s with a call a row).
+    referenced = [(position, row.reference) for position, row in zip(positions, rows) if row.reference is not None]
+    if referenced:
+        axes.barh([position for position, _ in referenced], [high - low for _, (low, high) in referenced],
+                  left=[low for _, (low, _) in referenced], height=0.62, color="#dcdcdc", label=reference_label, zorder=1)
+    for highlight in (False, True):
+        group = [(position, row) for position, row in zip(positions, rows) if row.highlight == highlight]
+        if group:
+            axes.errorbar([row.point for _, row in group], [position for position, _ in group],
+                          xerr=[[row.point - row.low for _, row in group], [row.high - row.point for _, row in group]], fmt="o",
+                          color=PALETTE[0] if highlight else PALETTE[1], capsize=3, markersize=5, linewidth=1.6, zorder=3,
+                          label=highlight_label if highlight else interval_label)
     axes.axvline(0.0, color="black", linewidth=0.8, zorder=2)
-    axes.set_yticks(range(len(rows) - 1, -1, -1), [row.label for row in rows])
+    axes.set_yticks(positions, [row.label for row in rows])
     axes.set_ylim(-0.7, len(rows) - 0.3)
-    axes.set_title(title, fontweight="bold")
+    axes.set_title(title, fontweight="bold", y=TITLE_Y)
     axes.set_xlabel(x_label)
     axes.grid(True, axis="x", color="#e4e4e4")
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55 / (figure.get_size_inches()[1] - 1.45)), ncol=3, frameon=False,

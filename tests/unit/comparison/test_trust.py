@@ -86,7 +86,7 @@ def edit_params(repo: Path, section: str, key: str, value: object) -> None:
 
 def test_results_of_the_revisions_own_params_and_code_pass(repo: Path) -> None:
     assert reasons(repo) == []
-    assert reasons(repo, git(repo, "rev-parse", "HEAD")) == []  # the commit, from a `git archive` of it
+    assert reasons(repo, git(repo, "rev-parse", "HEAD")) == []  # the commit, from a copy git writes of it
 
 
 def test_a_param_changed_since_the_run_is_named(repo: Path) -> None:
@@ -136,3 +136,31 @@ def test_a_variant_no_stage_writes(repo: Path) -> None:
     del lock["stages"]["evaluate@relu"]
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
     assert reasons(repo)[0].startswith("no stage in dvc.lock writes metrics/relu.json")
+
+
+def test_commits_with_the_same_code_run_the_code_stage_once(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Base and head checked at once, as the review does: the head changes only params.yaml (a DVC experiment), so
+    its check reruns only the params stage and waits for the base's code stage; a code change runs it again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rnnlab.comparison import trust
+
+    monkeypatch.setattr(trust, "_STAGE_MEMO", trust.StageMemo())
+    ran: list[tuple[str, ...]] = []
+    real_run_stages = trust.run_stages
+    monkeypatch.setattr(trust, "run_stages", lambda revision, root, stages: ran.append(tuple(stages)) or real_run_stages(revision, root, stages))
+    base = git(repo, "rev-parse", "HEAD")
+    edit_params(repo, "train", "lr", 0.01)
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "lr without a rerun")
+    head = git(repo, "rev-parse", "HEAD")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = list(pool.map(lambda commit: Freshness(Revision(repo, commit, commit)).reasons(OUTPUTS), [base, head]))
+    assert found[0] == [] and found[1][0].startswith("`train@relu` ran with other params")  # each side still its own
+    assert sorted(ran) == [("code", "params"), ("params",)]
+    loop = repo / "rnnlab" / "training" / "loop.py"
+    loop.write_text(loop.read_text() + "\n# edited\n")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "code without a rerun")
+    ran.clear()
+    found = Freshness(Revision(repo, "code", git(repo, "rev-parse", "HEAD"))).reasons(OUTPUTS)
+    assert "`train@relu` ran with other code than the revision's: rnnlab/training/loop.py" in found
+    assert ran == [("code", "params")]  # new code: both again (the params stage reads the code's schema)
