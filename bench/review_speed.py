@@ -25,6 +25,9 @@ from bench.timing import Row, Table, seconds, time_interleaved, verdict
 from rnnlab.core.git import experiment_refs, git
 
 TARGET_RATIO = 1.5
+# A 2-second command on a shared 2-core VM: HEAD HEAD alone ranged 1.0-2.6 s within minutes, so 7 pairs gave
+# medians from 1.35x to 1.74x on one commit; 15 interleaved pairs halve the spread for about a minute.
+REPEATS = 15
 SEED_EXPERIMENT = re.compile(r"default-seed\d+$")
 BENCH_EXPERIMENT = "review-bench"
 
@@ -65,7 +68,7 @@ def bench_review(quick: bool, table: Table) -> None:
         summary = run_review(experiment, changed)  # also the warm-up: page cache, the compiled .pyc files
         charts = len(list(changed.glob("*.png")))
         timings = time_interleaved({"same": lambda: run_review("HEAD", same), "changed": lambda: run_review(experiment, changed)},
-                                   repeats=1 if quick else 7, warmup=0)
+                                   repeats=1 if quick else REPEATS, warmup=0)
     best, median = timings["changed"].best / timings["same"].best, timings["changed"].median / timings["same"].median
     table.add(Row("review", "python -m tools.review HEAD HEAD (best / median)",
                   f"{seconds(timings['same'].best)} / {seconds(timings['same'].median)}"))
