@@ -1,5 +1,5 @@
 """The review's charts: every variant's change in test accuracy with its intervals (deltas.png), and per
-changed variant, validation accuracy per epoch and gradient flow, base vs head."""
+variant beyond noise, not judged, added or removed, validation accuracy per epoch and gradient flow, base vs head."""
 
 from __future__ import annotations
 

@@ -234,13 +234,15 @@ def plots_diff_command(base: Revision, head: Revision) -> str:
 
 def charts_section(names: list[str], artifact_url: str | None, without_curves: list[str], plots_command: str) -> list[str]:
     """`without_curves`: the variants whose results differ but whose verdict is within noise (no curves drawn)."""
-    others = ([f"Training curves of the changes within noise ({', '.join(f'`{variant}`' for variant in without_curves)}) "
-               f"are not drawn: `{plots_command}` draws every variant's."] if without_curves else [])
     if not names:
         return ["**Charts:** none (no variant changed)."]
     what = ("every variant's Δ accuracy with its intervals; per variant beyond noise, not judged, added or removed, "
             "validation accuracy per epoch and gradient flow, base vs head")
     if artifact_url:  # a PR comment cannot show files the workflow made without an image host
-        return [f"**Charts** ({what}): {', '.join(f'`{name}`' for name in names)} in the [workflow artifact]({artifact_url}).",
-                *([""] + others if others else [])]
-    return [f"**Charts** ({what}):", "", *(f"![{name}]({name})" for name in names), *([""] + others if others else [])]
+        lines = [f"**Charts** ({what}): {', '.join(f'`{name}`' for name in names)} in the [workflow artifact]({artifact_url})."]
+    else:
+        lines = [f"**Charts** ({what}):", "", *(f"![{name}]({name})" for name in names)]
+    if without_curves:
+        lines += ["", f"Training curves of the changes within noise ({', '.join(f'`{variant}`' for variant in without_curves)}) "
+                      f"are not drawn: `{plots_command}` draws every variant's."]
+    return lines

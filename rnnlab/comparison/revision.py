@@ -85,7 +85,7 @@ class BlobReader:
 
     A `git show` per file was a process start each (about 70 in a review of two commits); this is one
     process, asked through its pipes. The review reads from threads (the trust checks) and from a forked
-    chart worker: a lock serialises the threads, and each process starts its own reader (readers_for).
+    chart worker: a lock serialises the threads, and each process starts its own reader (reader_for).
     """
 
     def __init__(self, repo: Path) -> None:

@@ -44,7 +44,6 @@ from rnnlab.core.errors import UserError
 
 LOCK_FILE = "dvc.lock"
 GENERATED_STAGES = ("params", "code")  # dvc.yaml stages whose outputs every other stage depends on
-# Runs the revision's own params and code stages, each into the folder named on the command line.
 # Runs some of the revision's own params and code stages: argv holds module, out folder, module, out folder...
 REGENERATE = """
 import runpy, sys
@@ -97,11 +96,17 @@ def parse_lock(text: str, where: str) -> Lock:
     return Lock(stages, producers)
 
 
-def package_folders(revision: Revision) -> list[str]:
-    """The revision's top-level Python packages (what its stage modules can import)."""
-    listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", revision.commit], cwd=revision.repo,
-                            capture_output=True, text=True, check=True).stdout.split("\n")
-    return sorted({name.split("/")[0] for name in listed if name.count("/") == 1 and name.endswith("/__init__.py")})
+def tree_ids(revision: Revision) -> dict[str, str]:
+    """Every path of a commit, folders included, with its git id (one `git ls-tree`: the packages and their keys)."""
+    listed = subprocess.run(["git", "ls-tree", "-r", "-t", "-z", revision.commit], cwd=revision.repo,
+                            capture_output=True, text=True, check=True).stdout
+    entries = (entry.split("\t", 1) for entry in listed.split("\0") if entry)  # "<mode> <type> <id>\t<path>"
+    return {path: meta.split()[2] for meta, path in entries}
+
+
+def package_folders(ids: dict[str, str]) -> list[str]:
+    """The commit's top-level Python packages (what its stage modules can import)."""
+    return sorted({path.split("/")[0] for path in ids if path.count("/") == 1 and path.endswith("/__init__.py")})
 
 
 def extract(revision: Revision, folder: Path, packages: list[str]) -> None:
@@ -133,12 +138,9 @@ def run_stages(revision: Revision, root: Path, stages: list[str]) -> dict[str, d
                 for stage, out in outs.items()}
 
 
-def input_keys(revision: Revision, packages: list[str]) -> dict[str, tuple[str, ...]]:
+def input_keys(ids: dict[str, str], packages: list[str]) -> dict[str, tuple[str, ...]]:
     """Per generated stage, the git ids of everything it reads at a commit: the code stage reads the packages, the
     params stage params.yaml and the packages (its schema). Equal keys, equal outputs (same interpreter)."""
-    listed = subprocess.run(["git", "ls-tree", revision.commit, "--", "params.yaml", *packages], cwd=revision.repo,
-                            capture_output=True, text=True, check=True).stdout.splitlines()
-    ids = dict(sorted((line.split("\t", 1)[1], line.split()[2]) for line in listed))  # "<mode> <type> <id>\t<name>"
     code = (sys.version, *(f"{name}={ids.get(name)}" for name in packages))
     return {"code": code, "params": (*code, f"params.yaml={ids.get('params.yaml')}")}
 
@@ -169,8 +171,9 @@ def regenerate(revision: Revision, params_folder: str, code_folder: str) -> dict
     if revision.commit is None:  # the workspace can change between two reviews in one process: never kept
         outputs = run_stages(revision, revision.repo, list(folders))
     else:
-        packages = package_folders(revision)
-        claims = {stage: _STAGE_MEMO.claim((stage, *key)) for stage, key in input_keys(revision, packages).items()}
+        ids = tree_ids(revision)
+        packages = package_folders(ids)
+        claims = {stage: _STAGE_MEMO.claim((stage, *key)) for stage, key in input_keys(ids, packages).items()}
         mine = [stage for stage, (_, owned) in claims.items() if owned]
         if mine:
             try:
