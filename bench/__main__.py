@@ -16,7 +16,7 @@ from pathlib import Path
 from rnnlab.config.params import load_params
 from rnnlab.runtime import environment
 
-SECTIONS = ("text", "train", "readout", "activation", "fused", "denormal", "repro", "review", "dvc")
+SECTIONS = ("text", "train", "readout", "activation", "fused", "denormal", "repro", "review", "dvc", "sweep")
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -27,7 +27,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--denormal-threads", type=int, default=2,
                         help="torch threads in the denormal subprocesses (>= 2 also shows a flush set too late)")
     parser.add_argument("--reviews", type=Path, default=Path("data/reviews.jsonl"), help="canonical reviews file")
-    parser.add_argument("--skip-dvc", action="store_true", help="leave out the DVC measurements")
+    parser.add_argument("--skip-dvc", action="store_true", help="leave out the DVC measurements (dvc, sweep)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--profile", action="store_true", help="also print the profiler tables: fused RNN vs RNNCell loop")
@@ -52,6 +52,7 @@ def main() -> None:
     from bench.models import default_sizes
     from bench.reproducibility import bench_reproducibility
     from bench.review_speed import bench_review
+    from bench.sweep_speed import bench_sweep
     from bench.steps import (bench_activations, bench_fused_vs_loop, bench_pipeline_vs_bare, bench_readouts,
                              bench_tokens_per_second, profile_fused_vs_loop)
     from bench.text import bench_text
@@ -64,7 +65,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     print(f"sizes: {sizes.describe()}; each ratio compares runs interleaved in this process, best of {repeats}", flush=True)
     table = Table()
-    chosen = set(arguments.only.split(",")) - ({"dvc"} if arguments.skip_dvc else set())
+    chosen = set(arguments.only.split(",")) - ({"dvc", "sweep"} if arguments.skip_dvc else set())
     if "text" in chosen:
         bench_text(arguments.reviews, repeats, table, with_processes=not arguments.quick)
     if "train" in chosen:
@@ -85,6 +86,8 @@ def main() -> None:
         bench_review(arguments.quick, table)
     if "dvc" in chosen:
         bench_dvc(arguments.quick, table)
+    if "sweep" in chosen:
+        bench_sweep(arguments.quick, table)
     print()
     print(table.render())
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average at the end {os.getloadavg()[0]:.1f}")

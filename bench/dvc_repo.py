@@ -91,11 +91,12 @@ def copy_pipeline(root: Path, source: Path = PROJECT_ROOT) -> None:
 
 
 def make_pipeline_repo(root: Path, archive: Path, variants: dict[str, Any] | None = None,
-                       order_variants: dict[str, Any] | None = None, source: Path = PROJECT_ROOT) -> DvcRepo:
-    """git init + dvc init a copy of the pipeline in `source` (this checkout) at `root` with TINY_PARAMS
-    (and optionally fewer variants)."""
+                       order_variants: dict[str, Any] | None = None, source: Path = PROJECT_ROOT,
+                       sizes: dict[str, Any] = TINY_PARAMS) -> DvcRepo:
+    """git init + dvc init a copy of the pipeline in `source` (this checkout) at `root` with `sizes`
+    (TINY_PARAMS; {} keeps the real ones) and optionally fewer variants."""
     copy_pipeline(root, source)
-    params = merge(read_params_file(source / "params.yaml"), TINY_PARAMS)
+    params = merge(read_params_file(source / "params.yaml"), sizes)
     if variants is not None:
         params["variants"] = variants
     if order_variants is not None:
@@ -115,3 +116,14 @@ def export_commit(commit: str, destination: Path) -> Path:
     archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=PROJECT_ROOT, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
     return destination
+
+
+def share(repo: DvcRepo, s3_endpoint: str, bare: Path) -> None:
+    """Publish `repo` as a sweep needs it (python -m tools.sweep): an S3 store as its committed default DVC
+    remote `storage`, and a bare git repository as `origin`, holding HEAD."""
+    repo.run("remote", "add", "--project", "-d", "storage", "s3://rnnlab/storage")
+    repo.run("remote", "modify", "--project", "storage", "endpointurl", s3_endpoint)
+    repo.commit("the shared DVC remote")
+    repo.run("git", "init", "-q", "--bare", str(bare))
+    repo.run("git", "remote", "add", "origin", str(bare))
+    repo.run("git", "push", "-q", "origin", "HEAD:main")

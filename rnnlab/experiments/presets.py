@@ -149,15 +149,24 @@ def check_targets(targets: list[str], params: Params, pipeline_file: Path = PIPE
         raise ConfigError(f"Target '{target}' is not a stage of {pipeline_file}.{did_you_mean(stage, sorted(plain | set(grouped)))}")
 
 
-def build_command(
-    preset: Preset, base: dict[str, Any], name: str | None = None, extra: list[str] | None = None, queue: bool = False,
-    pipeline_file: Path = PIPELINE_FILE,
-) -> list[str]:
-    """The `dvc exp run` argv for `preset` on top of the params mapping `base`, after checking it."""
+def experiment_arguments(
+    preset: Preset, base: dict[str, Any], extra: list[str] | None = None, pipeline_file: Path = PIPELINE_FILE,
+) -> tuple[list[str], dict[str, Any]]:
+    """The `dvc exp run` arguments (-S settings, then targets) for `preset` plus `extra` on top of the
+    params mapping `base`, after checking them; and the params they give."""
     merged = deep_merge(base, preset.params)
     settings = [setting(key, value) for key, value in changed_params(base, merged).items()]
     for argument in extra or []:
         merged = apply_setting(merged, argument)
     check_targets(preset.targets, parse_params(merged), pipeline_file)  # the whole merged file, as every stage checks it
     arguments = [argument for each in [*settings, *(extra or [])] for argument in ("-S", each)]
-    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", name or preset.experiment, *arguments, *preset.targets]
+    return [*arguments, *preset.targets], merged
+
+
+def build_command(
+    preset: Preset, base: dict[str, Any], name: str | None = None, extra: list[str] | None = None, queue: bool = False,
+    pipeline_file: Path = PIPELINE_FILE,
+) -> list[str]:
+    """The `dvc exp run` argv for `preset` on top of the params mapping `base`, after checking it."""
+    arguments, _params = experiment_arguments(preset, base, extra, pipeline_file)
+    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", name or preset.experiment, *arguments]
