@@ -66,7 +66,8 @@ def bench_sweep(quick: bool, table: Table) -> None:
         cluster = Sandbox(folder / "cluster")
         try:
             cluster.start_s3()
-            cluster.start_ray(workers=1)
+            cluster.start_ray(workers=0)
+            cluster.add_worker(cores="0")  # a 1-CPU machine: the node and all it runs on core 0
             archive = make_archive(folder / "archive.tar.gz", per_folder=20)
             tiny = make_pipeline_repo(folder / "tiny", archive, variants=VARIANTS, order_variants=ORDER_VARIANTS)
             publish(tiny, cluster, folder, [TARGET])
@@ -77,7 +78,7 @@ def bench_sweep(quick: bool, table: Table) -> None:
             one, two = [], []
             for round_ in range(repeats):
                 one.append(sweep(cluster, tiny, "-n", f"one{round_}", "--seeds", seeds, TARGET)[0])
-                second = cluster.add_worker()
+                second = cluster.add_worker(cores="1")
                 two.append(sweep(cluster, tiny, "-n", f"two{round_}", "--seeds", seeds, TARGET)[0])
                 cluster.kill_node(second)
             ratio = min(two) / min(one)

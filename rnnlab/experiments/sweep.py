@@ -20,6 +20,7 @@ preset's, or `-n`'s, each followed by `-seed<N>`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -135,7 +136,7 @@ def git_url(repo: Path, remote: str) -> str:
 def remote_experiments(repo: Path, url: str, commit: str) -> set[str]:
     """The experiments of `commit` the git remote holds; fails in one line if it cannot be reached or lacks the commit."""
     listing = run_quiet(["git", "ls-remote", url], repo, f"the git remote {url} cannot be read")
-    shas = {line.split()[0] for line in listing.splitlines()}
+    shas = {line.split()[0] for line in listing.splitlines() if "\trefs/exps/" not in line}
     contains = commit in shas or any(
         subprocess.run(["git", "merge-base", "--is-ancestor", commit, sha], cwd=repo, capture_output=True).returncode == 0
         for sha in shas)
@@ -150,7 +151,8 @@ def check_dvc_remote(repo: Path, name: str | None) -> str:
     """The DVC remote the nodes will use (committed, so each clone has it), reachable, with the baseline's outputs."""
     committed = [line.split()[0] for line in run_quiet(dvc("remote", "list", "--project"), repo, "dvc remote list").splitlines()]
     if name is None:
-        name = run_quiet(dvc("remote", "default", "--project"), repo, "dvc remote default").strip()
+        default = subprocess.run(dvc("remote", "default", "--project"), cwd=repo, capture_output=True, text=True)
+        name = default.stdout.strip() if default.returncode == 0 else ""  # exit 1: "No default remote set"
         if not name:
             raise UserError("a cluster sweep needs a DVC remote that every node reaches: `dvc remote add -d storage "
                             "s3://bucket/path` (credentials in each node's environment), commit .dvc/config, or "
@@ -165,8 +167,6 @@ def check_dvc_remote(repo: Path, name: str | None) -> str:
 
 
 def reference_stamp(repo: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(run_quiet([sys.executable, *STAMP_COMMAND], repo, "this machine's environment stamp").splitlines()[-1])
 
 

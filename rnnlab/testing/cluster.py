@@ -77,6 +77,7 @@ class Sandbox:
         self.ray_folder = Path(tempfile.mkdtemp(prefix="rnnlab-ray-"))
         self.started: list[subprocess.Popen[bytes]] = []
         self.nodes: list[Node] = []
+        self.workers_started = 0
         self.head_address = ""
         # Ray's token authentication (on by default for `ray start --head`): one token for the cluster and
         # its drivers, kept in the sandbox rather than ~/.ray.
@@ -150,15 +151,19 @@ class Sandbox:
         self.wait_for_nodes()
         return self.head_address
 
-    def add_worker(self, cpus: int = 1, wait: bool = True, **environment: str) -> Node:
-        return self.add_node(f"worker{len(self.nodes)}", [f"--address={self.head_address}", f"--num-cpus={cpus}"],
-                             wait, **environment)
+    def add_worker(self, cpus: int = 1, wait: bool = True, cores: str | None = None, **environment: str) -> Node:
+        """A worker node of `cpus` CPUs; `cores` (e.g. "1") pins it and all it runs to those cores, as a
+        machine of that size would be (the benchmark's two nodes on one 2-core machine)."""
+        self.workers_started += 1  # a new name, so a new folder: never a dead node's
+        return self.add_node(f"worker{self.workers_started}", [f"--address={self.head_address}", f"--num-cpus={cpus}"],
+                             wait, cores, **environment)
 
-    def add_node(self, name: str, arguments: list[str], wait: bool = True, **environment: str) -> Node:
+    def add_node(self, name: str, arguments: list[str], wait: bool = True, cores: str | None = None,
+                 **environment: str) -> Node:
         folder = self.folder / name
         (folder / "work").mkdir(parents=True, exist_ok=True)
         ray = str(Path(sys.executable).parent / "ray")
-        process = self.start([ray, "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+        process = self.start([*(["taskset", "-c", cores] if cores else []), ray, "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
                               f"--temp-dir={self.ray_folder / name}", *arguments], folder / "node.log",
                              self.environment(RNNLAB_SWEEP_DIR=str(folder / "work"), **environment))
         node = Node(name, process, folder)

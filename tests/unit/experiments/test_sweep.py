@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab.core.errors import ConfigError, UserError
-from rnnlab.experiments.sweep import Options, check_commit, parse_seeds, plan
+from rnnlab.experiments.sweep import Options, check_commit, check_dvc_remote, dvc, parse_seeds, plan
 from rnnlab.experiments.sweep_node import EpochWatch, Runner, SweepFailure, experiment_ref
 from tests.support.stage_runner import REPO, repo_params
 
@@ -103,3 +103,13 @@ def test_a_failed_step_raises_its_last_line_and_keeps_the_output_in_the_log(tmp_
 def test_experiment_refs_are_dvc_s_layout() -> None:
     commit = "94c25ae46a90e0b164d6229e89e9208e67ab86c6"
     assert experiment_ref(commit, "default-seed0") == "refs/exps/94/c25ae46a90e0b164d6229e89e9208e67ab86c6/default-seed0"
+
+
+def test_a_cluster_sweep_needs_a_committed_dvc_remote(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(dvc("init", "-q"), cwd=tmp_path, check=True)
+    with pytest.raises(UserError, match="a cluster sweep needs a DVC remote that every node reaches"):
+        check_dvc_remote(tmp_path, None)
+    subprocess.run(dvc("remote", "add", "--local", "-d", "mine", str(tmp_path / "store")), cwd=tmp_path, check=True)
+    with pytest.raises(UserError, match="'mine' is not in the committed .dvc/config .* `dvc remote add --project mine URL`"):
+        check_dvc_remote(tmp_path, "mine")
