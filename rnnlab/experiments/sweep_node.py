@@ -248,9 +248,8 @@ def run_experiment(task: Task, progress: Any) -> Outcome:
     threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
     def report(status: str, message: str) -> None:
-        try:
-            progress.put_nowait((task.name, status, message))
-        except ray.exceptions.RayError:  # progress is for the eyes only: a lost line must not fail the run
-            pass
+        # Sent, not awaited: a task blocked in ray.get lends its CPU to another task on the node, which would
+        # run two experiments on one CPU; and a lost progress line must not fail the run.
+        progress.actor.put_nowait.remote((task.name, status, message))
 
     return run_task(task, threads, report)

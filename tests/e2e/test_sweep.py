@@ -10,6 +10,7 @@ downloaded or preprocessed again would fail.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,17 @@ def read_until(process: subprocess.Popen[str], text: str, timeout: float = 300) 
     raise AssertionError(f"the sweep ended before {text!r}:\n{''.join(lines)}")
 
 
+def most_at_once_per_node(stderr: str) -> int:
+    """The most experiments the progress lines show running on one node at once (from cloning to pushing)."""
+    active: dict[str, set[str]] = {}
+    most = 0
+    for name, node, step in re.findall(r"sweep: (\S+): running on (\S+): (.*)", stderr):
+        running = active.setdefault(node, set())
+        (running.discard if step == "pushing" else running.add)(name)
+        most = max(most, len(running))
+    return most
+
+
 def node_clones(node_folder: Path) -> list[str]:
     return [path.name for path in (node_folder / "work").iterdir() if path.name != "cache"]
 
@@ -122,6 +134,7 @@ def test_a_sweep_on_the_cluster_gives_the_bits_of_local_runs(project: Project) -
         assert f"sweep: {name}: running on " in result.stderr
         assert f"sweep: {name}: pushed by " in result.stderr
     assert "training relu: epoch 1 of 1" in result.stderr
+    assert most_at_once_per_node(result.stderr) == 1, result.stderr  # each node has 1 CPU: one experiment at a time
     show = json.loads(project.repo.run("exp", "show", "--json").stdout)
     assert {experiment["name"] for row in show for experiment in row.get("experiments") or []} >= set(names)
     swept = experiments(project.repo)
