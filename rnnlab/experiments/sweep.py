@@ -247,7 +247,9 @@ def dispatch(ray: Any, tasks: list[Task], threads: int, board: Board) -> list[Ou
     # On the driver's own node: progress must outlive any worker node.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     progress = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
-    pending = {run_experiment.options(num_cpus=threads).remote(task, progress): task for task in tasks}
+    # Retried when its node or worker dies (Ray's system failures), not when a step fails: that would fail again.
+    experiment = ray.remote(max_retries=2, retry_exceptions=False)(run_experiment).options(num_cpus=threads)
+    pending = {experiment.remote(task, progress): task for task in tasks}
     for task in tasks:
         board.show(task.name, "queued")
     outcomes: list[Outcome] = []

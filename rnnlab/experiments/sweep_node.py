@@ -6,7 +6,7 @@ g++) plus git and access to both remotes:
   environment check -> dvc exp run -S ... -> dvc push (its outputs) -> dvc exp push --no-cache (its ref).
 The ref goes last, in one git push: a node that dies before it leaves nothing in `dvc exp show`, and
 Ray's retry starts the experiment again on another node. Imports nothing but the standard library
-and ray, as it runs before the clone exists.
+(and ray, when it runs), as it runs before the clone exists.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-
-import ray
 
 WORK_DIR_ENV = "RNNLAB_SWEEP_DIR"  # where a node keeps its clones and its shared DVC cache
 STAMP_COMMAND = ("-c", "from rnnlab.experiments.sweep_node import print_stamp; print_stamp()")
@@ -75,6 +73,8 @@ def print_stamp() -> None:
 
 
 def node_name() -> str:
+    import ray
+
     return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:6]}"
 
 
@@ -242,9 +242,10 @@ def run_task(task: Task, threads: int, report: Callable[[str, str], None]) -> Ou
         shutil.rmtree(folder, ignore_errors=True)
 
 
-# Retried when its node or worker dies (Ray's system failures), not when a step fails: that would fail again.
-@ray.remote(max_retries=2, retry_exceptions=False)
 def run_experiment(task: Task, progress: Any) -> Outcome:
+    """The Ray task (rnnlab/experiments/sweep.py makes it remote, retried when its node dies)."""
+    import ray
+
     threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
 
     def report(status: str, message: str) -> None:
