@@ -37,7 +37,7 @@ from rnnlab.core.errors import UserError
 from rnnlab.core.git import experiment_refs, git
 from rnnlab.experiments.collect import params_at
 from rnnlab.experiments.presets import Preset, experiment_arguments, load_preset
-from rnnlab.experiments.sweep_node import STAMP_COMMAND, Outcome, Task, experiment_ref
+from rnnlab.experiments.sweep_node import STAMP_COMMAND, Outcome, Task, experiment_ref, run_experiment
 
 SEED_KEY = "train.seed"
 CANCEL_SECONDS = 60.0  # how long a cancelled task may take to stop its run before it is killed
@@ -241,8 +241,6 @@ def dispatch(ray: Any, tasks: list[Task], threads: int, board: Board) -> list[Ou
     """Run the tasks, showing their progress; Ctrl-C cancels them and waits until they stopped."""
     from ray.util.queue import Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from rnnlab.experiments.sweep_node import run_experiment
 
     # On the driver's own node: progress must outlive any worker node.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
