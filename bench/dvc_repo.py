@@ -69,6 +69,10 @@ class DvcRepo:
             raise RuntimeError(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
         return completed
 
+    def git_identity(self) -> dict[str, str]:
+        """Who commits here, for commands run outside `run` (a sweep's driver commits the experiments it pulls)."""
+        return {key: value for key, value in self.environment.items() if key.startswith("GIT_")}
+
     def commit(self, message: str) -> None:
         self.run("git", "add", "-A")
         self.run("git", "commit", "-q", "-m", message)

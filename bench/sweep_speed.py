@@ -29,12 +29,11 @@ VARIANTS = {"relu": {"model": {"activation": "relu"}}}
 ORDER_VARIANTS = {"order_rnn": {"model": {"cell": "rnn"}}}
 REAL_ARCHIVE = PROJECT_ROOT.parent / "shared/data/aclImdb_v1.labeled.tar.gz"
 STEP = re.compile(r"(\w+) ([0-9.]+) s")
-GIT_IDENTITY = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
 
 
 def sweep(cluster: Sandbox, repo: DvcRepo, *arguments: str) -> tuple[float, dict[str, float]]:
     """Wall seconds of `python -m tools.sweep ARGUMENTS` on the cluster, and its last experiment's node steps."""
-    environment = cluster.environment(**{key: repo.environment[key] for key in GIT_IDENTITY})
+    environment = cluster.environment(**repo.git_identity())
     started = time.perf_counter()
     result = cluster.run([sys.executable, "-m", "tools.sweep", "--address", cluster.head_address, *arguments],
                          repo.root, environment)

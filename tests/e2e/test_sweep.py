@@ -32,7 +32,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(sys.platform != "linux", reaso
 
 TARGET = "evaluate@relu"
 NO_ARCHIVE = "/nonexistent/aclImdb.tar.gz"  # on the nodes: the download stage would fail if it ran
-GIT_IDENTITY = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
 
 
 @dataclass
@@ -42,7 +41,7 @@ class Project:
     cluster: Sandbox
 
     def environment(self, **extra: str) -> dict[str, str]:
-        return self.cluster.environment(**{key: self.repo.environment[key] for key in GIT_IDENTITY}, **extra)
+        return self.cluster.environment(**self.repo.git_identity(), **extra)
 
     def sweep_command(self, *arguments: str) -> list[str]:
         return [sys.executable, "-m", "tools.sweep", "--address", self.cluster.head_address, *arguments]
