@@ -18,13 +18,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from rnnlab.config.sections import BaselineConfig
-from rnnlab.core.files import check_writable, outputs_together, write_json
+from rnnlab.core.files import check_writable, outputs_together
 from rnnlab.data.arrays import Split, load_meta, load_split
-from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
+from rnnlab.evaluation.metrics import DECLARED_METRICS, EvaluationOutputs, classification_metrics, write_predictions, write_results
 from rnnlab.runtime.environment import BASELINE_MATH, is_reproducible, result_environment
 from rnnlab.runtime.timings import record_evaluation, record_training
 
 NAME = "linear_tfidf"
+BASELINE_METRICS = tuple(key for key in DECLARED_METRICS if key != "best_epoch")  # one fit, no epochs to choose from
 
 
 def documents(split: Split) -> list[str]:
@@ -57,7 +58,7 @@ def baseline_math() -> str:
 
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
     """Fit on train, choose C on valid, score test once; write metrics and predictions like evaluate does."""
-    for path in (outputs.metrics, outputs.predictions, outputs.timings):
+    for path in (outputs.metrics, outputs.details, outputs.predictions, outputs.timings):
         if path is not None:
             check_writable(path)  # before the work, not after it
     meta = load_meta(data_dir)
@@ -86,9 +87,9 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
         "gradient": None,  # no recurrence: nothing flows through time
         "environment": result_environment(torch.device("cpu"), math=baseline_math()),
     }
-    with outputs_together(outputs.metrics, outputs.predictions) as staged:  # both or neither
+    with outputs_together(outputs.metrics, outputs.details, outputs.predictions) as staged:  # all or none
         write_predictions(staged[outputs.predictions], y, probabilities, meta.class_names)
-        write_json(staged[outputs.metrics], metrics)
+        write_results(staged, outputs, metrics, declared=BASELINE_METRICS)
     if outputs.timings is not None:
         record_training(outputs.timings, NAME, "cpu", [fit_seconds], int(train.lengths.sum()))
         record_evaluation(outputs.timings, NAME, float(test.lengths.sum()) / eval_seconds)

@@ -13,12 +13,17 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from rnnlab.core.files import atomic_path
+from rnnlab.core.files import atomic_path, write_json
+
+
+# What `dvc metrics show` and `dvc exp show` list per variant: what a reviewer compares.
+DECLARED_METRICS = ("accuracy", "f1", "roc_auc", "loss", "best_epoch")
 
 
 @dataclass(frozen=True)
 class EvaluationOutputs:
-    metrics: Path
+    metrics: Path  # the declared metrics (DECLARED_METRICS)
+    details: Path  # every key the stage computed, the declared ones included
     predictions: Path  # per-example CSV: actual, predicted, p_<class>
     gradients: Path | None = None  # plots JSON: log10 ||dL/dx_t|| by steps back
     timings: Path | None = None  # machine-dependent tokens/s (not a DVC output)
@@ -46,6 +51,13 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
         # confusion[actual][predicted]
         "confusion": {actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)},
     }
+
+
+def write_results(staged: dict[Path, Path], outputs: EvaluationOutputs, details: dict[str, Any],
+                  declared: tuple[str, ...] = DECLARED_METRICS) -> None:
+    """The details file, and the declared metrics taken from it."""
+    write_json(staged[outputs.details], details)
+    write_json(staged[outputs.metrics], {key: details[key] for key in declared})
 
 
 PROBABILITY_DIGITS = 6

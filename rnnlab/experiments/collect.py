@@ -95,8 +95,12 @@ class Run:
 
 
 def metrics_at(repo: Path, commit: str) -> dict[str, dict[str, Any]]:
-    names = git("ls-tree", "--name-only", commit, "metrics/", cwd=repo).split()
-    return {Path(name).stem: json.loads(show(repo, commit, name)) for name in names if name.endswith(".json")}
+    """variant -> every value its stage wrote at `commit`: metrics/details/<variant>.json, or at commits made
+    before the declared metrics were split from the details, metrics/<variant>.json (which held them all)."""
+    names = git("ls-tree", "-r", "--name-only", commit, "metrics/", cwd=repo).split()
+    files = {Path(name).stem: name for name in names if Path(name).parent == Path("metrics") and name.endswith(".json")}
+    details = {Path(name).stem: name for name in names if Path(name).parent == Path("metrics/details")}
+    return {variant: json.loads(show(repo, commit, details.get(variant, name))) for variant, name in files.items()}
 
 
 def params_at(repo: Path, commit: str) -> dict[str, Any]:
