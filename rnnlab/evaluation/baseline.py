@@ -20,7 +20,13 @@ from sklearn.metrics import log_loss
 from rnnlab.config.sections import BaselineConfig
 from rnnlab.core.files import check_writable, outputs_together
 from rnnlab.data.arrays import Split, load_meta, load_split
-from rnnlab.evaluation.metrics import DECLARED_METRICS, EvaluationOutputs, classification_metrics, write_predictions, write_results
+from rnnlab.evaluation.metrics import (
+    DECLARED_METRICS,
+    EvaluationOutputs,
+    classification_metrics,
+    write_predictions,
+    write_results,
+)
 from rnnlab.runtime.environment import BASELINE_MATH, is_reproducible, result_environment
 from rnnlab.runtime.timings import record_evaluation, record_training
 
@@ -30,7 +36,7 @@ BASELINE_METRICS = tuple(key for key in DECLARED_METRICS if key != "best_epoch")
 
 def documents(split: Split) -> list[str]:
     """Token ids as space-separated words, padding cut off at each review's length."""
-    return [" ".join(map(str, row[:length])) for row, length in zip(split.x.tolist(), split.lengths.tolist())]
+    return [" ".join(map(str, row[:length])) for row, length in zip(split.x.tolist(), split.lengths.tolist(), strict=True)]
 
 
 def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[TfidfVectorizer, LogisticRegression, float, list[dict]]:
@@ -50,10 +56,6 @@ def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[
             best = (classifier, seconds, accuracy)
     assert best is not None  # the grid has at least one value (checked in config)
     return vectorizer, best[0], best[1], search
-
-
-def baseline_math() -> str:
-    return BASELINE_MATH if is_reproducible() else "numpy/scipy OpenBLAS: machine-dependent"
 
 
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
@@ -85,7 +87,7 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
         "seed": 0,
         "cell": "linear",
         "gradient": None,  # no recurrence: nothing flows through time
-        "environment": result_environment(torch.device("cpu"), math=baseline_math()),
+        "environment": result_environment(torch.device("cpu"), math=BASELINE_MATH if is_reproducible() else "numpy/scipy OpenBLAS: machine-dependent"),
     }
     with outputs_together(outputs.metrics, outputs.details, outputs.predictions) as staged:  # all or none
         write_predictions(staged[outputs.predictions], y, probabilities, meta.class_names)

@@ -33,9 +33,9 @@ def test_metrics(model: Classifier, checkpoint: dict[str, Any], history: list[di
                  device: Any) -> tuple[dict[str, Any], Any, float]:
     """Metrics (only numbers that reproduce), the test probabilities and the evaluation tokens/s."""
     started = time.perf_counter()
-    probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
+    test_probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
     tokens_per_second = len(test) * test.sequence_length / (time.perf_counter() - started)
-    probabilities = probabilities.double().numpy()
+    probabilities = test_probabilities.double().numpy()
     scores = classification_metrics(test.y.numpy(), probabilities, model.spec.class_names)
     metrics = {
         "variant": checkpoint["variant"],

@@ -15,7 +15,6 @@ from sklearn import metrics as skm
 
 from rnnlab.core.files import atomic_path, write_json
 
-
 # What `dvc metrics show` and `dvc exp show` list per variant: what a reviewer compares.
 DECLARED_METRICS = ("accuracy", "f1", "roc_auc", "loss", "best_epoch")
 
@@ -73,6 +72,6 @@ def write_predictions(path: Path, y: np.ndarray, probabilities: np.ndarray, clas
     header = ",".join(["actual", "predicted", *(f"p_{name}" for name in class_names)])
     with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as handle:
         handle.write(header + "\n")
-        for actual, guess, row in zip(y.tolist(), predicted.tolist(), probabilities.tolist()):
+        for actual, guess, row in zip(y.tolist(), predicted.tolist(), probabilities.tolist(), strict=True):
             values = ",".join(f"{value:.{PROBABILITY_DIGITS}f}" for value in row)
             handle.write(f"{class_names[actual]},{class_names[guess]},{values}\n")
