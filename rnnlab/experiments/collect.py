@@ -55,7 +55,7 @@ class Run:
     baseline: str
     commit: str
     overrides: dict[str, Any]          # dotted param key -> value; "+key" adds, "~key" removes
-    metrics: dict[str, dict[str, Any]]  # variant -> the run's metrics JSON, changed files only
+    metrics: dict[str, dict[str, Any]]  # variant -> the run's details (metrics_at), changed ones only
     all_variants: list[str] = field(default_factory=list)  # the run's params variants (imdb study)
     seed: Any = None                                          # the run's train.seed
     recorded_command: str | None = None  # a run kept from reports/studies.json (its ref is not here)
