@@ -14,7 +14,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, required=True, help="resolved params file (the params stage's baseline.json)")
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True, help="declared metrics JSON: accuracy, f1, roc_auc, loss")
+    parser.add_argument("--details", type=Path, required=True, help="every value computed (confusion, environment...)")
     parser.add_argument("--predictions", type=Path, required=True, help="per-example CSV: actual, predicted, p_<class>")
     parser.add_argument("--timings", type=Path, help="machine-dependent timings JSON to write (not a DVC output)")
     args = parser.parse_args(argv)
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     from rnnlab.evaluation.baseline import run_baseline  # loads numpy and torch: after configure
     from rnnlab.evaluation.metrics import EvaluationOutputs
 
-    run_baseline(config, args.data, EvaluationOutputs(args.metrics, args.predictions, timings=args.timings))
+    run_baseline(config, args.data, EvaluationOutputs(args.metrics, args.details, args.predictions, timings=args.timings))
 
 
 if __name__ == "__main__":

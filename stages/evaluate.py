@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True, help="the train stage's DVCLive directory")
-    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True, help="declared metrics JSON: accuracy, f1, roc_auc, loss, best_epoch")
+    parser.add_argument("--details", type=Path, required=True, help="every value computed (confusion, environment, gradient...)")
     parser.add_argument("--predictions", type=Path, required=True, help="per-example CSV: actual, predicted, p_<class>")
     parser.add_argument("--timings", type=Path, help="machine-dependent timings JSON to update (not a DVC output)")
     parser.add_argument("--gradients", type=Path, help="plots JSON: log10 ||dL/dx_t|| by steps back")
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     environment.configure(runtime)
     from rnnlab.evaluation.evaluate import EvaluationOutputs, evaluate_variant  # loads torch: after configure
 
-    outputs = EvaluationOutputs(args.metrics, args.predictions, args.gradients, args.timings)
+    outputs = EvaluationOutputs(args.metrics, args.details, args.predictions, args.gradients, args.timings)
     evaluate_variant(variant, args.data, args.model, args.history, outputs)
 
 

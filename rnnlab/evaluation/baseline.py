@@ -18,18 +18,25 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from rnnlab.config.sections import BaselineConfig
-from rnnlab.core.files import check_writable, outputs_together, write_json
+from rnnlab.core.files import check_writable, outputs_together
 from rnnlab.data.arrays import Split, load_meta, load_split
-from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
+from rnnlab.evaluation.metrics import (
+    DECLARED_METRICS,
+    EvaluationOutputs,
+    classification_metrics,
+    write_predictions,
+    write_results,
+)
 from rnnlab.runtime.environment import BASELINE_MATH, is_reproducible, result_environment
 from rnnlab.runtime.timings import record_evaluation, record_training
 
 NAME = "linear_tfidf"
+BASELINE_METRICS = tuple(key for key in DECLARED_METRICS if key != "best_epoch")  # one fit, no epochs to choose from
 
 
 def documents(split: Split) -> list[str]:
     """Token ids as space-separated words, padding cut off at each review's length."""
-    return [" ".join(map(str, row[:length])) for row, length in zip(split.x.tolist(), split.lengths.tolist())]
+    return [" ".join(map(str, row[:length])) for row, length in zip(split.x.tolist(), split.lengths.tolist(), strict=True)]
 
 
 def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[TfidfVectorizer, LogisticRegression, float, list[dict]]:
@@ -51,13 +58,9 @@ def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[
     return vectorizer, best[0], best[1], search
 
 
-def baseline_math() -> str:
-    return BASELINE_MATH if is_reproducible() else "numpy/scipy OpenBLAS: machine-dependent"
-
-
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
     """Fit on train, choose C on valid, score test once; write metrics and predictions like evaluate does."""
-    for path in (outputs.metrics, outputs.predictions, outputs.timings):
+    for path in (outputs.metrics, outputs.details, outputs.predictions, outputs.timings):
         if path is not None:
             check_writable(path)  # before the work, not after it
     meta = load_meta(data_dir)
@@ -84,11 +87,11 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
         "seed": 0,
         "cell": "linear",
         "gradient": None,  # no recurrence: nothing flows through time
-        "environment": result_environment(torch.device("cpu"), math=baseline_math()),
+        "environment": result_environment(torch.device("cpu"), math=BASELINE_MATH if is_reproducible() else "numpy/scipy OpenBLAS: machine-dependent"),
     }
-    with outputs_together(outputs.metrics, outputs.predictions) as staged:  # both or neither
+    with outputs_together(outputs.metrics, outputs.details, outputs.predictions) as staged:  # all or none
         write_predictions(staged[outputs.predictions], y, probabilities, meta.class_names)
-        write_json(staged[outputs.metrics], metrics)
+        write_results(staged, outputs, metrics, declared=BASELINE_METRICS)
     if outputs.timings is not None:
         record_training(outputs.timings, NAME, "cpu", [fit_seconds], int(train.lengths.sum()))
         record_evaluation(outputs.timings, NAME, float(test.lengths.sum()) / eval_seconds)

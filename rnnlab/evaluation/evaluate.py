@@ -12,7 +12,7 @@ from rnnlab.core.errors import UserError
 from rnnlab.core.files import check_writable, outputs_together, write_json
 from rnnlab.data.arrays import Split, load_split
 from rnnlab.evaluation.gradients import gradient_report
-from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
+from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions, write_results
 from rnnlab.model.checkpoint import load_checkpoint
 from rnnlab.model.classifier import Classifier, count_parameters
 from rnnlab.runtime.environment import result_environment
@@ -33,9 +33,9 @@ def test_metrics(model: Classifier, checkpoint: dict[str, Any], history: list[di
                  device: Any) -> tuple[dict[str, Any], Any, float]:
     """Metrics (only numbers that reproduce), the test probabilities and the evaluation tokens/s."""
     started = time.perf_counter()
-    probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
+    test_probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
     tokens_per_second = len(test) * test.sequence_length / (time.perf_counter() - started)
-    probabilities = probabilities.double().numpy()
+    probabilities = test_probabilities.double().numpy()
     scores = classification_metrics(test.y.numpy(), probabilities, model.spec.class_names)
     metrics = {
         "variant": checkpoint["variant"],
@@ -59,8 +59,8 @@ def test_metrics(model: Classifier, checkpoint: dict[str, Any], history: list[di
 
 
 def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, history_dir: Path, outputs: EvaluationOutputs) -> dict[str, Any]:
-    """Write the variant's metrics, predictions and gradient profile (all of them, or none); returns the metrics."""
-    written = [path for path in (outputs.metrics, outputs.predictions, outputs.gradients) if path is not None]
+    """Write the variant's metrics, details, predictions and gradient profile (all of them, or none); returns the details."""
+    written = [path for path in (outputs.metrics, outputs.details, outputs.predictions, outputs.gradients) if path is not None]
     for path in (*written, outputs.timings):
         if path is not None:
             check_writable(path)  # before the work, not after it
@@ -78,7 +78,7 @@ def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, history
         if outputs.gradients is not None:
             write_json(staged[outputs.gradients], gradient_rows)
         write_predictions(staged[outputs.predictions], test.y.numpy(), probabilities, tuple(metrics["confusion"]))
-        write_json(staged[outputs.metrics], metrics)
+        write_results(staged, outputs, metrics)
     if outputs.timings is not None:
         record_evaluation(outputs.timings, variant.name, tokens_per_second)
     print(json.dumps({key: metrics[key] for key in ("variant", "accuracy", "f1", "roc_auc", "loss", "diverged")}))

@@ -13,12 +13,16 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from rnnlab.core.files import atomic_path
+from rnnlab.core.files import atomic_path, write_json
+
+# What `dvc metrics show` and `dvc exp show` list per variant: what a reviewer compares.
+DECLARED_METRICS = ("accuracy", "f1", "roc_auc", "loss", "best_epoch")
 
 
 @dataclass(frozen=True)
 class EvaluationOutputs:
-    metrics: Path
+    metrics: Path  # the declared metrics (DECLARED_METRICS)
+    details: Path  # every key the stage computed, the declared ones included
     predictions: Path  # per-example CSV: actual, predicted, p_<class>
     gradients: Path | None = None  # plots JSON: log10 ||dL/dx_t|| by steps back
     timings: Path | None = None  # machine-dependent tokens/s (not a DVC output)
@@ -48,6 +52,13 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
     }
 
 
+def write_results(staged: dict[Path, Path], outputs: EvaluationOutputs, details: dict[str, Any],
+                  declared: tuple[str, ...] = DECLARED_METRICS) -> None:
+    """The details file, and the declared metrics taken from it."""
+    write_json(staged[outputs.details], details)
+    write_json(staged[outputs.metrics], {key: details[key] for key in declared})
+
+
 PROBABILITY_DIGITS = 6
 
 
@@ -61,6 +72,6 @@ def write_predictions(path: Path, y: np.ndarray, probabilities: np.ndarray, clas
     header = ",".join(["actual", "predicted", *(f"p_{name}" for name in class_names)])
     with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as handle:
         handle.write(header + "\n")
-        for actual, guess, row in zip(y.tolist(), predicted.tolist(), probabilities.tolist()):
+        for actual, guess, row in zip(y.tolist(), predicted.tolist(), probabilities.tolist(), strict=True):
             values = ",".join(f"{value:.{PROBABILITY_DIGITS}f}" for value in row)
             handle.write(f"{class_names[actual]},{class_names[guess]},{values}\n")

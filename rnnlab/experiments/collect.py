@@ -1,23 +1,10 @@
 """Collect finished DVC experiments into reports/studies.md and reports/studies.json.
 
-Not a DVC stage: experiments live in git refs (`refs/exps/...`), which DVC cannot track as a
-dependency. Run it after `dvc exp run` (or a drained `dvc queue`) has finished:
-
-    python -m tools.studies               # every experiment in this repository
-    python -m tools.studies NAME [NAME]   # only these
-
-Each experiment contributes the metrics files its run changed, and the params it changed against
-its baseline commit, written as the `dvc exp run -S ...` command that reproduces it. Runs that differ
-only in `train.seed` (the checked-out commit's own metrics count as one of them) are grouped into a
-seed spread: mean and sample standard deviation of test accuracy per variant, so a reviewer can tell
-which `dvc metrics diff` deltas are noise. Named experiment definitions (presets/*.yaml) are listed
-with their one short command, and the experiment a preset reproduces points at it.
-
-Experiment refs are local to the repository that ran them, so experiments already recorded in
-reports/studies.json whose refs are not here are kept as recorded. Each row says the environment it
-ran in (environment_label): `reproducible, rnnlab-gemm N` (rnnlab's kernels, rnnlab/runtime/gemm),
-`reproducible, MKL` (the reproducible mode before them) or `earlier, unpinned` for runs made before
-that mode existed, whose bits depend on the machine. Seed spreads never mix two of them.
+Each experiment contributes the variants its run changed and the params it changed against its
+baseline commit (as the `dvc exp run -S ...` command that reproduces it). Runs that differ only in their
+seeds form a seed spread: mean and sample std of test accuracy per variant, so a reviewer can tell which
+`dvc metrics diff` deltas are noise. Experiment refs are local to the repository that ran them, so runs
+recorded in reports/studies.json whose refs are not here are kept as recorded.
 """
 
 from __future__ import annotations
@@ -47,13 +34,10 @@ KERNELS = "rnnlab-gemm"  # the name the reproducible mode's kernels stamp into `
 
 
 def environment_label(environment: dict[str, Any] | None) -> str | None:
-    """Which class of math a metrics row comes from; rows of two classes never share a seed spread.
-
-    `earlier, unpinned` (made before the reproducible mode, bits per machine), `reproducible, MKL` (the
-    mode before rnnlab's kernels: bits per CPU vendor), `reproducible, rnnlab-gemm N` (the kernels, by
-    version). None for a row computed by another library (the linear baseline's numpy), which says
-    nothing about the run's kernels.
-    """
+    """Which class of math a row comes from; rows of two classes never share a seed spread. `earlier,
+    unpinned`: before the reproducible mode (bits per machine); `reproducible, MKL`: the mode before rnnlab's
+    kernels (bits per CPU vendor); `reproducible, rnnlab-gemm N`: the kernels. None for the linear
+    baseline's numpy, which says nothing about the kernels."""
     environment = environment or {}
     if not environment.get("reproducible"):
         return UNPINNED
@@ -71,7 +55,7 @@ class Run:
     baseline: str
     commit: str
     overrides: dict[str, Any]          # dotted param key -> value; "+key" adds, "~key" removes
-    metrics: dict[str, dict[str, Any]]  # variant -> the run's metrics JSON, changed files only
+    metrics: dict[str, dict[str, Any]]  # variant -> the run's details (metrics_at), changed ones only
     all_variants: list[str] = field(default_factory=list)  # the run's params variants (imdb study)
     seed: Any = None                                          # the run's train.seed
     recorded_command: str | None = None  # a run kept from reports/studies.json (its ref is not here)
@@ -79,7 +63,7 @@ class Run:
     @property
     def environment(self) -> str:
         """The class of math the run's rows were made with (environment_label); one per run."""
-        labels = {environment_label(m.get("environment")) for m in self.metrics.values()} - {None}
+        labels = {label for m in self.metrics.values() if (label := environment_label(m.get("environment"))) is not None}
         if UNPINNED in labels:
             return UNPINNED
         return " + ".join(sorted(labels)) or "reproducible"
@@ -95,8 +79,12 @@ class Run:
 
 
 def metrics_at(repo: Path, commit: str) -> dict[str, dict[str, Any]]:
-    names = git("ls-tree", "--name-only", commit, "metrics/", cwd=repo).split()
-    return {Path(name).stem: json.loads(show(repo, commit, name)) for name in names if name.endswith(".json")}
+    """variant -> every value its stage wrote at `commit`: metrics/details/<variant>.json, or at commits made
+    before the declared metrics were split from the details, metrics/<variant>.json (which held them all)."""
+    names = git("ls-tree", "-r", "--name-only", commit, "metrics/", cwd=repo).split()
+    files = {Path(name).stem: name for name in names if Path(name).parent == Path("metrics") and name.endswith(".json")}
+    details = {Path(name).stem: name for name in names if Path(name).parent == Path("metrics/details")}
+    return {variant: json.loads(show(repo, commit, details.get(variant, name))) for variant, name in files.items()}
 
 
 def params_at(repo: Path, commit: str) -> dict[str, Any]:

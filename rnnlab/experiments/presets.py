@@ -1,25 +1,19 @@
 """Run a named, committed experiment definition (presets/<name>.yaml) as one `dvc exp run`.
 
-    python -m tools.preset strong                      # print the dvc command, then run it
-    python -m tools.preset strong --queue              # queue it instead (`dvc queue start` runs it)
-    python -m tools.preset strong --name s1 -S train.seed=1   # another name, extra overrides
-    python -m tools.preset strong --dry-run            # only print the command
-
-Not a DVC stage: a preset is an experiment on top of params.yaml, so the default `dvc repro` never
-runs it. A preset file holds `params` (a nested mapping merged into params.yaml; keys params.yaml
-lacks are added), `targets` (the stages to run), `experiment` (the default name) and `description`.
-The merged params are checked like params.yaml itself (rnnlab/config) before DVC is called, so a
-typo fails at once with a "did you mean".
+A preset file holds `params` (a nested mapping merged into params.yaml; keys it lacks are added),
+`targets` (the stages to run), `experiment` (the default name) and `description`. The merged params
+are checked like params.yaml itself before DVC is called, so a typo fails at once with a "did you mean".
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from rnnlab.config.fields import did_you_mean
 from rnnlab.config.params import Params, parse_params, parse_params_yaml

@@ -3,49 +3,32 @@ reproduces it, the seed spreads and the committed presets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rnnlab.core.files import write_json, write_text
-from rnnlab.experiments import presets
 from rnnlab.experiments.collect import HEAD_NAME, ROW_KEYS, Run, collect, recorded_runs, seed_spread
-from rnnlab.experiments.presets import setting
+from rnnlab.experiments.presets import PRESETS_DIR, Preset, available, load_preset, setting
 
 
 def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
 
-@dataclass(frozen=True)
-class PresetEntry:
-    """A committed experiment definition, as the report lists it."""
-
-    name: str
-    experiment: str
-    description: str
-
-    @property
-    def command(self) -> str:
-        return f"python -m tools.preset {self.name}"
+def preset_command(preset: Preset) -> str:
+    return f"python -m tools.preset {preset.name}"
 
 
-def preset_entries(repo: Path) -> list[PresetEntry]:
-    directory = repo / presets.PRESETS_DIR
-    return [PresetEntry(name, entry.experiment, entry.description)
-            for name in presets.available(directory) for entry in [presets.load_preset(name, directory)]]
-
-
-def preset_lines(entries: list[PresetEntry]) -> list[str]:
+def preset_lines(entries: list[Preset]) -> list[str]:
     if not entries:
         return []
     lines = ["", "## Presets", "", "Named, committed experiment definitions (`presets/<name>.yaml`); the command prints and runs",
              "the equivalent `dvc exp run` (`--queue` queues it, `--name` and `-S` vary it, `--dry-run` only prints).", ""]
-    lines += [f"- `{entry.command}`: {entry.description} (experiment `{entry.experiment}`)" for entry in entries]
+    lines += [f"- `{preset_command(entry)}`: {entry.description} (experiment `{entry.experiment}`)" for entry in entries]
     return lines
 
 
-def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[PresetEntry] | None = None) -> str:
+def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset] | None = None) -> str:
     lines = [
         "# Studies (DVC experiments)",
         "",
@@ -69,7 +52,7 @@ def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[PresetEn
     by_experiment = {entry.experiment: entry for entry in entries or []}
     lines += [
         f"- `{run.name}` (experiment {run.commit[:7]}, baseline {run.baseline[:7]}): `{run.command}`"
-        + (f" — preset: `{by_experiment[run.name].command}`" if run.name in by_experiment else "")
+        + (f" — preset: `{preset_command(by_experiment[run.name])}`" if run.name in by_experiment else "")
         for run in runs if run.name != HEAD_NAME
     ]
     if spread:
@@ -87,7 +70,7 @@ def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[PresetEn
     return "\n".join(lines) + "\n"
 
 
-def to_json(runs: list[Run], spread: list[dict[str, Any]], entries: list[PresetEntry] | None = None) -> dict[str, Any]:
+def to_json(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset] | None = None) -> dict[str, Any]:
     return {
         "experiments": [
             {"name": run.name, "commit": run.commit, "baseline": run.baseline, "overrides": run.overrides,
@@ -97,7 +80,7 @@ def to_json(runs: list[Run], spread: list[dict[str, Any]], entries: list[PresetE
         ],
         "seed_spread": spread,
         "presets": [{"name": entry.name, "experiment": entry.experiment, "description": entry.description,
-                     "command": entry.command} for entry in entries or []],
+                     "command": preset_command(entry)} for entry in entries or []],
     }
 
 
@@ -107,7 +90,8 @@ def write_studies(repo: Path, out: Path, names: list[str] | None = None) -> None
     if not names:  # a full regeneration keeps what earlier runs recorded but this repository lacks
         runs += recorded_runs(out.with_suffix(".json"), {run.name for run in runs})
     spread = seed_spread(runs)
-    entries = preset_entries(repo)
+    directory = repo / PRESETS_DIR
+    entries = [load_preset(name, directory) for name in available(directory)]
     write_json(out.with_suffix(".json"), to_json(runs, spread, entries))
     write_text(out, render(runs, spread, entries))
     kept = sum(run.recorded_command is not None for run in runs)

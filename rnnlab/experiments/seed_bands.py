@@ -1,17 +1,9 @@
 """Seed bands: each variant's test-accuracy mean and std over seeds -> reports/seed_bands.json.
 
-    python -m tools.seed_bands --run                # queue and run the missing seeds (0 to 9), then record
-    python -m tools.seed_bands                      # record from experiments that already finished
-    python -m tools.seed_bands --run --seeds 0 1 2 --jobs 2
-
-`tools.review` reads the file to tell a real change from seed noise: a band of k seeds has k - 1
-degrees of freedom, and the review's t-interval widens accordingly (t(2) = 4.30 for 3 seeds,
-t(9) = 2.26 for 10), so ten seeds make it twice as sharp as three. The seeds run the DVC way,
-as queued experiments of the checked-out commit (`dvc exp run --queue -n default-seed<N> -S
-train.seed=<N>`); the committed metrics count as the run of the commit's own seed. The bands are
-collected with rnnlab/experiments/collect.py's grouping: the commit plus its experiments whose only changed
-param is train.seed. Not a DVC output: it summarises experiments, not this commit's pipeline, so the
-reviewer commits it after refreshing it (docs/review.md).
+`tools.review` reads the file to tell a real change from seed noise (a band of k seeds has k - 1 degrees
+of freedom: t(2) = 4.30 for 3 seeds, t(9) = 2.26 for 10). The seeds run as queued experiments of the
+checked-out commit; its committed metrics count as the run of its own seed. Not a DVC output: it
+summarises experiments, not this commit's pipeline.
 """
 
 from __future__ import annotations
@@ -20,8 +12,9 @@ import functools
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import write_json
@@ -81,7 +74,7 @@ def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) ->
 
 def active_tasks(status_output: str, names: list[str]) -> list[str]:
     """Our experiment names that `dvc queue status` still lists as queued or running."""
-    active = []
+    active: list[str] = []
     for line in status_output.splitlines():
         words = line.split()
         if any(name in words for name in names) and any(status in words for status in ACTIVE_STATUSES):

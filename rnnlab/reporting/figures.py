@@ -1,13 +1,8 @@
 """Static figures with matplotlib (Agg, no display), written as reproducible PNG files.
 
-`line_figure` draws labelled lines (solid or dashed) on one axis, optionally log-scaled in y, and
-saves a PNG; `panels_figure` puts several such axes side by side (the review's charts); `save_png`
-saves any matplotlib Figure the same way, for other chart kinds; `interval_figure` draws a forest plot
-(points with intervals, one row each, over grey reference ranges: the review's chart of changes). The same
-data gives the same bytes on a rerun with the pinned matplotlib: PNG metadata without the software
-version and no timestamp (matplotlib writes none to PNG), a fixed size and DPI, and matplotlib's
-bundled DejaVu font. Figures are built on `Figure` objects, not pyplot, so no global state is kept and no
-backend is chosen: saving a PNG uses Agg, with no display, whatever the configured backend.
+The same data gives the same bytes with the pinned matplotlib: no software version or timestamp in the
+PNG, a fixed size and DPI, the bundled DejaVu font. Figures are `Figure` objects, not pyplot: no global
+state, and saving uses Agg whatever backend is configured.
 """
 
 from __future__ import annotations
@@ -106,7 +101,7 @@ def panels_figure(panels: list[Panel], path: Path | str, size_inches: tuple[floa
     """Panels side by side (legends inside, each panel says when it has no data); returns the Figure."""
     figure = Figure(figsize=size_inches)
     fixed_margins(figure, left=0.75, right=0.2, top=0.4, bottom=0.6, wspace=0.3)
-    for axes, panel in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+    for axes, panel in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         draw_panel(axes, panel, legend_outside=False)
     save_png(figure, path)
     return figure
@@ -135,12 +130,12 @@ def interval_figure(rows: list[Interval], title: str, x_label: str, path: Path |
     axes = figure.add_subplot()
     positions = range(len(rows) - 1, -1, -1)  # the first row on top
     # One call per kind of artist, not per row: matplotlib's cost is per call (the chart drew in 0.23 s with a call a row).
-    referenced = [(position, row.reference) for position, row in zip(positions, rows) if row.reference is not None]
+    referenced = [(position, row.reference) for position, row in zip(positions, rows, strict=True) if row.reference is not None]
     if referenced:
         axes.barh([position for position, _ in referenced], [high - low for _, (low, high) in referenced],
                   left=[low for _, (low, _) in referenced], height=0.62, color="#dcdcdc", label=reference_label, zorder=1)
     for highlight in (False, True):
-        group = [(position, row) for position, row in zip(positions, rows) if row.highlight == highlight]
+        group = [(position, row) for position, row in zip(positions, rows, strict=True) if row.highlight == highlight]
         if group:
             axes.errorbar([row.point for _, row in group], [position for position, _ in group],
                           xerr=[[row.point - row.low for _, row in group], [row.high - row.point for _, row in group]], fmt="o",

@@ -78,7 +78,7 @@ def test_the_branch_runs_every_order_stage_and_nothing_else(order_run: tuple[Pat
 def test_metrics_are_comparable_across_order_variants(order_run: tuple[Path, str, list[str]]) -> None:
     repo, _output, variants = order_run
     metrics: dict[str, dict[str, Any]] = {
-        variant: json.loads((repo / "metrics" / f"{variant}.json").read_text(encoding="utf-8")) for variant in variants
+        variant: json.loads((repo / "metrics" / "details" / f"{variant}.json").read_text(encoding="utf-8")) for variant in variants
     }
     assert len(metrics) == 6, "order_rnn, order_lstm, order_gru and their _fix variants"
     key_sets = {variant: tuple(values) for variant, values in metrics.items()}
@@ -89,6 +89,8 @@ def test_metrics_are_comparable_across_order_variants(order_run: tuple[Path, str
         assert all(value is None or 0.0 <= value <= 1.0 for value in values["per_class_accuracy"].values())
         assert 0.0 <= values["accuracy"] <= 1.0
         assert values["epochs_trained"] == 1
+        declared = json.loads((repo / "metrics" / f"{variant}.json").read_text(encoding="utf-8"))
+        assert declared == {key: values[key] for key in ("accuracy", "f1", "roc_auc", "loss", "best_epoch")}
     assert {values["cell"] for values in metrics.values()} == {"rnn", "lstm", "gru"}
     for variant in variants:  # the outputs dvc.yaml declares for each variant
         assert (repo / "models" / f"{variant}.pt").is_file()

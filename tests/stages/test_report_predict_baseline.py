@@ -46,6 +46,15 @@ def test_report_sorts_by_accuracy_and_separates_studies(tmp_path: Path) -> None:
     assert "| cpu, AVX2, torch 2.13.0, reproducible |" in text
 
 
+def test_report_reads_the_details_and_a_metrics_file_without_them(tmp_path: Path) -> None:
+    (tmp_path / "details").mkdir()
+    for row in (metrics_row("split", 0.9), metrics_row("whole", 0.5)):
+        (tmp_path / f"{row['variant']}.json").write_text(json.dumps(row if row["variant"] == "whole" else {"accuracy": 0.9}))
+    (tmp_path / "details" / "split.json").write_text(json.dumps(metrics_row("split", 0.9)))
+    rows = report.read_metrics(tmp_path, tmp_path / "details")
+    assert rows == [metrics_row("split", 0.9), metrics_row("whole", 0.5)]
+
+
 def test_report_without_metrics_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="dvc repro"):
         report.read_metrics(tmp_path)

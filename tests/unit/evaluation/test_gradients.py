@@ -168,8 +168,8 @@ def test_evaluate_writes_gradient_metrics_and_plot_rows(tmp_path: Path, monkeypa
     monkeypatch.setenv("RNNLAB_THREADS", "1")
     train_stage.main(["--params", f"{RESOLVED}/variants/order_rnn.json", "--data", "data/order", "--model", "m.pt", "--history", "live"])
     evaluate_stage.main(["--params", f"{RESOLVED}/variants/order_rnn.json", "--data", "data/order", "--model", "m.pt", "--history", "live",
-                         "--metrics", "metrics.json", "--predictions", "c.csv", "--gradients", "g.json"])
-    gradient = json.loads(Path("metrics.json").read_text())["gradient"]
+                         "--metrics", "metrics.json", "--details", "details.json", "--predictions", "c.csv", "--gradients", "g.json"])
+    gradient = json.loads(Path("details.json").read_text())["gradient"]
     assert set(gradient) == {"init", "trained", "steps_back_max", "sequences"}
     assert set(gradient["init"]) == set(gradient["trained"]) == {"decades_50", "decades_150", "log10_norm_last"}
     rows = json.loads(Path("g.json").read_text())
