@@ -3,15 +3,11 @@ variant beyond noise, not judged, added or removed, validation accuracy per epoc
 
 from __future__ import annotations
 
-import multiprocessing
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any
 
-from rnnlab.comparison.revision import Revision
-from rnnlab.comparison.sources import epoch_history, gradient_profile
+from rnnlab.comparison.revision import Revision, epoch_history, gradient_profile
 from rnnlab.comparison.verdicts import CHANGED, CHANGED_WITHOUT_BAND, Row
-from rnnlab.core.parallel import children_stop_quietly
 
 BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
 DELTAS = "deltas.png"
@@ -64,62 +60,10 @@ def variant_chart(out: Path, variant: str, base: Revision, head: Revision) -> st
     return f"{variant}.png"
 
 
-def load_matplotlib() -> None:
-    """The worker's first job, while the main process reads the predictions: matplotlib's import (about a
-    second) and one throw-away drawing, which loads the font and Agg's caches (the first chart took twice as
-    long as the next without it)."""
-    import io
-
-    from rnnlab.reporting.figures import Figure
-
-    figure = Figure(figsize=(2, 1))
-    figure.add_subplot().set_title("warm-up")
-    figure.savefig(io.BytesIO(), format="png")
-
-
-class ChartDrawer:
-    """Draws the review's PNGs in a worker process beside this one, on the second core.
-
-    The worker imports matplotlib as soon as it starts, and each changed variant's chart is drawn as soon
-    as that variant is known to differ, while this process reads and compares the others: charts then add
-    little to the review's wall time. A review that draws nothing does not wait for that import: the
-    worker is stopped on leaving the block, as it is after a failure (what has not finished is dropped).
-    Forked before this process starts any thread (the trust checks' pool: forking a threaded process can
-    deadlock), so nothing is pickled but the few rows a chart needs.
-    """
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        # The worker is forked here; terminating it on an early exit must kill it silently (its chart files
-        # are in the review's temporary folder, deleted after), not print its traceback beside the error.
-        with children_stop_quietly(ignore_interrupt=True):
-            self.pool = multiprocessing.get_context("fork").Pool(processes=1)
-        self.pool.apply_async(load_matplotlib)
-        self.variant_jobs: dict[str, AsyncResult] = {}
-        self.deltas_job: AsyncResult | None = None
-
-    def __enter__(self) -> ChartDrawer:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        # names() has waited for every chart a successful review uses; anything still running is not needed.
-        self.pool.terminate()
-        self.pool.join()
-
-    def variant(self, variant: str, base: Revision, head: Revision) -> None:
-        self.variant_jobs[variant] = self.pool.apply_async(variant_chart, (self.out, variant, base, head))
-
-    def deltas(self, rows: list[Row]) -> None:
-        """deltas.png, when any variant's predictions changed."""
-        if any(not row.identical for row in rows):
-            self.deltas_job = self.pool.apply_async(draw_deltas, (self.out / DELTAS, rows))
-
-    def names(self, order: list[str]) -> list[str]:
-        """Wait for every chart; their file names, deltas.png first, then the variants in `order`. A variant chart
-        started but not in `order` (its verdict came out within noise) is deleted. A worker's error is raised here."""
-        names = [DELTAS] if self.deltas_job is not None and self.deltas_job.get() is None else []
-        drawn = {variant: job.get() for variant, job in self.variant_jobs.items()}
-        for variant, name in drawn.items():
-            if name and variant not in order:
-                (self.out / name).unlink()
-        return names + [name for variant in order if (name := drawn.get(variant))]
+def draw_charts(out: Path, rows: list[Row], curves: list[str], base: Revision, head: Revision) -> list[str]:
+    """deltas.png when any variant's predictions changed, then the `curves` variants' charts: the names drawn."""
+    names = []
+    if any(not row.identical for row in rows):
+        draw_deltas(out / DELTAS, rows)
+        names.append(DELTAS)
+    return names + [name for variant in curves if (name := variant_chart(out, variant, base, head))]

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rnnlab.comparison.paired import Z
-from rnnlab.comparison.sources import Predictions
+from rnnlab.comparison.revision import Predictions
 
 METRICS = ("f1", "roc_auc", "loss")
 PROBABILITY_FLOOR = 5e-7  # the CSV rounds to 6 decimals: a 0.000000 probability was below this

@@ -7,7 +7,7 @@ from typing import Any
 from rnnlab.comparison.metric_intervals import METRICS, MetricChange
 from rnnlab.comparison.noise import ALPHA
 from rnnlab.comparison.revision import Revision
-from rnnlab.comparison.sources import timings
+from rnnlab.comparison.revision import timings
 from rnnlab.comparison.verdicts import (CHANGED, CHANGED_WITHOUT_BAND, METRICS_TOLERANCE, NO_CHANGE, NOT_JUDGED, NOT_RERUN,
                                         WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, Row)
 

@@ -23,7 +23,7 @@ import numpy as np
 from rnnlab.comparison.metric_intervals import MetricChange, metric_changes
 from rnnlab.comparison.noise import ALPHA, holm, reseed_halfwidth, reseed_p_value
 from rnnlab.comparison.paired import Comparison, compare
-from rnnlab.comparison.sources import Predictions
+from rnnlab.comparison.revision import Predictions
 from rnnlab.core.errors import UserError
 
 NOT_RERUN = "not rerun"

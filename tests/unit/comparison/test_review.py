@@ -79,6 +79,8 @@ def table_rows(markdown: str) -> dict[str, str]:
 @pytest.fixture()
 def repo(tmp_path: Path) -> Path:
     git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / ".dvc").mkdir()  # a DVC repository (what `dvc init` makes, less its seconds): the review asks DVC for the params diff
+    (tmp_path / ".dvc" / "config").write_text("")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"vars": [VARS], "stages": {}}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.01}}))
     write_variant(tmp_path, "relu", ACTUAL, ACTUAL[:150] + ["pos"] * 50)

@@ -9,7 +9,7 @@ from sklearn import metrics as skm
 
 from rnnlab.comparison import noise, paired, verdicts
 from rnnlab.comparison.metric_intervals import metric_changes
-from rnnlab.comparison.sources import Predictions
+from rnnlab.comparison.revision import Predictions
 from rnnlab.comparison.verdicts import SeedBand
 
 
