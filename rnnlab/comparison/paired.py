@@ -1,16 +1,10 @@
 """How far a difference in test accuracy between two models can come from test sampling alone.
 
-Both models predict the same test examples, so the comparison is paired: an example both get right
-(or both wrong) says nothing about which is better, only the discordant ones do. Everything follows
-from three numbers, the two discordant counts and n, so it takes microseconds:
-- the 95 % interval of head - base accuracy is Newcombe's hybrid score interval for paired
-  proportions (Newcombe 1998, Statistics in Medicine 17:2635, method 10): Wilson intervals of the two
-  accuracies, combined with the pairs' correlation. It matches a paired bootstrap of the examples for
-  large counts (tests/unit/comparison checks it) and keeps its coverage for small ones;
-- McNemar's exact test: under "equally good", each discordant example favours either model with
-  probability 1/2, so the count favouring the head is Binomial(discordant, 1/2).
-When the two test sets differ (a data change) nothing is paired: Newcombe's interval for independent
-proportions and a two-proportion z-test.
+Both models predict the same test examples, so only the discordant ones (one model right, the other
+wrong) say which is better: the 95 % interval of head - base is Newcombe's hybrid score interval for
+paired proportions (Statistics in Medicine 17:2635, method 10), the p-value McNemar's exact test.
+Different test sets (a data change) are not paired: Newcombe's interval for independent proportions
+and a two-proportion z-test.
 """
 
 from __future__ import annotations
@@ -21,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-CONFIDENCE = 0.95
-Z = float(special.ndtri(1.0 - (1.0 - CONFIDENCE) / 2.0))
+Z = float(special.ndtri(0.975))  # 95 % intervals
 
 
 @dataclass(frozen=True)
@@ -32,42 +25,26 @@ class Comparison:
     difference: float
     low: float
     high: float
-    paired: bool               # False when the two revisions' test sets differ
-    base_only_correct: int     # discordant examples the base gets right and the head wrong (McNemar's b)
-    head_only_correct: int     # ... the head right and the base wrong (McNemar's c)
-    p_value: float             # McNemar's exact p when paired, a two-proportion z-test's otherwise
-    base_accuracy: float
-    head_accuracy: float
-    base_examples: int
-    head_examples: int
-
-    @property
-    def contains_zero(self) -> bool:
-        return self.low <= 0.0 <= self.high
-
-    @property
-    def unpaired_variance(self) -> float:
-        """Binomial variance of the difference of two independent accuracies (used only when not paired)."""
-        return (self.base_accuracy * (1 - self.base_accuracy) / self.base_examples
-                + self.head_accuracy * (1 - self.head_accuracy) / self.head_examples)
+    paired: bool  # False when the two revisions' test sets differ
+    base_only_correct: int  # McNemar's b: the base right, the head wrong
+    head_only_correct: int  # McNemar's c
+    p_value: float  # McNemar's exact p when paired, a two-proportion z-test's otherwise
+    unpaired_variance: float  # binomial variance of the difference of two independent accuracies
 
 
-def wilson(successes: float, n: float, z: float = Z) -> tuple[float, float]:
-    """Wilson score interval of a proportion."""
-    center = (successes + z * z / 2) / (n + z * z)
-    half = z * math.sqrt(successes * (n - successes) / n + z * z / 4) / (n + z * z)
+def wilson(successes: float, n: float) -> tuple[float, float]:
+    center = (successes + Z * Z / 2) / (n + Z * Z)
+    half = Z * math.sqrt(successes * (n - successes) / n + Z * Z / 4) / (n + Z * Z)
     return center - half, center + half
 
 
 def newcombe_interval(head_correct: int, head_n: int, base_correct: int, base_n: int, phi: float) -> tuple[float, float]:
-    """Newcombe's hybrid score interval of head - base accuracy; phi is the pairs' correlation (0 unpaired)."""
+    """Newcombe's interval of head - base accuracy; phi is the pairs' correlation (0 unpaired)."""
     head_p, base_p = head_correct / head_n, base_correct / base_n
-    head_low, head_high = wilson(head_correct, head_n)
-    base_low, base_high = wilson(base_correct, base_n)
-    below = math.sqrt(max(0.0, (head_p - head_low) ** 2 - 2 * phi * (head_p - head_low) * (base_high - base_p) + (base_high - base_p) ** 2))
-    above = math.sqrt(max(0.0, (head_high - head_p) ** 2 - 2 * phi * (head_high - head_p) * (base_p - base_low) + (base_p - base_low) ** 2))
-    difference = head_p - base_p
-    return difference - below, difference + above
+    (head_low, head_high), (base_low, base_high) = wilson(head_correct, head_n), wilson(base_correct, base_n)
+    below = (head_p - head_low) ** 2 - 2 * phi * (head_p - head_low) * (base_high - base_p) + (base_high - base_p) ** 2
+    above = (head_high - head_p) ** 2 - 2 * phi * (head_high - head_p) * (base_p - base_low) + (base_p - base_low) ** 2
+    return head_p - base_p - math.sqrt(max(0.0, below)), head_p - base_p + math.sqrt(max(0.0, above))
 
 
 def paired_interval(both_correct: int, head_only: int, base_only: int, both_wrong: int) -> tuple[float, float]:
@@ -103,16 +80,15 @@ def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = T
     if not len(base) or not len(head):
         raise ValueError("a comparison needs test examples on both sides")
     base_hits, head_hits = int(base.sum()), int(head.sum())
-    common = dict(base_accuracy=base_hits / len(base), head_accuracy=head_hits / len(head),
-                  base_examples=len(base), head_examples=len(head))
+    base_p, head_p = base_hits / len(base), head_hits / len(head)
+    variance = base_p * (1 - base_p) / len(base) + head_p * (1 - head_p) / len(head)
     if not paired:
         low, high = newcombe_interval(head_hits, len(head), base_hits, len(base), phi=0.0)
-        return Comparison(head_hits / len(head) - base_hits / len(base), low, high, False, 0, 0,
-                          two_proportion_p(head_hits, len(head), base_hits, len(base)), **common)
+        p_value = two_proportion_p(head_hits, len(head), base_hits, len(base))
+        return Comparison(head_p - base_p, low, high, False, 0, 0, p_value, variance)
     if base.shape != head.shape:
         raise ValueError("a paired comparison needs the same test examples on both sides")
     both = int(np.sum(base & head))
     base_only, head_only = base_hits - both, head_hits - both
     low, high = paired_interval(both, head_only, base_only, len(base) - both - base_only - head_only)
-    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only,
-                      mcnemar_exact(base_only, head_only), **common)
+    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only, mcnemar_exact(base_only, head_only), variance)

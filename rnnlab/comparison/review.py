@@ -17,8 +17,7 @@ from typing import Any
 
 from rnnlab.comparison.charts import draw_charts
 from rnnlab.comparison.render import (MARKER, charts_section, environment_line, method_section, not_rerun_section, params_section,
-                                      plots_diff_command, results_table, summary_line, timings_section, unchanged_section,
-                                      variants_section)
+                                      results_table, summary_line, unchanged_section, variants_section)
 from rnnlab.comparison.revision import Revision, metrics_path, predictions_path, read_predictions, seed_bands, variant_metrics
 from rnnlab.comparison.trust import Freshness
 from rnnlab.comparison.verdicts import CURVE_VERDICTS, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, Row, gather, judge, seed_band
@@ -78,8 +77,7 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
         *([*results_table(moved), ""] if moved else []),
         *([*unchanged_section(unchanged), ""] if unchanged else []),
         *charts_section(charts, artifact_url, [row.variant for row in rows if row.verdict in (WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING)],
-                        plots_diff_command(base, head)), "",
-        *method_section(bands, bands_where if bands else None), "",
-        *timings_section(rows, base, head),
+                        " ".join(["dvc plots diff", *(revision.commit[:7] for revision in (base, head) if revision.commit)])), "",
+        *method_section(bands, bands_where if bands else None),
     ]
     return "\n".join(lines) + "\n", rows

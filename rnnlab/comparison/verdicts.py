@@ -1,16 +1,10 @@
-"""Per variant: is the change real? One verdict from the trust checks, the predictions and the seed band.
-
-In this order:
-1. *not rerun*: either side's results are not what its own params and code give (dvc.lock, trust.py);
-2. *no change*: the same predicted class for every test example and the same metrics (to
-   METRICS_TOLERANCE: float summation order moves the last digits of a loss);
-3. with a seed band: *changed beyond seed noise* when the Holm-adjusted reseed p-value is at most
-   ALPHA, else *within seed noise* (noise.py: the interval a reseed alone stays in, t(k-1) s sqrt 2);
-4. without one: the same with McNemar's p (test sampling only), said as such; when the two sides'
-   environments differ, a different environment alone changes results like a reseed, which only a
-   seed band can judge: *not judged*.
-The p-values of every variant judged in 3 and 4 are adjusted together (Holm): one review is one family.
-"""
+"""Per variant: is the change real? One verdict, in this order: *not rerun* (either side's results are not
+its own params' and code's, trust.py); *no change* (the same predicted class for every test example and
+the same metrics to METRICS_TOLERANCE); with a seed band, *changed beyond seed noise* when the
+Holm-adjusted reseed p-value is at most ALPHA (noise.py), else *within seed noise*; without one, the same
+with McNemar's p (test sampling only), or *not judged* when the environments differ (a different
+environment alone changes results like a reseed, which only a seed band can judge). One review is one
+family for Holm."""
 
 from __future__ import annotations
 
@@ -34,13 +28,11 @@ WITHIN_TEST_SAMPLING = "within test-sampling noise (no seed band)"
 CHANGED_WITHOUT_BAND = "changed beyond test-sampling noise (no seed band)"
 NOT_JUDGED = "not judged (environment differs, no seed band)"
 MOVED = (CHANGED, CHANGED_WITHOUT_BAND)  # what the summary line names
-# Whose training curves the review draws: what moved, and what no band could judge. A change within noise gets
-# none (its curves differ by noise too); `dvc plots diff` draws every variant's from dvc.yaml's plots.
+# Whose training curves the review draws: a change within noise gets none (its curves differ by noise too).
 CURVE_VERDICTS = (*MOVED, NOT_JUDGED)
 
 QUALITY_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
-# Absolute, on each of QUALITY_KEYS: the report shows them to 4 decimals, and a different summation order
-# or math library moves a loss or ROC-AUC in digits far below that while every prediction stays the same.
+# Absolute: the report shows 4 decimals; summation order moves a loss far below that with every prediction the same.
 METRICS_TOLERANCE = 1e-4
 
 
@@ -49,17 +41,15 @@ class SeedBand:
     """A variant's spread of test accuracy over seeds (reports/seed_bands.json)."""
 
     std: float  # sample standard deviation (n - 1) of the runs' test accuracies
-    runs: int   # how many seeds it is over
+    runs: int
 
     @property
     def df(self) -> int:
-        """Degrees of freedom of `std`: what the review's t-interval uses (t(9) for 10 seeds, t(2) for 3)."""
         return self.runs - 1
 
 
 def seed_band(entry: Any, variant: str, where: str) -> SeedBand | None:
-    """A band from its file entry (None without one), from its `accuracies`: the std and the degrees of freedom
-    both follow from them, whatever else the entry says."""
+    """A band from its file entry's `accuracies` (None without an entry)."""
     if entry is None:
         return None
     accuracies = entry.get("accuracies") if isinstance(entry, dict) else None
@@ -94,7 +84,7 @@ class Row:
 
     @property
     def combined_interval(self) -> tuple[float, float] | None:
-        """The change's 95 % interval with test sampling and seed noise together: difference +- the reseed half-width."""
+        """The change's 95 % interval with test sampling and seed noise together."""
         if self.reseed_halfwidth is None:
             return None
         return self.comparison.difference - self.reseed_halfwidth, self.comparison.difference + self.reseed_halfwidth
@@ -105,7 +95,7 @@ class Row:
 
     @property
     def p_value(self) -> float | None:
-        """The family's p-value of this variant: reseed when banded, test sampling otherwise; None when not tested."""
+        """Reseed p when banded, test sampling's otherwise; None when not tested."""
         if not self.tested:
             return None
         if self.band is None:
@@ -115,7 +105,7 @@ class Row:
 
 
 def environment_difference(base: dict[str, Any], head: dict[str, Any]) -> str | None:
-    """Two results share an environment when their stamps are equal (every key); else which keys differ."""
+    """None when the environment stamps are equal (every key); else which keys differ."""
     base_stamp, head_stamp = base.get("environment"), head.get("environment")
     if base_stamp == head_stamp:
         return None
@@ -125,14 +115,11 @@ def environment_difference(base: dict[str, Any], head: dict[str, Any]) -> str | 
 
 
 def same_metrics(base: dict[str, Any], head: dict[str, Any], tolerance: float = METRICS_TOLERANCE) -> bool:
-    for key in QUALITY_KEYS:
-        old, new = base.get(key), head.get(key)
-        if isinstance(old, (int, float)) and isinstance(new, (int, float)):
-            if abs(old - new) > tolerance:
-                return False
-        elif old != new:
-            return False
-    return True
+    def same(old: Any, new: Any) -> bool:
+        numbers = isinstance(old, (int, float)) and isinstance(new, (int, float))
+        return abs(old - new) <= tolerance if numbers else old == new
+
+    return all(same(base.get(key), head.get(key)) for key in QUALITY_KEYS)
 
 
 def gather(variant: str, base_metrics: dict[str, Any], head_metrics: dict[str, Any], base: Predictions, head: Predictions,
@@ -141,12 +128,11 @@ def gather(variant: str, base_metrics: dict[str, Any], head_metrics: dict[str, A
     # Same test examples in the same order (same labels): paired; otherwise the data changed under it.
     paired = np.array_equal(base.actual, head.actual)
     comparison = compare(base.correct, head.correct, paired=paired)
-    halfwidth = None
-    if band is not None:
-        halfwidth = float(reseed_halfwidth(band.std, band.df, 0.0 if paired else comparison.unpaired_variance))
+    extra = 0.0 if paired else comparison.unpaired_variance
+    halfwidth = None if band is None else float(reseed_halfwidth(band.std, band.df, extra))
     return Row(variant, head_metrics.get("study", "imdb"), base_metrics, head_metrics, identical, not_rerun,
-                    environment_difference(base_metrics, head_metrics), comparison, band, halfwidth,
-                    metric_changes(base, head, base_metrics, head_metrics, paired, identical))
+               environment_difference(base_metrics, head_metrics), comparison, band, halfwidth,
+               metric_changes(base, head, base_metrics, head_metrics, paired, identical))
 
 
 def verdict(row: Row, adjusted_p: float | None) -> str:
@@ -154,19 +140,16 @@ def verdict(row: Row, adjusted_p: float | None) -> str:
         return NOT_RERUN
     if row.identical:
         return NO_CHANGE
+    changed = adjusted_p is not None and adjusted_p <= ALPHA
     if row.band is not None:
-        return CHANGED if adjusted_p <= ALPHA else WITHIN_SEED_NOISE
+        return CHANGED if changed else WITHIN_SEED_NOISE
     if row.environment_difference is not None:
         return NOT_JUDGED
-    return CHANGED_WITHOUT_BAND if adjusted_p <= ALPHA else WITHIN_TEST_SAMPLING
+    return CHANGED_WITHOUT_BAND if changed else WITHIN_TEST_SAMPLING
 
 
 def judge(rows: list[Row]) -> list[Row]:
     """The verdicts of one review: the tested variants' p-values adjusted together (Holm)."""
-    p_values = [np.nan if row.p_value is None else row.p_value for row in rows]
-    adjusted = holm(p_values).tolist() if rows else []
-    judged = []
-    for row, value in zip(rows, adjusted):
-        adjusted_p = None if np.isnan(value) else float(value)
-        judged.append(replace(row, adjusted_p=adjusted_p, verdict=verdict(row, adjusted_p)))
-    return judged
+    adjusted = holm([np.nan if row.p_value is None else row.p_value for row in rows]).tolist() if rows else []
+    adjusted_p = [None if np.isnan(value) else float(value) for value in adjusted]
+    return [replace(row, adjusted_p=value, verdict=verdict(row, value)) for row, value in zip(rows, adjusted_p, strict=True)]
