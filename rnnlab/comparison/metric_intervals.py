@@ -1,13 +1,8 @@
-"""Test-sampling intervals for the change in F1, ROC-AUC and loss, from the per-example predictions.
-
-Each metric is a smooth function of averages over the test examples, so to first order its sampling
-error is the average of one number per example, its influence (delta method: the per-example loss; for
-F1 a ratio of counts; for ROC-AUC DeLong's placement values). Paired, the change's influence is head's
-minus base's example by example, and the 95 % interval is change +- 1.96 sqrt(sum of squares) / n: the
-normal limit of the paired bootstrap (tests/unit/comparison/test_statistics.py checks it against one).
-Definitions follow the evaluate stage's: the positive (second) class for two classes, macro averages
-(ROC-AUC one-vs-rest) otherwise; loss is the mean cross-entropy.
-"""
+"""95 % test-sampling intervals for the change in F1, ROC-AUC and loss, by the delta method: each metric's
+sampling error is, to first order, the mean of one influence per example (the per-example loss; for F1 a
+ratio of counts; for ROC-AUC DeLong's placement values), head's minus base's when paired. The normal limit
+of a paired bootstrap (tests/unit/comparison/test_statistics.py checks it against one); F1 and ROC-AUC of
+the positive (second) class for two classes, macro averages otherwise."""
 
 from __future__ import annotations
 

@@ -6,8 +6,17 @@ from typing import Any
 
 from rnnlab.comparison.metric_intervals import METRICS, MetricChange
 from rnnlab.comparison.noise import ALPHA
-from rnnlab.comparison.verdicts import (CHANGED, CHANGED_WITHOUT_BAND, METRICS_TOLERANCE, NO_CHANGE, NOT_JUDGED, NOT_RERUN,
-                                        WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, Row)
+from rnnlab.comparison.verdicts import (
+    CHANGED,
+    CHANGED_WITHOUT_BAND,
+    METRICS_TOLERANCE,
+    NO_CHANGE,
+    NOT_JUDGED,
+    NOT_RERUN,
+    WITHIN_SEED_NOISE,
+    WITHIN_TEST_SAMPLING,
+    Row,
+)
 
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflows find their earlier comment by this line
 VERDICT_ORDER = (CHANGED, CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, NO_CHANGE)
@@ -25,13 +34,6 @@ def interval(difference: float, low: float, high: float) -> str:
 def accuracy_cell(row: Row) -> str:
     base, head = row.base.get("accuracy"), row.head.get("accuracy")
     return percent(head) if base == head else f"{percent(base)} → {percent(head)}"
-
-
-def sampling_cell(row: Row) -> str:
-    """The two trained models' difference beyond test sampling: interval, and McNemar's p with its two counts."""
-    comparison = row.comparison
-    counts = f"{comparison.head_only_correct} vs {comparison.base_only_correct}" if comparison.paired else "unpaired: test sets differ"
-    return f"{interval(comparison.difference, comparison.low, comparison.high)}, p {comparison.p_value:.2g} ({counts})"
 
 
 def metric_cell(change: MetricChange) -> str:
@@ -109,8 +111,11 @@ def results_table(rows: list[Row]) -> list[str]:
         combined = "– (no seed band)" if bounds is None else interval(row.comparison.difference, *bounds)
         band = "–" if row.band is None else f"{100 * row.band.std:.2f} ({row.band.runs} seeds)"
         p = "–" if row.p_value is None else f"{row.p_value:.2g} → {row.adjusted_p:.2g}"
+        change = row.comparison  # McNemar's counts: only head right vs only base right
+        counts = f"{change.head_only_correct} vs {change.base_only_correct}" if change.paired else "unpaired: test sets differ"
+        sampling = f"{interval(change.difference, change.low, change.high)}, p {change.p_value:.2g} ({counts})"
         metrics = "".join(f"| {metric_cell(row.metric_changes[name])} " for name in METRICS)
-        lines.append(f"| `{row.variant}` | {accuracy_cell(row)} | {combined} | {band} | {p} | {sampling_cell(row)} {metrics}| **{row.verdict}** |")
+        lines.append(f"| `{row.variant}` | {accuracy_cell(row)} | {combined} | {band} | {p} | {sampling} {metrics}| **{row.verdict}** |")
     return lines
 
 
@@ -127,19 +132,18 @@ def unchanged_section(rows: list[Row]) -> list[str]:
 
 
 def method_section(bands: dict[str, Any] | None, bands_where: str | None) -> list[str]:
-    band_source = (f"`reports/seed_bands.json` at {bands_where} (made from commit {str(bands.get('commit'))[:7]} by "
-                   "`python -m tools.seed_bands`)" if bands else "none committed (`python -m tools.seed_bands --run` makes them)")
+    source = "none committed (`python -m tools.seed_bands --run` makes them)"
+    if bands:
+        source = f"`reports/seed_bands.json` at {bands_where} (commit {str(bands.get('commit'))[:7]}, `python -m tools.seed_bands`)"
     return [
         "<details><summary>How to read it</summary>", "",
-        f"- *{NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {METRICS_TOLERANCE:g}).",
-        f"- *{NOT_RERUN}*: dvc.lock shows that one side's results are not what its own params and code give.",
-        "- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, with s the variant's seed std over k seeds: a reseed alone "
-        "moves Δ that much 95 % of the time (test sampling is inside s). p: the t-test of Δ against reseeding; Holm: adjusted "
-        f"over the variants this review judges. *{CHANGED}* when Holm ≤ {ALPHA:g}, else *{WITHIN_SEED_NOISE}*.",
-        "- **Test sampling only**: Newcombe's paired score interval from the examples only one model gets right, and "
-        f"McNemar's exact test; the verdict only without a seed band (*{CHANGED_WITHOUT_BAND}* / *{WITHIN_TEST_SAMPLING}*).",
-        "- F1, ROC-AUC, loss: head − base with a paired 95 % test-sampling interval (delta method; DeLong for ROC-AUC).",
-        f"- Seed bands: {band_source}.", "", "</details>",
+        f"- *{NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {METRICS_TOLERANCE:g}); "
+        f"*{NOT_RERUN}*: dvc.lock shows that a side's results are not what its own params and code give.",
+        "- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, s the variant's seed std over k seeds: a reseed alone moves Δ "
+        f"that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{CHANGED}* when ≤ {ALPHA:g}.",
+        "- **Test sampling only**: Newcombe's paired score interval and McNemar's exact test (only one model right), the "
+        "verdict without a seed band. F1, ROC-AUC, loss: paired 95 % intervals (delta method; DeLong for ROC-AUC).",
+        f"- Seed bands: {source}.", "", "</details>",
     ]
 
 

@@ -1,15 +1,11 @@
 """Are a revision's results the ones its own params and code give? Its dvc.lock, read at that revision.
 
-A result never rerun after a change must not pass as "no change". `dvc status` answers for the
-workspace only (and counts cached data that is merely absent, as in a CI checkout). So for any revision:
-- the dvc.yaml stages `code` and `params` are rerun (their own commands, on a copy of the revision's
-  params.yaml and code): every other stage depends on their small git-tracked outputs, so the md5 a
-  stage recorded for its data/params/... and data/code/... deps tells whether it ran with the
-  revision's params and code (and which keys or files changed, when not);
-- every other dep a variant's stages recorded must still be what it was: another stage's output by the
-  md5 that stage recorded (upstream stages checked the same way), a git-tracked file by its md5
-  (DVC 3 records a file's plain md5), a `params:` value by params.yaml's;
-- the variant's metrics and predictions must be the files its stage wrote.
+`dvc status` answers for the workspace only. Here, for any revision: the `code` and `params` stages are
+rerun by their own commands on a copy of the revision's files (every other stage depends on their small
+outputs, so the md5s a stage recorded for them say whether it ran with the revision's params and code);
+every other dep a variant's stages recorded must still be what it was (another stage's output by the md5
+that stage recorded, a git-tracked file by its md5, a `params:` value by params.yaml's); and the variant's
+metrics and predictions must be the files its stage wrote.
 """
 
 from __future__ import annotations
@@ -27,9 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rnnlab.comparison.revision import Revision
+from rnnlab.comparison.revision import Revision, load_yaml
 from rnnlab.core.errors import UserError
 
 GENERATED = ("code", "params")  # in the order they run: the params stage reads the code stage's output
@@ -62,21 +56,18 @@ def changed_keys(ran: bytes, now: bytes) -> list[str]:
 
 
 def copy_inputs(revision: Revision, paths: list[str], root: Path) -> None:
-    """The revision's files and folders at `paths` into `root` (a commit's through `git archive`)."""
+    """The revision's files and folders at `paths` into `root`."""
     if revision.commit is not None:
-        archive = subprocess.run(["git", "archive", "--format=tar", revision.commit, "--", *paths], cwd=revision.repo, capture_output=True)
-        if archive.returncode != 0:
-            raise UserError(f"`git archive` of {revision.title} failed ({archive.stderr.decode().strip()}); run the review in the RNN Lab repository.")
+        archive = subprocess.run(["git", "archive", revision.commit, "--", *paths], cwd=revision.repo, capture_output=True, check=True)
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(root, filter="data")
         return
     for path in paths:
-        source, target = revision.repo / path, root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.is_file():
-            shutil.copy(source, target)
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        if (revision.repo / path).is_dir():
+            shutil.copytree(revision.repo / path, root / path, ignore=shutil.ignore_patterns("__pycache__"))
+        elif (revision.repo / path).is_file():
+            shutil.copy(revision.repo / path, root / path)
 
 
 def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> dict[str, bytes]:
@@ -92,8 +83,7 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
             result = subprocess.run(command, cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
             if result.returncode != 0:
                 message = (result.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
-                raise UserError(f"the {name} stage fails at {revision.title} ({message}), so its results cannot be checked "
-                                "against its params.yaml and code; fix it there, or review another revision.")
+                raise UserError(f"the {name} stage fails at {revision.title} ({message}): fix it there, or review another revision.")
         return {file.relative_to(root).as_posix(): file.read_bytes() for out in outs for file in sorted((root / out).rglob("*")) if file.is_file()}
 
 
@@ -103,10 +93,7 @@ class Freshness:
     def __init__(self, revision: Revision) -> None:
         self.revision = revision
         text = revision.read_text("dvc.lock")
-        try:
-            document = yaml.safe_load(text) if text is not None else None
-        except yaml.YAMLError as error:
-            raise UserError(f"dvc.lock at {revision.title} is not valid YAML ({error}); restore it from git or rerun `dvc repro`.") from error
+        document = load_yaml(text, f"dvc.lock at {revision.title}") if text is not None else None
         self.checked = text is not None
         self.stages: dict[str, dict[str, Any]] = (document or {}).get("stages") or {} if isinstance(document, dict) else {}
         self.outputs = {out["path"]: (name, out.get("md5")) for name, entry in self.stages.items() for out in entry.get("outs") or []}
@@ -142,7 +129,7 @@ class Freshness:
         for dep in entry.get("deps") or []:
             reasons += self.dep_reasons(name, dep["path"], dep.get("md5"))
         for file, values in (entry.get("params") or {}).items():
-            current = flatten(yaml.safe_load(self.revision.read_text(file) or "{}") or {})
+            current = flatten(load_yaml(self.revision.read_text(file) or "{}", f"{file} at {self.revision.title}") or {})
             for key, ran_with in (values or {}).items():
                 if key not in current:
                     reasons.append(f"{file} no longer has `{key}`, which `{name}` ran with")

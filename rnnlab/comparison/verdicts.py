@@ -1,10 +1,7 @@
-"""Per variant: is the change real? One verdict, in this order: *not rerun* (either side's results are not
-its own params' and code's, trust.py); *no change* (the same predicted class for every test example and
-the same metrics to METRICS_TOLERANCE); with a seed band, *changed beyond seed noise* when the
-Holm-adjusted reseed p-value is at most ALPHA (noise.py), else *within seed noise*; without one, the same
-with McNemar's p (test sampling only), or *not judged* when the environments differ (a different
-environment alone changes results like a reseed, which only a seed band can judge). One review is one
-family for Holm."""
+"""Per variant, one verdict, in this order: *not rerun* (a side's results are not its own params' and code's);
+*no change* (the same predicted class for every test example, the same metrics); with a seed band, changed
+or within seed noise by the Holm-adjusted reseed p-value (noise.py); without one, the same by McNemar's p,
+or *not judged* when the environments differ (that alone changes results like a reseed)."""
 
 from __future__ import annotations
 
@@ -27,20 +24,17 @@ CHANGED = "changed beyond seed noise"
 WITHIN_TEST_SAMPLING = "within test-sampling noise (no seed band)"
 CHANGED_WITHOUT_BAND = "changed beyond test-sampling noise (no seed band)"
 NOT_JUDGED = "not judged (environment differs, no seed band)"
-MOVED = (CHANGED, CHANGED_WITHOUT_BAND)  # what the summary line names
-# Whose training curves the review draws: a change within noise gets none (its curves differ by noise too).
-CURVE_VERDICTS = (*MOVED, NOT_JUDGED)
-
+MOVED = (CHANGED, CHANGED_WITHOUT_BAND)
+CURVE_VERDICTS = (*MOVED, NOT_JUDGED)  # whose curves are drawn: a change within noise has curves that differ by noise
 QUALITY_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
-# Absolute: the report shows 4 decimals; summation order moves a loss far below that with every prediction the same.
-METRICS_TOLERANCE = 1e-4
+METRICS_TOLERANCE = 1e-4  # the report shows 4 decimals; summation order moves a loss's last digits, not these
 
 
 @dataclass(frozen=True)
 class SeedBand:
-    """A variant's spread of test accuracy over seeds (reports/seed_bands.json)."""
+    """A variant's sample std (n - 1) of test accuracy over `runs` seeds (reports/seed_bands.json)."""
 
-    std: float  # sample standard deviation (n - 1) of the runs' test accuracies
+    std: float
     runs: int
 
     @property
@@ -53,10 +47,9 @@ def seed_band(entry: Any, variant: str, where: str) -> SeedBand | None:
     if entry is None:
         return None
     accuracies = entry.get("accuracies") if isinstance(entry, dict) else None
-    if (not isinstance(accuracies, list) or len(accuracies) < 2
-            or not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in accuracies)):
-        raise UserError(f"{where}: the band of {variant} needs the `accuracies` of two or more seeds; "
-                         "refresh it with `python -m tools.seed_bands`.")
+    if not isinstance(accuracies, list) or len(accuracies) < 2 or any(type(value) not in (int, float) for value in accuracies):
+        message = "needs the `accuracies` of two or more seeds; refresh it with `python -m tools.seed_bands`."
+        raise UserError(f"{where}: the band of {variant} {message}")
     return SeedBand(statistics.stdev(accuracies), len(accuracies))
 
 
@@ -68,14 +61,14 @@ class Row:
     study: str
     base: dict[str, Any]
     head: dict[str, Any]
-    identical: bool                   # same predicted class everywhere, same metrics (to METRICS_TOLERANCE)
-    not_rerun: str | None             # why one side's results are not its own params' and code's
+    identical: bool  # same predicted class everywhere, same metrics (to METRICS_TOLERANCE)
+    not_rerun: str | None  # why one side's results are not its own params' and code's
     environment_difference: str | None  # the stamp keys that differ; None when the stamps are equal
-    comparison: Comparison            # test sampling only
+    comparison: Comparison  # test sampling only
     band: SeedBand | None
-    reseed_halfwidth: float | None    # 95 % half-width of a reseed's change (t(k-1) s sqrt 2)
+    reseed_halfwidth: float | None  # 95 % half-width of a reseed's change (t(k-1) s sqrt 2)
     metric_changes: dict[str, MetricChange]
-    adjusted_p: float | None = None   # Holm over the review's tested variants
+    adjusted_p: float | None = None  # Holm over the review's tested variants
     verdict: str = ""
 
     @property
@@ -90,13 +83,10 @@ class Row:
         return self.comparison.difference - self.reseed_halfwidth, self.comparison.difference + self.reseed_halfwidth
 
     @property
-    def tested(self) -> bool:
-        return self.not_rerun is None and not self.identical and (self.band is not None or self.environment_difference is None)
-
-    @property
     def p_value(self) -> float | None:
         """Reseed p when banded, test sampling's otherwise; None when not tested."""
-        if not self.tested:
+        judged_by_band = self.band is not None or self.environment_difference is None
+        if self.not_rerun is not None or self.identical or not judged_by_band:
             return None
         if self.band is None:
             return self.comparison.p_value
@@ -124,15 +114,16 @@ def same_metrics(base: dict[str, Any], head: dict[str, Any], tolerance: float = 
 
 def gather(variant: str, base_metrics: dict[str, Any], head_metrics: dict[str, Any], base: Predictions, head: Predictions,
            band: SeedBand | None, not_rerun: str | None) -> Row:
-    identical = base.same_outcomes(head) and same_metrics(base_metrics, head_metrics)
     # Same test examples in the same order (same labels): paired; otherwise the data changed under it.
     paired = np.array_equal(base.actual, head.actual)
+    identical = paired and np.array_equal(base.predicted, head.predicted) and same_metrics(base_metrics, head_metrics)
     comparison = compare(base.correct, head.correct, paired=paired)
     extra = 0.0 if paired else comparison.unpaired_variance
     halfwidth = None if band is None else float(reseed_halfwidth(band.std, band.df, extra))
-    return Row(variant, head_metrics.get("study", "imdb"), base_metrics, head_metrics, identical, not_rerun,
-               environment_difference(base_metrics, head_metrics), comparison, band, halfwidth,
-               metric_changes(base, head, base_metrics, head_metrics, paired, identical))
+    changes = metric_changes(base, head, base_metrics, head_metrics, paired, identical)
+    environment = environment_difference(base_metrics, head_metrics)
+    study = head_metrics.get("study", "imdb")
+    return Row(variant, study, base_metrics, head_metrics, identical, not_rerun, environment, comparison, band, halfwidth, changes)
 
 
 def verdict(row: Row, adjusted_p: float | None) -> str:

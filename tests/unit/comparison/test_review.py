@@ -36,13 +36,13 @@ def git(repo: Path, *args: str) -> str:
 
 def write_variant(repo: Path, variant: str, actual: list[str], predicted: list[str], environment: dict | None = None,
                   loss: float = 0.69, roc_auc: float = 0.5) -> None:
-    correct = float(np.mean([a == p for a, p in zip(actual, predicted)]))
+    correct = float(np.mean([a == p for a, p in zip(actual, predicted, strict=True)]))
     metrics = {"variant": variant, "study": "imdb", "accuracy": correct, "f1": correct, "roc_auc": roc_auc,
                "loss": loss, "environment": environment or ENVIRONMENT}
     (repo / "metrics").mkdir(exist_ok=True)
     (repo / "metrics" / f"{variant}.json").write_text(json.dumps(metrics))
     lines = ["actual,predicted,p_neg,p_pos"] + [f"{a},{p},{0.9 if p == 'neg' else 0.1:.6f},{0.1 if p == 'neg' else 0.9:.6f}"
-                                                for a, p in zip(actual, predicted)]
+                                                for a, p in zip(actual, predicted, strict=True)]
     (repo / "plots" / "predictions").mkdir(parents=True, exist_ok=True)
     (repo / "plots" / "predictions" / f"{variant}.csv").write_text("\n".join(lines) + "\n")
     (repo / "plots" / "history").mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,7 @@ def test_an_older_revision_is_read_from_its_confusion_csvs(repo: Path) -> None:
     (repo / "plots" / "confusion").mkdir()
     for variant, predicted in (("relu", ACTUAL[:150] + ["pos"] * 50), ("tanh", ["pos"] * 200)):
         (repo / "plots" / "confusion" / f"{variant}.csv").write_text(
-            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(ACTUAL, predicted)))
+            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(ACTUAL, predicted, strict=True)))
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": [{"metrics": "metrics", "confusion": "plots/confusion", "history": "plots/history"}],
                                                    "stages": {}}))
     (repo / "dvc.lock").unlink()
