@@ -1,25 +1,19 @@
-"""The review's Markdown: a one-line summary, the rows that moved, the unchanged ones collapsed, how to read it."""
+"""The review's Markdown (a one-line summary, the rows that moved, the unchanged ones collapsed, how to read it)
+and its charts: every variant's change in accuracy with its intervals, and training curves and gradient flow."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from rnnlab.comparison.metric_intervals import METRICS, MetricChange
+from rnnlab.comparison import verdicts
 from rnnlab.comparison.noise import ALPHA
-from rnnlab.comparison.verdicts import (
-    CHANGED,
-    CHANGED_WITHOUT_BAND,
-    METRICS_TOLERANCE,
-    NO_CHANGE,
-    NOT_JUDGED,
-    NOT_RERUN,
-    WITHIN_SEED_NOISE,
-    WITHIN_TEST_SAMPLING,
-    Row,
-)
+from rnnlab.comparison.paired import METRICS, MetricChange
+from rnnlab.comparison.revision import Revision, epoch_history, gradient_profile
+from rnnlab.comparison.verdicts import Row
 
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflows find their earlier comment by this line
-VERDICT_ORDER = (CHANGED, CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, NO_CHANGE)
+VERDICT_ORDER = (verdicts.CHANGED, verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED, verdicts.WITHIN_SEED_NOISE, verdicts.WITHIN_TEST_SAMPLING, verdicts.NO_CHANGE)
 METRIC_TITLES = {"f1": "F1", "roc_auc": "ROC-AUC", "loss": "loss"}
 
 
@@ -39,7 +33,7 @@ def accuracy_cell(row: Row) -> str:
 def metric_cell(change: MetricChange) -> str:
     if change.base is None or change.head is None:
         return "–" if change.base is None and change.head is None else f"{change.base} → {change.head}"
-    if abs(change.head - change.base) <= METRICS_TOLERANCE:
+    if abs(change.head - change.base) <= verdicts.METRICS_TOLERANCE:
         return f"{change.head:.4f}"
     spread = f" [{change.low:+.4f}, {change.high:+.4f}]" if change.low is not None and change.high is not None else ""
     spread = f"; interval n/a: {change.unavailable}" if change.unavailable else spread
@@ -50,12 +44,12 @@ def summary_line(rows: list[Row]) -> str:
     """One line on top: how many variants moved beyond seed noise, which, and by how much."""
     if not rows:
         return "**Summary:** no variant is in both revisions."
-    moved = [f"`{row.variant}` {100 * row.comparison.difference:+.2f} pts" for row in rows if row.verdict == CHANGED]
+    moved = [f"`{row.variant}` {100 * row.comparison.difference:+.2f} pts" for row in rows if row.verdict == verdicts.CHANGED]
     line = f"**Summary: {len(moved)} of {len(rows)} beyond seed noise{': ' + ', '.join(moved) if moved else ''}.**"
     described = []
     for name in VERDICT_ORDER[1:]:
         variants = [f"`{row.variant}`" for row in rows if row.verdict == name]
-        listed = f" ({', '.join(variants)})" if name in (CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED) else ""
+        listed = f" ({', '.join(variants)})" if name in (verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED) else ""
         described += [f"{len(variants)} *{name}*{listed}"] if variants else []
     return line + (" Also " + ", ".join(described) + "." if described else "")
 
@@ -75,11 +69,11 @@ def environment_line(rows: list[Row]) -> str:
     described = "; ".join(f"{', '.join(variants)} ({keys})" for keys, variants in groups.items())
     return (f"**⚠ Environment differs** for {len(differing)} of {len(rows)} variants: {described}. A different "
             "environment alone changes results like a reseed does, so these are judged by seed noise only "
-            f"(without a seed band: *{NOT_JUDGED}*).")
+            f"(without a seed band: *{verdicts.NOT_JUDGED}*).")
 
 
 def not_rerun_section(rows: list[Row]) -> list[str]:
-    stale = [f"- `{row.variant}`: {row.not_rerun}" for row in rows if row.verdict == NOT_RERUN]
+    stale = [f"- `{row.variant}`: {row.not_rerun}" for row in rows if row.verdict == verdicts.NOT_RERUN]
     return ["**Not rerun** (dvc.lock: these results are not what the revision's own params and code give; run "
             "`dvc repro` there and commit `dvc.lock` with the results):", "", *stale, ""] if stale else []
 
@@ -137,10 +131,10 @@ def method_section(bands: dict[str, Any] | None, bands_where: str | None) -> lis
         source = f"`reports/seed_bands.json` at {bands_where} (commit {str(bands.get('commit'))[:7]}, `python -m tools.seed_bands`)"
     return [
         "<details><summary>How to read it</summary>", "",
-        f"- *{NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {METRICS_TOLERANCE:g}); "
-        f"*{NOT_RERUN}*: dvc.lock shows that a side's results are not what its own params and code give.",
+        f"- *{verdicts.NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {verdicts.METRICS_TOLERANCE:g}); "
+        f"*{verdicts.NOT_RERUN}*: dvc.lock shows that a side's results are not what its own params and code give.",
         "- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, s the variant's seed std over k seeds: a reseed alone moves Δ "
-        f"that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{CHANGED}* when ≤ {ALPHA:g}.",
+        f"that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{verdicts.CHANGED}* when ≤ {ALPHA:g}.",
         "- **Test sampling only**: Newcombe's paired score interval and McNemar's exact test (only one model right), the "
         "verdict without a seed band. F1, ROC-AUC, loss: paired 95 % intervals (delta method; DeLong for ROC-AUC).",
         f"- Seed bands: {source}.", "", "</details>",
@@ -161,3 +155,51 @@ def charts_section(names: list[str], artifact_url: str | None, without_curves: l
         lines += ["", f"Training curves of the changes within noise ({', '.join(f'`{variant}`' for variant in without_curves)}) "
                       f"are not drawn: `{plots_command}` draws every variant's."]
     return lines
+
+
+BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
+DELTAS = "deltas.png"
+
+
+def draw_deltas(path: Path, rows: list[Row]) -> None:
+    """head - base accuracy (points) with its test-sampling interval, over the range a reseed alone covers 95 % of
+    the time (grey, centred on 0); red: the variants judged changed."""
+    from rnnlab.reporting.figures import Interval, interval_figure  # matplotlib loads only when a chart is drawn
+
+    def bar(row: Row) -> Interval:
+        seed = None if row.reseed_halfwidth is None else (-100 * row.reseed_halfwidth, 100 * row.reseed_halfwidth)
+        change = row.comparison
+        return Interval(row.variant, 100 * change.difference, 100 * change.low, 100 * change.high, seed, row.verdict in verdicts.MOVED)
+
+    labels = {"interval_label": "Δ, test-sampling 95 % interval", "reference_label": "a reseed alone, 95 %"}
+    interval_figure([bar(row) for row in rows], "Δ test accuracy, head − base", "points", path, **labels, highlight_label="changed (Holm)")
+
+
+def draw_variant(out: Path, variant: str, base: Revision, head: Revision) -> str | None:
+    """<variant>.png, two panels: validation accuracy per epoch, and log10 ||dL/dx_t|| by steps back (trained solid,
+    init dashed); None when neither side has a history or gradient profile."""
+    from rnnlab.reporting.figures import Panel, Series, panels_figure
+
+    accuracy, gradient = [], []
+    for side, revision, color in (("base", base, BASE_COLOR), ("head", head, HEAD_COLOR)):
+        label, history, profile = f"{side} {revision.label}", epoch_history(revision, variant), gradient_profile(revision, variant)
+        epochs, values = [row["epoch"] for row in history], [100 * row["valid_accuracy"] for row in history]
+        accuracy += [Series(label, epochs, values, color, style={"marker": "o"})] if history else []
+        steps = [row["steps_back"] for row in profile]
+        for state, dashed in (("trained", False), ("init", True)) if profile else ():
+            gradient.append(Series(f"{label} {state}", steps, [row[f"log10_grad_norm_{state}"] for row in profile], color, dashed=dashed))
+    if not accuracy and not gradient:
+        return None
+    accuracy_panel = Panel(accuracy, f"{variant}: validation accuracy", "epoch", "accuracy (%)", integer_x=True, empty_text="no training history")
+    x_label, y_label = "steps back from the last token", "log10 ||dL/dx_t||"
+    gradient_panel = Panel(gradient, f"{variant}: gradient flow", x_label, y_label, empty_text="no gradient profile")
+    panels_figure([accuracy_panel, gradient_panel], out / f"{variant}.png")
+    return f"{variant}.png"
+
+
+def draw_charts(out: Path, rows: list[Row], curves: list[str], base: Revision, head: Revision) -> list[str]:
+    """deltas.png when any variant's predictions changed, then the `curves` variants' charts: the names drawn."""
+    deltas = [DELTAS] if any(not row.identical for row in rows) else []
+    if deltas:
+        draw_deltas(out / DELTAS, rows)
+    return deltas + [name for variant in curves if (name := draw_variant(out, variant, base, head))]

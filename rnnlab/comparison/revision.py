@@ -155,17 +155,6 @@ class Predictions:
         return np.array([index[name] for name in self.actual]), np.array([index[name] for name in self.predicted])
 
 
-def parse_predictions(text: str, path: str) -> tuple[list[str], np.ndarray]:
-    """Header and rows of an actual,predicted[,p_<class>...] CSV; what is wrong with it, else."""
-    rows = [row for row in csv.reader(io.StringIO(text)) if row]
-    header, table = (rows[0], np.array(rows[1:])) if len(rows) > 1 else ([], np.array([]))
-    if header[:2] != ["actual", "predicted"] or any(not name.startswith("p_") for name in header[2:]):
-        raise UserError(f"{path} does not start with actual,predicted[,p_<class>...] columns and rows; {RERUN}.")
-    if table.ndim != 2 or table.shape[1] != len(header):
-        raise UserError(f"{path} has rows that are not {len(header)} columns long; {RERUN}.")
-    return header, table
-
-
 def predictions_path(revision: Revision, variant: str) -> str:
     folder = revision.paths.get("predictions", revision.paths.get("confusion"))
     if folder is None:
@@ -180,15 +169,16 @@ def read_predictions(revision: Revision, variant: str, metrics: dict[str, Any]) 
     text = revision.read_text(path)
     if text is None:
         raise UserError(f"variant {variant} has metrics but no predictions at {revision.title}:{path}; {RERUN}.")
-    header, table = parse_predictions(text, f"{path} at {revision.title}")
-    actual, predicted = table[:, 0], table[:, 1]
-    classes = tuple(name[2:] for name in header[2:]) or tuple(sorted(set(actual) | set(predicted)))
-    if (set(actual) | set(predicted)) - set(classes):
-        raise UserError(f"{path} at {revision.title} names classes outside its columns {list(classes)}; {RERUN}.")
-    try:
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    try:  # a header, then rows of one class name each (actual, predicted) and a probability per class
+        header, table = rows[0], np.array(rows[1:])
+        classes = tuple(name.removeprefix("p_") for name in header[2:]) or tuple(sorted({*table[:, 0], *table[:, 1]}))
+        if header[:2] != ["actual", "predicted"] or table.shape[1] != len(header) or not np.isin(table[:, :2], classes).all():
+            raise ValueError(header)
         probabilities = table[:, 2:].astype(float) if len(header) > 2 else None
-    except ValueError as error:
-        raise UserError(f"{path} at {revision.title} has a probability that is not a number; {RERUN}.") from error
+    except (ValueError, IndexError) as error:
+        raise UserError(f"{path} at {revision.title} is not an actual,predicted[,p_<class>...] CSV; {RERUN}.") from error
+    actual, predicted = table[:, 0], table[:, 1]
     accuracy, stated = float(np.mean(actual == predicted)), metrics.get("accuracy")
     stated = stated if isinstance(stated, (int, float)) else float("nan")
     if not abs(accuracy - stated) <= 0.5 / len(actual):

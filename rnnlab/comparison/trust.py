@@ -1,12 +1,8 @@
-"""Are a revision's results the ones its own params and code give? Its dvc.lock, read at that revision.
-
-`dvc status` answers for the workspace only. Here, for any revision: the `code` and `params` stages are
-rerun by their own commands on a copy of the revision's files (every other stage depends on their small
-outputs, so the md5s a stage recorded for them say whether it ran with the revision's params and code);
-every other dep a variant's stages recorded must still be what it was (another stage's output by the md5
-that stage recorded, a git-tracked file by its md5, a `params:` value by params.yaml's); and the variant's
-metrics and predictions must be the files its stage wrote.
-"""
+"""Are a revision's results the ones its own params and code give? Its dvc.lock says, read at that revision:
+the `code` and `params` stages are rerun by their own commands on a copy of the revision's files (every
+other stage depends on their small outputs, by md5), every other recorded dep must still be what it was,
+and the variant's metrics and predictions must be the files its stage wrote. (`dvc status` answers for the
+workspace only.)"""
 
 from __future__ import annotations
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.comparison.metric_intervals import MetricChange, metric_changes
 from rnnlab.comparison.noise import ALPHA, holm, reseed_halfwidth, reseed_p_value
-from rnnlab.comparison.paired import Comparison, compare
+from rnnlab.comparison.paired import Comparison, MetricChange, compare, metric_changes
 from rnnlab.comparison.revision import Predictions
 from rnnlab.core.errors import UserError
 
@@ -70,10 +69,6 @@ class Row:
     metric_changes: dict[str, MetricChange]
     adjusted_p: float | None = None  # Holm over the review's tested variants
     verdict: str = ""
-
-    @property
-    def unchanged(self) -> bool:
-        return self.verdict == NO_CHANGE
 
     @property
     def combined_interval(self) -> tuple[float, float] | None:

@@ -8,7 +8,7 @@ import pytest
 from sklearn import metrics as skm
 
 from rnnlab.comparison import noise, paired, verdicts
-from rnnlab.comparison.metric_intervals import metric_changes
+from rnnlab.comparison.paired import metric_changes
 from rnnlab.comparison.revision import Predictions
 from rnnlab.comparison.verdicts import SeedBand
 
