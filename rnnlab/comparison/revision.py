@@ -111,16 +111,20 @@ def resolve(repo: Path, name: str | None) -> Revision:
     return Revision(repo, name, commits[0])
 
 
-def metrics_path(revision: Revision, variant: str) -> str:
+def metrics_folder(revision: Revision) -> str:
     if "metrics" not in revision.paths:
         raise UserError(f"dvc.yaml at {revision.title} has no `metrics` in its vars.")
-    return f"{revision.paths['metrics']}/{variant}.json"
+    return revision.paths["metrics"]
+
+
+def metrics_path(revision: Revision, variant: str) -> str:
+    return f"{metrics_folder(revision)}/{variant}.json"
 
 
 def variant_metrics(revision: Revision) -> dict[str, dict[str, Any]]:
     """variant -> its declared metrics over its details (metrics/details/<variant>.json; before that split,
     the metrics file held everything)."""
-    directory = str(PurePosixPath(metrics_path(revision, "-")).parent)
+    directory = metrics_folder(revision)
     details = revision.paths.get("details", f"{directory}/details")
     metrics = {}
     for path in revision.list_files(directory, ".json"):
