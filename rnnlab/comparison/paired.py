@@ -144,9 +144,10 @@ def roc_auc_influence(predictions: Predictions) -> Influence | None:
     actual, _ = predictions.codes
     assert predictions.probabilities is not None
     results = [auc_influence(predictions.probabilities[:, k], actual == k) for k in positive_classes(predictions)]
-    if any(result is None for result in results):
+    found = [result for result in results if result is not None]
+    if len(found) < len(results):
         return None
-    return float(np.mean([auc for auc, _ in results])), np.mean([influence for _, influence in results], axis=0)  # type: ignore[misc]
+    return float(np.mean([auc for auc, _ in found])), np.mean([influence for _, influence in found], axis=0)
 
 
 def loss_influence(predictions: Predictions) -> Influence:
