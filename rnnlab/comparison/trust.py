@@ -54,7 +54,9 @@ def changed_keys(ran: bytes, now: bytes) -> list[str]:
 def copy_inputs(revision: Revision, paths: list[str], root: Path) -> None:
     """The revision's files and folders at `paths` into `root`."""
     if revision.commit is not None:
-        archive = subprocess.run(["git", "archive", revision.commit, "--", *paths], cwd=revision.repo, capture_output=True, check=True)
+        archive = subprocess.run(["git", "archive", revision.commit, "--", *paths], cwd=revision.repo, capture_output=True)
+        if archive.returncode != 0:
+            raise UserError(f"`git archive` of {revision.title} failed ({archive.stderr.decode().strip()}); review another revision.")
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(root, filter="data")
         return
