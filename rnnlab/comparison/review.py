@@ -13,19 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rnnlab.comparison import render
+from rnnlab.comparison import render, verdicts
 from rnnlab.comparison.revision import Revision, metrics_path, predictions_path, read_predictions, seed_bands, variant_metrics
 from rnnlab.comparison.trust import Freshness
-from rnnlab.comparison.verdicts import (
-    CURVE_VERDICTS,
-    NO_CHANGE,
-    WITHIN_SEED_NOISE,
-    WITHIN_TEST_SAMPLING,
-    Row,
-    gather,
-    judge,
-    seed_band,
-)
+from rnnlab.comparison.verdicts import Row, gather, judge, seed_band
 from rnnlab.core.errors import UserError
 
 Side = tuple[str, Revision, Freshness]
@@ -72,10 +63,12 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
     judged = judge([replace(row, not_rerun=not_rerun_reason(row.variant, sides)) for row in gathered])
     rows = sorted(judged, key=lambda row: (row.study != "imdb", row.variant))
     one_sided = sorted(set(base_metrics) ^ set(head_metrics))  # added or removed: one side's curves
-    charts = render.draw_charts(out, rows, [row.variant for row in rows if row.verdict in CURVE_VERDICTS] + one_sided, base, head)
-    within_noise = [row.variant for row in rows if row.verdict in (WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING)]
+    curves = [row.variant for row in rows if row.verdict in verdicts.CURVE_VERDICTS] + one_sided
+    charts = render.draw_charts(out, rows, curves, base, head)
+    within_noise = [row.variant for row in rows if row.verdict in (verdicts.WITHIN_SEED_NOISE, verdicts.WITHIN_TEST_SAMPLING)]
     plots_diff = " ".join(["dvc plots diff", *(revision.commit[:7] for revision in (base, head) if revision.commit)])
-    moved, unchanged = [row for row in rows if row.verdict != NO_CHANGE], [row for row in rows if row.verdict == NO_CHANGE]
+    moved = [row for row in rows if row.verdict != verdicts.NO_CHANGE]
+    unchanged = [row for row in rows if row.verdict == verdicts.NO_CHANGE]
     lines = [
         *(render.MARKER, f"## RNN Lab review: {base.title} → {head.title}", ""),
         *(render.summary_line(rows), "", render.environment_line(rows), ""),
