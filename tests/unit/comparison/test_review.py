@@ -134,6 +134,19 @@ def test_report_with_a_seed_band_and_a_changed_environment(repo: Path) -> None:
     assert f"Training curves of the changes within noise (`tanh`) are not drawn: `dvc plots diff {head_commit}` draws every variant's." in markdown
 
 
+def test_the_environment_is_read_from_the_details_file(repo: Path) -> None:
+    """metrics/<variant>.json holds what is compared; the stamp and the rest are in metrics/details/<variant>.json."""
+    (repo / "metrics" / "details").mkdir()
+    for variant in ("relu", "tanh"):
+        metrics = json.loads((repo / "metrics" / f"{variant}.json").read_text())
+        details = {**metrics, "environment": {**ENVIRONMENT, "cpu_capability": "AVX512"}}
+        (repo / "metrics" / "details" / f"{variant}.json").write_text(json.dumps(details))
+        (repo / "metrics" / f"{variant}.json").write_text(json.dumps({key: metrics[key] for key in ("accuracy", "f1", "roc_auc", "loss")}))
+    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
+    markdown = review(repo, "main")
+    assert "**⚠ Environment differs** for 2 of 2 variants: `relu`, `tanh` (cpu_capability)" in markdown
+
+
 def test_unchanged_rows_are_collapsed_and_last_digit_losses_are_no_change(repo: Path) -> None:
     write_variant(repo, "tanh", ACTUAL, ["pos"] * 200, loss=0.69 + 4e-15)  # the same predictions, another summation order
     write_lock(repo, {"relu": 0.01, "tanh": 0.01})
