@@ -1,22 +1,11 @@
 """Is an accuracy change beyond what retraining with another seed does? The review's calibrated rule.
 
-Under pure reseeding (head = base's config, trained with another seed), the change in test accuracy
-on the shared test set is the difference of two independent runs: mean 0, variance 2 sigma^2, with
-sigma the seed-to-seed standard deviation of test accuracy *on this test set*. Test sampling is
-already inside sigma: every seed's accuracy is measured on the same 25,000 reviews, with that
-model's own errors on them, so the seed-to-seed spread holds the per-model part of test-sampling
-noise, and the part both models share (how hard this test set is) cancels in the difference. Adding
-the paired test-sampling variance on top would count it twice; it is added only when the two
-revisions' test sets differ (then nothing cancels).
-
-sigma is estimated by the band's sample std s over k seeds (k - 1 degrees of freedom), so a new
-difference d of two runs satisfies d / (s sqrt 2) ~ Student t with k - 1 df: the 95 % interval of
-what a reseed alone does is +-t(k-1, 0.975) s sqrt 2, and a change's p-value is the t tail beyond
-|d| / (s sqrt 2). A review tests every changed variant at once, so the p-values are adjusted
-together (Holm's step-down), keeping the chance of any false "changed" over the whole review at
-ALPHA. tests/unit/comparison/test_calibration.py checks both by simulation.
-
-Everything here takes numpy arrays (the simulations run thousands of reviews at once).
+Under pure reseeding, head - base on the shared test set is the difference of two independent runs:
+mean 0, variance 2 sigma^2, sigma the seed-to-seed std of test accuracy on this test set (test sampling
+is already inside it; its variance is added only when the two test sets differ). With sigma estimated
+by a band's std s over k seeds, d / (s sqrt 2) ~ Student t(k - 1): a reseed alone stays within
++-t(k-1, 0.975) s sqrt 2, and the p-values of one review are adjusted together (Holm), keeping the
+chance of any false "changed" at ALPHA. tests/unit/comparison/test_calibration.py checks both by simulation.
 """
 
 from __future__ import annotations

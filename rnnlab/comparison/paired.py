@@ -1,28 +1,33 @@
-"""How far a difference in test accuracy between two models can come from test sampling alone.
+"""How far a change between two models can come from test sampling alone.
 
-Both models predict the same test examples, so the comparison is paired: an example both get right
-(or both wrong) says nothing about which is better, only the discordant ones do. Everything follows
-from three numbers, the two discordant counts and n, so it takes microseconds:
-- the 95 % interval of head - base accuracy is Newcombe's hybrid score interval for paired
-  proportions (Newcombe 1998, Statistics in Medicine 17:2635, method 10): Wilson intervals of the two
-  accuracies, combined with the pairs' correlation. It matches a paired bootstrap of the examples for
-  large counts (tests/unit/comparison checks it) and keeps its coverage for small ones;
-- McNemar's exact test: under "equally good", each discordant example favours either model with
-  probability 1/2, so the count favouring the head is Binomial(discordant, 1/2).
-When the two test sets differ (a data change) nothing is paired: Newcombe's interval for independent
-proportions and a two-proportion z-test.
+Accuracy: both models predict the same test examples, so only the discordant ones (one model right, the
+other wrong) say which is better: Newcombe's hybrid score interval for paired proportions (Statistics in
+Medicine 17:2635, method 10) and McNemar's exact test; different test sets (a data change) are not
+paired: Newcombe's interval for independent proportions and a two-proportion z-test.
+
+F1, ROC-AUC and loss, by the delta method: each metric's sampling error is, to first order, the mean of
+one influence per example (the per-example loss; for F1 a ratio of counts; for ROC-AUC DeLong's placement
+values), head's minus base's when paired: the normal limit of a paired bootstrap (test_statistics.py in
+tests/unit/comparison checks both against one). F1 and ROC-AUC are the positive (second) class's for two
+classes, macro averages otherwise.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import special
 
-CONFIDENCE = 0.95
-Z = float(special.ndtri(1.0 - (1.0 - CONFIDENCE) / 2.0))
+from rnnlab.comparison.revision import Predictions
+
+Z = float(special.ndtri(0.975))  # 95 % intervals
+METRICS = ("f1", "roc_auc", "loss")
+PROBABILITY_FLOOR = 5e-7  # the CSV rounds to 6 decimals: a 0.000000 probability was below this
+Influence = tuple[float, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -32,52 +37,26 @@ class Comparison:
     difference: float
     low: float
     high: float
-    paired: bool               # False when the two revisions' test sets differ
-    base_only_correct: int     # discordant examples the base gets right and the head wrong (McNemar's b)
-    head_only_correct: int     # ... the head right and the base wrong (McNemar's c)
-    p_value: float             # McNemar's exact p when paired, a two-proportion z-test's otherwise
-    base_accuracy: float
-    head_accuracy: float
-    base_examples: int
-    head_examples: int
-
-    @property
-    def contains_zero(self) -> bool:
-        return self.low <= 0.0 <= self.high
-
-    @property
-    def unpaired_variance(self) -> float:
-        """Binomial variance of the difference of two independent accuracies (used only when not paired)."""
-        return (self.base_accuracy * (1 - self.base_accuracy) / self.base_examples
-                + self.head_accuracy * (1 - self.head_accuracy) / self.head_examples)
+    paired: bool  # False when the two revisions' test sets differ
+    base_only_correct: int  # McNemar's b: the base right, the head wrong
+    head_only_correct: int  # McNemar's c
+    p_value: float  # McNemar's exact p when paired, a two-proportion z-test's otherwise
+    unpaired_variance: float  # binomial variance of the difference of two independent accuracies
 
 
-def wilson(successes: float, n: float, z: float = Z) -> tuple[float, float]:
-    """Wilson score interval of a proportion."""
-    center = (successes + z * z / 2) / (n + z * z)
-    half = z * math.sqrt(successes * (n - successes) / n + z * z / 4) / (n + z * z)
+def wilson(successes: float, n: float) -> tuple[float, float]:
+    center = (successes + Z * Z / 2) / (n + Z * Z)
+    half = Z * math.sqrt(successes * (n - successes) / n + Z * Z / 4) / (n + Z * Z)
     return center - half, center + half
 
 
 def newcombe_interval(head_correct: int, head_n: int, base_correct: int, base_n: int, phi: float) -> tuple[float, float]:
-    """Newcombe's hybrid score interval of head - base accuracy; phi is the pairs' correlation (0 unpaired)."""
+    """Newcombe's interval of head - base accuracy; phi is the pairs' correlation (0 unpaired)."""
     head_p, base_p = head_correct / head_n, base_correct / base_n
-    head_low, head_high = wilson(head_correct, head_n)
-    base_low, base_high = wilson(base_correct, base_n)
-    below = math.sqrt(max(0.0, (head_p - head_low) ** 2 - 2 * phi * (head_p - head_low) * (base_high - base_p) + (base_high - base_p) ** 2))
-    above = math.sqrt(max(0.0, (head_high - head_p) ** 2 - 2 * phi * (head_high - head_p) * (base_p - base_low) + (base_p - base_low) ** 2))
-    difference = head_p - base_p
-    return difference - below, difference + above
-
-
-def paired_interval(both_correct: int, head_only: int, base_only: int, both_wrong: int) -> tuple[float, float]:
-    """95 % interval of head - base accuracy from the 2x2 table of paired outcomes."""
-    if head_only == base_only == 0:
-        return 0.0, 0.0  # the same outcome on every example: nothing varies under resampling
-    n = both_correct + head_only + base_only + both_wrong
-    margins = (both_correct + head_only) * (base_only + both_wrong) * (both_correct + base_only) * (head_only + both_wrong)
-    phi = (both_correct * both_wrong - head_only * base_only) / math.sqrt(margins) if margins else 0.0
-    return newcombe_interval(both_correct + head_only, n, both_correct + base_only, n, phi)
+    (head_low, head_high), (base_low, base_high) = wilson(head_correct, head_n), wilson(base_correct, base_n)
+    below = (head_p - head_low) ** 2 - 2 * phi * (head_p - head_low) * (base_high - base_p) + (base_high - base_p) ** 2
+    above = (head_high - head_p) ** 2 - 2 * phi * (head_high - head_p) * (base_p - base_low) + (base_p - base_low) ** 2
+    return head_p - base_p - math.sqrt(max(0.0, below)), head_p - base_p + math.sqrt(max(0.0, above))
 
 
 def mcnemar_exact(base_only_correct: int, head_only_correct: int) -> float:
@@ -88,31 +67,128 @@ def mcnemar_exact(base_only_correct: int, head_only_correct: int) -> float:
     return float(min(1.0, 2.0 * special.bdtr(min(base_only_correct, head_only_correct), discordant, 0.5)))
 
 
-def two_proportion_p(head_correct: int, head_n: int, base_correct: int, base_n: int) -> float:
-    pooled = (head_correct + base_correct) / (head_n + base_n)
-    scale = math.sqrt(pooled * (1 - pooled) * (1 / head_n + 1 / base_n))
-    difference = head_correct / head_n - base_correct / base_n
-    if scale == 0:
-        return 1.0 if difference == 0 else 0.0
-    return float(2.0 * special.ndtr(-abs(difference) / scale))
-
-
 def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = True) -> Comparison:
     """Head minus base accuracy with its 95 % test-sampling interval and p-value."""
     base, head = np.asarray(base_correct, dtype=bool), np.asarray(head_correct, dtype=bool)
     if not len(base) or not len(head):
         raise ValueError("a comparison needs test examples on both sides")
     base_hits, head_hits = int(base.sum()), int(head.sum())
-    common = dict(base_accuracy=base_hits / len(base), head_accuracy=head_hits / len(head),
-                  base_examples=len(base), head_examples=len(head))
-    if not paired:
+    base_p, head_p = base_hits / len(base), head_hits / len(head)
+    variance = base_p * (1 - base_p) / len(base) + head_p * (1 - head_p) / len(head)
+    if not paired:  # Newcombe's interval of independent proportions, a two-proportion z-test
         low, high = newcombe_interval(head_hits, len(head), base_hits, len(base), phi=0.0)
-        return Comparison(head_hits / len(head) - base_hits / len(base), low, high, False, 0, 0,
-                          two_proportion_p(head_hits, len(head), base_hits, len(base)), **common)
+        pooled = (head_hits + base_hits) / (len(head) + len(base))
+        scale = math.sqrt(pooled * (1 - pooled) * (1 / len(head) + 1 / len(base)))
+        p_value = float(2.0 * special.ndtr(-abs(head_p - base_p) / scale)) if scale else float(head_p == base_p)
+        return Comparison(head_p - base_p, low, high, False, 0, 0, p_value, variance)
     if base.shape != head.shape:
         raise ValueError("a paired comparison needs the same test examples on both sides")
     both = int(np.sum(base & head))
-    base_only, head_only = base_hits - both, head_hits - both
-    low, high = paired_interval(both, head_only, base_only, len(base) - both - base_only - head_only)
-    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only,
-                      mcnemar_exact(base_only, head_only), **common)
+    base_only, head_only, both_wrong = base_hits - both, head_hits - both, len(base) - base_hits - head_hits + both
+    # The pairs' correlation phi from the 2x2 table; the same outcome everywhere leaves nothing to resample.
+    margins = (both + head_only) * (base_only + both_wrong) * (both + base_only) * (head_only + both_wrong)
+    phi = (both * both_wrong - head_only * base_only) / math.sqrt(margins) if margins else 0.0
+    low, high = newcombe_interval(head_hits, len(base), base_hits, len(base), phi) if head_only or base_only else (0.0, 0.0)
+    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only, mcnemar_exact(base_only, head_only), variance)
+
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """One metric, base and head, and the 95 % interval of head - base (None: unavailable, with why)."""
+
+    name: str
+    base: float | None
+    head: float | None
+    low: float | None = None
+    high: float | None = None
+    unavailable: str | None = None
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.base is None or self.head is None else self.head - self.base
+
+
+def positive_classes(predictions: Predictions) -> list[int]:
+    return [1] if len(predictions.classes) == 2 else list(range(len(predictions.classes)))
+
+
+def f1_influence(predictions: Predictions) -> Influence:
+    actual, predicted = predictions.codes
+    values, influences = [], []
+    for k in positive_classes(predictions):
+        # F1 = 2 TP / (2 TP + FP + FN) = mean(x) / mean(y): a ratio of means, influence (x - F1 y) / mean(y).
+        x = 2.0 * ((actual == k) & (predicted == k))
+        y = x + ((actual != k) & (predicted == k)) + ((actual == k) & (predicted != k))
+        value = x.sum() / y.sum() if y.sum() else 0.0  # a class never present nor predicted: scikit-learn's zero_division=0
+        values.append(value)
+        influences.append((x - value * y) / y.mean() if y.sum() else np.zeros(len(actual)))
+    return float(np.mean(values)), np.mean(influences, axis=0)
+
+
+def auc_influence(scores: np.ndarray, positive: np.ndarray) -> Influence | None:
+    """Binary ROC-AUC and DeLong's placement values; None with one class only."""
+    positives, negatives = np.sort(scores[positive]), np.sort(scores[~positive])
+    if not len(positives) or not len(negatives):
+        return None
+
+    def share_below(reference: np.ndarray) -> np.ndarray:  # ties count half
+        return (np.searchsorted(reference, scores, "left") + np.searchsorted(reference, scores, "right")) / (2.0 * len(reference))
+
+    below, above = share_below(negatives), 1.0 - share_below(positives)
+    auc, share = float(below[positive].mean()), positive.mean()
+    return auc, np.where(positive, (below - auc) / share, (above - auc) / (1.0 - share))
+
+
+def roc_auc_influence(predictions: Predictions) -> Influence | None:
+    actual, _ = predictions.codes
+    assert predictions.probabilities is not None
+    results = [auc_influence(predictions.probabilities[:, k], actual == k) for k in positive_classes(predictions)]
+    found = [result for result in results if result is not None]
+    if len(found) < len(results):
+        return None
+    return float(np.mean([auc for auc, _ in found])), np.mean([influence for _, influence in found], axis=0)
+
+
+def loss_influence(predictions: Predictions) -> Influence:
+    actual, _ = predictions.codes
+    assert predictions.probabilities is not None
+    losses = -np.log(np.maximum(predictions.probabilities[np.arange(len(actual)), actual], PROBABILITY_FLOOR))
+    return float(losses.mean()), losses - losses.mean()
+
+
+INFLUENCES: dict[str, Callable[[Predictions], Influence | None]] = {"f1": f1_influence, "roc_auc": roc_auc_influence, "loss": loss_influence}
+
+
+def number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def metric_change(name: str, base: Predictions, head: Predictions, base_value: Any, head_value: Any, paired: bool) -> MetricChange:
+    """head - base of one metric with its 95 % interval, centred on the metrics files' values."""
+    base_number, head_number = number(base_value), number(head_value)
+    if name != "f1" and (base.probabilities is None or head.probabilities is None):
+        side = "base" if base.probabilities is None else "head"
+        return MetricChange(name, base_number, head_number, unavailable=f"no per-example probabilities at the {side}")
+    if len(base.classes) != len(head.classes):
+        return MetricChange(name, base_number, head_number, unavailable="the class lists differ")
+    base_result, head_result = INFLUENCES[name](base), INFLUENCES[name](head)
+    if base_result is None or head_result is None:
+        return MetricChange(name, base_number, head_number, unavailable="a single class in the test set")
+    (base_estimate, base_influence), (head_estimate, head_influence) = base_result, head_result
+    base_number = base_estimate if base_number is None else base_number
+    head_number = head_estimate if head_number is None else head_number
+    if paired:
+        spread = np.sqrt(np.sum(np.square(head_influence - base_influence))) / len(base_influence)
+    else:
+        spread = np.sqrt(np.sum(np.square(head_influence)) / len(head_influence) ** 2 + np.sum(np.square(base_influence)) / len(base_influence) ** 2)
+    difference = head_number - base_number
+    return MetricChange(name, base_number, head_number, difference - Z * float(spread), difference + Z * float(spread))
+
+
+def metric_changes(base: Predictions, head: Predictions, base_metrics: dict[str, Any], head_metrics: dict[str, Any],
+                   paired: bool, identical: bool = False) -> dict[str, MetricChange]:
+    """Each metric's change with its interval (none needed when predictions and metrics are identical)."""
+    if identical:
+        return {name: MetricChange(name, number(base_metrics.get(name)), number(head_metrics.get(name))) for name in METRICS}
+    return {name: metric_change(name, base, head, base_metrics.get(name), head_metrics.get(name), paired) for name in METRICS}

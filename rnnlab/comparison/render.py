@@ -1,18 +1,19 @@
-"""The review's Markdown: a one-line summary, the rows that moved, the unchanged ones collapsed, how to read it."""
+"""The review's Markdown (a one-line summary, the rows that moved, the unchanged ones collapsed, how to read it)
+and its charts: every variant's change in accuracy with its intervals, and training curves and gradient flow."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from rnnlab.comparison.metric_intervals import METRICS, MetricChange
+from rnnlab.comparison import verdicts
 from rnnlab.comparison.noise import ALPHA
-from rnnlab.comparison.revision import Revision
-from rnnlab.comparison.sources import timings
-from rnnlab.comparison.verdicts import (CHANGED, CHANGED_WITHOUT_BAND, METRICS_TOLERANCE, NO_CHANGE, NOT_JUDGED, NOT_RERUN,
-                                        WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, Row)
+from rnnlab.comparison.paired import METRICS, MetricChange
+from rnnlab.comparison.revision import Revision, epoch_history, gradient_profile
+from rnnlab.comparison.verdicts import Row
 
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflows find their earlier comment by this line
-VERDICT_ORDER = (CHANGED, CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, NO_CHANGE)
+VERDICT_ORDER = (verdicts.CHANGED, verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED, verdicts.WITHIN_SEED_NOISE, verdicts.WITHIN_TEST_SAMPLING, verdicts.NO_CHANGE)
 METRIC_TITLES = {"f1": "F1", "roc_auc": "ROC-AUC", "loss": "loss"}
 
 
@@ -20,12 +21,8 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
 
 
-def points(value: float) -> str:
-    return f"{100 * value:+.2f}"
-
-
 def interval(difference: float, low: float, high: float) -> str:
-    return f"{points(difference)} [{points(low)}, {points(high)}]"
+    return f"{100 * difference:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
 
 
 def accuracy_cell(row: Row) -> str:
@@ -33,68 +30,28 @@ def accuracy_cell(row: Row) -> str:
     return percent(head) if base == head else f"{percent(base)} → {percent(head)}"
 
 
-def combined_cell(row: Row) -> str:
-    bounds = row.combined_interval
-    return "– (no seed band)" if bounds is None else interval(row.comparison.difference, *bounds)
-
-
-def band_cell(row: Row) -> str:
-    if row.band is None:
-        return "–"
-    return f"{100 * row.band.std:.2f} ({row.band.runs} seeds)"
-
-
-def p_cell(row: Row) -> str:
-    if row.p_value is None:
-        return "–"
-    return f"{row.p_value:.2g} → {row.adjusted_p:.2g}"
-
-
-def sampling_cell(row: Row) -> str:
-    """The two trained models' difference beyond test sampling: interval, and McNemar's p with its two counts."""
-    comparison = row.comparison
-    if not comparison.paired:
-        return f"{interval(comparison.difference, comparison.low, comparison.high)}, p {comparison.p_value:.2g} (unpaired: test sets differ)"
-    return (f"{interval(comparison.difference, comparison.low, comparison.high)}, p {comparison.p_value:.2g} "
-            f"({comparison.head_only_correct} vs {comparison.base_only_correct})")
-
-
 def metric_cell(change: MetricChange) -> str:
     if change.base is None or change.head is None:
         return "–" if change.base is None and change.head is None else f"{change.base} → {change.head}"
-    if abs(change.head - change.base) <= METRICS_TOLERANCE:
+    if abs(change.head - change.base) <= verdicts.METRICS_TOLERANCE:
         return f"{change.head:.4f}"
-    if change.low is not None:
-        spread = f" [{change.low:+.4f}, {change.high:+.4f}]"
-    else:
-        spread = f"; interval n/a: {change.unavailable}" if change.unavailable else ""
-    return f"{change.base:.4f} → {change.head:.4f} ({change.difference:+.4f}{spread})"
-
-
-def verdict_counts(rows: list[Row]) -> list[tuple[str, int]]:
-    return [(name, count) for name in VERDICT_ORDER if (count := sum(row.verdict == name for row in rows))]
+    spread = f" [{change.low:+.4f}, {change.high:+.4f}]" if change.low is not None and change.high is not None else ""
+    spread = f"; interval n/a: {change.unavailable}" if change.unavailable else spread
+    return f"{change.base:.4f} → {change.head:.4f} ({change.head - change.base:+.4f}{spread})"
 
 
 def summary_line(rows: list[Row]) -> str:
     """One line on top: how many variants moved beyond seed noise, which, and by how much."""
     if not rows:
         return "**Summary:** no variant is in both revisions."
-    moved = [row for row in rows if row.verdict == CHANGED]
-    named = ", ".join(f"`{row.variant}` {points(row.comparison.difference)} pts" for row in moved)
-    line = f"**Summary: {len(moved)} of {len(rows)} beyond seed noise{': ' + named if moved else ''}.**"
-    others = [(name, count) for name, count in verdict_counts(rows) if name != CHANGED]
+    moved = [f"`{row.variant}` {100 * row.comparison.difference:+.2f} pts" for row in rows if row.verdict == verdicts.CHANGED]
+    line = f"**Summary: {len(moved)} of {len(rows)} beyond seed noise{': ' + ', '.join(moved) if moved else ''}.**"
     described = []
-    for name, count in others:
+    for name in VERDICT_ORDER[1:]:
         variants = [f"`{row.variant}`" for row in rows if row.verdict == name]
-        listed = f" ({', '.join(variants)})" if name in (CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED) else ""
-        described.append(f"{count} *{name}*{listed}")
+        listed = f" ({', '.join(variants)})" if name in (verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED) else ""
+        described += [f"{len(variants)} *{name}*{listed}"] if variants else []
     return line + (" Also " + ", ".join(described) + "." if described else "")
-
-
-def stamp_text(stamp: Any) -> str:
-    if not isinstance(stamp, dict) or not stamp:
-        return "not recorded"
-    return ", ".join(f"{key} {value}" for key, value in sorted(stamp.items()))
 
 
 def environment_line(rows: list[Row]) -> str:
@@ -103,48 +60,38 @@ def environment_line(rows: list[Row]) -> str:
         return "**Environment:** no variant in both revisions to compare."
     differing = [row for row in rows if row.environment_difference is not None]
     if not differing:
-        stamps = sorted({stamp_text(row.head.get("environment")) for row in rows})
-        return f"**Environment:** the same on both sides for every variant ({'; '.join(stamps)})."
+        stamps = {", ".join(f"{key} {value}" for key, value in sorted((row.head.get("environment") or {}).items())) or "not recorded"
+                  for row in rows}
+        return f"**Environment:** the same on both sides for every variant ({'; '.join(sorted(stamps))})."
     groups: dict[str, list[str]] = {}
     for row in differing:
-        groups.setdefault(row.environment_difference, []).append(f"`{row.variant}`")
+        groups.setdefault(str(row.environment_difference), []).append(f"`{row.variant}`")
     described = "; ".join(f"{', '.join(variants)} ({keys})" for keys, variants in groups.items())
     return (f"**⚠ Environment differs** for {len(differing)} of {len(rows)} variants: {described}. A different "
             "environment alone changes results like a reseed does, so these are judged by seed noise only "
-            f"(without a seed band: *{NOT_JUDGED}*).")
+            f"(without a seed band: *{verdicts.NOT_JUDGED}*).")
 
 
 def not_rerun_section(rows: list[Row]) -> list[str]:
-    stale = [row for row in rows if row.verdict == NOT_RERUN]
-    if not stale:
-        return []
-    lines = ["**Not rerun** (dvc.lock: these results are not what the revision's own params and code give; "
-             "run `dvc repro` there and commit `dvc.lock` with the results):", ""]
-    lines += [f"- `{row.variant}`: {row.not_rerun}" for row in stale]
-    return lines + [""]
-
-
-def param_value(value: Any) -> str:
-    return "(absent)" if value is None else f"`{value}`"
+    stale = [f"- `{row.variant}`: {row.not_rerun}" for row in rows if row.verdict == verdicts.NOT_RERUN]
+    return ["**Not rerun** (dvc.lock: these results are not what the revision's own params and code give; run "
+            "`dvc repro` there and commit `dvc.lock` with the results):", "", *stale, ""] if stale else []
 
 
 def params_section(diff: dict[str, dict[str, Any]]) -> list[str]:
-    changes = [(file, key, values) for file, keys in diff.items() for key, values in sorted(keys.items())]
-    if not changes:
-        return ["**Params changed:** none."]
-    lines = ["**Params changed:**", "", "| file | param | base | head |", "|---|---|---|---|"]
-    lines += [f"| {file} | `{key}` | {param_value(values.get('old'))} | {param_value(values.get('new'))} |" for file, key, values in changes]
-    return lines
+    """From `dvc params diff --json`: {file: {key: {old, new}}}."""
+    def value(old_or_new: Any) -> str:
+        return "(absent)" if old_or_new is None else f"`{old_or_new}`"
+
+    changes = [f"| {file} | `{key}` | {value(values.get('old'))} | {value(values.get('new'))} |"
+               for file, keys in diff.items() for key, values in sorted(keys.items())]
+    return ["**Params changed:**", "", "| file | param | base | head |", "|---|---|---|---|", *changes] if changes else ["**Params changed:** none."]
 
 
 def variants_section(base_metrics: dict[str, dict[str, Any]], head_metrics: dict[str, dict[str, Any]]) -> list[str]:
-    added = sorted(set(head_metrics) - set(base_metrics))
-    removed = sorted(set(base_metrics) - set(head_metrics))
-    lines = []
-    if added:
-        lines.append("**Variants added:** " + ", ".join(f"`{v}` ({percent(head_metrics[v].get('accuracy'))})" for v in added) + ".")
-    if removed:
-        lines.append("**Variants removed:** " + ", ".join(f"`{v}` (was {percent(base_metrics[v].get('accuracy'))})" for v in removed) + ".")
+    added = [f"`{v}` ({percent(head_metrics[v].get('accuracy'))})" for v in sorted(set(head_metrics) - set(base_metrics))]
+    removed = [f"`{v}` (was {percent(base_metrics[v].get('accuracy'))})" for v in sorted(set(base_metrics) - set(head_metrics))]
+    lines = ([f"**Variants added:** {', '.join(added)}."] if added else []) + ([f"**Variants removed:** {', '.join(removed)}."] if removed else [])
     return lines or ["**Variants added or removed:** none."]
 
 
@@ -152,19 +99,22 @@ def results_table(rows: list[Row]) -> list[str]:
     """The variants that are not *no change*, one row each."""
     lines = ["| variant | test accuracy | Δ accuracy (pts), 95 %: test sampling + seed | seed std (pts) | p → Holm "
              "| Δ (pts), 95 %: test sampling only; McNemar p (only head right vs only base right) "
-             + "".join(f"| {METRIC_TITLES[name]} (Δ, 95 %) " for name in METRICS) + "| verdict |",
-             "|---" * (7 + len(METRICS)) + "|"]
+             + "".join(f"| {METRIC_TITLES[name]} (Δ, 95 %) " for name in METRICS) + "| verdict |", "|---" * (7 + len(METRICS)) + "|"]
     for row in rows:
+        bounds = row.combined_interval
+        combined = "– (no seed band)" if bounds is None else interval(row.comparison.difference, *bounds)
+        band = "–" if row.band is None else f"{100 * row.band.std:.2f} ({row.band.runs} seeds)"
+        p = "–" if row.p_value is None else f"{row.p_value:.2g} → {row.adjusted_p:.2g}"
+        change = row.comparison  # McNemar's counts: only head right vs only base right
+        counts = f"{change.head_only_correct} vs {change.base_only_correct}" if change.paired else "unpaired: test sets differ"
+        sampling = f"{interval(change.difference, change.low, change.high)}, p {change.p_value:.2g} ({counts})"
         metrics = "".join(f"| {metric_cell(row.metric_changes[name])} " for name in METRICS)
-        lines.append(f"| `{row.variant}` | {accuracy_cell(row)} | {combined_cell(row)} | {band_cell(row)} | {p_cell(row)} "
-                     f"| {sampling_cell(row)} {metrics}| **{row.verdict}** |")
+        lines.append(f"| `{row.variant}` | {accuracy_cell(row)} | {combined} | {band} | {p} | {sampling} {metrics}| **{row.verdict}** |")
     return lines
 
 
 def unchanged_section(rows: list[Row]) -> list[str]:
     """The *no change* rows, collapsed: a reviewer reads what moved first."""
-    if not rows:
-        return []
     lines = [f"<details><summary>{len(rows)} variant{'s' if len(rows) > 1 else ''} with no change "
              f"({', '.join(row.variant for row in rows)})</summary>", "",
              "| variant | test accuracy | " + " | ".join(METRIC_TITLES[name] for name in METRICS) + " | verdict |",
@@ -176,60 +126,19 @@ def unchanged_section(rows: list[Row]) -> list[str]:
 
 
 def method_section(bands: dict[str, Any] | None, bands_where: str | None) -> list[str]:
-    band_source = (f"`reports/seed_bands.json` at {bands_where} (made from commit {str(bands.get('commit'))[:7]} by "
-                   "`python -m tools.seed_bands`)" if bands else "none committed (`python -m tools.seed_bands --run` makes them)")
+    source = "none committed (`python -m tools.seed_bands --run` makes them)"
+    if bands:
+        source = f"`reports/seed_bands.json` at {bands_where} (commit {str(bands.get('commit'))[:7]}, `python -m tools.seed_bands`)"
     return [
         "<details><summary>How to read it</summary>", "",
-        f"- *{NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {METRICS_TOLERANCE:g}).",
-        f"- *{NOT_RERUN}*: dvc.lock shows that one side's results are not what its own params and code give.",
-        "- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, with s the variant's seed std over k seeds: "
-        "a reseed alone moves Δ that much 95 % of the time. Test sampling is inside s (every seed is scored on the "
-        "same test set). p: the t-test of Δ against reseeding; Holm: adjusted over the variants this review judges, "
-        f"so a review of pure reseeds says *{CHANGED}* for any variant at most {100 * ALPHA:.0f} % of the time. "
-        f"*{CHANGED}* when Holm ≤ {ALPHA:g}, else *{WITHIN_SEED_NOISE}*.",
-        "- **Test sampling only**: whether these two trained models differ beyond the test set's sampling: "
-        "Newcombe's paired score interval from the examples only one model gets right, and McNemar's exact test. "
-        f"Used for the verdict only without a seed band (*{CHANGED_WITHOUT_BAND}* / *{WITHIN_TEST_SAMPLING}*, Holm as above).",
-        "- F1, ROC-AUC, loss: head − base with a paired 95 % test-sampling interval (delta method on the per-example "
-        "predictions; DeLong for ROC-AUC); *n/a* where a side has no per-example probabilities.",
-        f"- Seed bands: {band_source}.",
-        "", "</details>",
+        f"- *{verdicts.NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {verdicts.METRICS_TOLERANCE:g}); "
+        f"*{verdicts.NOT_RERUN}*: dvc.lock shows that a side's results are not what its own params and code give.",
+        "- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, s the variant's seed std over k seeds: a reseed alone moves Δ "
+        f"that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{verdicts.CHANGED}* when ≤ {ALPHA:g}.",
+        "- **Test sampling only**: Newcombe's paired score interval and McNemar's exact test (only one model right), the "
+        "verdict without a seed band. F1, ROC-AUC, loss: paired 95 % intervals (delta method; DeLong for ROC-AUC).",
+        f"- Seed bands: {source}.", "", "</details>",
     ]
-
-
-def timings_section(rows: list[Row], base: Revision, head: Revision) -> list[str]:
-    lines = ["<details><summary>Timings (machine-dependent)</summary>", "",
-             "Seconds and tokens/s depend on the machine and its load; they are compared only when both sides ran on "
-             "the same CPU model, core count and result environment.", ""]
-    table = ["| variant | machine | s/epoch | train tokens/s | eval tokens/s |", "|---|---|---|---|---|"]
-    for row in rows:
-        base_timings, head_timings = timings(base, row.variant), timings(head, row.variant)
-        if not base_timings or not head_timings or base_timings == head_timings:
-            continue  # a variant that was not rerun keeps its timings file: nothing to compare
-        base_machine, machine = base_timings.get("machine", {}), head_timings.get("machine", {})
-        same_machine = (base_machine.get("cpu_model") == machine.get("cpu_model") and base_machine.get("cpu_cores") == machine.get("cpu_cores")
-                        and row.environment_difference is None)
-        if same_machine:
-            cells = [timing_change(base_timings.get(key), head_timings.get(key))
-                     for key in ("train_seconds_per_epoch", "train_tokens_per_second", "eval_tokens_per_second")]
-            table.append(f"| `{row.variant}` | {machine.get('cpu_model')}, {machine.get('cpu_cores')} cores | {' | '.join(cells)} |")
-        else:
-            table.append(f"| `{row.variant}` | not compared: base {base_machine.get('cpu_model')}, "
-                         f"head {machine.get('cpu_model')} (or another result environment) | – | – | – |")
-    lines += table if len(table) > 2 else ["No variant was timed anew on both sides."]
-    return lines + ["", "</details>"]
-
-
-def timing_change(base: float | None, head: float | None) -> str:
-    if base is None or head is None:
-        return "–"
-    relative = f" ({100 * (head - base) / base:+.0f} %)" if base else ""
-    return f"{base:,.1f} → {head:,.1f}{relative}"
-
-
-def plots_diff_command(base: Revision, head: Revision) -> str:
-    """The `dvc plots diff` that draws every variant's curves (dvc.yaml's plots) for these two revisions."""
-    return " ".join(["dvc plots diff", base.commit[:7], *([head.commit[:7]] if head.commit is not None else [])])
 
 
 def charts_section(names: list[str], artifact_url: str | None, without_curves: list[str], plots_command: str) -> list[str]:
@@ -246,3 +155,51 @@ def charts_section(names: list[str], artifact_url: str | None, without_curves: l
         lines += ["", f"Training curves of the changes within noise ({', '.join(f'`{variant}`' for variant in without_curves)}) "
                       f"are not drawn: `{plots_command}` draws every variant's."]
     return lines
+
+
+BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
+DELTAS = "deltas.png"
+
+
+def draw_deltas(path: Path, rows: list[Row]) -> None:
+    """head - base accuracy (points) with its test-sampling interval, over the range a reseed alone covers 95 % of
+    the time (grey, centred on 0); red: the variants judged changed."""
+    from rnnlab.reporting.figures import Interval, interval_figure  # matplotlib loads only when a chart is drawn
+
+    def bar(row: Row) -> Interval:
+        seed = None if row.reseed_halfwidth is None else (-100 * row.reseed_halfwidth, 100 * row.reseed_halfwidth)
+        change = row.comparison
+        return Interval(row.variant, 100 * change.difference, 100 * change.low, 100 * change.high, seed, row.verdict in verdicts.MOVED)
+
+    labels = {"interval_label": "Δ, test-sampling 95 % interval", "reference_label": "a reseed alone, 95 %"}
+    interval_figure([bar(row) for row in rows], "Δ test accuracy, head − base", "points", path, **labels, highlight_label="changed (Holm)")
+
+
+def draw_variant(out: Path, variant: str, base: Revision, head: Revision) -> str | None:
+    """<variant>.png, two panels: validation accuracy per epoch, and log10 ||dL/dx_t|| by steps back (trained solid,
+    init dashed); None when neither side has a history or gradient profile."""
+    from rnnlab.reporting.figures import Panel, Series, panels_figure
+
+    accuracy, gradient = [], []
+    for side, revision, color in (("base", base, BASE_COLOR), ("head", head, HEAD_COLOR)):
+        label, history, profile = f"{side} {revision.label}", epoch_history(revision, variant), gradient_profile(revision, variant)
+        epochs, values = [row["epoch"] for row in history], [100 * row["valid_accuracy"] for row in history]
+        accuracy += [Series(label, epochs, values, color, style={"marker": "o"})] if history else []
+        steps = [row["steps_back"] for row in profile]
+        for state, dashed in (("trained", False), ("init", True)) if profile else ():
+            gradient.append(Series(f"{label} {state}", steps, [row[f"log10_grad_norm_{state}"] for row in profile], color, dashed=dashed))
+    if not accuracy and not gradient:
+        return None
+    accuracy_panel = Panel(accuracy, f"{variant}: validation accuracy", "epoch", "accuracy (%)", integer_x=True, empty_text="no training history")
+    x_label, y_label = "steps back from the last token", "log10 ||dL/dx_t||"
+    gradient_panel = Panel(gradient, f"{variant}: gradient flow", x_label, y_label, empty_text="no gradient profile")
+    panels_figure([accuracy_panel, gradient_panel], out / f"{variant}.png")
+    return f"{variant}.png"
+
+
+def draw_charts(out: Path, rows: list[Row], curves: list[str], base: Revision, head: Revision) -> list[str]:
+    """deltas.png when any variant's predictions changed, then the `curves` variants' charts: the names drawn."""
+    deltas = [DELTAS] if any(not row.identical for row in rows) else []
+    if deltas:
+        draw_deltas(out / DELTAS, rows)
+    return deltas + [name for variant in curves if (name := draw_variant(out, variant, base, head))]

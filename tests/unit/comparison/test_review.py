@@ -36,13 +36,13 @@ def git(repo: Path, *args: str) -> str:
 
 def write_variant(repo: Path, variant: str, actual: list[str], predicted: list[str], environment: dict | None = None,
                   loss: float = 0.69, roc_auc: float = 0.5) -> None:
-    correct = float(np.mean([a == p for a, p in zip(actual, predicted)]))
+    correct = float(np.mean([a == p for a, p in zip(actual, predicted, strict=True)]))
     metrics = {"variant": variant, "study": "imdb", "accuracy": correct, "f1": correct, "roc_auc": roc_auc,
                "loss": loss, "environment": environment or ENVIRONMENT}
     (repo / "metrics").mkdir(exist_ok=True)
     (repo / "metrics" / f"{variant}.json").write_text(json.dumps(metrics))
     lines = ["actual,predicted,p_neg,p_pos"] + [f"{a},{p},{0.9 if p == 'neg' else 0.1:.6f},{0.1 if p == 'neg' else 0.9:.6f}"
-                                                for a, p in zip(actual, predicted)]
+                                                for a, p in zip(actual, predicted, strict=True)]
     (repo / "plots" / "predictions").mkdir(parents=True, exist_ok=True)
     (repo / "plots" / "predictions" / f"{variant}.csv").write_text("\n".join(lines) + "\n")
     (repo / "plots" / "history").mkdir(parents=True, exist_ok=True)
@@ -79,6 +79,8 @@ def table_rows(markdown: str) -> dict[str, str]:
 @pytest.fixture()
 def repo(tmp_path: Path) -> Path:
     git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / ".dvc").mkdir()  # a DVC repository (what `dvc init` makes, less its seconds): the review asks DVC for the params diff
+    (tmp_path / ".dvc" / "config").write_text("")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"vars": [VARS], "stages": {}}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.01}}))
     write_variant(tmp_path, "relu", ACTUAL, ACTUAL[:150] + ["pos"] * 50)
@@ -132,6 +134,19 @@ def test_report_with_a_seed_band_and_a_changed_environment(repo: Path) -> None:
     assert f"Training curves of the changes within noise (`tanh`) are not drawn: `dvc plots diff {head_commit}` draws every variant's." in markdown
 
 
+def test_the_environment_is_read_from_the_details_file(repo: Path) -> None:
+    """metrics/<variant>.json holds what is compared; the stamp and the rest are in metrics/details/<variant>.json."""
+    (repo / "metrics" / "details").mkdir()
+    for variant in ("relu", "tanh"):
+        metrics = json.loads((repo / "metrics" / f"{variant}.json").read_text())
+        details = {**metrics, "environment": {**ENVIRONMENT, "cpu_capability": "AVX512"}}
+        (repo / "metrics" / "details" / f"{variant}.json").write_text(json.dumps(details))
+        (repo / "metrics" / f"{variant}.json").write_text(json.dumps({key: metrics[key] for key in ("accuracy", "f1", "roc_auc", "loss")}))
+    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
+    markdown = review(repo, "main")
+    assert "**⚠ Environment differs** for 2 of 2 variants: `relu`, `tanh` (cpu_capability)" in markdown
+
+
 def test_unchanged_rows_are_collapsed_and_last_digit_losses_are_no_change(repo: Path) -> None:
     write_variant(repo, "tanh", ACTUAL, ["pos"] * 200, loss=0.69 + 4e-15)  # the same predictions, another summation order
     write_lock(repo, {"relu": 0.01, "tanh": 0.01})
@@ -182,7 +197,7 @@ def test_an_older_revision_is_read_from_its_confusion_csvs(repo: Path) -> None:
     (repo / "plots" / "confusion").mkdir()
     for variant, predicted in (("relu", ACTUAL[:150] + ["pos"] * 50), ("tanh", ["pos"] * 200)):
         (repo / "plots" / "confusion" / f"{variant}.csv").write_text(
-            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(ACTUAL, predicted)))
+            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(ACTUAL, predicted, strict=True)))
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": [{"metrics": "metrics", "confusion": "plots/confusion", "history": "plots/history"}],
                                                    "stages": {}}))
     (repo / "dvc.lock").unlink()

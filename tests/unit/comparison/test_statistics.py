@@ -8,10 +8,9 @@ import pytest
 from sklearn import metrics as skm
 
 from rnnlab.comparison import noise, paired, verdicts
-from rnnlab.comparison.metric_intervals import metric_changes
-from rnnlab.comparison.sources import Predictions
+from rnnlab.comparison.paired import metric_changes
+from rnnlab.comparison.revision import Predictions
 from rnnlab.comparison.verdicts import SeedBand
-
 
 # -- accuracy: Newcombe's paired interval and McNemar -------------------------------------------------
 
@@ -171,8 +170,8 @@ def row(difference_examples: int, band: SeedBand | None, *, identical: bool = Fa
     base = Predictions("b.csv", actual, base_predicted, ("neg", "pos"), None)
     head = Predictions("h.csv", actual, head_predicted, ("neg", "pos"), None)
     stamp = {"torch": "2.13.0", "device": "cpu"}
-    base_metrics = {"accuracy": base.accuracy, "environment": stamp}
-    head_metrics = {"accuracy": head.accuracy, "environment": environment or stamp}
+    base_metrics = {"accuracy": float(base.correct.mean()), "environment": stamp}
+    head_metrics = {"accuracy": float(head.correct.mean()), "environment": environment or stamp}
     return verdicts.gather("v", base_metrics, head_metrics, base, head, band, not_rerun)
 
 
