@@ -1,35 +1,286 @@
-"""The whole params.yaml, validated: every stage and tool checks the *whole* file before doing any work,
-so a typo anywhere (`model.cell: lsmt`, an unknown key, a variant overriding a key that does not exist)
-fails fast with a message that names the key and the fix. Each stage then uses only its section.
+"""params.yaml, checked whole before any work, and the per-stage files resolved from it.
 
-A task (`imdb`, `order`) is a baseline model/train config plus named variants that override it; the
-metrics files call it `study`.
+The sections below are the one block of defaults params.yaml overrides; pydantic checks the types
+(strict: YAML's `1` is not `true`), the choices (`Literal`), the bounds and unknown keys, and
+`_message` turns its first error into one line naming the key, the bad value and the fix.
+A task (`imdb`, `order`) is a baseline model/train config plus named variants that override it.
+
+The `params` stage writes for each stage exactly the values it reads (dvc.yaml var `params`):
+download.json, preprocess.json, xy.json, order_data.json, baseline.json, tasks/<task>.json and
+variants/<name>.json. A stage then reruns only when a value it reads changes, and a bad value stops
+`dvc repro` in the `params` stage, before DVC removes any other stage's outputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import json
 import re
-from dataclasses import dataclass, field, fields
+import reprlib
+import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, TypeVar
 
-import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from ruamel.yaml import YAML, MappingNode, Node, SequenceNode
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import YAMLError
 
-from rnnlab.config.fields import Section, did_you_mean
-from rnnlab.config.sections import (BaselineConfig, DataConfig, DownloadConfig, ModelConfig, OrderDataConfig,
-                                    RuntimeConfig, TrainConfig)
-from rnnlab.core.errors import ConfigError
+from rnnlab.core.errors import ConfigError, UserError
+from rnnlab.core.files import atomic_directory, write_json
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value  # YAML and JSON give lists
+
+
+IntPair = Annotated[tuple[int, int], BeforeValidator(_as_tuple)]
+Sizes = Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_as_tuple)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]  # a dropout probability
+
+
+STRICT = ConfigDict(strict=True, extra="forbid")  # strict: YAML's `1` is not `true`, nor "256" an integer
+
+
+class Section:
+    """A params section (a frozen pydantic dataclass): typed, strict, unknown keys refused. Field order is kept:
+    checkpoints store it."""
+
+    __pydantic_fields__: ClassVar[dict[str, FieldInfo]]
+    RETIRED: ClassVar[dict[str, str]] = {}  # key -> what happened to it and what to do
+    LATER: ClassVar[tuple[str, ...]] = ()  # keys added after checkpoints were first committed
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> typing.Self:
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where} must be a mapping of keys to values, got {type(raw).__name__}.")
+        raw = {str(key): value for key, value in raw.items()}
+        try:
+            return cls(**raw)
+        except ValidationError as error:
+            raise ConfigError(_message(cls, raw, error, where)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
+
+    def to_stored_dict(self) -> dict[str, Any]:
+        """to_dict for checkpoints: a LATER key at its default is left out, so retraining an unchanged config
+        writes the same checkpoint bytes as before the key existed (dvc.lock hashes them)."""
+        fields = self.__pydantic_fields__
+        return {key: value for key, value in self.to_dict().items() if key not in self.LATER or value != fields[key].default}
+
+
+@dataclass(frozen=True, config=STRICT)
+class DownloadConfig(Section):
+    url: str = Field("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz", pattern=r"^https?://\S+$",
+                     description="an http(s) URL")
+    md5: str = Field("7c2ac02c03563afcf9b574c7e56c153a", pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")
+
+
+@dataclass(frozen=True, config=STRICT)
+class DataConfig(Section):
+    valid_ratio: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = Field(0, ge=0)
+    vocab_size: int = Field(10000, ge=1)
+    min_freq: int = Field(10, ge=1)
+    fix_length: int = Field(200, ge=1)
+    # Which fix_length tokens a longer review keeps: the first (torchtext-legacy), the last, or the
+    # first and last halves (the end of a review often states the verdict).
+    truncate: Literal["head", "tail", "head_tail"] = "head"
+    # Where a shorter review's padding goes: after it (torchtext) or before it (Keras pad_sequences),
+    # which puts every review's last token in the last step.
+    pad: Literal["post", "pre"] = "post"
+
+
+@dataclass(frozen=True, config=STRICT)
+class OrderDataConfig(Section):
+    """The temporal-order task (Hochreiter & Schmidhuber 1997, experiment 6a)."""
+
+    train_size: int = Field(10000, ge=4, description="(one per class)")
+    valid_size: int = Field(2000, ge=4, description="(one per class)")
+    test_size: int = Field(2000, ge=4, description="(one per class)")
+    min_length: int = Field(70, ge=1)
+    max_length: int = 80
+    early_window: IntPair = (10, 20)
+    late_window: IntPair = (50, 60)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> OrderDataConfig:
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length must be >= 1 and <= max_length, got {self.min_length} and {self.max_length}.")
+        for name in ("early_window", "late_window"):
+            first, last = getattr(self, name)
+            # Position 0 holds E and the last position holds B, so windows live in 1 .. min_length - 2.
+            if not 1 <= first <= last <= self.min_length - 2:
+                raise ValueError(f"{name} must satisfy 1 <= first <= last <= min_length - 2 ({self.min_length - 2}), "
+                                 f"got [{first}, {last}].")
+        if self.early_window[1] >= self.late_window[0]:
+            raise ValueError(f"early_window must end before late_window starts, got {list(self.early_window)} "
+                             f"and {list(self.late_window)}.")
+        return self
+
+
+@dataclass(frozen=True, config=STRICT)
+class ModelConfig(Section):
+    LATER: ClassVar[tuple[str, ...]] = ("lower_layer_sizes",)
+
+    cell: Literal["rnn", "lstm", "gru"] = "rnn"
+    nonlinearity: Literal["tanh", "relu"] = "tanh"  # only used by cell=rnn
+    input_encoding: Literal["embedding", "one_hot"] = "embedding"
+    embedding_dim: int = Field(128, ge=1)  # ignored for input_encoding=one_hot
+    embedding_dropout: Fraction = 0.0
+    # Share of time steps whose whole input vector is zeroed in training (word dropout): the model
+    # cannot lean on any single word. embedding_dropout zeroes single features instead.
+    word_dropout: Fraction = 0.0
+    hidden_size: int = Field(256, ge=1)
+    num_layers: int = Field(1, ge=1)
+    # Recurrent layers of their own sizes below the num_layers x hidden_size stack, bottom first:
+    # [64] with hidden_size 32 is the Keras write-up's SimpleRNN(64) -> SimpleRNN(32).
+    lower_layer_sizes: Sizes = ()
+    bidirectional: bool = False
+    dropout: Fraction = 0.5
+    readout: Literal["last", "mean", "max", "mean_max", "concat"] = "last"
+    # The write-ups read output[:, -1]: for a review shorter than fix_length that is a padding step.
+    # True reproduces that bug on purpose; False reads the true last token.
+    last_at_padded_end: bool = False
+    activation: Literal["relu", "sigmoid", "tanh", "leaky_relu"] = "relu"
+    head_size: int = Field(256, ge=0, description="(0 = no hidden head layer)")  # 0: readout -> output layer
+    # Independently initialised copies trained side by side (own optimiser, batch order seed + i);
+    # the prediction averages their class probabilities. 1: a single network.
+    members: int = Field(1, ge=1)
+    # Initial weights: torch's defaults, or Keras's (glorot-uniform input and dense weights,
+    # orthogonal recurrent weights, zero biases, LSTM forget-gate bias 1, embedding U(-0.05, 0.05)).
+    init: Literal["torch", "keras"] = "torch"
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Hidden size of every recurrent layer, bottom to top; the last one is what the readout sees."""
+        return (*self.lower_layer_sizes, *(self.hidden_size,) * self.num_layers)
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+@dataclass(frozen=True, config=STRICT)
+class TrainConfig(Section):
+    LATER: ClassVar[tuple[str, ...]] = ("keep",)
+
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(100, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    # adam (torch defaults), rmsprop (Keras's defaults: rho 0.9, epsilon 1e-7, as the Keras write-up
+    # ran it) or sgd (plain, no momentum).
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    # cosine: the learning rate falls from `lr` to 0 along a half cosine, stepped after every batch,
+    # so the last epochs take small steps instead of bouncing around at the peak rate.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: float = Field(0.0, ge=0.0, description="(0 disables clipping)")  # max global gradient norm
+    # The weights the checkpoint keeps: the epoch with the best validation accuracy, or the last
+    # epoch's (Keras's fit returns those; the Keras write-up's figure is after its last epoch).
+    keep: Literal["best", "last"] = "best"
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # torch intra-op CPU threads for training; 0 = torch's default (one per core). It changes no bit in
+    # reproducible mode. Tiny models (the order task's hidden 4) run several times slower with >1 thread.
+    threads: int = Field(0, ge=0, description="(0 = torch's default)")
+
+
+@dataclass(frozen=True, config=STRICT)
+class BaselineConfig(Section):
+    """TF-IDF + logistic regression on the same token-id inputs as the recurrent models."""
+
+    ngram_max: int = Field(1, ge=1)
+    c_grid: IntPair = (-2, 2)  # log10 range of C values tried on validation
+    max_iter: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _grid_ordered(self) -> BaselineConfig:
+        if self.c_grid[0] > self.c_grid[1]:
+            raise ValueError("c_grid must be [low, high] with low <= high.")
+        return self
+
+
+@dataclass(frozen=True, config=STRICT)
+class RuntimeConfig(Section):
+    """How the math libraries run; read before torch loads (rnnlab/runtime/environment.py)."""
+
+    RETIRED: ClassVar[dict[str, str]] = {
+        "cross_vendor": "was removed: reproducible mode now gives the same bits on Intel and AMD CPUs. Delete the line.",
+    }
+
+    # rnnlab's deterministic kernels, ATen pinned to AVX2, oneDNN off, vendor-neutral dropout: the same
+    # bits on any x86-64 CPU with AVX2+FMA, Intel or AMD, any thread count (rnnlab/runtime/environment.py).
+    reproducible: bool = True
+
+
+# --- one line per refused value ------------------------------------------------------------------
+
+TYPE_WORDS = {"bool_type": "true or false", "int_type": "an integer", "float_type": "a number", "string_type": "a string"}
+BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def did_you_mean(value: object, choices: Iterable[object]) -> str:
+    close = difflib.get_close_matches(str(value), [str(choice) for choice in choices], n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _rule(metadata: list[Any], context: dict[str, Any]) -> str:
+    """`in (0, 1)`, `in [0, 1)`, `>= 1` or `> 0`, from the field's bounds (or the error's, for a list item)."""
+    limits = {name: getattr(item, name) for item in metadata for name in BOUNDS if hasattr(item, name)} or context
+    low, high = [name for name in limits if name in ("ge", "gt")], [name for name in limits if name in ("le", "lt")]
+    if low and high:
+        return (f"in {'[' if low[0] == 'ge' else '('}{limits[low[0]]:g}, "
+                f"{limits[high[0]]:g}{']' if high[0] == 'le' else ')'}")
+    return " and ".join(f"{BOUNDS[name]} {limits[name]:g}" for name in low + high)
+
+
+def _message(section: type[Section], raw: Any, error: ValidationError, where: str) -> str:
+    # Unknown keys first: a misspelt key is the likelier cause of the other errors.
+    first = sorted(error.errors(), key=lambda item: item["type"] != "unexpected_keyword_argument")[0]
+    kind, location, context = first["type"], first["loc"], first.get("ctx", {})
+    if kind == "value_error":  # a rule that ties several keys together
+        return f"{where}.{context['error']}"
+    key = str(location[0])
+    place, fields = f"{where}.{key}", section.__pydantic_fields__
+    if kind == "unexpected_keyword_argument":
+        if key in section.RETIRED:
+            return f"{place} {section.RETIRED[key]}"
+        return f"Unknown key '{place}' in params.yaml.{did_you_mean(key, fields)} Valid keys: {', '.join(fields)}."
+    value, annotation = raw[key], fields[key].annotation
+    note = f" {fields[key].description}" if fields[key].description else ""
+    if kind == "string_pattern_mismatch":
+        return f"{place} must be {fields[key].description}, got '{value}'."
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        holds = "must hold integers" if len(location) > 1 else "must be"
+        return f"{place} {holds} {_rule(fields[key].metadata, context)}{note}, got {value}."
+    if typing.get_origin(annotation) is Literal and isinstance(value, str):
+        choices = typing.get_args(annotation)
+        return f"Invalid {place}: '{value}'.{did_you_mean(value, choices)} Valid choices: {', '.join(choices)}."
+    if typing.get_origin(annotation) is tuple:
+        words = "a list of two integers [first, last]" if annotation == tuple[int, int] else "a list of integers such as [64]"
+    else:
+        words = TYPE_WORDS.get(kind, "a string")
+    return f"{place} must be {words}, got {reprlib.repr(value)}."
+
+
+# --- the whole file: tasks and their variants ---------------------------------------------------
 
 PARAMS_FILE = Path("params.yaml")
-IMDB_TASK = "imdb"
-ORDER_TASK = "order"
+IMDB_TASK, ORDER_TASK = "imdb", "order"
 TASKS = (IMDB_TASK, ORDER_TASK)
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 TOP_LEVEL_KEYS = ("download", "data", "model", "train", "variants", "baseline", "order", "runtime")
 ORDER_KEYS = ("data", "model", "train", "variants")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Variant:
     """A task's baseline config with the variant's overrides applied."""
 
@@ -47,19 +298,12 @@ class Variant:
         return f"{prefix}{section}.{key}"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Task:
-    """A baseline model/train config plus named variants that override it."""
-
     name: str
     model: ModelConfig
     train: TrainConfig
-    variants: dict[str, Variant] = field(default_factory=dict)
-
-    @property
-    def params_prefix(self) -> str:
-        """Where the task's sections live in params.yaml: `` for imdb, `order.` for the order task."""
-        return "" if self.name == IMDB_TASK else f"{self.name}."
+    variants: dict[str, Variant] = dataclasses.field(default_factory=dict)
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -68,14 +312,14 @@ class Task:
         return self.variants[name]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Params:
     download: DownloadConfig
     data: DataConfig
     baseline: BaselineConfig
     order_data: OrderDataConfig
     tasks: dict[str, Task]
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
@@ -90,111 +334,93 @@ class Params:
         raise ConfigError(f"Unknown variant '{name}'.{did_you_mean(name, every)} Variants: {', '.join(every)}.")
 
 
-def _check_keys(raw: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+def _mapping(raw: Any, allowed: Iterable[str], where: str) -> Mapping[str, Any]:
+    """`raw` (None: empty) as a mapping whose keys are all `allowed`."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where or 'params.yaml'} must be a mapping of {', '.join(allowed)}.")
     for key in raw:
         if key not in allowed:
             place = f"{where}.{key}" if where else key
             raise ConfigError(f"Unknown key '{place}' in params.yaml.{did_you_mean(key, allowed)} Valid keys: {', '.join(allowed)}.")
-
-
-def _override(base: Section, raw: Any, where: str) -> Any:
-    """`base` with a variant's overrides; only keys the section has can be overridden."""
-    if raw is not None and not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping of keys to values.")
-    known = [f.name for f in fields(base)]
-    for key in raw or {}:
-        if key not in known:
-            raise ConfigError(f"{where}.{key}: a variant can only override keys that exist.{did_you_mean(key, sorted(known))} "
-                              f"Valid keys: {', '.join(known)}.")
-    return type(base).from_dict({**base.to_dict(), **(raw or {})}, where)
-
-
-def _parse_variants(raw: Any, task: str, model: ModelConfig, train: TrainConfig, where: str) -> dict[str, Variant]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must map variant names to overrides, e.g. `relu: {{model: {{activation: relu}}}}`.")
-    variants: dict[str, Variant] = {}
-    for name, overrides in raw.items():
-        place = f"{where}.{name}"
-        if not isinstance(name, str) or not VARIANT_NAME.match(name):
-            raise ConfigError(f"Variant name {name!r} in {where} must use letters, digits, '_' or '-' only.")
-        overrides = overrides or {}
-        if not isinstance(overrides, Mapping):
-            raise ConfigError(f"{place} must be a mapping with 'model' and/or 'train' overrides.")
-        _check_keys(overrides, ("model", "train"), place)
-        variants[name] = Variant(name, _override(model, overrides.get("model"), f"{place}.model"),
-                                 _override(train, overrides.get("train"), f"{place}.train"), task,
-                                 frozenset(f"{section}.{key}" for section, keys in overrides.items() for key in keys or {}))
-    return variants
+    return raw
 
 
 def _parse_task(name: str, raw: Mapping[str, Any], prefix: str) -> Task:
     model = ModelConfig.from_dict(raw.get("model"), f"{prefix}model")
     train = TrainConfig.from_dict(raw.get("train"), f"{prefix}train")
-    return Task(name, model, train, _parse_variants(raw.get("variants"), name, model, train, f"{prefix}variants"))
+    listed = raw.get("variants") or {}
+    if not isinstance(listed, Mapping):
+        raise ConfigError(f"{prefix}variants must map variant names to overrides, e.g. `relu: {{model: {{activation: relu}}}}`.")
+    variants: dict[str, Variant] = {}
+    for variant_name, overrides in listed.items():
+        place = f"{prefix}variants.{variant_name}"
+        if not isinstance(variant_name, str) or not VARIANT_NAME.match(variant_name):
+            raise ConfigError(f"Variant name {variant_name!r} in {prefix}variants must use letters, digits, '_' or '-' only.")
+        overrides = _mapping(overrides, ("model", "train"), place)
+        model_keys, train_keys = (_mapping(overrides.get(part), type(base).__pydantic_fields__, f"{place}.{part}")
+                                  for part, base in (("model", model), ("train", train)))
+        variants[variant_name] = Variant(
+            variant_name, ModelConfig.from_dict({**model.to_dict(), **model_keys}, f"{place}.model"),
+            TrainConfig.from_dict({**train.to_dict(), **train_keys}, f"{place}.train"), name,
+            frozenset([*(f"model.{key}" for key in model_keys), *(f"train.{key}" for key in train_keys)]))
+    return Task(name, model, train, variants)
 
 
 def parse_params(raw: Any) -> Params:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError("params.yaml must be a mapping of sections (data, model, train, variants, ...).")
-    _check_keys(raw, TOP_LEVEL_KEYS, "")
-    order_raw = raw.get("order") or {}
-    if not isinstance(order_raw, Mapping):
-        raise ConfigError("params.yaml: 'order' must be a mapping with data, model, train and variants.")
-    _check_keys(order_raw, ORDER_KEYS, "order")
-    tasks = {IMDB_TASK: _parse_task(IMDB_TASK, raw, ""), ORDER_TASK: _parse_task(ORDER_TASK, order_raw, "order.")}
+    raw = _mapping(raw, TOP_LEVEL_KEYS, "")
+    order = _mapping(raw.get("order"), ORDER_KEYS, "order")
+    tasks = {IMDB_TASK: _parse_task(IMDB_TASK, raw, ""), ORDER_TASK: _parse_task(ORDER_TASK, order, "order.")}
     clash = set(tasks[IMDB_TASK].variants) & set(tasks[ORDER_TASK].variants)
     if clash:
         raise ConfigError(f"Variant names must be unique across tasks (they name metrics/<variant>.json): {', '.join(sorted(clash))}.")
-    return Params(
-        download=DownloadConfig.from_dict(raw.get("download"), "download"),
-        data=DataConfig.from_dict(raw.get("data"), "data"),
-        baseline=BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
-        order_data=OrderDataConfig.from_dict(order_raw.get("data"), "order.data"),
-        tasks=tasks,
-        runtime=RuntimeConfig.from_dict(raw.get("runtime"), "runtime"),
-    )
+    return Params(download=DownloadConfig.from_dict(raw.get("download"), "download"),
+                  data=DataConfig.from_dict(raw.get("data"), "data"),
+                  baseline=BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
+                  order_data=OrderDataConfig.from_dict(order.get("data"), "order.data"),
+                  tasks=tasks, runtime=RuntimeConfig.from_dict(raw.get("runtime"), "runtime"))
 
 
-MERGE_TAG = "tag:yaml.org,2002:merge"
+def _path_to_mapping(node: Node, line: int, column: int, path: list[str], seen: set[int]) -> tuple[list[str], Node] | None:
+    """The mapping that starts at (line, column) and its keys from the top; each node is visited once (aliases)."""
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    if isinstance(node, MappingNode) and (node.start_mark.line, node.start_mark.column) == (line, column):
+        return path, node
+    children = [(str(key.value), value) for key, value in node.value] if isinstance(node, MappingNode) else \
+        [(str(index), item) for index, item in enumerate(node.value)] if isinstance(node, SequenceNode) else []
+    return next(filter(None, (_path_to_mapping(child, line, column, [*path, key], seen) for key, child in children)), None)
 
 
-def _check_unique_keys(node: yaml.Node, where: list[str], name: str) -> None:
-    """Refuse a mapping that repeats a key, as DVC's YAML reader does; PyYAML would keep the last silently."""
-    if isinstance(node, yaml.SequenceNode):
-        for position, item in enumerate(node.value):
-            _check_unique_keys(item, [*where, str(position)], name)
-    if not isinstance(node, yaml.MappingNode):
-        return
-    first_lines: dict[tuple[str, str], int] = {}
-    for key_node, value_node in node.value:
-        if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
-            continue  # `<<:` merges may override on purpose
-        key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
-        if key in first_lines:
-            place = f"under '{'.'.join(where)}'" if where else "at the top level"
-            raise ConfigError(f"{name} line {line}: duplicate key '{key_node.value}' {place} (first on line {first_lines[key]}). "
-                              f"Keep one of them.")
-        first_lines[key] = line
-        _check_unique_keys(value_node, [*where, key_node.value], name)
+def _duplicate_message(text: str, error: DuplicateKeyError, name: str) -> str:
+    """ruamel's DuplicateKeyError as one line: both lines and the mapping's place (its own message spans ten)."""
+    context = error.context_mark
+    found = _path_to_mapping(YAML(typ="safe").compose(text), context.line, context.column, [], set())
+    if found is not None:
+        path, mapping = found
+        first_lines: dict[str, int] = {}
+        for key, _value in mapping.value:
+            if key.value in first_lines:
+                place = f"under '{'.'.join(path)}'" if path else "at the top level"
+                return (f"{name} line {key.start_mark.line + 1}: duplicate key '{key.value}' {place} "
+                        f"(first on line {first_lines[key.value]}). Keep one of them.")
+            first_lines[key.value] = key.start_mark.line + 1
+    return f"{name} line {error.problem_mark.line + 1}: {error.problem}. Keep one of them."
 
 
 def parse_params_yaml(text: str, name: str = str(PARAMS_FILE)) -> Any:
-    """The raw params mapping, refusing invalid YAML and duplicate keys (`name` labels the messages)."""
-    loader = yaml.SafeLoader(text)
+    """The raw params mapping as DVC reads it (YAML 1.2), refusing invalid YAML and repeated keys.
+
+    Aliases are built once and shared, so a file of nested aliases (a "billion laughs") loads at once."""
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_unique_keys(node, [], name)
-        return loader.construct_document(node)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{name} is not valid YAML: {error}") from error
-    finally:
-        loader.dispose()
+        return YAML(typ="safe").load(text)
+    except DuplicateKeyError as error:
+        raise ConfigError(_duplicate_message(text, error, name)) from None
+    except YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{name}{line} is not valid YAML: {getattr(error, 'problem', None) or error}.") from None
 
 
 def read_params_file(path: Path | str = PARAMS_FILE) -> Any:
@@ -210,4 +436,86 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 
 
 def model_from_dict(raw: Mapping[str, Any]) -> ModelConfig:
+    """A checkpoint's model config: a key it lacks (added later) takes its default."""
     return ModelConfig.from_dict(raw, "checkpoint.config.model")
+
+
+# --- the resolved files -------------------------------------------------------------------------
+
+PREPROCESS_KEYS = ("valid_ratio", "split_seed", "vocab_size", "min_freq")  # the `data` keys each text stage reads
+XY_KEYS = ("fix_length", "truncate", "pad")
+RERUN = "Run `dvc repro params` (or `dvc repro`) to write it again from params.yaml."
+S = TypeVar("S", bound=Section)
+
+
+def resolved_files(params: Params) -> dict[str, dict[str, Any]]:
+    """Relative path -> contents of every resolved file, for `params` (already validated)."""
+    runtime = params.runtime.to_dict()
+    files: dict[str, dict[str, Any]] = {
+        "download.json": {"download": params.download.to_dict()},
+        "preprocess.json": {"data": {key: getattr(params.data, key) for key in PREPROCESS_KEYS}},
+        "xy.json": {"data": {key: getattr(params.data, key) for key in XY_KEYS}},
+        "order_data.json": {"order_data": params.order_data.to_dict()},
+        "baseline.json": {"baseline": params.baseline.to_dict(), "runtime": runtime},
+    }
+    for task in params.tasks.values():
+        files[f"tasks/{task.name}.json"] = {"task": {"name": task.name, "variants": list(task.variants)}}
+        for name, variant in task.variants.items():
+            files[f"variants/{name}.json"] = {
+                "variant": {"name": name, "task": variant.task, "overrides": sorted(variant.overrides)},
+                "model": variant.model.to_dict(), "train": variant.train.to_dict(), "runtime": runtime}
+    return files
+
+
+def write_resolved(params: Params, out_dir: Path) -> int:
+    """All resolved files in `out_dir` at once (a variant removed from params.yaml loses its file); returns the count."""
+    files = resolved_files(params)
+    with atomic_directory(out_dir) as temporary:
+        for relative, payload in files.items():
+            write_json(temporary / relative, payload)
+    return len(files)
+
+
+def read_resolved(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: it is written by the params stage. {RERUN}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error}). {RERUN}") from error
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} is not a resolved params file. {RERUN}")
+    return raw
+
+
+def read_section(path: Path, name: str, section: type[S], raw: dict[str, Any] | None = None) -> S:
+    """One section of a resolved file (`raw`: the file, already read), checked like params.yaml."""
+    raw = read_resolved(path) if raw is None else raw
+    if name not in raw:
+        raise UserError(f"{path} has no '{name}' section. {RERUN}")
+    return section.from_dict(raw[name], f"{path}: {name}")
+
+
+def read_baseline(path: Path) -> tuple[BaselineConfig, RuntimeConfig]:
+    raw = read_resolved(path)
+    return read_section(path, "baseline", BaselineConfig, raw), read_section(path, "runtime", RuntimeConfig, raw)
+
+
+def read_task_variants(path: Path) -> tuple[str, list[str]]:
+    """(task name, its variant names) from tasks/<task>.json."""
+    task = read_resolved(path).get("task")
+    if not isinstance(task, dict) or not isinstance(task.get("variants"), list):
+        raise UserError(f"{path} has no task with a variant list. {RERUN}")
+    return str(task.get("name")), [str(name) for name in task["variants"]]
+
+
+def read_variant(path: Path) -> tuple[Variant, RuntimeConfig]:
+    """A variant as its train and evaluate stages see it, and the runtime it runs under."""
+    raw = read_resolved(path)
+    identity = raw.get("variant")
+    if not isinstance(identity, dict) or not {"name", "task", "overrides"} <= set(identity):
+        raise UserError(f"{path} does not name its variant. {RERUN}")
+    variant = Variant(str(identity["name"]), read_section(path, "model", ModelConfig, raw),
+                      read_section(path, "train", TrainConfig, raw), str(identity["task"]), frozenset(map(str, identity["overrides"])))
+    return variant, read_section(path, "runtime", RuntimeConfig, raw)

@@ -21,8 +21,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from rnnlab.config.fields import did_you_mean
-from rnnlab.config.params import Params, parse_params, parse_params_yaml
+from rnnlab.config.params import Params, did_you_mean, parse_params, parse_params_yaml
 from rnnlab.core.errors import ConfigError
 
 PRESETS_DIR = Path("presets")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.config.sections import DataConfig
+from rnnlab.config.params import DataConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_directory, write_json
 from rnnlab.core.memory import TOKEN_BYTES, Need, Param, available_memory, check_fits

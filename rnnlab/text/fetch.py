@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rnnlab.config.sections import DownloadConfig
+from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import disk_full_error, is_disk_full
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.config.sections import DataConfig
+from rnnlab.config.params import DataConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_path, outputs_together
 from rnnlab.core.parallel import ForkedCall, gc_paused

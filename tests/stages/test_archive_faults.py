@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.config.sections import DataConfig
+from rnnlab.config.params import DataConfig
 from rnnlab.core.memory import size_text
 from rnnlab.text import archive as imdb_archive
 from rnnlab.text.archive import read_reviews, write_reviews

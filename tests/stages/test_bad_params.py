@@ -81,7 +81,7 @@ BAD_PARAMS: list[tuple[str, Edit, tuple[str, ...]]] = [
     ("variant-unknown-activation", set_key("variants.sigmoid.model.activation", "sigmod"),
      ("variants.sigmoid.model.activation", "Did you mean 'sigmoid'")),
     ("variant-overrides-missing-key", set_key("variants.relu.model.hidden", 8),
-     ("variants.relu.model.hidden", "only override keys that exist", "Did you mean 'hidden_size'")),
+     ("variants.relu.model.hidden", "Unknown key", "Did you mean 'hidden_size'")),
     ("variant-overrides-missing-section", set_key("variants.tanh.optimizer", {"lr": 1}), ("variants.tanh.optimizer",)),
     ("order-variant-bad-value", set_key("order.variants.order_lstm.train.lr", -1.0), ("order.variants.order_lstm.train.lr",)),
 ]

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from rnnlab.config.sections import DownloadConfig
+from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
 from rnnlab.text.fetch import cache_dir, download
 from rnnlab.testing.archive import make_archive

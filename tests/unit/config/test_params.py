@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rnnlab.config.params import load_params, parse_params
-from rnnlab.config.resolved import PREPROCESS_KEYS, XY_KEYS, read_variant, resolved_files, write_resolved
-from rnnlab.config.sections import DataConfig, DownloadConfig
+from rnnlab.config.params import PREPROCESS_KEYS, XY_KEYS, DataConfig, DownloadConfig, load_params, parse_params, read_variant, resolved_files, write_resolved
 from rnnlab.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.config.sections import DownloadConfig
+from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
 from rnnlab.text.archive import read_reviews, write_reviews
 from rnnlab.text.fetch import ARCHIVE_ENV, resolve_archive

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.config.sections import DataConfig
+from rnnlab.config.params import DataConfig
 from rnnlab.core.errors import UserError
 from rnnlab.text.prepare import preprocess, split_indices
 from rnnlab.text.tokenize import PAD, SPECIALS, UNK, tokenize, tokenize_reference
