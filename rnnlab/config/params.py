@@ -1,14 +1,11 @@
 """params.yaml, checked whole before any work, and the per-stage files resolved from it.
 
-The sections below are the one block of defaults params.yaml overrides; pydantic checks the types
-(strict: YAML's `1` is not `true`), the choices (`Literal`), the bounds and unknown keys, and
-`_message` turns its first error into one line naming the key, the bad value and the fix.
+The sections below are the defaults params.yaml overrides; pydantic checks types, choices, bounds and
+unknown keys, and `_message` turns its first error into one line: the key, the bad value, the fix.
 A task (`imdb`, `order`) is a baseline model/train config plus named variants that override it.
-
-The `params` stage writes for each stage exactly the values it reads (dvc.yaml var `params`):
-download.json, preprocess.json, xy.json, order_data.json, baseline.json, tasks/<task>.json and
-variants/<name>.json. A stage then reruns only when a value it reads changes, and a bad value stops
-`dvc repro` in the `params` stage, before DVC removes any other stage's outputs.
+The `params` stage writes each stage only the values it reads (download.json, preprocess.json, xy.json,
+order_data.json, baseline.json, tasks/<task>.json, variants/<name>.json), so a stage reruns only when
+one of them changes, and a bad value stops `dvc repro` before DVC removes any other stage's outputs.
 """
 
 from __future__ import annotations
@@ -32,6 +29,8 @@ from ruamel.yaml.error import YAMLError
 from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.core.files import atomic_directory, write_json
 
+STRICT = ConfigDict(strict=True, extra="forbid")  # YAML's `1` is not `true`, nor "256" an integer
+
 
 def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value  # YAML and JSON give lists
@@ -42,15 +41,11 @@ Sizes = Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_as_t
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]  # a dropout probability
 
 
-STRICT = ConfigDict(strict=True, extra="forbid")  # strict: YAML's `1` is not `true`, nor "256" an integer
-
-
 class Section:
-    """A params section (a frozen pydantic dataclass): typed, strict, unknown keys refused. Field order is kept:
-    checkpoints store it."""
+    """A params section: a frozen pydantic dataclass; field order is kept (checkpoints store it)."""
 
     __pydantic_fields__: ClassVar[dict[str, FieldInfo]]
-    RETIRED: ClassVar[dict[str, str]] = {}  # key -> what happened to it and what to do
+    RETIRED: ClassVar[dict[str, str]] = {}  # a removed key -> what to do
     LATER: ClassVar[tuple[str, ...]] = ()  # keys added after checkpoints were first committed
 
     @classmethod
@@ -68,10 +63,9 @@ class Section:
         return dataclasses.asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
 
     def to_stored_dict(self) -> dict[str, Any]:
-        """to_dict for checkpoints: a LATER key at its default is left out, so retraining an unchanged config
-        writes the same checkpoint bytes as before the key existed (dvc.lock hashes them)."""
-        fields = self.__pydantic_fields__
-        return {key: value for key, value in self.to_dict().items() if key not in self.LATER or value != fields[key].default}
+        """For checkpoints: a LATER key at its default is left out, so an unchanged config writes the same bytes."""
+        defaults = self.__pydantic_fields__
+        return {key: value for key, value in self.to_dict().items() if key not in self.LATER or value != defaults[key].default}
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -88,12 +82,8 @@ class DataConfig(Section):
     vocab_size: int = Field(10000, ge=1)
     min_freq: int = Field(10, ge=1)
     fix_length: int = Field(200, ge=1)
-    # Which fix_length tokens a longer review keeps: the first (torchtext-legacy), the last, or the
-    # first and last halves (the end of a review often states the verdict).
-    truncate: Literal["head", "tail", "head_tail"] = "head"
-    # Where a shorter review's padding goes: after it (torchtext) or before it (Keras pad_sequences),
-    # which puts every review's last token in the last step.
-    pad: Literal["post", "pre"] = "post"
+    truncate: Literal["head", "tail", "head_tail"] = "head"  # the first tokens (torchtext), the last, or both halves
+    pad: Literal["post", "pre"] = "post"  # padding after a review (torchtext) or before it (Keras pad_sequences)
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -115,8 +105,7 @@ class OrderDataConfig(Section):
             raise ValueError(f"min_length must be >= 1 and <= max_length, got {self.min_length} and {self.max_length}.")
         for name in ("early_window", "late_window"):
             first, last = getattr(self, name)
-            # Position 0 holds E and the last position holds B, so windows live in 1 .. min_length - 2.
-            if not 1 <= first <= last <= self.min_length - 2:
+            if not 1 <= first <= last <= self.min_length - 2:  # position 0 holds E, the last one B
                 raise ValueError(f"{name} must satisfy 1 <= first <= last <= min_length - 2 ({self.min_length - 2}), "
                                  f"got [{first}, {last}].")
         if self.early_window[1] >= self.late_window[0]:
@@ -133,29 +122,21 @@ class ModelConfig(Section):
     nonlinearity: Literal["tanh", "relu"] = "tanh"  # only used by cell=rnn
     input_encoding: Literal["embedding", "one_hot"] = "embedding"
     embedding_dim: int = Field(128, ge=1)  # ignored for input_encoding=one_hot
-    embedding_dropout: Fraction = 0.0
-    # Share of time steps whose whole input vector is zeroed in training (word dropout): the model
-    # cannot lean on any single word. embedding_dropout zeroes single features instead.
-    word_dropout: Fraction = 0.0
+    embedding_dropout: Fraction = 0.0  # zeroes single features
+    word_dropout: Fraction = 0.0  # zeroes whole time steps, so the model cannot lean on any single word
     hidden_size: int = Field(256, ge=1)
     num_layers: int = Field(1, ge=1)
-    # Recurrent layers of their own sizes below the num_layers x hidden_size stack, bottom first:
-    # [64] with hidden_size 32 is the Keras write-up's SimpleRNN(64) -> SimpleRNN(32).
+    # Layers of their own sizes below the num_layers x hidden_size stack, bottom first: [64] with
+    # hidden_size 32 is the Keras write-up's SimpleRNN(64) -> SimpleRNN(32).
     lower_layer_sizes: Sizes = ()
     bidirectional: bool = False
     dropout: Fraction = 0.5
     readout: Literal["last", "mean", "max", "mean_max", "concat"] = "last"
-    # The write-ups read output[:, -1]: for a review shorter than fix_length that is a padding step.
-    # True reproduces that bug on purpose; False reads the true last token.
-    last_at_padded_end: bool = False
+    last_at_padded_end: bool = False  # True reproduces the write-ups' bug: "last" read at a padding step
     activation: Literal["relu", "sigmoid", "tanh", "leaky_relu"] = "relu"
-    head_size: int = Field(256, ge=0, description="(0 = no hidden head layer)")  # 0: readout -> output layer
-    # Independently initialised copies trained side by side (own optimiser, batch order seed + i);
-    # the prediction averages their class probabilities. 1: a single network.
-    members: int = Field(1, ge=1)
-    # Initial weights: torch's defaults, or Keras's (glorot-uniform input and dense weights,
-    # orthogonal recurrent weights, zero biases, LSTM forget-gate bias 1, embedding U(-0.05, 0.05)).
-    init: Literal["torch", "keras"] = "torch"
+    head_size: int = Field(256, ge=0, description="(0 = no hidden head layer)")
+    members: int = Field(1, ge=1)  # an ensemble of independently initialised copies, probabilities averaged
+    init: Literal["torch", "keras"] = "torch"  # keras: glorot/orthogonal weights, zero biases, forget-gate bias 1
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -174,22 +155,14 @@ class TrainConfig(Section):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(100, ge=1)
     lr: float = Field(1e-4, gt=0.0)
-    # adam (torch defaults), rmsprop (Keras's defaults: rho 0.9, epsilon 1e-7, as the Keras write-up
-    # ran it) or sgd (plain, no momentum).
-    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
-    # cosine: the learning rate falls from `lr` to 0 along a half cosine, stepped after every batch,
-    # so the last epochs take small steps instead of bouncing around at the peak rate.
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"  # rmsprop with Keras's defaults (rho 0.9, epsilon 1e-7)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr to 0, stepped after every batch
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: float = Field(0.0, ge=0.0, description="(0 disables clipping)")  # max global gradient norm
-    # The weights the checkpoint keeps: the epoch with the best validation accuracy, or the last
-    # epoch's (Keras's fit returns those; the Keras write-up's figure is after its last epoch).
-    keep: Literal["best", "last"] = "best"
+    keep: Literal["best", "last"] = "best"  # the best validation epoch's weights, or the last epoch's (Keras's fit)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # torch intra-op CPU threads for training; 0 = torch's default (one per core). It changes no bit in
-    # reproducible mode. Tiny models (the order task's hidden 4) run several times slower with >1 thread.
-    threads: int = Field(0, ge=0, description="(0 = torch's default)")
+    threads: int = Field(0, ge=0, description="(0 = torch's default)")  # no bit changes in reproducible mode
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -214,16 +187,13 @@ class RuntimeConfig(Section):
     RETIRED: ClassVar[dict[str, str]] = {
         "cross_vendor": "was removed: reproducible mode now gives the same bits on Intel and AMD CPUs. Delete the line.",
     }
+    reproducible: bool = True  # the same bits on any x86-64 CPU with AVX2+FMA, any thread count
 
-    # rnnlab's deterministic kernels, ATen pinned to AVX2, oneDNN off, vendor-neutral dropout: the same
-    # bits on any x86-64 CPU with AVX2+FMA, Intel or AMD, any thread count (rnnlab/runtime/environment.py).
-    reproducible: bool = True
-
-
-# --- one line per refused value ------------------------------------------------------------------
 
 TYPE_WORDS = {"bool_type": "true or false", "int_type": "an integer", "float_type": "a number", "string_type": "a string"}
 BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+SHORT = reprlib.Repr()  # a bad value as shown in a message: nested lists (YAML aliases) cut short
+SHORT.maxlevel, SHORT.maxlist, SHORT.maxstring = 2, 4, 60
 
 
 def did_you_mean(value: object, choices: Iterable[object]) -> str:
@@ -232,52 +202,46 @@ def did_you_mean(value: object, choices: Iterable[object]) -> str:
 
 
 def _rule(metadata: list[Any], context: dict[str, Any]) -> str:
-    """`in (0, 1)`, `in [0, 1)`, `>= 1` or `> 0`, from the field's bounds (or the error's, for a list item)."""
+    """`in (0, 1)`, `in [0, 1)` or `>= 1`, from the field's bounds (a list item's: the error's)."""
     limits = {name: getattr(item, name) for item in metadata for name in BOUNDS if hasattr(item, name)} or context
-    low, high = [name for name in limits if name in ("ge", "gt")], [name for name in limits if name in ("le", "lt")]
+    low, high = ([name for name in limits if name in pair] for pair in (("ge", "gt"), ("le", "lt")))
     if low and high:
-        return (f"in {'[' if low[0] == 'ge' else '('}{limits[low[0]]:g}, "
-                f"{limits[high[0]]:g}{']' if high[0] == 'le' else ')'}")
+        opening, closing = "(" if low[0] == "gt" else "[", ")" if high[0] == "lt" else "]"
+        return f"in {opening}{limits[low[0]]:g}, {limits[high[0]]:g}{closing}"
     return " and ".join(f"{BOUNDS[name]} {limits[name]:g}" for name in low + high)
 
 
-def _message(section: type[Section], raw: Any, error: ValidationError, where: str) -> str:
-    # Unknown keys first: a misspelt key is the likelier cause of the other errors.
+def _message(section: type[Section], raw: dict[str, Any], error: ValidationError, where: str) -> str:
+    # An unknown key first: a misspelt key is the likelier cause of the other errors.
     first = sorted(error.errors(), key=lambda item: item["type"] != "unexpected_keyword_argument")[0]
     kind, location, context = first["type"], first["loc"], first.get("ctx", {})
     if kind == "value_error":  # a rule that ties several keys together
         return f"{where}.{context['error']}"
-    key = str(location[0])
-    place, fields = f"{where}.{key}", section.__pydantic_fields__
+    key, fields = str(location[0]), section.__pydantic_fields__
+    place = f"{where}.{key}"
     if kind == "unexpected_keyword_argument":
         if key in section.RETIRED:
             return f"{place} {section.RETIRED[key]}"
         return f"Unknown key '{place}' in params.yaml.{did_you_mean(key, fields)} Valid keys: {', '.join(fields)}."
-    value, annotation = raw[key], fields[key].annotation
-    note = f" {fields[key].description}" if fields[key].description else ""
+    value, annotation, note = raw[key], fields[key].annotation, fields[key].description
     if kind == "string_pattern_mismatch":
-        return f"{place} must be {fields[key].description}, got '{value}'."
+        return f"{place} must be {note}, got '{value}'."
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         holds = "must hold integers" if len(location) > 1 else "must be"
-        return f"{place} {holds} {_rule(fields[key].metadata, context)}{note}, got {value}."
+        return f"{place} {holds} {_rule(fields[key].metadata, context)}{f' {note}' if note else ''}, got {value}."
     if typing.get_origin(annotation) is Literal and isinstance(value, str):
         choices = typing.get_args(annotation)
         return f"Invalid {place}: '{value}'.{did_you_mean(value, choices)} Valid choices: {', '.join(choices)}."
+    words = TYPE_WORDS.get(kind, "a string")
     if typing.get_origin(annotation) is tuple:
         words = "a list of two integers [first, last]" if annotation == tuple[int, int] else "a list of integers such as [64]"
-    else:
-        words = TYPE_WORDS.get(kind, "a string")
-    return f"{place} must be {words}, got {reprlib.repr(value)}."
+    return f"{place} must be {words}, got {SHORT.repr(value)}."
 
-
-# --- the whole file: tasks and their variants ---------------------------------------------------
 
 PARAMS_FILE = Path("params.yaml")
 IMDB_TASK, ORDER_TASK = "imdb", "order"
-TASKS = (IMDB_TASK, ORDER_TASK)
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 TOP_LEVEL_KEYS = ("download", "data", "model", "train", "variants", "baseline", "order", "runtime")
-ORDER_KEYS = ("data", "model", "train", "variants")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,9 +257,7 @@ class Variant:
     def params_key(self, section: str, key: str) -> str:
         """Where in params.yaml this variant's `section.key` is set: its own override, or the task's section."""
         prefix = "" if self.task == IMDB_TASK else f"{self.task}."
-        if f"{section}.{key}" in self.overrides:
-            return f"{prefix}variants.{self.name}.{section}.{key}"
-        return f"{prefix}{section}.{key}"
+        return f"{prefix}variants.{self.name}.{section}.{key}" if f"{section}.{key}" in self.overrides else f"{prefix}{section}.{key}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,13 +265,7 @@ class Task:
     name: str
     model: ModelConfig
     train: TrainConfig
-    variants: dict[str, Variant] = dataclasses.field(default_factory=dict)
-
-    def variant(self, name: str) -> Variant:
-        if name not in self.variants:
-            raise ConfigError(f"Unknown variant '{name}' in task '{self.name}'.{did_you_mean(name, self.variants)} "
-                              f"Variants: {', '.join(self.variants) or '(none)'}.")
-        return self.variants[name]
+    variants: dict[str, Variant]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,11 +275,11 @@ class Params:
     baseline: BaselineConfig
     order_data: OrderDataConfig
     tasks: dict[str, Task]
-    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    runtime: RuntimeConfig
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
-            raise ConfigError(f"Unknown task '{name}'.{did_you_mean(name, self.tasks)} Tasks: {', '.join(TASKS)}.")
+            raise ConfigError(f"Unknown task '{name}'.{did_you_mean(name, self.tasks)} Tasks: {', '.join(self.tasks)}.")
         return self.tasks[name]
 
     def find_variant(self, name: str) -> tuple[Task, Variant]:
@@ -352,67 +308,62 @@ def _parse_task(name: str, raw: Mapping[str, Any], prefix: str) -> Task:
     listed = raw.get("variants") or {}
     if not isinstance(listed, Mapping):
         raise ConfigError(f"{prefix}variants must map variant names to overrides, e.g. `relu: {{model: {{activation: relu}}}}`.")
-    variants: dict[str, Variant] = {}
-    for variant_name, overrides in listed.items():
-        place = f"{prefix}variants.{variant_name}"
-        if not isinstance(variant_name, str) or not VARIANT_NAME.match(variant_name):
-            raise ConfigError(f"Variant name {variant_name!r} in {prefix}variants must use letters, digits, '_' or '-' only.")
+    variants = {}
+    for variant, overrides in listed.items():
+        place = f"{prefix}variants.{variant}"
+        if not isinstance(variant, str) or not VARIANT_NAME.match(variant):
+            raise ConfigError(f"Variant name {variant!r} in {prefix}variants must use letters, digits, '_' or '-' only.")
         overrides = _mapping(overrides, ("model", "train"), place)
         model_keys, train_keys = (_mapping(overrides.get(part), type(base).__pydantic_fields__, f"{place}.{part}")
                                   for part, base in (("model", model), ("train", train)))
-        variants[variant_name] = Variant(
-            variant_name, ModelConfig.from_dict({**model.to_dict(), **model_keys}, f"{place}.model"),
-            TrainConfig.from_dict({**train.to_dict(), **train_keys}, f"{place}.train"), name,
-            frozenset([*(f"model.{key}" for key in model_keys), *(f"train.{key}" for key in train_keys)]))
+        variants[variant] = Variant(variant, ModelConfig.from_dict({**model.to_dict(), **model_keys}, f"{place}.model"),
+                                    TrainConfig.from_dict({**train.to_dict(), **train_keys}, f"{place}.train"), name,
+                                    frozenset([*(f"model.{key}" for key in model_keys), *(f"train.{key}" for key in train_keys)]))
     return Task(name, model, train, variants)
 
 
 def parse_params(raw: Any) -> Params:
     raw = _mapping(raw, TOP_LEVEL_KEYS, "")
-    order = _mapping(raw.get("order"), ORDER_KEYS, "order")
+    order = _mapping(raw.get("order"), ("data", "model", "train", "variants"), "order")
     tasks = {IMDB_TASK: _parse_task(IMDB_TASK, raw, ""), ORDER_TASK: _parse_task(ORDER_TASK, order, "order.")}
     clash = set(tasks[IMDB_TASK].variants) & set(tasks[ORDER_TASK].variants)
     if clash:
         raise ConfigError(f"Variant names must be unique across tasks (they name metrics/<variant>.json): {', '.join(sorted(clash))}.")
-    return Params(download=DownloadConfig.from_dict(raw.get("download"), "download"),
-                  data=DataConfig.from_dict(raw.get("data"), "data"),
-                  baseline=BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
-                  order_data=OrderDataConfig.from_dict(order.get("data"), "order.data"),
-                  tasks=tasks, runtime=RuntimeConfig.from_dict(raw.get("runtime"), "runtime"))
+    return Params(DownloadConfig.from_dict(raw.get("download"), "download"), DataConfig.from_dict(raw.get("data"), "data"),
+                  BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
+                  OrderDataConfig.from_dict(order.get("data"), "order.data"), tasks,
+                  RuntimeConfig.from_dict(raw.get("runtime"), "runtime"))
 
 
-def _path_to_mapping(node: Node, line: int, column: int, path: list[str], seen: set[int]) -> tuple[list[str], Node] | None:
-    """The mapping that starts at (line, column) and its keys from the top; each node is visited once (aliases)."""
+def _find_mapping(node: Node, start: tuple[int, int], path: list[str], seen: set[int]) -> tuple[list[str], Node] | None:
+    """The mapping that starts at `start` (line, column) and its keys from the top; each node once (aliases)."""
     if id(node) in seen:
         return None
     seen.add(id(node))
-    if isinstance(node, MappingNode) and (node.start_mark.line, node.start_mark.column) == (line, column):
+    if isinstance(node, MappingNode) and (node.start_mark.line, node.start_mark.column) == start:
         return path, node
     children = [(str(key.value), value) for key, value in node.value] if isinstance(node, MappingNode) else \
         [(str(index), item) for index, item in enumerate(node.value)] if isinstance(node, SequenceNode) else []
-    return next(filter(None, (_path_to_mapping(child, line, column, [*path, key], seen) for key, child in children)), None)
+    return next(filter(None, (_find_mapping(child, start, [*path, key], seen) for key, child in children)), None)
 
 
 def _duplicate_message(text: str, error: DuplicateKeyError, name: str) -> str:
-    """ruamel's DuplicateKeyError as one line: both lines and the mapping's place (its own message spans ten)."""
-    context = error.context_mark
-    found = _path_to_mapping(YAML(typ="safe").compose(text), context.line, context.column, [], set())
-    if found is not None:
-        path, mapping = found
-        first_lines: dict[str, int] = {}
-        for key, _value in mapping.value:
-            if key.value in first_lines:
-                place = f"under '{'.'.join(path)}'" if path else "at the top level"
-                return (f"{name} line {key.start_mark.line + 1}: duplicate key '{key.value}' {place} "
-                        f"(first on line {first_lines[key.value]}). Keep one of them.")
-            first_lines[key.value] = key.start_mark.line + 1
+    """ruamel's DuplicateKeyError (ten lines) as one: both lines and where the mapping is."""
+    mark = error.context_mark
+    path, mapping = _find_mapping(YAML(typ="safe").compose(text), (mark.line, mark.column), [], set()) or ([], None)
+    first_lines: dict[str, int] = {}
+    for key, _value in mapping.value if mapping is not None else []:
+        if key.value in first_lines:
+            place = f"under '{'.'.join(path)}'" if path else "at the top level"
+            return (f"{name} line {key.start_mark.line + 1}: duplicate key '{key.value}' {place} "
+                    f"(first on line {first_lines[key.value]}). Keep one of them.")
+        first_lines[key.value] = key.start_mark.line + 1
     return f"{name} line {error.problem_mark.line + 1}: {error.problem}. Keep one of them."
 
 
 def parse_params_yaml(text: str, name: str = str(PARAMS_FILE)) -> Any:
-    """The raw params mapping as DVC reads it (YAML 1.2), refusing invalid YAML and repeated keys.
-
-    Aliases are built once and shared, so a file of nested aliases (a "billion laughs") loads at once."""
+    """The raw params mapping as DVC reads it (YAML 1.2), refusing invalid YAML and repeated keys. An alias
+    is built once and shared, so nested aliases (a "billion laughs") load at once."""
     try:
         return YAML(typ="safe").load(text)
     except DuplicateKeyError as error:
@@ -436,11 +387,9 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 
 
 def model_from_dict(raw: Mapping[str, Any]) -> ModelConfig:
-    """A checkpoint's model config: a key it lacks (added later) takes its default."""
+    """A checkpoint's model config; a LATER key it lacks takes its default."""
     return ModelConfig.from_dict(raw, "checkpoint.config.model")
 
-
-# --- the resolved files -------------------------------------------------------------------------
 
 PREPROCESS_KEYS = ("valid_ratio", "split_seed", "vocab_size", "min_freq")  # the `data` keys each text stage reads
 XY_KEYS = ("fix_length", "truncate", "pad")
@@ -449,7 +398,7 @@ S = TypeVar("S", bound=Section)
 
 
 def resolved_files(params: Params) -> dict[str, dict[str, Any]]:
-    """Relative path -> contents of every resolved file, for `params` (already validated)."""
+    """Relative path -> contents of every resolved file."""
     runtime = params.runtime.to_dict()
     files: dict[str, dict[str, Any]] = {
         "download.json": {"download": params.download.to_dict()},
@@ -461,9 +410,8 @@ def resolved_files(params: Params) -> dict[str, dict[str, Any]]:
     for task in params.tasks.values():
         files[f"tasks/{task.name}.json"] = {"task": {"name": task.name, "variants": list(task.variants)}}
         for name, variant in task.variants.items():
-            files[f"variants/{name}.json"] = {
-                "variant": {"name": name, "task": variant.task, "overrides": sorted(variant.overrides)},
-                "model": variant.model.to_dict(), "train": variant.train.to_dict(), "runtime": runtime}
+            files[f"variants/{name}.json"] = {"variant": {"name": name, "task": variant.task, "overrides": sorted(variant.overrides)},
+                                              "model": variant.model.to_dict(), "train": variant.train.to_dict(), "runtime": runtime}
     return files
 
 
@@ -490,7 +438,7 @@ def read_resolved(path: Path) -> dict[str, Any]:
 
 
 def read_section(path: Path, name: str, section: type[S], raw: dict[str, Any] | None = None) -> S:
-    """One section of a resolved file (`raw`: the file, already read), checked like params.yaml."""
+    """One section of a resolved file (`raw`: the file, if already read), checked like params.yaml."""
     raw = read_resolved(path) if raw is None else raw
     if name not in raw:
         raise UserError(f"{path} has no '{name}' section. {RERUN}")
@@ -516,6 +464,6 @@ def read_variant(path: Path) -> tuple[Variant, RuntimeConfig]:
     identity = raw.get("variant")
     if not isinstance(identity, dict) or not {"name", "task", "overrides"} <= set(identity):
         raise UserError(f"{path} does not name its variant. {RERUN}")
-    variant = Variant(str(identity["name"]), read_section(path, "model", ModelConfig, raw),
-                      read_section(path, "train", TrainConfig, raw), str(identity["task"]), frozenset(map(str, identity["overrides"])))
+    model, train = read_section(path, "model", ModelConfig, raw), read_section(path, "train", TrainConfig, raw)
+    variant = Variant(str(identity["name"]), model, train, str(identity["task"]), frozenset(map(str, identity["overrides"])))
     return variant, read_section(path, "runtime", RuntimeConfig, raw)
