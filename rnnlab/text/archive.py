@@ -21,6 +21,7 @@ zeros), so the stream is read in chunks and bounded three ways, each far above t
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import re
@@ -169,6 +170,11 @@ def read_review_bytes(handle: BinaryIO, name: str) -> bytes:
 
 
 def decode_review(raw: bytes, name: str) -> str:
+    # UTF-16 (a byte-order mark, or ASCII text with a NUL after each letter) is valid enough UTF-8 to
+    # pass with warnings, and would feed tokens of interleaved NULs to the vocabulary.
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in raw:
+        raise UserError(f"{name} is UTF-16 (a byte-order mark or NUL bytes), not UTF-8 as in the official IMDB archive. "
+                        f"Convert it to UTF-8, e.g. `iconv -f UTF-16 -t UTF-8`.")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -285,3 +285,13 @@ def test_the_limits_are_far_above_the_real_archive_and_in_the_docs():
     troubleshooting = (REPO / "docs/troubleshooting.md").read_text(encoding="utf-8")
     for name in ("REVIEW_BYTES", "MEMBER_BYTES", "ARCHIVE_BYTES", "HEADER_BYTES"):
         assert f"{name}` ({size_text(getattr(imdb_archive, name))})" in troubleshooting, name
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"], ids=["with-byte-order-mark", "without"])
+def test_utf16_reviews_are_one_line_naming_the_encoding(tmp_path, workdir, monkeypatch, capsys, encoding):
+    reviews = [(f"aclImdb/{split}/{label}/{number}_{7 if label == 'pos' else 2}.txt", f"A {label} film, take {number}.".encode(encoding))
+               for split in ("train", "test") for label in ("pos", "neg") for number in range(PER_FOLDER)]
+    archive = make_archive(tmp_path / "utf16.tar.gz", splits=(), extra_members=reviews)
+    code, _out, err = run_download(archive, monkeypatch, capsys)
+    assert_user_error(code, err, "UTF-16", "not UTF-8", "iconv -f UTF-16 -t UTF-8")
+    assert "warning" not in err and outputs_under(workdir) == set()
