@@ -16,8 +16,9 @@ import json
 import re
 import reprlib
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
@@ -37,7 +38,9 @@ def _as_tuple(value: Any) -> Any:
 
 
 IntPair = Annotated[tuple[int, int], BeforeValidator(_as_tuple)]
-Sizes = Annotated[tuple[Annotated[int, Field(ge=1)], ...], BeforeValidator(_as_tuple)]
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Sizes = Annotated[tuple[Positive, ...], BeforeValidator(_as_tuple)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]  # a dropout probability
 
 
@@ -70,18 +73,19 @@ class Section:
 
 @dataclass(frozen=True, config=STRICT)
 class DownloadConfig(Section):
-    url: str = Field("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz", pattern=r"^https?://\S+$",
-                     description="an http(s) URL")
-    md5: str = Field("7c2ac02c03563afcf9b574c7e56c153a", pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")
+    url: Annotated[str, Field(pattern=r"^https?://\S+$", description="an http(s) URL")] = \
+        "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")] = \
+        "7c2ac02c03563afcf9b574c7e56c153a"
 
 
 @dataclass(frozen=True, config=STRICT)
 class DataConfig(Section):
-    valid_ratio: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = Field(0, ge=0)
-    vocab_size: int = Field(10000, ge=1)
-    min_freq: int = Field(10, ge=1)
-    fix_length: int = Field(200, ge=1)
+    valid_ratio: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    split_seed: NonNegative = 0
+    vocab_size: Positive = 10000
+    min_freq: Positive = 10
+    fix_length: Positive = 200
     truncate: Literal["head", "tail", "head_tail"] = "head"  # the first tokens (torchtext), the last, or both halves
     pad: Literal["post", "pre"] = "post"  # padding after a review (torchtext) or before it (Keras pad_sequences)
 
@@ -90,14 +94,14 @@ class DataConfig(Section):
 class OrderDataConfig(Section):
     """The temporal-order task (Hochreiter & Schmidhuber 1997, experiment 6a)."""
 
-    train_size: int = Field(10000, ge=4, description="(one per class)")
-    valid_size: int = Field(2000, ge=4, description="(one per class)")
-    test_size: int = Field(2000, ge=4, description="(one per class)")
-    min_length: int = Field(70, ge=1)
+    train_size: Annotated[int, Field(ge=4, description="(one per class)")] = 10000
+    valid_size: Annotated[int, Field(ge=4, description="(one per class)")] = 2000
+    test_size: Annotated[int, Field(ge=4, description="(one per class)")] = 2000
+    min_length: Positive = 70
     max_length: int = 80
     early_window: IntPair = (10, 20)
     late_window: IntPair = (50, 60)
-    seed: int = Field(0, ge=0)
+    seed: NonNegative = 0
 
     @model_validator(mode="after")
     def _windows_fit(self) -> OrderDataConfig:
@@ -121,11 +125,11 @@ class ModelConfig(Section):
     cell: Literal["rnn", "lstm", "gru"] = "rnn"
     nonlinearity: Literal["tanh", "relu"] = "tanh"  # only used by cell=rnn
     input_encoding: Literal["embedding", "one_hot"] = "embedding"
-    embedding_dim: int = Field(128, ge=1)  # ignored for input_encoding=one_hot
+    embedding_dim: Positive = 128  # ignored for input_encoding=one_hot
     embedding_dropout: Fraction = 0.0  # zeroes single features
     word_dropout: Fraction = 0.0  # zeroes whole time steps, so the model cannot lean on any single word
-    hidden_size: int = Field(256, ge=1)
-    num_layers: int = Field(1, ge=1)
+    hidden_size: Positive = 256
+    num_layers: Positive = 1
     # Layers of their own sizes below the num_layers x hidden_size stack, bottom first: [64] with
     # hidden_size 32 is the Keras write-up's SimpleRNN(64) -> SimpleRNN(32).
     lower_layer_sizes: Sizes = ()
@@ -134,8 +138,8 @@ class ModelConfig(Section):
     readout: Literal["last", "mean", "max", "mean_max", "concat"] = "last"
     last_at_padded_end: bool = False  # True reproduces the write-ups' bug: "last" read at a padding step
     activation: Literal["relu", "sigmoid", "tanh", "leaky_relu"] = "relu"
-    head_size: int = Field(256, ge=0, description="(0 = no hidden head layer)")
-    members: int = Field(1, ge=1)  # an ensemble of independently initialised copies, probabilities averaged
+    head_size: Annotated[int, Field(ge=0, description="(0 = no hidden head layer)")] = 256
+    members: Positive = 1  # an ensemble of independently initialised copies, probabilities averaged
     init: Literal["torch", "keras"] = "torch"  # keras: glorot/orthogonal weights, zero biases, forget-gate bias 1
 
     @property
@@ -152,26 +156,26 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     LATER: ClassVar[tuple[str, ...]] = ("keep",)
 
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(100, ge=1)
-    lr: float = Field(1e-4, gt=0.0)
+    epochs: Positive = 5
+    batch_size: Positive = 100
+    lr: Annotated[float, Field(gt=0.0)] = 1e-4
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"  # rmsprop with Keras's defaults (rho 0.9, epsilon 1e-7)
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr to 0, stepped after every batch
-    weight_decay: float = Field(0.0, ge=0.0)
-    grad_clip: float = Field(0.0, ge=0.0, description="(0 disables clipping)")  # max global gradient norm
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    grad_clip: Annotated[float, Field(ge=0.0, description="(0 disables clipping)")] = 0.0  # max global gradient norm
     keep: Literal["best", "last"] = "best"  # the best validation epoch's weights, or the last epoch's (Keras's fit)
-    seed: int = Field(0, ge=0)
+    seed: NonNegative = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int = Field(0, ge=0, description="(0 = torch's default)")  # no bit changes in reproducible mode
+    threads: Annotated[int, Field(ge=0, description="(0 = torch's default)")] = 0  # no bit changes in reproducible mode
 
 
 @dataclass(frozen=True, config=STRICT)
 class BaselineConfig(Section):
     """TF-IDF + logistic regression on the same token-id inputs as the recurrent models."""
 
-    ngram_max: int = Field(1, ge=1)
+    ngram_max: Positive = 1
     c_grid: IntPair = (-2, 2)  # log10 range of C values tried on validation
-    max_iter: int = Field(1000, ge=1)
+    max_iter: Positive = 1000
 
     @model_validator(mode="after")
     def _grid_ordered(self) -> BaselineConfig:

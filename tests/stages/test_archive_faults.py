@@ -18,15 +18,23 @@ import pytest
 
 from rnnlab.config.params import DataConfig
 from rnnlab.core.memory import size_text
+from rnnlab.testing.archive import add_file, make_archive, make_bomb
 from rnnlab.text import archive as imdb_archive
 from rnnlab.text.archive import read_reviews, write_reviews
-from rnnlab.text.encode import encode_split
+from rnnlab.text.encode import TokenIds, encode_split
 from rnnlab.text.prepare import preprocess
-from rnnlab.testing.archive import add_file, make_archive, make_bomb
 from rnnlab.text.tokenize import PAD
 from rnnlab.text.vocab import read_vocab
-from tests.support.stage_runner import (REPO, assert_user_error, files_under, outputs_under, repo_params, run_stage,
-                                        stage_commands, write_params)
+from tests.support.stage_runner import (
+    REPO,
+    assert_user_error,
+    files_under,
+    outputs_under,
+    repo_params,
+    run_stage,
+    stage_commands,
+    write_params,
+)
 
 PER_FOLDER = 4  # 16 reviews: enough for every code path, fast to build and read
 
@@ -151,13 +159,12 @@ def test_empty_review_is_kept_and_becomes_one_pad_step(tmp_path, content):
     config = DataConfig(min_freq=1, vocab_size=100, fix_length=8)
     preprocess(reviews, config, tmp_path / "prepared", tmp_path / "vocab.tsv")
     vocab = read_vocab(tmp_path / "vocab.tsv")
-    index = {token: position for position, token in enumerate(vocab)}
-    x, lengths, y = encode_split(tmp_path / "prepared/test.tsv", index, config.fix_length)
+    x, lengths, y = encode_split(tmp_path / "prepared/test.tsv", TokenIds(vocab), config.fix_length)
     ids = [int(line.split("\t")[2]) for line in (tmp_path / "prepared/test.tsv").read_text().splitlines()]
-    row = [position for position, (review_id, label) in enumerate(zip(ids, y.tolist())) if review_id == 500 and label == 0]
+    row = [position for position, (review_id, label) in enumerate(zip(ids, y.tolist(), strict=True)) if review_id == 500 and label == 0]
     assert len(row) == 1
     assert lengths[row[0]] == 1
-    assert np.all(x[row[0]] == index[PAD])
+    assert np.all(x[row[0]] == vocab.index(PAD))
 
 
 @pytest.mark.parametrize("name", ["aclImdb/train/pos/great_movie.txt", "aclImdb/test/neg/12-3.txt", "aclImdb/train/neg/7_8.text"])
@@ -271,7 +278,7 @@ def test_a_review_is_read_in_chunks_and_cut_off_at_the_limit(monkeypatch):
     reads: list[int] = []
     endless = io.BytesIO(bytes(10**6))
     real_read = endless.read
-    endless.read = lambda size=-1: reads.append(size) or real_read(size)  # type: ignore[method-assign]
+    endless.read = lambda size=-1: reads.append(size) or real_read(size)  # type: ignore[method-assign, func-returns-value, arg-type]
     with pytest.raises(imdb_archive.ArchiveLimitError, match=r"member is longer than 97.7 KiB, the longest review"):
         imdb_archive.read_review_bytes(endless, "member")
     assert set(reads) == {imdb_archive.CHUNK} and len(reads) * imdb_archive.CHUNK <= 100_000 + imdb_archive.CHUNK

@@ -13,11 +13,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from rnnlab.testing.archive import make_archive
 from tests.support.stage_runner import (
@@ -104,7 +105,7 @@ def bad_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Ed
 def test_every_other_stage_depends_on_the_params_stage() -> None:
     """Only the params stage reads params.yaml; every stage that reads a value reads its resolved file,
     so `dvc repro` runs the check before any of them (and before DVC removes their outputs)."""
-    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    pipeline = YAML(typ="safe").load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     assert "params.yaml" in pipeline["params"]["deps"]
     for name, stage in pipeline.items():
         stage = stage.get("do", stage)

@@ -10,16 +10,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from rnnlab.config.params import PREPROCESS_KEYS, XY_KEYS, DataConfig, DownloadConfig, load_params, parse_params, read_variant, resolved_files, write_resolved
+from rnnlab.config.params import (
+    PREPROCESS_KEYS,
+    XY_KEYS,
+    DataConfig,
+    DownloadConfig,
+    load_params,
+    parse_params,
+    read_params_file,
+    read_variant,
+    resolved_files,
+    write_resolved,
+)
 from rnnlab.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def raw_params() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    return read_params_file(ROOT / "params.yaml")
 
 
 def with_change(path: str, value: Any) -> dict[str, Any]:

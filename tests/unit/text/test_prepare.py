@@ -73,7 +73,7 @@ def test_split_indices_deterministic_and_seeded() -> None:
     first = split_indices(50, 0.3, seed=1)
     again = split_indices(50, 0.3, seed=1)
     other = split_indices(50, 0.3, seed=2)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(first[1], other[1])
 
 
