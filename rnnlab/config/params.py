@@ -194,7 +194,8 @@ class RuntimeConfig(Section):
     reproducible: bool = True  # the same bits on any x86-64 CPU with AVX2+FMA, any thread count
 
 
-TYPE_WORDS = {"bool_type": "true or false", "int_type": "an integer", "float_type": "a number", "string_type": "a string"}
+TYPE_WORDS = {"bool_type": "true or false", "int_type": "an integer", "float_type": "a number", "string_type": "a string",
+              "literal_error": "a string"}
 BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 SHORT = reprlib.Repr()  # a bad value as shown in a message: nested lists (YAML aliases) cut short
 SHORT.maxlevel, SHORT.maxlist, SHORT.maxstring = 2, 4, 60
@@ -236,9 +237,12 @@ def _message(section: type[Section], raw: dict[str, Any], error: ValidationError
     if typing.get_origin(annotation) is Literal and isinstance(value, str):
         choices = typing.get_args(annotation)
         return f"Invalid {place}: '{value}'.{did_you_mean(value, choices)} Valid choices: {', '.join(choices)}."
-    words = TYPE_WORDS.get(kind, "a string")
     if typing.get_origin(annotation) is tuple:
         words = "a list of two integers [first, last]" if annotation == tuple[int, int] else "a list of integers such as [64]"
+    elif kind in TYPE_WORDS:
+        words = TYPE_WORDS[kind]
+    else:
+        return f"{place}: {first['msg']}, got {SHORT.repr(value)}."
     return f"{place} must be {words}, got {SHORT.repr(value)}."
 
 
