@@ -6,8 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from rnnlab.config.params import IMDB_TASK, load_params
-from rnnlab.config.sections import ModelConfig, TrainConfig
+from rnnlab.config.params import IMDB_TASK, ModelConfig, TrainConfig, load_params
 from rnnlab.data.arrays import Split
 from rnnlab.model.classifier import RecurrentClassifier
 from rnnlab.model.spec import ModelSpec

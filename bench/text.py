@@ -12,8 +12,7 @@ import tempfile
 from pathlib import Path
 
 from bench.timing import Row, Table, seconds, time_interleaved, verdict
-from rnnlab.config.params import load_params
-from rnnlab.config.resolved import write_resolved
+from rnnlab.config.params import load_params, write_resolved
 from rnnlab.text.tokenize import tokenize
 from stages import preprocess, xy
 

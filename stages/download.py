@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.resolved import read_download
+from rnnlab.config.params import DownloadConfig, read_section
 from rnnlab.core.cli import run_cli
 from rnnlab.text.archive import export_reviews
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, required=True, help="resolved params file (the params stage's download.json)")
     parser.add_argument("--out", type=Path, required=True, help="canonical reviews file (JSON lines)")
     args = parser.parse_args(argv)
-    export_reviews(read_download(args.params), args.out)
+    export_reviews(read_section(args.params, "download", DownloadConfig), args.out)
 
 
 if __name__ == "__main__":

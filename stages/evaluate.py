@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.resolved import read_variant
+from rnnlab.config.params import read_variant
 from rnnlab.core.cli import run_cli
 from rnnlab.runtime import environment
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.resolved import read_task_variants
+from rnnlab.config.params import read_task_variants
 from rnnlab.core.cli import run_cli
 from rnnlab.reporting.gradient_figure import draw_task
 

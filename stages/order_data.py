@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.resolved import read_order_data
+from rnnlab.config.params import OrderDataConfig, read_section
 from rnnlab.core.cli import run_cli
 from rnnlab.order_task.generate import write_order_data
 
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, required=True, help="resolved params file (the params stage's order_data.json)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    write_order_data(read_order_data(args.params), args.out)
+    write_order_data(read_section(args.params, "order_data", OrderDataConfig), args.out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage `params`: check the whole params.yaml, then write each stage's resolved values (rnnlab/config/resolved.py).
+"""Stage `params`: check the whole params.yaml, then write each stage's resolved values (rnnlab/config/params.py).
 
 Every other stage depends on its own resolved file, so a typo in params.yaml stops `dvc repro` here,
 before DVC removes any stage's outputs, and a stage reruns only when a value it reads changes.
@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.params import load_params
-from rnnlab.config.resolved import write_resolved
+from rnnlab.config.params import load_params, write_resolved
 from rnnlab.core.cli import run_cli
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.resolved import read_data
+from rnnlab.config.params import DataConfig, read_section
 from rnnlab.core.cli import run_cli
 from rnnlab.text.prepare import prepare
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="directory for train/valid/test .tsv")
     parser.add_argument("--vocab", type=Path, required=True, help="vocabulary file (tsv)")
     args = parser.parse_args(argv)
-    prepare(args.reviews, args.out, args.vocab, read_data(args.params))
+    prepare(args.reviews, args.out, args.vocab, read_section(args.params, "data", DataConfig))
 
 
 if __name__ == "__main__":

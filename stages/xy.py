@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.resolved import read_data
+from rnnlab.config.params import DataConfig, read_section
 from rnnlab.core.cli import run_cli
 from rnnlab.text.encode import write_xy
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    write_xy(args.prepared, args.vocab, args.out, read_data(args.params))
+    write_xy(args.prepared, args.vocab, args.out, read_section(args.params, "data", DataConfig))
 
 
 if __name__ == "__main__":

@@ -1,2 +1,1 @@
-"""params.yaml as typed, validated sections: `sections` holds the defaults, `fields` the one generic
-check every key goes through, `params` the whole file (tasks, variants) and its YAML reading."""
+"""params.yaml: its sections, their defaults and checks, and the per-stage resolved files (params.py)."""

@@ -1,35 +1,258 @@
-"""The whole params.yaml, validated: every stage and tool checks the *whole* file before doing any work,
-so a typo anywhere (`model.cell: lsmt`, an unknown key, a variant overriding a key that does not exist)
-fails fast with a message that names the key and the fix. Each stage then uses only its section.
+"""params.yaml, checked whole before any work, and the per-stage files resolved from it.
 
-A task (`imdb`, `order`) is a baseline model/train config plus named variants that override it; the
-metrics files call it `study`.
+The sections below are the defaults params.yaml overrides; pydantic checks types, choices, bounds and
+unknown keys, and `_message` turns its first error into one line: the key, the bad value, the fix.
+A task (`imdb`, `order`) is a baseline model/train config plus named variants that override it.
+The `params` stage writes each stage only the values it reads (download.json, preprocess.json, xy.json,
+order_data.json, baseline.json, tasks/<task>.json, variants/<name>.json), so a stage reruns only when
+one of them changes, and a bad value stops `dvc repro` before DVC removes any other stage's outputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import json
 import re
-from dataclasses import dataclass, field, fields
+import reprlib
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+from ruamel.yaml import YAML, MappingNode, Node, SequenceNode
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import YAMLError
 
-from rnnlab.config.fields import Section, did_you_mean
-from rnnlab.config.sections import (BaselineConfig, DataConfig, DownloadConfig, ModelConfig, OrderDataConfig,
-                                    RuntimeConfig, TrainConfig)
-from rnnlab.core.errors import ConfigError
+from rnnlab.core.errors import ConfigError, UserError
+from rnnlab.core.files import atomic_directory, write_json
+
+STRICT = ConfigDict(strict=True, extra="forbid")  # YAML's `1` is not `true`, nor "256" an integer
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value  # YAML and JSON give lists
+
+
+IntPair = Annotated[tuple[int, int], BeforeValidator(_as_tuple)]
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+Sizes = Annotated[tuple[Positive, ...], BeforeValidator(_as_tuple)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]  # a dropout probability
+
+
+class Section:
+    """A params section: a frozen pydantic dataclass; field order is kept (checkpoints store it)."""
+
+    __pydantic_fields__: ClassVar[dict[str, FieldInfo]]
+    RETIRED: ClassVar[dict[str, str]] = {}  # a removed key -> what to do
+    LATER: ClassVar[tuple[str, ...]] = ()  # keys added after checkpoints were first committed
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> typing.Self:
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where} must be a mapping of keys to values, got {type(raw).__name__}.")
+        raw = {str(key): value for key, value in raw.items()}
+        try:
+            return cls(**raw)
+        except ValidationError as error:
+            raise ConfigError(_message(cls, raw, error, where)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
+
+    def to_stored_dict(self) -> dict[str, Any]:
+        """For checkpoints: a LATER key at its default is left out, so an unchanged config writes the same bytes."""
+        defaults = self.__pydantic_fields__
+        return {key: value for key, value in self.to_dict().items() if key not in self.LATER or value != defaults[key].default}
+
+
+@dataclass(frozen=True, config=STRICT)
+class DownloadConfig(Section):
+    url: Annotated[str, Field(pattern=r"^https?://\S+$", description="an http(s) URL")] = \
+        "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")] = \
+        "7c2ac02c03563afcf9b574c7e56c153a"
+
+
+@dataclass(frozen=True, config=STRICT)
+class DataConfig(Section):
+    valid_ratio: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    split_seed: NonNegative = 0
+    vocab_size: Positive = 10000
+    min_freq: Positive = 10
+    fix_length: Positive = 200
+    truncate: Literal["head", "tail", "head_tail"] = "head"  # the first tokens (torchtext), the last, or both halves
+    pad: Literal["post", "pre"] = "post"  # padding after a review (torchtext) or before it (Keras pad_sequences)
+
+
+@dataclass(frozen=True, config=STRICT)
+class OrderDataConfig(Section):
+    """The temporal-order task (Hochreiter & Schmidhuber 1997, experiment 6a)."""
+
+    train_size: Annotated[int, Field(ge=4, description="(one per class)")] = 10000
+    valid_size: Annotated[int, Field(ge=4, description="(one per class)")] = 2000
+    test_size: Annotated[int, Field(ge=4, description="(one per class)")] = 2000
+    min_length: Positive = 70
+    max_length: int = 80
+    early_window: IntPair = (10, 20)
+    late_window: IntPair = (50, 60)
+    seed: NonNegative = 0
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> OrderDataConfig:
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length must be >= 1 and <= max_length, got {self.min_length} and {self.max_length}.")
+        for name in ("early_window", "late_window"):
+            first, last = getattr(self, name)
+            if not 1 <= first <= last <= self.min_length - 2:  # position 0 holds E, the last one B
+                raise ValueError(f"{name} must satisfy 1 <= first <= last <= min_length - 2 ({self.min_length - 2}), "
+                                 f"got [{first}, {last}].")
+        if self.early_window[1] >= self.late_window[0]:
+            raise ValueError(f"early_window must end before late_window starts, got {list(self.early_window)} "
+                             f"and {list(self.late_window)}.")
+        return self
+
+
+@dataclass(frozen=True, config=STRICT)
+class ModelConfig(Section):
+    LATER: ClassVar[tuple[str, ...]] = ("lower_layer_sizes",)
+
+    cell: Literal["rnn", "lstm", "gru"] = "rnn"
+    nonlinearity: Literal["tanh", "relu"] = "tanh"  # only used by cell=rnn
+    input_encoding: Literal["embedding", "one_hot"] = "embedding"
+    embedding_dim: Positive = 128  # ignored for input_encoding=one_hot
+    embedding_dropout: Fraction = 0.0  # zeroes single features
+    word_dropout: Fraction = 0.0  # zeroes whole time steps, so the model cannot lean on any single word
+    hidden_size: Positive = 256
+    num_layers: Positive = 1
+    # Layers of their own sizes below the num_layers x hidden_size stack, bottom first: [64] with
+    # hidden_size 32 is the Keras write-up's SimpleRNN(64) -> SimpleRNN(32).
+    lower_layer_sizes: Sizes = ()
+    bidirectional: bool = False
+    dropout: Fraction = 0.5
+    readout: Literal["last", "mean", "max", "mean_max", "concat"] = "last"
+    last_at_padded_end: bool = False  # True reproduces the write-ups' bug: "last" read at a padding step
+    activation: Literal["relu", "sigmoid", "tanh", "leaky_relu"] = "relu"
+    head_size: Annotated[int, Field(ge=0, description="(0 = no hidden head layer)")] = 256
+    members: Positive = 1  # an ensemble of independently initialised copies, probabilities averaged
+    init: Literal["torch", "keras"] = "torch"  # keras: glorot/orthogonal weights, zero biases, forget-gate bias 1
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Hidden size of every recurrent layer, bottom to top; the last one is what the readout sees."""
+        return (*self.lower_layer_sizes, *(self.hidden_size,) * self.num_layers)
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+@dataclass(frozen=True, config=STRICT)
+class TrainConfig(Section):
+    LATER: ClassVar[tuple[str, ...]] = ("keep",)
+
+    epochs: Positive = 5
+    batch_size: Positive = 100
+    lr: Annotated[float, Field(gt=0.0)] = 1e-4
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"  # rmsprop with Keras's defaults (rho 0.9, epsilon 1e-7)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr to 0, stepped after every batch
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    grad_clip: Annotated[float, Field(ge=0.0, description="(0 disables clipping)")] = 0.0  # max global gradient norm
+    keep: Literal["best", "last"] = "best"  # the best validation epoch's weights, or the last epoch's (Keras's fit)
+    seed: NonNegative = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: Annotated[int, Field(ge=0, description="(0 = torch's default)")] = 0  # no bit changes in reproducible mode
+
+
+@dataclass(frozen=True, config=STRICT)
+class BaselineConfig(Section):
+    """TF-IDF + logistic regression on the same token-id inputs as the recurrent models."""
+
+    ngram_max: Positive = 1
+    c_grid: IntPair = (-2, 2)  # log10 range of C values tried on validation
+    max_iter: Positive = 1000
+
+    @model_validator(mode="after")
+    def _grid_ordered(self) -> BaselineConfig:
+        if self.c_grid[0] > self.c_grid[1]:
+            raise ValueError("c_grid must be [low, high] with low <= high.")
+        return self
+
+
+@dataclass(frozen=True, config=STRICT)
+class RuntimeConfig(Section):
+    """How the math libraries run; read before torch loads (rnnlab/runtime/environment.py)."""
+
+    RETIRED: ClassVar[dict[str, str]] = {
+        "cross_vendor": "was removed: reproducible mode now gives the same bits on Intel and AMD CPUs. Delete the line.",
+    }
+    reproducible: bool = True  # the same bits on any x86-64 CPU with AVX2+FMA, any thread count
+
+
+TYPE_WORDS = {"bool_type": "true or false", "int_type": "an integer", "float_type": "a number", "string_type": "a string",
+              "literal_error": "a string"}
+BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+SHORT = reprlib.Repr()  # a bad value as shown in a message: nested lists (YAML aliases) cut short
+SHORT.maxlevel, SHORT.maxlist, SHORT.maxstring = 2, 4, 60
+
+
+def did_you_mean(value: object, choices: Iterable[object]) -> str:
+    close = difflib.get_close_matches(str(value), [str(choice) for choice in choices], n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _rule(metadata: list[Any], context: dict[str, Any]) -> str:
+    """`in (0, 1)`, `in [0, 1)` or `>= 1`, from the field's bounds (a list item's: the error's)."""
+    limits = {name: getattr(item, name) for item in metadata for name in BOUNDS if hasattr(item, name)} or context
+    low, high = ([name for name in limits if name in pair] for pair in (("ge", "gt"), ("le", "lt")))
+    if low and high:
+        opening, closing = "(" if low[0] == "gt" else "[", ")" if high[0] == "lt" else "]"
+        return f"in {opening}{limits[low[0]]:g}, {limits[high[0]]:g}{closing}"
+    return " and ".join(f"{BOUNDS[name]} {limits[name]:g}" for name in low + high)
+
+
+def _message(section: type[Section], raw: dict[str, Any], error: ValidationError, where: str) -> str:
+    # An unknown key first: a misspelt key is the likelier cause of the other errors.
+    first = sorted(error.errors(), key=lambda item: item["type"] != "unexpected_keyword_argument")[0]
+    kind, location, context = first["type"], first["loc"], first.get("ctx", {})
+    if kind == "value_error":  # a rule that ties several keys together
+        return f"{where}.{context['error']}"
+    key, fields = str(location[0]), section.__pydantic_fields__
+    place = f"{where}.{key}"
+    if kind == "unexpected_keyword_argument":
+        if key in section.RETIRED:
+            return f"{place} {section.RETIRED[key]}"
+        return f"Unknown key '{place}' in params.yaml.{did_you_mean(key, fields)} Valid keys: {', '.join(fields)}."
+    value, annotation, note = raw[key], fields[key].annotation, fields[key].description
+    if kind == "string_pattern_mismatch":
+        return f"{place} must be {note}, got '{value}'."
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        holds = "must hold integers" if len(location) > 1 else "must be"
+        return f"{place} {holds} {_rule(fields[key].metadata, context)}{f' {note}' if note else ''}, got {value}."
+    if typing.get_origin(annotation) is Literal and isinstance(value, str):
+        choices = typing.get_args(annotation)
+        return f"Invalid {place}: '{value}'.{did_you_mean(value, choices)} Valid choices: {', '.join(choices)}."
+    if typing.get_origin(annotation) is tuple:
+        words = "a list of two integers [first, last]" if annotation == tuple[int, int] else "a list of integers such as [64]"
+    elif kind in TYPE_WORDS:
+        words = TYPE_WORDS[kind]
+    else:
+        return f"{place}: {first['msg']}, got {SHORT.repr(value)}."
+    return f"{place} must be {words}, got {SHORT.repr(value)}."
+
 
 PARAMS_FILE = Path("params.yaml")
-IMDB_TASK = "imdb"
-ORDER_TASK = "order"
-TASKS = (IMDB_TASK, ORDER_TASK)
+IMDB_TASK, ORDER_TASK = "imdb", "order"
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 TOP_LEVEL_KEYS = ("download", "data", "model", "train", "variants", "baseline", "order", "runtime")
-ORDER_KEYS = ("data", "model", "train", "variants")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Variant:
     """A task's baseline config with the variant's overrides applied."""
 
@@ -42,44 +265,29 @@ class Variant:
     def params_key(self, section: str, key: str) -> str:
         """Where in params.yaml this variant's `section.key` is set: its own override, or the task's section."""
         prefix = "" if self.task == IMDB_TASK else f"{self.task}."
-        if f"{section}.{key}" in self.overrides:
-            return f"{prefix}variants.{self.name}.{section}.{key}"
-        return f"{prefix}{section}.{key}"
+        return f"{prefix}variants.{self.name}.{section}.{key}" if f"{section}.{key}" in self.overrides else f"{prefix}{section}.{key}"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Task:
-    """A baseline model/train config plus named variants that override it."""
-
     name: str
     model: ModelConfig
     train: TrainConfig
-    variants: dict[str, Variant] = field(default_factory=dict)
-
-    @property
-    def params_prefix(self) -> str:
-        """Where the task's sections live in params.yaml: `` for imdb, `order.` for the order task."""
-        return "" if self.name == IMDB_TASK else f"{self.name}."
-
-    def variant(self, name: str) -> Variant:
-        if name not in self.variants:
-            raise ConfigError(f"Unknown variant '{name}' in task '{self.name}'.{did_you_mean(name, self.variants)} "
-                              f"Variants: {', '.join(self.variants) or '(none)'}.")
-        return self.variants[name]
+    variants: dict[str, Variant]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Params:
     download: DownloadConfig
     data: DataConfig
     baseline: BaselineConfig
     order_data: OrderDataConfig
     tasks: dict[str, Task]
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    runtime: RuntimeConfig
 
     def task(self, name: str) -> Task:
         if name not in self.tasks:
-            raise ConfigError(f"Unknown task '{name}'.{did_you_mean(name, self.tasks)} Tasks: {', '.join(TASKS)}.")
+            raise ConfigError(f"Unknown task '{name}'.{did_you_mean(name, self.tasks)} Tasks: {', '.join(self.tasks)}.")
         return self.tasks[name]
 
     def find_variant(self, name: str) -> tuple[Task, Variant]:
@@ -90,111 +298,88 @@ class Params:
         raise ConfigError(f"Unknown variant '{name}'.{did_you_mean(name, every)} Variants: {', '.join(every)}.")
 
 
-def _check_keys(raw: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+def _mapping(raw: Any, allowed: Iterable[str], where: str) -> Mapping[str, Any]:
+    """`raw` (None: empty) as a mapping whose keys are all `allowed`."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where or 'params.yaml'} must be a mapping of {', '.join(allowed)}.")
     for key in raw:
         if key not in allowed:
             place = f"{where}.{key}" if where else key
             raise ConfigError(f"Unknown key '{place}' in params.yaml.{did_you_mean(key, allowed)} Valid keys: {', '.join(allowed)}.")
-
-
-def _override(base: Section, raw: Any, where: str) -> Any:
-    """`base` with a variant's overrides; only keys the section has can be overridden."""
-    if raw is not None and not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping of keys to values.")
-    known = [f.name for f in fields(base)]
-    for key in raw or {}:
-        if key not in known:
-            raise ConfigError(f"{where}.{key}: a variant can only override keys that exist.{did_you_mean(key, sorted(known))} "
-                              f"Valid keys: {', '.join(known)}.")
-    return type(base).from_dict({**base.to_dict(), **(raw or {})}, where)
-
-
-def _parse_variants(raw: Any, task: str, model: ModelConfig, train: TrainConfig, where: str) -> dict[str, Variant]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must map variant names to overrides, e.g. `relu: {{model: {{activation: relu}}}}`.")
-    variants: dict[str, Variant] = {}
-    for name, overrides in raw.items():
-        place = f"{where}.{name}"
-        if not isinstance(name, str) or not VARIANT_NAME.match(name):
-            raise ConfigError(f"Variant name {name!r} in {where} must use letters, digits, '_' or '-' only.")
-        overrides = overrides or {}
-        if not isinstance(overrides, Mapping):
-            raise ConfigError(f"{place} must be a mapping with 'model' and/or 'train' overrides.")
-        _check_keys(overrides, ("model", "train"), place)
-        variants[name] = Variant(name, _override(model, overrides.get("model"), f"{place}.model"),
-                                 _override(train, overrides.get("train"), f"{place}.train"), task,
-                                 frozenset(f"{section}.{key}" for section, keys in overrides.items() for key in keys or {}))
-    return variants
+    return raw
 
 
 def _parse_task(name: str, raw: Mapping[str, Any], prefix: str) -> Task:
     model = ModelConfig.from_dict(raw.get("model"), f"{prefix}model")
     train = TrainConfig.from_dict(raw.get("train"), f"{prefix}train")
-    return Task(name, model, train, _parse_variants(raw.get("variants"), name, model, train, f"{prefix}variants"))
+    listed = raw.get("variants") or {}
+    if not isinstance(listed, Mapping):
+        raise ConfigError(f"{prefix}variants must map variant names to overrides, e.g. `relu: {{model: {{activation: relu}}}}`.")
+    variants = {}
+    for variant, overrides in listed.items():
+        place = f"{prefix}variants.{variant}"
+        if not isinstance(variant, str) or not VARIANT_NAME.match(variant):
+            raise ConfigError(f"Variant name {variant!r} in {prefix}variants must use letters, digits, '_' or '-' only.")
+        overrides = _mapping(overrides, ("model", "train"), place)
+        model_keys, train_keys = (_mapping(overrides.get(part), type(base).__pydantic_fields__, f"{place}.{part}")
+                                  for part, base in (("model", model), ("train", train)))
+        variants[variant] = Variant(variant, ModelConfig.from_dict({**model.to_dict(), **model_keys}, f"{place}.model"),
+                                    TrainConfig.from_dict({**train.to_dict(), **train_keys}, f"{place}.train"), name,
+                                    frozenset([*(f"model.{key}" for key in model_keys), *(f"train.{key}" for key in train_keys)]))
+    return Task(name, model, train, variants)
 
 
 def parse_params(raw: Any) -> Params:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError("params.yaml must be a mapping of sections (data, model, train, variants, ...).")
-    _check_keys(raw, TOP_LEVEL_KEYS, "")
-    order_raw = raw.get("order") or {}
-    if not isinstance(order_raw, Mapping):
-        raise ConfigError("params.yaml: 'order' must be a mapping with data, model, train and variants.")
-    _check_keys(order_raw, ORDER_KEYS, "order")
-    tasks = {IMDB_TASK: _parse_task(IMDB_TASK, raw, ""), ORDER_TASK: _parse_task(ORDER_TASK, order_raw, "order.")}
+    raw = _mapping(raw, TOP_LEVEL_KEYS, "")
+    order = _mapping(raw.get("order"), ("data", "model", "train", "variants"), "order")
+    tasks = {IMDB_TASK: _parse_task(IMDB_TASK, raw, ""), ORDER_TASK: _parse_task(ORDER_TASK, order, "order.")}
     clash = set(tasks[IMDB_TASK].variants) & set(tasks[ORDER_TASK].variants)
     if clash:
         raise ConfigError(f"Variant names must be unique across tasks (they name metrics/<variant>.json): {', '.join(sorted(clash))}.")
-    return Params(
-        download=DownloadConfig.from_dict(raw.get("download"), "download"),
-        data=DataConfig.from_dict(raw.get("data"), "data"),
-        baseline=BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
-        order_data=OrderDataConfig.from_dict(order_raw.get("data"), "order.data"),
-        tasks=tasks,
-        runtime=RuntimeConfig.from_dict(raw.get("runtime"), "runtime"),
-    )
+    return Params(DownloadConfig.from_dict(raw.get("download"), "download"), DataConfig.from_dict(raw.get("data"), "data"),
+                  BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
+                  OrderDataConfig.from_dict(order.get("data"), "order.data"), tasks,
+                  RuntimeConfig.from_dict(raw.get("runtime"), "runtime"))
 
 
-MERGE_TAG = "tag:yaml.org,2002:merge"
+def _find_mapping(node: Node, start: tuple[int, int], path: list[str], seen: set[int]) -> tuple[list[str], Node] | None:
+    """The mapping that starts at `start` (line, column) and its keys from the top; each node once (aliases)."""
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    if isinstance(node, MappingNode) and (node.start_mark.line, node.start_mark.column) == start:
+        return path, node
+    children = [(str(key.value), value) for key, value in node.value] if isinstance(node, MappingNode) else \
+        [(str(index), item) for index, item in enumerate(node.value)] if isinstance(node, SequenceNode) else []
+    return next(filter(None, (_find_mapping(child, start, [*path, key], seen) for key, child in children)), None)
 
 
-def _check_unique_keys(node: yaml.Node, where: list[str], name: str) -> None:
-    """Refuse a mapping that repeats a key, as DVC's YAML reader does; PyYAML would keep the last silently."""
-    if isinstance(node, yaml.SequenceNode):
-        for position, item in enumerate(node.value):
-            _check_unique_keys(item, [*where, str(position)], name)
-    if not isinstance(node, yaml.MappingNode):
-        return
-    first_lines: dict[tuple[str, str], int] = {}
-    for key_node, value_node in node.value:
-        if key_node.tag == MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
-            continue  # `<<:` merges may override on purpose
-        key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
-        if key in first_lines:
-            place = f"under '{'.'.join(where)}'" if where else "at the top level"
-            raise ConfigError(f"{name} line {line}: duplicate key '{key_node.value}' {place} (first on line {first_lines[key]}). "
-                              f"Keep one of them.")
-        first_lines[key] = line
-        _check_unique_keys(value_node, [*where, key_node.value], name)
+def _duplicate_message(text: str, error: DuplicateKeyError, name: str) -> str:
+    """ruamel's DuplicateKeyError (ten lines) as one: both lines and where the mapping is."""
+    mark = error.context_mark
+    path, mapping = _find_mapping(YAML(typ="safe").compose(text), (mark.line, mark.column), [], set()) or ([], None)
+    first_lines: dict[str, int] = {}
+    for key, _value in mapping.value if mapping is not None else []:
+        if key.value in first_lines:
+            place = f"under '{'.'.join(path)}'" if path else "at the top level"
+            return (f"{name} line {key.start_mark.line + 1}: duplicate key '{key.value}' {place} "
+                    f"(first on line {first_lines[key.value]}). Keep one of them.")
+        first_lines[key.value] = key.start_mark.line + 1
+    return f"{name} line {error.problem_mark.line + 1}: {error.problem}. Keep one of them."
 
 
 def parse_params_yaml(text: str, name: str = str(PARAMS_FILE)) -> Any:
-    """The raw params mapping, refusing invalid YAML and duplicate keys (`name` labels the messages)."""
-    loader = yaml.SafeLoader(text)
+    """The raw params mapping as DVC reads it (YAML 1.2), refusing invalid YAML and repeated keys. An alias
+    is built once and shared, so nested aliases (a "billion laughs") load at once."""
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_unique_keys(node, [], name)
-        return loader.construct_document(node)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{name} is not valid YAML: {error}") from error
-    finally:
-        loader.dispose()
+        return YAML(typ="safe").load(text)
+    except DuplicateKeyError as error:
+        raise ConfigError(_duplicate_message(text, error, name)) from None
+    except YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{name}{line} is not valid YAML: {getattr(error, 'problem', None) or error}.") from None
 
 
 def read_params_file(path: Path | str = PARAMS_FILE) -> Any:
@@ -210,4 +395,83 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 
 
 def model_from_dict(raw: Mapping[str, Any]) -> ModelConfig:
+    """A checkpoint's model config; a LATER key it lacks takes its default."""
     return ModelConfig.from_dict(raw, "checkpoint.config.model")
+
+
+PREPROCESS_KEYS = ("valid_ratio", "split_seed", "vocab_size", "min_freq")  # the `data` keys each text stage reads
+XY_KEYS = ("fix_length", "truncate", "pad")
+RERUN = "Run `dvc repro params` (or `dvc repro`) to write it again from params.yaml."
+S = TypeVar("S", bound=Section)
+
+
+def resolved_files(params: Params) -> dict[str, dict[str, Any]]:
+    """Relative path -> contents of every resolved file."""
+    runtime = params.runtime.to_dict()
+    files: dict[str, dict[str, Any]] = {
+        "download.json": {"download": params.download.to_dict()},
+        "preprocess.json": {"data": {key: getattr(params.data, key) for key in PREPROCESS_KEYS}},
+        "xy.json": {"data": {key: getattr(params.data, key) for key in XY_KEYS}},
+        "order_data.json": {"order_data": params.order_data.to_dict()},
+        "baseline.json": {"baseline": params.baseline.to_dict(), "runtime": runtime},
+    }
+    for task in params.tasks.values():
+        files[f"tasks/{task.name}.json"] = {"task": {"name": task.name, "variants": list(task.variants)}}
+        for name, variant in task.variants.items():
+            files[f"variants/{name}.json"] = {"variant": {"name": name, "task": variant.task, "overrides": sorted(variant.overrides)},
+                                              "model": variant.model.to_dict(), "train": variant.train.to_dict(), "runtime": runtime}
+    return files
+
+
+def write_resolved(params: Params, out_dir: Path) -> int:
+    """All resolved files in `out_dir` at once (a variant removed from params.yaml loses its file); returns the count."""
+    files = resolved_files(params)
+    with atomic_directory(out_dir) as temporary:
+        for relative, payload in files.items():
+            write_json(temporary / relative, payload)
+    return len(files)
+
+
+def read_resolved(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: it is written by the params stage. {RERUN}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error}). {RERUN}") from error
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} is not a resolved params file. {RERUN}")
+    return raw
+
+
+def read_section(path: Path, name: str, section: type[S], raw: dict[str, Any] | None = None) -> S:
+    """One section of a resolved file (`raw`: the file, if already read), checked like params.yaml."""
+    raw = read_resolved(path) if raw is None else raw
+    if name not in raw:
+        raise UserError(f"{path} has no '{name}' section. {RERUN}")
+    return section.from_dict(raw[name], f"{path}: {name}")
+
+
+def read_baseline(path: Path) -> tuple[BaselineConfig, RuntimeConfig]:
+    raw = read_resolved(path)
+    return read_section(path, "baseline", BaselineConfig, raw), read_section(path, "runtime", RuntimeConfig, raw)
+
+
+def read_task_variants(path: Path) -> tuple[str, list[str]]:
+    """(task name, its variant names) from tasks/<task>.json."""
+    task = read_resolved(path).get("task")
+    if not isinstance(task, dict) or not isinstance(task.get("variants"), list):
+        raise UserError(f"{path} has no task with a variant list. {RERUN}")
+    return str(task.get("name")), [str(name) for name in task["variants"]]
+
+
+def read_variant(path: Path) -> tuple[Variant, RuntimeConfig]:
+    """A variant as its train and evaluate stages see it, and the runtime it runs under."""
+    raw = read_resolved(path)
+    identity = raw.get("variant")
+    if not isinstance(identity, dict) or not {"name", "task", "overrides"} <= set(identity):
+        raise UserError(f"{path} does not name its variant. {RERUN}")
+    model, train = read_section(path, "model", ModelConfig, raw), read_section(path, "train", TrainConfig, raw)
+    variant = Variant(str(identity["name"]), model, train, str(identity["task"]), frozenset(map(str, identity["overrides"])))
+    return variant, read_section(path, "runtime", RuntimeConfig, raw)

@@ -17,7 +17,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from rnnlab.config.sections import BaselineConfig
+from rnnlab.config.params import BaselineConfig
 from rnnlab.core.files import check_writable, outputs_together
 from rnnlab.data.arrays import Split, load_meta, load_split
 from rnnlab.evaluation.metrics import (

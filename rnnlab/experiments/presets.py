@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from rnnlab.config.fields import did_you_mean
-from rnnlab.config.params import Params, parse_params, parse_params_yaml
+from rnnlab.config.params import Params, did_you_mean, parse_params, parse_params_yaml
 from rnnlab.core.errors import ConfigError
 
 PRESETS_DIR = Path("presets")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from rnnlab.config.sections import ModelConfig
+from rnnlab.config.params import ModelConfig
 from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.core.files import atomic_path
 from rnnlab.model.classifier import Classifier, build_model

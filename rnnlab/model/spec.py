@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rnnlab.config.params import model_from_dict
-from rnnlab.config.sections import ModelConfig
+from rnnlab.config.params import ModelConfig, model_from_dict
 from rnnlab.data.arrays import Meta
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # weight blocks per recurrent layer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.config.sections import OrderDataConfig
+from rnnlab.config.params import OrderDataConfig
 from rnnlab.core.files import atomic_directory, write_json
 from rnnlab.data.arrays import save_split
 

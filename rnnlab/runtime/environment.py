@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnlab.config.sections import RuntimeConfig
+from rnnlab.config.params import RuntimeConfig
 
 SWITCH = "RNNLAB_REPRODUCIBLE"
 # What the mode pins; each is read by its library when the library loads.

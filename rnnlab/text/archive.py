@@ -21,6 +21,7 @@ zeros), so the stream is read in chunks and bounded three ways, each far above t
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import re
@@ -29,9 +30,9 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
-from rnnlab.config.sections import DownloadConfig
+from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_path, check_writable
 from rnnlab.core.memory import size_text
@@ -73,17 +74,15 @@ class Review:
 def read_reviews(archive: Path) -> list[Review]:
     """Stream the archive and return the labeled reviews sorted by (split, label, id)."""
     reviews: list[Review] = []
-    seen_splits: set[str] = set()
     try:
         # gzip and tarfile separately, not tarfile's "r|gz": GzipFile inflates a bounded amount per
         # read, so the tar layer only ever sees small chunks, and every one of them is counted.
         with archive.open("rb") as compressed, gzip.GzipFile(fileobj=compressed, mode="rb") as decompressed, \
-                tarfile.open(fileobj=CountedStream(decompressed), mode="r|", tarinfo=BoundedTarInfo) as tar:
+                tarfile.open(fileobj=CountedStream(decompressed), mode="r|", tarinfo=BoundedTarInfo) as tar:  # type: ignore[call-overload, arg-type]
             for member in tar:
                 check_member_size(member)  # before its data is read, or skipped by the next step
                 review = _review_from_member(tar, member)
                 if review is not None:
-                    seen_splits.add(review.split)
                     reviews.append(review)
     except ArchiveLimitError as error:
         raise UserError(f"{archive} is not the IMDB archive or is hostile: {error}. {FIX}.") from error
@@ -92,14 +91,17 @@ def read_reviews(archive: Path) -> list[Review]:
             f"{archive} is not a readable .tar.gz archive or is truncated ({error}). "
             f"Download it again, or point {ARCHIVE_ENV} at a complete copy."
         ) from error
-    missing = [split for split in SPLITS if split not in seen_splits]
+    counts = {split: sum(review.split == split for review in reviews) for split in SPLITS}
+    missing = [split for split, count in counts.items() if count == 0]
     if missing:
         raise UserError(
             f"{archive} has no reviews under aclImdb/{'/ and aclImdb/'.join(missing)}/ (pos/ and neg/). "
             f"Expected the official layout aclImdb/{{train,test}}/{{pos,neg}}/<id>_<rating>.txt."
         )
     reviews.sort(key=Review.sort_key)
-    _check_unique(reviews, archive)
+    duplicates = len(reviews) - len({review.sort_key() for review in reviews})
+    if duplicates:
+        raise UserError(f"{archive} holds {duplicates} duplicate review files; the archive is damaged. Download it again.")
     return reviews
 
 
@@ -111,7 +113,7 @@ class CountedStream:
     time and hands tarfile its small reads from that (a fifth faster than inflating each 10 KiB read).
     """
 
-    def __init__(self, decompressed: BinaryIO) -> None:
+    def __init__(self, decompressed: IO[bytes]) -> None:
         self.decompressed = decompressed
         self.limit = ARCHIVE_BYTES
         self.count = 0
@@ -141,7 +143,7 @@ class BoundedTarInfo(tarfile.TarInfo):
                 f"a long-name or pax header member declares {size_text(self.size)}, more than the "
                 f"{size_text(HEADER_BYTES)} such a header may have (HEADER_BYTES in rnnlab/text/archive.py)"
             )
-        return super()._proc_member(archive)
+        return super()._proc_member(archive)  # type: ignore[misc]  # private, so not in typeshed
 
 
 def check_member_size(member: tarfile.TarInfo) -> None:
@@ -153,7 +155,7 @@ def check_member_size(member: tarfile.TarInfo) -> None:
         )
 
 
-def read_review_bytes(handle: BinaryIO, name: str) -> bytes:
+def read_review_bytes(handle: IO[bytes], name: str) -> bytes:
     """All of `handle`, in chunks, refused past REVIEW_BYTES (a review no one wrote by hand)."""
     chunks: list[bytes] = []
     count = 0
@@ -169,6 +171,11 @@ def read_review_bytes(handle: BinaryIO, name: str) -> bytes:
 
 
 def decode_review(raw: bytes, name: str) -> str:
+    # UTF-16 (a byte-order mark, or ASCII text with a NUL after each letter) is valid enough UTF-8 to
+    # pass with warnings, and would feed tokens of interleaved NULs to the vocabulary.
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in raw:
+        raise UserError(f"{name} is UTF-16 (a byte-order mark or NUL bytes), not UTF-8 as in the official IMDB archive. "
+                        f"Convert it to UTF-8, e.g. `iconv -f UTF-16 -t UTF-8`.")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -203,13 +210,6 @@ def _review_from_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Review
     text = decode_review(read_review_bytes(handle, member.name), member.name)
     review_id, rating = (int(part) for part in name_match.groups())
     return Review(split=split, label=LABELS[label_name], rating=rating, id=review_id, text=text)
-
-
-def _check_unique(reviews: list[Review], archive: Path) -> None:
-    keys = [review.sort_key() for review in reviews]
-    duplicates = len(keys) - len(set(keys))
-    if duplicates:
-        raise UserError(f"{archive} holds {duplicates} duplicate review files; the archive is damaged. Download it again.")
 
 
 def write_reviews(reviews: list[Review], output: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.config.sections import DataConfig
+from rnnlab.config.params import DataConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_directory, write_json
 from rnnlab.core.memory import TOKEN_BYTES, Need, Param, available_memory, check_fits
@@ -131,13 +131,9 @@ def xy_needs(split_reviews: dict[str, int], fix_length: int) -> list[Need]:
     ]
 
 
-def check_xy_fits(split_reviews: dict[str, int], fix_length: int) -> None:
-    check_fits(xy_needs(split_reviews, fix_length), available_memory(), "memory", "to encode the reviews")
-
-
 def write_xy(prepared: Path, vocab_path: Path, out_dir: Path, config: DataConfig) -> None:
     """All of `out_dir` (train/, valid/, test/, meta.json) or nothing."""
-    check_xy_fits(review_counts(prepared), config.fix_length)
+    check_fits(xy_needs(review_counts(prepared), config.fix_length), available_memory(), "memory", "to encode the reviews")
     vocab = read_vocab(vocab_path)
     index = TokenIds(vocab)
     truncation = (config.fix_length, config.truncate)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import socket
 import sys
 import time
 import urllib.error
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rnnlab.config.sections import DownloadConfig
+from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import disk_full_error, is_disk_full
 
@@ -29,11 +28,8 @@ def cache_dir() -> Path:
 
 
 def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def local_archive(value: str) -> Path:
@@ -70,7 +66,7 @@ def download(config: DownloadConfig, destination: Path, attempts: int = 4, timeo
                     f"params.yaml, or set {ARCHIVE_ENV}=/path/to/aclImdb_v1.tar.gz to use a local copy."
                 ) from error
             last_error = error
-        except (urllib.error.URLError, socket.timeout, ConnectionError, TimeoutError, OSError) as error:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
             if is_disk_full(error):  # retrying cannot help; the bytes so far stay for the next run to resume
                 raise disk_full_error(partial, error, "the part downloaded so far is kept, and the next run resumes from it") from error
             last_error = error

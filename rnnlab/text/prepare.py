@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.config.sections import DataConfig
+from rnnlab.config.params import DataConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_path, outputs_together
 from rnnlab.core.parallel import ForkedCall, gc_paused
@@ -99,11 +99,10 @@ def preprocess(reviews: list[dict], config: DataConfig, out_dir: Path, vocab_pat
 
 def prepare(reviews_path: Path, out: Path, vocab_path: Path, config: DataConfig) -> None:
     """The stage's work: all three split files and the vocabulary, or none of them."""
-    with gc_paused():  # inherited by the forked worker
-        # All three splits and their vocabulary or none: a failure part-way must not leave a half-filled
-        # data/prepared, nor new splits beside an old vocabulary. Both locations are checked first.
-        with outputs_together(out, vocab_path) as staged:
-            reviews = read_reviews(reviews_path)
-            staged[out].mkdir()
-            counts = preprocess(reviews, config, staged[out], staged[vocab_path])
+    # gc_paused is inherited by the forked worker. All three splits and their vocabulary or none: a failure
+    # part-way must not leave a half-filled data/prepared, nor new splits beside an old vocabulary.
+    with gc_paused(), outputs_together(out, vocab_path) as staged:
+        reviews = read_reviews(reviews_path)
+        staged[out].mkdir()
+        counts = preprocess(reviews, config, staged[out], staged[vocab_path])
     print("preprocess: " + ", ".join(f"{key} {value}" for key, value in counts.items()))

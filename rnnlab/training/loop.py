@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from rnnlab.config.sections import TrainConfig
+from rnnlab.config.params import TrainConfig
 from rnnlab.core.progress import Throughput, progress_bar, show_running
 from rnnlab.data.arrays import Split
 from rnnlab.model.classifier import members_of

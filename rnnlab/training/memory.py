@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnlab.config.params import ORDER_TASK, Variant
-from rnnlab.config.sections import DataConfig, ModelConfig, TrainConfig
+from rnnlab.config.params import ORDER_TASK, DataConfig, ModelConfig, TrainConfig, Variant
 from rnnlab.core.memory import FLOAT_BYTES, Need, Param, available_device_memory, available_memory, check_fits
 from rnnlab.model.spec import GATES, readout_size
 

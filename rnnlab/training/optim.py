@@ -8,7 +8,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from rnnlab.config.sections import TrainConfig
+from rnnlab.config.params import TrainConfig
 
 
 def make_optimizer(parameters: Iterator[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

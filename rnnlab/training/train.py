@@ -2,7 +2,7 @@
 
 The variant's config is its task's baseline `model`/`train` sections with the variant's overrides
 applied (params.yaml `variants`, or `order.variants` for the order task), as the params stage
-resolved it (rnnlab/config/resolved.py). The history is a DVCLive
+resolved it (rnnlab/config/params.py). The history is a DVCLive
 directory (rnnlab/training/history.py) that grows by one line per metric as each epoch ends.
 
 The checkpoint and the history are replaced together when training has ended, so a failed or

@@ -16,17 +16,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.config.sections import DataConfig
+from rnnlab.config.params import DataConfig
 from rnnlab.core.memory import size_text
+from rnnlab.testing.archive import add_file, make_archive, make_bomb
 from rnnlab.text import archive as imdb_archive
 from rnnlab.text.archive import read_reviews, write_reviews
-from rnnlab.text.encode import encode_split
+from rnnlab.text.encode import TokenIds, encode_split
 from rnnlab.text.prepare import preprocess
-from rnnlab.testing.archive import add_file, make_archive, make_bomb
 from rnnlab.text.tokenize import PAD
 from rnnlab.text.vocab import read_vocab
-from tests.support.stage_runner import (REPO, assert_user_error, files_under, outputs_under, repo_params, run_stage,
-                                        stage_commands, write_params)
+from tests.support.stage_runner import (
+    REPO,
+    assert_user_error,
+    files_under,
+    outputs_under,
+    repo_params,
+    run_stage,
+    stage_commands,
+    write_params,
+)
 
 PER_FOLDER = 4  # 16 reviews: enough for every code path, fast to build and read
 
@@ -151,13 +159,12 @@ def test_empty_review_is_kept_and_becomes_one_pad_step(tmp_path, content):
     config = DataConfig(min_freq=1, vocab_size=100, fix_length=8)
     preprocess(reviews, config, tmp_path / "prepared", tmp_path / "vocab.tsv")
     vocab = read_vocab(tmp_path / "vocab.tsv")
-    index = {token: position for position, token in enumerate(vocab)}
-    x, lengths, y = encode_split(tmp_path / "prepared/test.tsv", index, config.fix_length)
+    x, lengths, y = encode_split(tmp_path / "prepared/test.tsv", TokenIds(vocab), config.fix_length)
     ids = [int(line.split("\t")[2]) for line in (tmp_path / "prepared/test.tsv").read_text().splitlines()]
-    row = [position for position, (review_id, label) in enumerate(zip(ids, y.tolist())) if review_id == 500 and label == 0]
+    row = [position for position, (review_id, label) in enumerate(zip(ids, y.tolist(), strict=True)) if review_id == 500 and label == 0]
     assert len(row) == 1
     assert lengths[row[0]] == 1
-    assert np.all(x[row[0]] == index[PAD])
+    assert np.all(x[row[0]] == vocab.index(PAD))
 
 
 @pytest.mark.parametrize("name", ["aclImdb/train/pos/great_movie.txt", "aclImdb/test/neg/12-3.txt", "aclImdb/train/neg/7_8.text"])
@@ -271,7 +278,7 @@ def test_a_review_is_read_in_chunks_and_cut_off_at_the_limit(monkeypatch):
     reads: list[int] = []
     endless = io.BytesIO(bytes(10**6))
     real_read = endless.read
-    endless.read = lambda size=-1: reads.append(size) or real_read(size)  # type: ignore[method-assign]
+    endless.read = lambda size=-1: reads.append(size) or real_read(size)  # type: ignore[method-assign, func-returns-value, arg-type]
     with pytest.raises(imdb_archive.ArchiveLimitError, match=r"member is longer than 97.7 KiB, the longest review"):
         imdb_archive.read_review_bytes(endless, "member")
     assert set(reads) == {imdb_archive.CHUNK} and len(reads) * imdb_archive.CHUNK <= 100_000 + imdb_archive.CHUNK
@@ -285,3 +292,13 @@ def test_the_limits_are_far_above_the_real_archive_and_in_the_docs():
     troubleshooting = (REPO / "docs/troubleshooting.md").read_text(encoding="utf-8")
     for name in ("REVIEW_BYTES", "MEMBER_BYTES", "ARCHIVE_BYTES", "HEADER_BYTES"):
         assert f"{name}` ({size_text(getattr(imdb_archive, name))})" in troubleshooting, name
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le"], ids=["with-byte-order-mark", "without"])
+def test_utf16_reviews_are_one_line_naming_the_encoding(tmp_path, workdir, monkeypatch, capsys, encoding):
+    reviews = [(f"aclImdb/{split}/{label}/{number}_{7 if label == 'pos' else 2}.txt", f"A {label} film, take {number}.".encode(encoding))
+               for split in ("train", "test") for label in ("pos", "neg") for number in range(PER_FOLDER)]
+    archive = make_archive(tmp_path / "utf16.tar.gz", splits=(), extra_members=reviews)
+    code, _out, err = run_download(archive, monkeypatch, capsys)
+    assert_user_error(code, err, "UTF-16", "not UTF-8", "iconv -f UTF-16 -t UTF-8")
+    assert "warning" not in err and outputs_under(workdir) == set()

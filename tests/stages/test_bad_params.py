@@ -13,11 +13,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-import yaml
+from ruamel.yaml import YAML
 
 from rnnlab.testing.archive import make_archive
 from tests.support.stage_runner import (
@@ -81,7 +82,7 @@ BAD_PARAMS: list[tuple[str, Edit, tuple[str, ...]]] = [
     ("variant-unknown-activation", set_key("variants.sigmoid.model.activation", "sigmod"),
      ("variants.sigmoid.model.activation", "Did you mean 'sigmoid'")),
     ("variant-overrides-missing-key", set_key("variants.relu.model.hidden", 8),
-     ("variants.relu.model.hidden", "only override keys that exist", "Did you mean 'hidden_size'")),
+     ("variants.relu.model.hidden", "Unknown key", "Did you mean 'hidden_size'")),
     ("variant-overrides-missing-section", set_key("variants.tanh.optimizer", {"lr": 1}), ("variants.tanh.optimizer",)),
     ("order-variant-bad-value", set_key("order.variants.order_lstm.train.lr", -1.0), ("order.variants.order_lstm.train.lr",)),
 ]
@@ -104,7 +105,7 @@ def bad_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Ed
 def test_every_other_stage_depends_on_the_params_stage() -> None:
     """Only the params stage reads params.yaml; every stage that reads a value reads its resolved file,
     so `dvc repro` runs the check before any of them (and before DVC removes their outputs)."""
-    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    pipeline = YAML(typ="safe").load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     assert "params.yaml" in pipeline["params"]["deps"]
     for name, stage in pipeline.items():
         stage = stage.get("do", stage)

@@ -10,18 +10,25 @@ import hashlib
 import http.server
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
-from rnnlab.config.sections import DownloadConfig
+from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
-from rnnlab.text.fetch import cache_dir, download
 from rnnlab.testing.archive import make_archive
-from tests.support.stage_runner import (assert_user_error, files_under, outputs_under, repo_params, run_stage, stage_commands,
-                                        write_params)
+from rnnlab.text.fetch import cache_dir, download
+from tests.support.stage_runner import (
+    assert_user_error,
+    files_under,
+    outputs_under,
+    repo_params,
+    run_stage,
+    stage_commands,
+    write_params,
+)
 
 MAX_REQUESTS = 12  # the downloader makes at most 4 attempts per run; more means a retry loop gone wrong
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
@@ -32,7 +39,7 @@ class Behaviour:
     """What the server does; `respond` returns True when it handled the request itself."""
 
     body: bytes
-    respond: Callable[["Handler", int], bool] = lambda handler, number: False
+    respond: Callable[[Handler, int], bool] = lambda handler, number: False
     honour_range: bool = True
     requests: list[dict[str, str | None]] = field(default_factory=list)
     archive_seen_early: list[bool] = field(default_factory=list)

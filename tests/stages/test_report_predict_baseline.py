@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from rnnlab.config.sections import ModelConfig
+from rnnlab.config.params import ModelConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.pipeline import workspace_paths
 from rnnlab.data.arrays import Split

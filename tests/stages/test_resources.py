@@ -336,7 +336,7 @@ def test_xy_directory_on_a_full_disk_leaves_the_old_output(xy_workdir):
 
 def test_download_stops_at_once_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Retrying cannot free space: the first full-disk error ends the stage; the .part file stays for resuming."""
-    from rnnlab.config.sections import DownloadConfig
+    from rnnlab.config.params import DownloadConfig
     from rnnlab.text import fetch as download
 
     attempts = []

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnlab.config.sections import ModelConfig
+from rnnlab.config.params import ModelConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import write_json
 from rnnlab.data.arrays import save_split

@@ -12,8 +12,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from rnnlab.config.params import parse_params
-from rnnlab.config.resolved import write_resolved
+from rnnlab.config.params import parse_params, write_resolved
 from rnnlab.core.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import ast
 import copy
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from rnnlab.config.params import load_params, parse_params
-from rnnlab.config.resolved import PREPROCESS_KEYS, XY_KEYS, read_variant, resolved_files, write_resolved
-from rnnlab.config.sections import DataConfig, DownloadConfig
+from rnnlab.config.params import (
+    PREPROCESS_KEYS,
+    XY_KEYS,
+    DataConfig,
+    DownloadConfig,
+    load_params,
+    parse_params,
+    read_params_file,
+    read_variant,
+    resolved_files,
+    write_resolved,
+)
 from rnnlab.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def raw_params() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    return read_params_file(ROOT / "params.yaml")
 
 
 def with_change(path: str, value: Any) -> dict[str, Any]:
@@ -50,7 +59,7 @@ def test_params_yaml_parses_with_the_documented_defaults() -> None:
 
 def test_variant_overrides_only_its_keys() -> None:
     params = parse_params(with_change("variants", {"deep": {"model": {"num_layers": 2}, "train": {"lr": 0.5}}}))
-    variant = params.task("imdb").variant("deep")
+    variant = params.task("imdb").variants["deep"]
     base = params.task("imdb")
     assert variant.model.num_layers == 2 and variant.train.lr == 0.5
     assert variant.model.hidden_size == base.model.hidden_size and variant.train.epochs == base.train.epochs
@@ -215,3 +224,28 @@ def test_foreach_stages_cover_every_variant() -> None:
         for stage_name in stage_names:
             expanded = {name.split("@", 1)[1] for name in names if name.startswith(f"{stage_name}@")}
             assert expanded == variants, stage_name
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """Nested YAML aliases in one flow list: level k holds level k-1 and eight aliases of it, so the
+    outer list stands for 9**levels strings."""
+    inner = "&l0 [x, x, x, x, x, x, x, x, x]"
+    for level in range(1, levels):
+        inner = f"&l{level} [{inner}, {', '.join([f'*l{level - 1}'] * 8)}]"
+    return inner
+
+
+@pytest.mark.parametrize("where", ["model.lower_layer_sizes", "bomb"])
+def test_an_alias_bomb_is_answered_in_one_line_at_once(tmp_path: Path, where: str) -> None:
+    text = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    if where == "bomb":
+        text = f"bomb: {alias_bomb()}\n{text}"
+    else:
+        text = text.replace("  lower_layer_sizes: []", f"  lower_layer_sizes: {alias_bomb()}", 1)
+    (tmp_path / "params.yaml").write_text(text, encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as raised:
+        load_params(tmp_path / "params.yaml")
+    assert time.perf_counter() - started < 5  # about 20 minutes when every alias was walked again
+    message = str(raised.value)
+    assert "\n" not in message and len(message) < 300 and where in message

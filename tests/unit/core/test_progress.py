@@ -10,7 +10,7 @@ import pytest
 import torch
 from tqdm import tqdm
 
-from rnnlab.config.sections import ModelConfig, TrainConfig
+from rnnlab.config.params import ModelConfig, TrainConfig
 from rnnlab.data.arrays import Split
 from rnnlab.evaluation.gradients import gradient_report
 from rnnlab.model.classifier import RecurrentClassifier

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from rnnlab.config.sections import ModelConfig
+from rnnlab.config.params import ModelConfig
 from rnnlab.data.arrays import Split
 from rnnlab.evaluation.gradients import align_by_steps_back, gradient_report, input_gradient_norms, measure_profile
 from rnnlab.model.classifier import RecurrentClassifier, initial_model

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnlab.config.sections import ModelConfig
+from rnnlab.config.params import ModelConfig
 from rnnlab.core.errors import UserError
 from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
 from rnnlab.model.classifier import RecurrentClassifier

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlab.config.sections import ModelConfig
+from rnnlab.config.params import ModelConfig
 from rnnlab.model.classifier import RecurrentClassifier, count_parameters
 from rnnlab.model.spec import ModelSpec
 

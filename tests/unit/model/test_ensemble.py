@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnlab.config.sections import ModelConfig, TrainConfig
+from rnnlab.config.params import ModelConfig, TrainConfig
 from rnnlab.core.errors import ConfigError
 from rnnlab.evaluation.gradients import gradient_report
 from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint

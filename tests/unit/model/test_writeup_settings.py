@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnlab.config.params import parse_params
-from rnnlab.config.sections import ModelConfig, TrainConfig
+from rnnlab.config.params import ModelConfig, TrainConfig, parse_params
 from rnnlab.core.errors import ConfigError
 from rnnlab.model.classifier import RecurrentClassifier
 from rnnlab.model.layers import StackedRecurrent, right_align

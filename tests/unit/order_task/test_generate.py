@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from rnnlab.config.params import parse_params
-from rnnlab.config.sections import OrderDataConfig
+from rnnlab.config.params import OrderDataConfig, parse_params
 from rnnlab.core.errors import ConfigError
 from rnnlab.data.arrays import load_meta, load_split
 from rnnlab.order_task.generate import CLASS_NAMES, INDEX, SYMBOLS, generate

@@ -13,8 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rnnlab.config.params import parse_params
-from rnnlab.config.sections import RuntimeConfig
+from rnnlab.config.params import RuntimeConfig, parse_params
 from rnnlab.core.errors import ConfigError
 from rnnlab.model.layers import Dropout, keep_mask
 from rnnlab.runtime import environment as runtime

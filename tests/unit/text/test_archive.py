@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.config.sections import DownloadConfig
+from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
+from rnnlab.testing.archive import make_archive
 from rnnlab.text.archive import read_reviews, write_reviews
 from rnnlab.text.fetch import ARCHIVE_ENV, resolve_archive
-from rnnlab.testing.archive import make_archive
 
 
 def canonical_bytes(archive: Path, output: Path) -> bytes:
@@ -56,7 +56,7 @@ def test_output_lines_hold_the_canonical_fields(tmp_path: Path) -> None:
 
 
 def test_rating_and_text_come_from_the_member(tmp_path: Path) -> None:
-    extra = [("aclImdb/test/pos/777_8.txt", "Ünïcode <br />text".encode("utf-8"))]
+    extra = [("aclImdb/test/pos/777_8.txt", "Ünïcode <br />text".encode())]
     archive = make_archive(tmp_path / "a.tar.gz", per_folder=1, extra_members=extra)
     review = next(r for r in read_reviews(archive) if r.id == 777)
     assert (review.split, review.label, review.rating, review.text) == ("test", 1, 8, "Ünïcode <br />text")

@@ -48,7 +48,7 @@ def test_truncation_keeps_the_first_fix_length_tokens(tmp_path: Path) -> None:
     ],
 )
 def test_kept_tokens_per_truncate_mode(truncate: str, fix_length: int, kept: str) -> None:
-    assert kept_tokens("a b c d e f g".split(), fix_length, truncate) == kept.split()
+    assert kept_tokens(["a", "b", "c", "d", "e", "f", "g"], fix_length, truncate) == kept.split()
 
 
 @pytest.mark.parametrize("truncate", ["head", "tail", "head_tail"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnlab.config.sections import DataConfig
+from rnnlab.config.params import DataConfig
 from rnnlab.core.errors import UserError
 from rnnlab.text.prepare import preprocess, split_indices
 from rnnlab.text.tokenize import PAD, SPECIALS, UNK, tokenize, tokenize_reference
@@ -73,7 +73,7 @@ def test_split_indices_deterministic_and_seeded() -> None:
     first = split_indices(50, 0.3, seed=1)
     again = split_indices(50, 0.3, seed=1)
     other = split_indices(50, 0.3, seed=2)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(first[1], other[1])
 
 

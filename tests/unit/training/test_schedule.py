@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rnnlab.config.sections import ModelConfig, TrainConfig
+from rnnlab.config.params import ModelConfig, TrainConfig
 from rnnlab.core.errors import ConfigError
 from rnnlab.model.classifier import RecurrentClassifier
 from rnnlab.model.spec import ModelSpec
