@@ -21,8 +21,7 @@ from rnnlab.config.sections import BaselineConfig
 from rnnlab.core.files import check_writable, outputs_together, write_json
 from rnnlab.data.arrays import Split, load_meta, load_split
 from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
-from rnnlab.runtime.environment import BASELINE_MATH, is_reproducible, result_environment
-from rnnlab.runtime.timings import record_evaluation, record_training
+from rnnlab.runtime.environment import BASELINE_MATH, mode, record_evaluation, record_training, result_environment
 
 NAME = "linear_tfidf"
 
@@ -52,7 +51,7 @@ def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[
 
 
 def baseline_math() -> str:
-    return BASELINE_MATH if is_reproducible() else "numpy/scipy OpenBLAS: machine-dependent"
+    return BASELINE_MATH if mode().reproducible else "numpy/scipy OpenBLAS: machine-dependent"
 
 
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rnnlab.core.progress import progress_bar
 from rnnlab.data.arrays import Split
 from rnnlab.model.classifier import Classifier, RecurrentClassifier, initial_model, members_of
+from rnnlab.training.train import progress_bar
 
 GRADIENT_SEQUENCES = 100  # first N validation sequences; one forward/backward pass per model
 DECADE_DEPTHS = (50, 150)  # steps back at which the fall from the last step is reported

@@ -18,9 +18,7 @@ from rnnlab.core.pipeline import workspace_paths
 from rnnlab.data.arrays import Split
 from rnnlab.evaluation import inference
 from rnnlab.evaluation.baseline import documents
-from rnnlab.model.checkpoint import save_checkpoint
-from rnnlab.model.classifier import build_model
-from rnnlab.model.spec import ModelSpec
+from rnnlab.model.classifier import ModelSpec, build_model, save_checkpoint
 from rnnlab.reporting import results as report
 from rnnlab.text.vocab import read_vocab, write_vocab
 from tests.support.stage_runner import assert_user_error, run_stage

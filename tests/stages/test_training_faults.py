@@ -23,11 +23,18 @@ from rnnlab.config.sections import ModelConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import write_json
 from rnnlab.data.arrays import save_split
-from rnnlab.model.checkpoint import load_checkpoint
-from rnnlab.runtime.torch_setup import resolve_device
+from rnnlab.model.classifier import load_checkpoint
+from rnnlab.runtime.environment import resolve_device
 from rnnlab.training.history import HISTORY_METRICS, read_history
-from tests.support.stage_runner import (REPO, assert_user_error, outputs_under, repo_params, run_stage,
-                                        stage_commands, write_params)
+from tests.support.stage_runner import (
+    REPO,
+    assert_user_error,
+    outputs_under,
+    repo_params,
+    run_stage,
+    stage_commands,
+    write_params,
+)
 
 TINY_MODEL = {"cell": "rnn", "nonlinearity": "tanh", "embedding_dim": 8, "hidden_size": 8, "head_size": 8, "dropout": 0.0}
 VARIANTS = {
@@ -168,7 +175,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(workdir, capsys, stage):
 
 @pytest.mark.parametrize("where", ["inside the checkpoint write", "between checkpoint and history summary"])
 def test_interrupt_while_saving_leaves_no_output(workdir, capsys, monkeypatch, where):
-    from rnnlab.model import checkpoint
+    from rnnlab.model import classifier as checkpoint
     from rnnlab.training import history
 
     def interrupted(*args: Any, **kwargs: Any) -> None:

@@ -11,9 +11,7 @@ import torch
 
 from rnnlab.config.sections import ModelConfig
 from rnnlab.core.errors import UserError
-from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
-from rnnlab.model.classifier import RecurrentClassifier
-from rnnlab.model.spec import ModelSpec
+from rnnlab.model.classifier import ModelSpec, RecurrentClassifier, load_checkpoint, save_checkpoint
 
 SPEC = ModelSpec(
     ModelConfig(cell="gru", embedding_dim=6, hidden_size=8, head_size=5, bidirectional=True, readout="mean", dropout=0.0),
