@@ -420,7 +420,7 @@ def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Cl
     stored_count = sum(value.numel() for value in state_dict.values())
     implied = sum(parameter_counts(spec.model, spec.input_size, spec.num_classes, spec.sequence_length).values()) * spec.model.members
     if stored_count != implied:
-        raise UserError(f"{path}: its config implies {implied:,} weights but it holds {stored_count:,}; retrain with `dvc repro`.")
+        raise UserError(f"{path}: its config implies {implied:,} weights but it holds {stored_count:,} (a damaged checkpoint); retrain with `dvc repro`.")
     if not all(torch.isfinite(value).all() for value in state_dict.values() if value.is_floating_point()):
         raise UserError(f"{path} holds NaN or infinite weights (a diverged or damaged model); retrain with `dvc repro`.")
     model = build_model(spec)

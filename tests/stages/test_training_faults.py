@@ -26,6 +26,7 @@ from rnnlab.data.arrays import save_split
 from rnnlab.model.classifier import load_checkpoint
 from rnnlab.runtime.environment import resolve_device
 from rnnlab.training.history import HISTORY_METRICS, read_history
+from tests.unit.model.test_checkpoint import DAMAGES, damage_checkpoint
 from tests.support.stage_runner import (
     REPO,
     assert_user_error,
@@ -267,3 +268,24 @@ def test_damaged_arrays_are_one_line_naming_the_file_and_the_fix(workdir, capsys
     assert_user_error(code, err, f"data/xy/{split}/{name}.npy is damaged", problem,
                       "Restore it with `dvc checkout data/xy`, or rebuild it: `dvc repro xy`.")
     assert outputs(workdir) == before
+
+
+# --- boundaries: a damaged checkpoint at evaluate, a bad RNNLAB_THREADS ---------------------------
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_evaluate_refuses_a_damaged_checkpoint_in_one_line(workdir, capsys, damage):
+    assert run_variant("train", "good", capsys)[0] == 0
+    damage_checkpoint(workdir / "models/good.pt", damage)
+    before = outputs(workdir)
+    code, _out, err = run_variant("evaluate", "good", capsys)
+    assert_user_error(code, err, "models/good.pt", "dvc repro")
+    assert outputs(workdir) == before  # no metrics, no .tmp left
+
+
+@pytest.mark.parametrize("threads", ["abc", "1.5", "-1", "99999"])
+def test_a_bad_thread_count_is_one_line_naming_the_range(workdir, capsys, monkeypatch, threads):
+    monkeypatch.setenv("RNNLAB_THREADS", threads)
+    code, _out, err = run_variant("train", "good", capsys)
+    assert_user_error(code, err, f"RNNLAB_THREADS={threads} is not a thread count", f"1..{os.cpu_count()}")
+    assert outputs(workdir) == set()
