@@ -6,7 +6,8 @@ import ctypes
 import os
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rnnlab.core import files
 from rnnlab.core.errors import UserError

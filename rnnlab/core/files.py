@@ -15,9 +15,11 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -52,10 +54,11 @@ def disk_full_cause(error: BaseException) -> OSError | None:
 
 
 def disk_full_error(path: Path, error: OSError, left: str = "no partial output was left behind") -> DiskFullError:
+    code = error.errno if error.errno in DISK_FULL_ERRNOS else errno.ENOSPC
     reason = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file size limit reached",
-              errno.EDQUOT: "disk quota exceeded"}[error.errno]
+              errno.EDQUOT: "disk quota exceeded"}[code]
     return DiskFullError(
-        f"{reason} while writing {path} ({errno.errorcode[error.errno]}: {error.strerror}). Free disk space (or "
+        f"{reason} while writing {path} ({errno.errorcode[code]}: {error.strerror}). Free disk space (or "
         f"move the DVC cache to a bigger disk: `dvc cache dir <path>`) and rerun; {left}."
     )
 
@@ -109,7 +112,7 @@ def _in_user_terms(error: Exception, staged: dict[Path, Path]) -> Exception | No
         target = Path(os.path.abspath(error.filename))
         if any(Path(os.path.abspath(temporary)) in (target, *target.parents) for temporary in staged.values()):
             named = Path(real_names(str(error.filename)))
-            return unwritable_error(named, named.parent, error.strerror)
+            return unwritable_error(named, named.parent, error.strerror or str(error))
     return None
 
 
@@ -132,9 +135,10 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
     outputs = [Path(path) for path in paths]
     for path in outputs:
         check_writable(path)
-    in_place = Path(live) if live is not None else None
-    if in_place is not None and (in_place.is_symlink() or (in_place.exists() and not (in_place.is_dir() and not any(in_place.iterdir())))):
-        in_place = None  # something to keep: written aside like the others
+    # Nothing to keep at `live`: absent, or an empty folder (written in place); else aside like the others.
+    in_place = Path(live) if live is not None and not os.path.lexists(live) else None
+    if live is not None and Path(live).is_dir() and not Path(live).is_symlink() and not any(Path(live).iterdir()):
+        in_place = Path(live)
     existed = in_place is not None and in_place.is_dir()
     staged: dict[Path, Path] = {}
     folders: list[Path] = []
@@ -148,7 +152,7 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
                 folders.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
             except OSError as error:
                 if is_unwritable(error):
-                    raise unwritable_error(path, path.parent, error.strerror) from error
+                    raise unwritable_error(path, path.parent, error.strerror or str(error)) from error
                 raise
             staged[path] = folders[-1] / path.name
         yield staged
@@ -169,6 +173,9 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
     finally:
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():  # its folder became read-only while the stage ran
+                print(f"warning: could not remove the temporary folder {folder}; delete it once its folder is writable",
+                      file=sys.stderr)
 
 
 @contextlib.contextmanager

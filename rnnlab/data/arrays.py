@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed (types-PyYAML)
 
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_path, read_json
@@ -61,7 +61,7 @@ class WriteThrough:
 
 def save_split(directory: Path, x: np.ndarray, lengths: np.ndarray, y: np.ndarray) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(ARRAYS, (x, lengths, y)):
+    for name, array in zip(ARRAYS, (x, lengths, y), strict=True):
         with atomic_path(directory / f"{name}.npy") as temporary, temporary.open("wb") as handle:
             np.save(WriteThrough(handle), array)
 

@@ -68,7 +68,7 @@ class ModelSpec:
     pad: str = "post"  # data.pad of the arrays the model reads (always stored post-padded)
 
     @classmethod
-    def from_meta(cls, model: ModelConfig, meta: Meta) -> "ModelSpec":
+    def from_meta(cls, model: ModelConfig, meta: Meta) -> ModelSpec:
         return cls(model, meta.input_size, meta.num_classes, meta.sequence_length, meta.class_names, meta.pad)
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,7 +82,7 @@ class ModelSpec:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, raw: dict[str, Any]) -> ModelSpec:
         """The stored spec, checked: whole sizes >= 1 and one string name per class (ValueError if not)."""
         sizes = {key: raw[key] for key in ("input_size", "num_classes", "sequence_length")}
         names = raw["class_names"]
@@ -163,7 +163,7 @@ class StackedRecurrent(nn.Module):
         directions = config.directions
         inputs = [features] + [size * directions for size in config.lower_layer_sizes]
         self.layers = nn.ModuleList(
-            [recurrent_layers(config, size_in, size, 1) for size_in, size in zip(inputs, config.lower_layer_sizes)]
+            [recurrent_layers(config, size_in, size, 1) for size_in, size in zip(inputs, config.lower_layer_sizes, strict=False)]
             + [recurrent_layers(config, inputs[-1], config.hidden_size, config.num_layers)]
         )
         self.between = Dropout(config.dropout)
@@ -195,7 +195,7 @@ class RecurrentClassifier(nn.Module):
         self.spec = spec
         self.config = config
         if config.input_encoding == "embedding":
-            self.embedding: nn.Module | None = nn.Embedding(spec.input_size, config.embedding_dim)
+            self.embedding: nn.Embedding | None = nn.Embedding(spec.input_size, config.embedding_dim)
             features = config.embedding_dim
         else:
             self.embedding = None
@@ -301,7 +301,7 @@ def orthogonal_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def keras_init(model: "RecurrentClassifier") -> None:
+def keras_init(model: RecurrentClassifier) -> None:
     """Keras's default initialisers, for reproducing Keras write-ups in PyTorch.
 
     Keras: Embedding U(-0.05, 0.05); input kernels glorot-uniform over (input, gates*units);
@@ -335,7 +335,7 @@ class EnsembleClassifier(nn.Module):
 
     Softmax of that output is the members' averaged probabilities, so CrossEntropyLoss, `predict`
     and the metrics treat the ensemble like one classifier. Training updates every member on its own
-    loss (rnnlab/training/loop.py), so the members stay independent models, not one wide network.
+    loss (rnnlab/training/train.py), so the members stay independent models, not one wide network.
     """
 
     def __init__(self, spec: ModelSpec) -> None:

@@ -17,7 +17,7 @@ So `runtime.reproducible: true` (the default):
   thread count, and faster than torch's own kernels (bench);
 - switches oneDNN off and pins ATen's kernels to AVX2 (ATEN_CPU_CAPABILITY), so the remaining ATen
   kernels run the same code everywhere;
-- the model draws dropout masks with torch.rand (rnnlab/model/layers.py Dropout);
+- the model draws dropout masks with torch.rand (rnnlab/model/classifier.py Dropout);
 - pins numpy's OpenBLAS (the linear baseline) to one kernel family and one thread.
 Where the kernels cannot be used (no C++ compiler, a CPU without AVX2/FMA, CUDA), the stage says so,
 torch's own kernels run, and the metrics' environment stamp names the fallback.
@@ -116,7 +116,7 @@ def apply_torch_settings(device_type: str) -> list[str]:
     if not mode().reproducible:
         return warnings
     # oneDNN's LSTM kernels give other bits per ISA and per thread count; the fused layers do not.
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module-level flag torch types as ContextProp
     capability = torch.backends.cpu.get_cpu_capability()
     if not _state["configured_before_torch"]:
         warnings.append(

@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +102,7 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         member_stats = []
-        for index, (member, optimizer, generator, scheduler) in enumerate(zip(members, optimizers, generators, schedulers)):
+        for index, (member, optimizer, generator, scheduler) in enumerate(zip(members, optimizers, generators, schedulers, strict=True)):
             member_label = f" member {index + 1}/{len(members)}" if len(members) > 1 else ""
             stats = train_epoch(member, optimizer, train, config, generator, device, scheduler,
                                 description=f"epoch {epoch}/{config.epochs}{member_label}")

@@ -321,7 +321,7 @@ def fused_forward(self: nn.RNNBase, input: torch.Tensor, hx: Any = None) -> tupl
             weights = [getattr(self, f"{name}{suffix}") for name in ("weight_ih", "weight_hh")]
             biases = [getattr(self, f"{name}{suffix}") for name in ("bias_ih", "bias_hh")] if self.bias else [None, None]
             output, *final = FusedLayer.apply(self.mode, direction == 1, sequence, h0[index],
-                                              c0[index] if lstm else None, *weights, *biases)  # fmt: skip
+                                              c0[index] if c0 is not None else None, *weights, *biases)  # fmt: skip
             outputs.append(output)
             finals.append(tuple(final))
         sequence = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)

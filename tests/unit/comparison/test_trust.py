@@ -104,10 +104,10 @@ def test_a_data_param_reaches_the_variant_through_its_upstream_stage(repo: Path)
 
 
 def test_a_code_change_without_a_rerun_names_the_file(repo: Path) -> None:
-    loop = repo / "rnnlab" / "training" / "loop.py"
+    loop = repo / "rnnlab" / "training" / "train.py"
     loop.write_text(loop.read_text() + "\n# edited\n")
     found = reasons(repo)
-    assert "`train@relu` ran with other code than the revision's: rnnlab/training/loop.py" in found
+    assert "`train@relu` ran with other code than the revision's: rnnlab/training/train.py" in found
     assert not any(reason.startswith("`xy`") for reason in found)  # xy does not run the training loop
 
 
@@ -157,10 +157,10 @@ def test_commits_with_the_same_code_run_the_code_stage_once(repo: Path, monkeypa
         found = list(pool.map(lambda commit: Freshness(Revision(repo, commit, commit)).reasons(OUTPUTS), [base, head]))
     assert found[0] == [] and found[1][0].startswith("`train@relu` ran with other params")  # each side still its own
     assert sorted(ran) == [("code", "params"), ("params",)]
-    loop = repo / "rnnlab" / "training" / "loop.py"
+    loop = repo / "rnnlab" / "training" / "train.py"
     loop.write_text(loop.read_text() + "\n# edited\n")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "code without a rerun")
     ran.clear()
     found = Freshness(Revision(repo, "code", git(repo, "rev-parse", "HEAD"))).reasons(OUTPUTS)
-    assert "`train@relu` ran with other code than the revision's: rnnlab/training/loop.py" in found
+    assert "`train@relu` ran with other code than the revision's: rnnlab/training/train.py" in found
     assert ran == [("code", "params")]  # new code: both again (the params stage reads the code's schema)

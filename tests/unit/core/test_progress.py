@@ -1,4 +1,4 @@
-"""Progress bars (stages/progress.py): drawn on a terminal with running loss, accuracy and tokens/s,
+"""Progress bars (rnnlab/training/train.py): drawn on a terminal with running loss, accuracy and tokens/s,
 silent otherwise, and never a bit of difference in the weights."""
 
 from __future__ import annotations
