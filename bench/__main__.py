@@ -40,7 +40,7 @@ def main() -> None:
     # First, as a stage does: the runtime before torch loads, then torch's setup (denormal flush,
     # RNNLAB_THREADS) before anything starts its OpenMP workers, so the benchmark sees what the stages see.
     environment.configure(load_params().runtime)
-    from rnnlab.runtime.torch_setup import setup_torch
+    from rnnlab.runtime.environment import setup_torch
 
     setup_torch("cpu")
     import torch

@@ -1,7 +1,7 @@
 """Denormal flushing on vs off, one fresh process per setting so each starts with a clean FP state.
 
 Vanishing gradients underflow into denormal floats, which x86 CPUs handle in slow microcode.
-rnnlab.runtime.torch_setup.setup_torch flushes them to zero, first thing, because OpenMP worker threads take
+rnnlab.runtime.environment.setup_torch flushes them to zero, first thing, because OpenMP worker threads take
 their FP mode from the thread that starts them: a flush set after the workers exist does not reach them.
 
 Worker: python -m bench.denormal --mode on|off|late [--cell rnn] [--quick] -> one JSON line.

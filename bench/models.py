@@ -8,8 +8,7 @@ import torch
 
 from rnnlab.config.params import IMDB_TASK, ModelConfig, TrainConfig, load_params
 from rnnlab.data.arrays import Split
-from rnnlab.model.classifier import RecurrentClassifier
-from rnnlab.model.spec import ModelSpec
+from rnnlab.model.classifier import ModelSpec, RecurrentClassifier
 
 CELLS = ("rnn", "lstm", "gru")
 READOUTS = ("last", "mean", "max", "concat")

@@ -82,7 +82,7 @@ def worker(cell: str, threads: int, quick: bool, steps: int, cores: int | None, 
 
     from bench.models import default_sizes, pipeline_model, synthetic_split
     from bench.steps import pipeline_epoch_runner
-    from rnnlab.runtime.torch_setup import setup_torch
+    from rnnlab.runtime.environment import setup_torch
 
     os.environ["RNNLAB_THREADS"] = str(threads)
     setup_torch("cpu")

@@ -12,9 +12,8 @@ from torch import nn
 from bench.models import CELLS, READOUTS, Sizes, pipeline_model, synthetic_split
 from bench.timing import Row, Table, seconds, time_interleaved, verdict
 from rnnlab.data.arrays import Split
-from rnnlab.model.classifier import RecurrentClassifier
-from rnnlab.model.layers import ACTIVATIONS
-from rnnlab.training.loop import batches, predict, train_epoch
+from rnnlab.model.classifier import ACTIVATIONS, RecurrentClassifier
+from rnnlab.training.train import batches, predict, train_epoch
 
 OVERHEAD_TARGET = 0.10
 FUSED_SPEEDUP_TARGET = 5.0

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     class_names, probabilities = predict_text(params, args.variant, text, workspace_paths())
     best = int(probabilities.argmax())
     print(f"{class_names[best]}\t{probabilities[best]:.4f}")
-    detail = ", ".join(f"{name} {p:.4f}" for name, p in zip(class_names, probabilities))
+    detail = ", ".join(f"{name} {p:.4f}" for name, p in zip(class_names, probabilities, strict=True))
     print(f"({args.variant}: {detail})", file=sys.stderr)
 
 

@@ -6,7 +6,8 @@ import ctypes
 import os
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rnnlab.core import files
 from rnnlab.core.errors import UserError
@@ -59,12 +60,11 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
     # must outlive the shell that started it.
     if os.environ.get(DVC_STAGE_ENV):
         stop_with_parent(signal.SIGTERM)
-    files.REPLACED.clear()
     try:
         main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(files.interrupt_message(), file=sys.stderr)
+        print(files.INTERRUPTED, file=sys.stderr)
         sys.exit(130)

@@ -1,10 +1,11 @@
-"""Atomic writes: an output is either complete or as it was, never half-written (a crash, an interrupt, a full disk).
+"""Outputs written whole or not at all, and one writer per output.
 
-A stage writes each output aside, in a temporary folder beside it, and swaps them in together when it
-has succeeded (`outputs_together`); `atomic_path` and `atomic_directory` are the one-output cases.
-Before any work, every output's location is checked for writability, so a read-only folder ends the
-stage with one line before anything is removed; during the swap, Ctrl-C and SIGTERM wait, so the
-outputs are all new or all as they were, and the interrupt message says which (`interrupt_message`).
+Each output is written under a temporary name beside it and renamed onto its path (os.replace) only
+when the stage's work succeeded: a crash, an interrupt or a full disk never leaves a half-written
+file where DVC or a later stage would take it for a good output. A stage with several outputs
+renames each in turn at the end; DVC keeps every cached output, so nothing else needs undoing.
+Every output's folder is checked for writability before any work, so a read-only location ends the
+stage with one line (and again just before the renames, for a folder made read-only meanwhile).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import errno
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from filelock import FileLock, Timeout
 
 from rnnlab.core.errors import DiskFullError, UnwritableError, UserError
 
@@ -27,12 +29,7 @@ from rnnlab.core.errors import DiskFullError, UnwritableError, UserError
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 # A folder that refuses changes: its permissions (EACCES), `chattr +i` (EPERM), a read-only mount (EROFS).
 UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-# The outputs this process has replaced, in order, for the interrupt message (rnnlab.core.cli resets it).
-REPLACED: list[Path] = []
-# The temporary folders outputs are being written in: a file swapped in inside one is not an output yet.
-_STAGING: set[str] = set()
+INTERRUPTED = "interrupted: no output was replaced, each is as it was before this run (nothing is half-written); rerun `dvc repro`."
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -49,32 +46,27 @@ def disk_full_cause(error: BaseException) -> OSError | None:
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if is_disk_full(current):
-            return current  # type: ignore[return-value]
+        if isinstance(current, OSError) and is_disk_full(current):
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
 
 
 def disk_full_error(path: Path, error: OSError, left: str = "no partial output was left behind") -> DiskFullError:
+    code = error.errno if error.errno in DISK_FULL_ERRNOS else errno.ENOSPC
     reason = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file size limit reached",
-              errno.EDQUOT: "disk quota exceeded"}[error.errno]
+              errno.EDQUOT: "disk quota exceeded"}[code]
     return DiskFullError(
-        f"{reason} while writing {path} ({errno.errorcode[error.errno]}: {error.strerror}). Free disk space (or "
+        f"{reason} while writing {path} ({errno.errorcode[code]}: {error.strerror}). Free disk space (or "
         f"move the DVC cache to a bigger disk: `dvc cache dir <path>`) and rerun; {left}."
     )
-
-
-def _what_changed() -> str:
-    if not REPLACED:
-        return "no output was changed"
-    return f"only {', '.join(map(str, REPLACED))} {'was' if len(REPLACED) == 1 else 'were'} written (in full)"
 
 
 def unwritable_error(path: Path, folder: Path, reason: str) -> UnwritableError:
     return UnwritableError(
         f"cannot write {path}: {folder} is not writable ({reason}). Make it writable (`chmod u+w {folder}`, or "
-        f"`chattr -i {folder}` if it is immutable) and rerun; {_what_changed()}."
+        f"`chattr -i {folder}` if it is immutable) and rerun; no output was changed."
     )
 
 
@@ -86,18 +78,14 @@ def _unwritable_reason(folder: Path) -> str:
 
 
 def check_writable(path: Path | str) -> None:
-    """Refuse, before any work, an output that could not be written or replaced.
-
-    Its folder (or the nearest one that exists, where folders are still to be made) must take new
-    entries, and an existing folder output must let its old files go: so a read-only location ends
-    the stage at once, not after the work, and not after part of the old output was removed.
-    """
+    """Refuse an output that could not be written or replaced: its folder (or the nearest one that
+    exists) must take new entries, and an existing folder output must let its old files go."""
     path = Path(path)
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise UserError(f"cannot write {path}: {folder} is a file, not a folder. Move it away and rerun; {_what_changed()}.")
+        raise UserError(f"cannot write {path}: {folder} is a file, not a folder. Move it away and rerun; no output was changed.")
     folders = [folder]
     if path.is_dir() and not path.is_symlink():
         folders += [path, *(Path(root) / name for root, names, _files in os.walk(path) for name in names)]
@@ -106,215 +94,93 @@ def check_writable(path: Path | str) -> None:
             raise unwritable_error(path, candidate, _unwritable_reason(candidate))
 
 
-@contextlib.contextmanager
-def held_signals() -> Iterator[list[int]]:
-    """Ctrl-C and SIGTERM wait until the block ends (outputs being swapped in must not stop half-way).
+def _in_user_terms(error: Exception, staged: dict[Path, Path]) -> Exception | None:
+    """A full disk or a refused write as the user's one line, naming the output instead of its temporary name."""
 
-    Yields the list the signals that arrived are added to; the caller acts on them afterwards. The
-    handlers are replaced rather than the signals blocked: torch's threads would still take them.
-    """
-    arrived: list[int] = []
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield arrived
-        return
-    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    for number in STOP_SIGNALS:
-        signal.signal(number, lambda signum, frame: arrived.append(signum))
-    try:
-        yield arrived
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
-
-
-def interrupt_message() -> str:
-    """What an interrupted stage says, true to what it replaced (REPLACED)."""
-    if not REPLACED:
-        return "interrupted: no output was replaced, each is as it was before this run (nothing is half-written); rerun `dvc repro`."
-    written = ", ".join(map(str, REPLACED))
-    return f"interrupted after {written} {'was' if len(REPLACED) == 1 else 'were'} written in full; rerun `dvc repro`."
-
-
-def _is_staged(path: Path) -> bool:
-    return any(str(parent) in _STAGING for parent in Path(os.path.abspath(path)).parents)
-
-
-def _nothing_to_keep(path: Path) -> bool:
-    return not (path.exists() or path.is_symlink()) or (path.is_dir() and not any(path.iterdir()))
-
-
-class _Staging:
-    """The temporary folders of one `outputs_together` block, and the swap that ends it."""
-
-    def __init__(self, outputs: list[Path]) -> None:
-        self.outputs = outputs
-        self.staged: dict[Path, Path] = {}
-        self.folders: list[Path] = []
-        self.live: Path | None = None  # the output written in place, if any
-        self.live_existed = False
-        self.keep_folders = False  # a failed swap that could not be undone keeps the old outputs there
-
-    def prepare(self, live: Path | None) -> None:
-        """A temporary folder beside each output (the live one in place when there is nothing to keep)."""
-        for path in self.outputs:
-            if path == live and _nothing_to_keep(path):
-                self.live, self.live_existed = path, path.is_dir()
-                self.staged[path] = path
-            else:
-                folder = self._make_folder(path)
-                self.folders.append(folder)
-                self.staged[path] = folder / path.name
-
-    def _make_folder(self, path: Path) -> Path:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        except OSError as error:
-            if is_disk_full(error):
-                raise disk_full_error(path, error) from error
-            if is_unwritable(error):
-                folder = Path(error.filename).parent if error.filename else path.parent
-                raise unwritable_error(path, folder, error.strerror) from error
-            raise
-        _STAGING.add(os.path.abspath(folder))
-        return folder
-
-    def real_names(self, text: str) -> str:
-        """`text` with each temporary path replaced by the output it stands for (longest first)."""
-        for path, staged in sorted(self.staged.items(), key=lambda item: -len(str(item[1]))):
-            text = text.replace(str(staged), str(path))
+    def real_names(text: str) -> str:
+        for path, temporary in sorted(staged.items(), key=lambda item: -len(str(item[1]))):
+            text = text.replace(str(temporary), str(path))
         return text
 
-    def _writes_here(self, filename: Any) -> bool:
-        """Whether `filename` (an OSError's) is one of this block's outputs or inside one."""
-        if not filename:
-            return False
-        target = Path(os.path.abspath(filename))
-        return any(Path(os.path.abspath(staged)) in (target, *target.parents) for staged in self.staged.values())
+    if isinstance(error, (DiskFullError, UnwritableError)):
+        return type(error)(real_names(str(error)))
+    cause = disk_full_cause(error)
+    if cause is not None:
+        return disk_full_error(Path(real_names(str(cause.filename))) if cause.filename else next(iter(staged)), cause)
+    # Only a refused write of an output: a file the stage cannot read is not this problem.
+    if isinstance(error, OSError) and is_unwritable(error) and error.filename:
+        target = Path(os.path.abspath(error.filename))
+        if any(Path(os.path.abspath(temporary)) in (target, *target.parents) for temporary in staged.values()):
+            named = Path(real_names(str(error.filename)))
+            return unwritable_error(named, named.parent, error.strerror or str(error))
+    return None
 
-    def translate(self, error: Exception) -> Exception | None:
-        """A full disk or a refused write in the block, as the user's one line naming the real output."""
-        if isinstance(error, (DiskFullError, UnwritableError)):
-            return type(error)(self.real_names(str(error)))
-        cause = disk_full_cause(error)
-        if cause is not None:
-            named = Path(self.real_names(str(cause.filename))) if cause.filename else self.outputs[0]
-            return disk_full_error(named, cause)
-        # Only a refused write of an output: a file the stage cannot read is not this problem.
-        if isinstance(error, OSError) and is_unwritable(error) and self._writes_here(error.filename):
-            named = Path(self.real_names(str(error.filename)))
-            return unwritable_error(named, named.parent, error.strerror)
-        return None
 
-    def swap_in(self) -> list[int]:
-        """Move every output written aside onto its path: all of them, or (when one fails) none.
-
-        Returns the stop signals that arrived meanwhile: the caller raises for them once it is done.
-        """
-        pairs = [(self.staged[path], path) for path in self.outputs if self.staged[path] != path]
-        steps: list[tuple[Path, Path, Path | None, bool]] = []  # (new, path, where the old one went, new in place)
-        record = not any(_is_staged(path) for path in self.outputs)
-        with held_signals() as arrived:
-            try:
-                for new, path in pairs:
-                    old = new.with_name(f"{new.name}.old") if path.exists() or path.is_symlink() else None
-                    if old is not None:
-                        os.replace(path, old)
-                    steps.append((new, path, old, False))
-                    os.replace(new, path)
-                    steps[-1] = (new, path, old, True)
-            except OSError as error:
-                failed = pairs[len(steps) - 1 if steps and not steps[-1][3] else len(steps)][1]
-                self._undo(steps)
-                if is_unwritable(error):
-                    raise unwritable_error(failed, failed.parent, error.strerror) from error
-                if is_disk_full(error):
-                    raise disk_full_error(failed, error) from error
-                raise
-            if record:
-                REPLACED.extend(self.outputs)
-        return arrived
-
-    def _undo(self, steps: list[tuple[Path, Path, Path | None, bool]]) -> None:
-        """Put the old outputs back after a failed swap; if even that fails, keep them and say where."""
-        try:
-            for new, path, old, placed in reversed(steps):
-                if placed:
-                    os.replace(path, new)
-                if old is not None:
-                    os.replace(old, path)
-        except OSError as error:
-            self.keep_folders = True
-            raise UserError(
-                f"could not put the previous outputs back after a failed write ({error}); they are in "
-                f"{', '.join(map(str, self.folders))} (named <name>.old): move each back by hand."
-            ) from error
-
-    def discard_live(self) -> None:
-        """A failed run leaves the in-place output as it found it: absent, or an empty folder."""
-        if self.live is None:
-            return
-        if not self.live_existed:
-            shutil.rmtree(self.live, ignore_errors=True)
-            return
-        for child in list(self.live.iterdir()) if self.live.is_dir() else []:
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    child.unlink()
-
-    def remove_folders(self) -> None:
-        for folder in self.folders:
-            if not self.keep_folders:
-                shutil.rmtree(folder, ignore_errors=True)
-                if folder.exists():
-                    print(f"warning: could not remove the temporary folder {folder}; delete it once its folder is "
-                          f"writable", file=sys.stderr)
-            _STAGING.discard(os.path.abspath(folder))
+def _replace(new: Path, path: Path) -> None:
+    """Rename `new` onto `path`; an old folder goes into `new`'s temporary folder first (removed with it)."""
+    if path.is_dir() and not path.is_symlink():
+        os.replace(path, new.parent / f"{path.name}.old")
+    os.replace(new, path)
 
 
 @contextlib.contextmanager
 def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iterator[dict[Path, Path]]:
-    """Yield where to write each output ({output: temporary path}); when the block succeeds they replace
-    the outputs together, and when it fails or is interrupted every output stays as it was.
+    """Yield where to write each output ({output: temporary path, nothing there yet}); when the block
+    succeeds each temporary replaces its output, and when it fails every output stays as it was.
 
-    Each temporary path is `<folder>/.<name>.XXXX.tmp/<name>` (nothing there yet: the block makes the
-    file or folder), so the outputs' folders must take new entries, which is checked first for all of
-    them, before any work. `live` (the training history) is written in place when there is nothing
-    there to keep (absent, or emptied by DVC before it ran the stage), so `dvc exp show` and the VS Code
-    extension follow it as it grows; a failure removes what was written there.
+    `live` (the training history) is written in place when there is nothing there to keep (absent, or
+    emptied by DVC before it ran the stage), so `dvc exp show` and the VS Code extension follow it as
+    it grows; a failure leaves it as it was found.
     """
     outputs = [Path(path) for path in paths]
     for path in outputs:
         check_writable(path)
-    staging = _Staging(outputs)
+    # Nothing to keep at `live`: absent, or an empty folder (written in place); else aside like the others.
+    in_place = Path(live) if live is not None and not os.path.lexists(live) else None
+    if live is not None and Path(live).is_dir() and not Path(live).is_symlink() and not any(Path(live).iterdir()):
+        in_place = Path(live)
+    existed = in_place is not None and in_place.is_dir()
+    staged: dict[Path, Path] = {}
+    folders: list[Path] = []
     try:
-        staging.prepare(Path(live) if live is not None else None)
-        try:
-            yield staging.staged
-        except Exception as error:
-            translated = staging.translate(error)
-            if translated is not None:
-                raise translated from error
-            raise
-        arrived = staging.swap_in()
-    except BaseException:
-        staging.discard_live()
+        for path in outputs:
+            if path == in_place:
+                staged[path] = path
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                folders.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+            except OSError as error:
+                if is_unwritable(error):
+                    raise unwritable_error(path, path.parent, error.strerror or str(error)) from error
+                raise
+            staged[path] = folders[-1] / path.name
+        yield staged
+        for path in outputs:
+            check_writable(path)  # before any output is replaced
+        for path in outputs:
+            if staged[path] != path:
+                _replace(staged[path], path)
+    except BaseException as error:
+        if in_place is not None:
+            shutil.rmtree(in_place, ignore_errors=True)
+            if existed:
+                in_place.mkdir()
+        translated = _in_user_terms(error, staged) if isinstance(error, Exception) else None
+        if translated is not None:
+            raise translated from error
         raise
     finally:
-        staging.remove_folders()
-    if arrived:  # Ctrl-C or SIGTERM during the swap: stop now that the outputs are complete
-        raise KeyboardInterrupt(f"signal {arrived[0]}")
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.exists():  # its folder became read-only while the stage ran
+                print(f"warning: could not remove the temporary folder {folder}; delete it once its folder is writable",
+                      file=sys.stderr)
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (no file there yet); it replaces `path` only if the block succeeds.
-
-    A crash, an interrupt or a full disk therefore never leaves a half-written file where DVC or a
-    later stage would take it for a good output; a full disk becomes a DiskFullError (exit 2).
-    """
+    """Yield a temporary path beside `path` (no file there yet); it replaces `path` only if the block succeeds."""
     path = Path(path)
     with outputs_together(path) as staged:
         yield staged[path]
@@ -322,12 +188,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(path: Path | str) -> Iterator[Path]:
-    """Yield a new empty directory beside `path`; it replaces `path` only if the block succeeds.
-
-    For directory outputs (data/prepared, data/xy): a failure part-way (a full disk on the last
-    split, an interrupt) leaves neither a mix of new and old files nor a half-filled directory that
-    DVC or a later stage would read as complete; an earlier complete `path` stays as it was.
-    """
+    """Yield a new empty folder beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
     with outputs_together(path) as staged:
         staged[path].mkdir()
@@ -353,3 +214,30 @@ def read_json(path: Path | str, what: str, fix: str) -> Any:
         raise UserError(f"{what} at {path} is not valid JSON ({error}). {fix}") from error
 
 
+@contextlib.contextmanager
+def exclusive_writer(path: Path | str, what: str) -> Iterator[None]:
+    """Hold a lock on `.<name>.lock` beside `path` while the block runs; a second process gets a
+    UserError naming the first one's PID. DVC's own lock does not cover a stage run by hand."""
+    path = Path(path)
+    lock_path = path.parent / f".{path.name}.lock"
+    check_writable(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = ""
+        with contextlib.suppress(OSError):
+            holder = lock_path.read_text(encoding="ascii").strip()
+        holder = holder if holder.isdigit() else "unknown"  # between the holder's lock and its write
+        raise UserError(
+            f"another {what} (PID {holder}) is writing {path}; wait for it to end, or stop it (`kill {holder}`), "
+            f"then rerun. Nothing was changed. (Lock: {lock_path}.)"
+        ) from None
+    try:
+        lock_path.write_text(f"{os.getpid()}\n", encoding="ascii")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()  # not an output: DVC must never see it
+        lock.release()

@@ -60,7 +60,7 @@ def project_files(entry: Path, root: Path, memo: dict[Path, list[Path]] | None =
             continue
         seen.add(path)
         if path not in memo:
-            memo[path] = [module_file(root, name).resolve() for name in imported_modules(path, root)]
+            memo[path] = [file.resolve() for name in imported_modules(path, root) if (file := module_file(root, name)) is not None]
         pending += memo[path]
     return {path.relative_to(root.resolve()) for path in seen}
 

@@ -3,7 +3,7 @@
 Without this a too-large `data.fix_length` or `model.hidden_size` ends in a raw numpy or torch
 allocator traceback after minutes of work (or in the kernel's OOM killer). Each stage describes its
 big arrays as `Need`s, each named after the params it grows with (rnnlab/text/encode.py for xy,
-rnnlab/training/memory.py for train), so the error can say which param to lower. The estimates
+rnnlab/training/train.py for train), so the error can say which param to lower. The estimates
 are checked against the measured peak of small real runs (tests/stages/test_resources.py).
 """
 
@@ -12,12 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rnnlab.core.errors import UserError
-
-if TYPE_CHECKING:  # torch is not imported by the xy stage
-    import torch
 
 FLOAT_BYTES = 4
 TOKEN_BYTES = 8  # np.int64 / torch.long token ids
@@ -115,16 +112,6 @@ def available_memory() -> int | None:
         except (ValueError, OSError, AttributeError):
             return None
     return min(candidates)
-
-
-def available_device_memory(device: "torch.device") -> int | None:
-    """Free memory on a CUDA device; None elsewhere (CPU and Apple MPS use the RAM)."""
-    if device.type != "cuda":
-        return None
-    import torch
-
-    free, _total = torch.cuda.mem_get_info(device)
-    return int(free)
 
 
 def check_fits(needs: list[Need], available: int | None, memory: str, task: str) -> None:

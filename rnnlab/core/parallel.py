@@ -6,7 +6,8 @@ import contextlib
 import gc
 import multiprocessing
 import signal
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from rnnlab.core.cli import raise_keyboard_interrupt
 from rnnlab.core.errors import UserError
@@ -82,7 +83,7 @@ class ForkedCall(Generic[T]):
             raise value
         return value
 
-    def __enter__(self) -> "ForkedCall[T]":
+    def __enter__(self) -> ForkedCall[T]:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

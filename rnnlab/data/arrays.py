@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
+import yaml  # type: ignore[import-untyped]  # no stubs installed (types-PyYAML)
 
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_path, read_json
-from rnnlab.core.pipeline import stage_writing
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: `xy` only writes arrays, and torch's import costs ~1.4 s
     import torch
@@ -59,14 +61,23 @@ class WriteThrough:
 
 def save_split(directory: Path, x: np.ndarray, lengths: np.ndarray, y: np.ndarray) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(ARRAYS, (x, lengths, y)):
+    for name, array in zip(ARRAYS, (x, lengths, y), strict=True):
         with atomic_path(directory / f"{name}.npy") as temporary, temporary.open("wb") as handle:
             np.save(WriteThrough(handle), array)
 
 
 def repair_hint(data_dir: Path) -> str:
-    """How to get good arrays back: from the DVC cache, or by rerunning the stage that writes them."""
-    stage = stage_writing(data_dir)
+    """How to get good arrays back: from the DVC cache, or by rerunning the dvc.yaml stage whose outs name them."""
+    stage = None
+    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        document = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8")) or {}
+        variables = {key: value for entry in document.get("vars") or [] if isinstance(entry, dict) for key, value in entry.items()}
+        for name, declared in ((name, out) for name, body in (document.get("stages") or {}).items()
+                               if "foreach" not in body for out in body.get("outs") or []):
+            declared = str(next(iter(declared)) if isinstance(declared, dict) else declared)
+            resolved = re.sub(r"\$\{(\w+)\}", lambda match: str(variables.get(match.group(1), match.group(0))), declared)
+            if os.path.abspath(resolved) == os.path.abspath(data_dir):
+                stage = name
     rebuild = f"`dvc repro {stage}`" if stage else "rerun the stage that writes it (`dvc repro`)"
     return f"Restore it with `dvc checkout {data_dir}`, or rebuild it: {rebuild}."
 

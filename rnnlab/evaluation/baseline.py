@@ -27,8 +27,7 @@ from rnnlab.evaluation.metrics import (
     write_predictions,
     write_results,
 )
-from rnnlab.runtime.environment import BASELINE_MATH, is_reproducible, result_environment
-from rnnlab.runtime.timings import record_evaluation, record_training
+from rnnlab.runtime.environment import BASELINE_MATH, mode, record_evaluation, record_training, result_environment
 
 NAME = "linear_tfidf"
 BASELINE_METRICS = tuple(key for key in DECLARED_METRICS if key != "best_epoch")  # one fit, no epochs to choose from
@@ -56,6 +55,10 @@ def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[
             best = (classifier, seconds, accuracy)
     assert best is not None  # the grid has at least one value (checked in config)
     return vectorizer, best[0], best[1], search
+
+
+def baseline_math() -> str:
+    return BASELINE_MATH if mode().reproducible else "numpy/scipy OpenBLAS: machine-dependent"
 
 
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
@@ -87,7 +90,7 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
         "seed": 0,
         "cell": "linear",
         "gradient": None,  # no recurrence: nothing flows through time
-        "environment": result_environment(torch.device("cpu"), math=BASELINE_MATH if is_reproducible() else "numpy/scipy OpenBLAS: machine-dependent"),
+        "environment": result_environment(torch.device("cpu"), math=baseline_math()),
     }
     with outputs_together(outputs.metrics, outputs.details, outputs.predictions) as staged:  # all or none
         write_predictions(staged[outputs.predictions], y, probabilities, meta.class_names)

@@ -13,13 +13,10 @@ from rnnlab.core.files import check_writable, outputs_together, write_json
 from rnnlab.data.arrays import Split, load_split
 from rnnlab.evaluation.gradients import gradient_report
 from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions, write_results
-from rnnlab.model.checkpoint import load_checkpoint
-from rnnlab.model.classifier import Classifier, count_parameters
-from rnnlab.runtime.environment import result_environment
-from rnnlab.runtime.timings import record_evaluation
-from rnnlab.runtime.torch_setup import setup_torch
+from rnnlab.model.classifier import Classifier, count_parameters, load_checkpoint
+from rnnlab.runtime.environment import record_evaluation, result_environment, setup_torch
 from rnnlab.training.history import best_valid_accuracy, read_history
-from rnnlab.training.loop import predict
+from rnnlab.training.train import predict
 
 EVAL_BATCH_SIZE = 500
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
-from rnnlab.core.progress import progress_bar
 from rnnlab.data.arrays import Split
 from rnnlab.model.classifier import Classifier, RecurrentClassifier, initial_model, members_of
+from rnnlab.training.train import progress_bar
 
 GRADIENT_SEQUENCES = 100  # first N validation sequences; one forward/backward pass per model
 DECADE_DEPTHS = (50, 150)  # steps back at which the fall from the last step is reported
@@ -96,7 +96,7 @@ def profile_rows(initial: GradientProfile, trained: GradientProfile) -> list[dic
         {"steps_back": steps_back, "log10_grad_norm_init": round(init_log, 4),
          "log10_grad_norm_trained": round(trained_log, 4), "sequences": int(count)}
         for steps_back, (init_log, trained_log, count) in enumerate(
-            zip(initial.log10_norms, trained.log10_norms, trained.counts.tolist())
+            zip(initial.log10_norms, trained.log10_norms, trained.counts.tolist(), strict=False)
         )
     ]
 
@@ -113,15 +113,15 @@ def gradient_report(trained_model: Classifier, seed: int, valid: Split) -> tuple
     An ensemble is profiled through its first member: each member has its own embedding, so there
     is no single input to differentiate; its initial weights are member 0's of the seeded builder train used.
     """
-    trained_model = members_of(trained_model)[0]
+    member = cast(RecurrentClassifier, members_of(trained_model)[0])
     batch = first_sequences(valid)
     # Two float64 forward/backward passes through every step: seconds for an LSTM, so a bar shows them.
     with progress_bar(2, "gradient diagnostics", unit="model") as bar:
         with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
-            untrained = members_of(initial_model(trained_model.spec, seed))[0]
+            untrained = cast(RecurrentClassifier, members_of(initial_model(member.spec, seed))[0])
         initial = measure_profile(untrained, batch)
         bar.update(1)
-        trained = measure_profile(trained_model, batch)
+        trained = measure_profile(member, batch)
         bar.update(1)
     metrics = {
         "init": profile_summary(initial),

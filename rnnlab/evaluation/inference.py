@@ -17,9 +17,7 @@ import torch
 from rnnlab.config.params import ORDER_TASK, Params, Task
 from rnnlab.core.errors import UserError
 from rnnlab.core.memory import size_text
-from rnnlab.model.checkpoint import load_checkpoint
-from rnnlab.model.classifier import Classifier
-from rnnlab.model.spec import ModelSpec
+from rnnlab.model.classifier import Classifier, ModelSpec, load_checkpoint
 from rnnlab.order_task.generate import INDEX as ORDER_INDEX
 from rnnlab.order_task.generate import SYMBOLS as ORDER_SYMBOLS
 from rnnlab.text.archive import REVIEW_BYTES, ArchiveLimitError, decode_review, read_review_bytes

@@ -1,1 +1,1 @@
-"""One recurrent classifier for every task (the cell picked by `model.cell`), its parts and its checkpoints."""
+"""One recurrent classifier for every task (the cell picked by `model.cell`), its sizes and its checkpoints."""

@@ -13,8 +13,7 @@ from typing import Any
 
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import write_text
-from rnnlab.runtime.environment import describe_environment
-from rnnlab.runtime.timings import read_timings
+from rnnlab.runtime.environment import describe_environment, read_timings
 
 COLUMNS = (
     ("variant", "variant", "{}"),

@@ -1,2 +1,2 @@
-"""How the math runs: the reproducible mode's pins (environment), torch's process settings (torch_setup),
-and machine-dependent timings kept apart from the results (timings)."""
+"""How the math runs: the reproducible mode's pins, torch's process settings and the machine-dependent timings
+kept apart from the results (environment), and the deterministic kernels (gemm)."""

@@ -17,7 +17,7 @@ So `runtime.reproducible: true` (the default):
   thread count, and faster than torch's own kernels (bench);
 - switches oneDNN off and pins ATen's kernels to AVX2 (ATEN_CPU_CAPABILITY), so the remaining ATen
   kernels run the same code everywhere;
-- the model draws dropout masks with torch.rand (rnnlab/model/layers.py Dropout);
+- the model draws dropout masks with torch.rand (rnnlab/model/classifier.py Dropout);
 - pins numpy's OpenBLAS (the linear baseline) to one kernel family and one thread.
 Where the kernels cannot be used (no C++ compiler, a CPU without AVX2/FMA, CUDA), the stage says so,
 torch's own kernels run, and the metrics' environment stamp names the fallback.
@@ -30,14 +30,20 @@ calls it with its validated params first and imports the torch-using library aft
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch is imported after configure(), inside the functions that need it
+    import torch
 
 from rnnlab.config.params import RuntimeConfig
+from rnnlab.core.errors import UserError
+from rnnlab.core.files import write_json
 
 SWITCH = "RNNLAB_REPRODUCIBLE"
 # What the mode pins; each is read by its library when the library loads.
@@ -100,10 +106,6 @@ def mode() -> Mode:
     return _state["mode"]
 
 
-def is_reproducible() -> bool:
-    return mode().reproducible
-
-
 def apply_torch_settings(device_type: str) -> list[str]:
     """Torch-side settings of the mode, after import; returns warnings for the stage to print."""
     import torch
@@ -111,10 +113,10 @@ def apply_torch_settings(device_type: str) -> list[str]:
     warnings: list[str] = []
     if device_type == "cuda":
         configure_cuda_determinism(torch)
-    if not is_reproducible():
+    if not mode().reproducible:
         return warnings
     # oneDNN's LSTM kernels give other bits per ISA and per thread count; the fused layers do not.
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module-level flag torch types as ContextProp
     capability = torch.backends.cpu.get_cpu_capability()
     if not _state["configured_before_torch"]:
         warnings.append(
@@ -166,7 +168,7 @@ def math_library(device_type: str) -> str:
         return "cuBLAS/cuDNN, deterministic algorithms"
     if device_type != "cpu":
         return f"torch on {device_type}"
-    if not is_reproducible():
+    if not mode().reproducible:
         return "torch (MKL, oneDNN): machine-dependent"
     kernels = _state["kernels"]
     if kernels is None:
@@ -188,7 +190,7 @@ def result_environment(device: Any, math: str | None = None) -> dict[str, Any]:
 
     device_type = getattr(device, "type", str(device))
     environment = {
-        "reproducible": is_reproducible(),
+        "reproducible": mode().reproducible,
         "math": math or math_library(device_type),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "torch": str(torch.__version__),  # a str subclass that weights_only loading would refuse
@@ -223,3 +225,83 @@ def describe_environment(environment: dict[str, Any] | None) -> str | None:
              "cross-vendor reproducible" if environment.get("cross_vendor")
              else "reproducible" if environment.get("reproducible") else "not reproducible"]
     return ", ".join(str(part) for part in parts)
+
+
+def setup_torch(device_name: str, threads: int = 0) -> torch.device:
+    """Torch's process-wide settings for a stage: call first in its work, before any parallel torch op
+    starts the OpenMP workers (they inherit the floating-point mode when they are created).
+
+    Flushing denormals matters: vanishing gradients (the subject of this project) underflow into
+    denormal floats, which x86 CPUs process ~10x slower (one vanilla-RNN step: 1.16 s with, 0.12 s without).
+    Threads: RNNLAB_THREADS wins, then `threads` (train.threads), then torch's default of one per core;
+    in reproducible mode the count changes no bit. Then the mode's kernels in place of ATen's. Random
+    draws are seeded where they start (rnnlab.model.classifier.initial_model), not here.
+    """
+    import torch
+
+    threads = thread_count(threads)
+    torch.set_flush_denormal(True)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    device = resolve_device(device_name)
+    for warning in apply_torch_settings(device.type):
+        print(warning, file=sys.stderr)
+    return device
+
+
+def resolve_device(name: str) -> torch.device:
+    import torch
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "cuda" and not cuda:
+        raise UserError("train.device=cuda but no CUDA GPU is available to torch here. Set train.device=auto or cpu.")
+    if name == "mps" and not mps:
+        raise UserError("train.device=mps but no Apple MPS device is available here. Set train.device=auto or cpu.")
+    return torch.device(("cuda" if cuda else "mps" if mps else "cpu") if name == "auto" else name)
+
+
+def thread_count(threads: int) -> int:
+    """RNNLAB_THREADS if set, else `threads` (train.threads); 0 = torch's default of one per core. More
+    threads than cores only slow torch down, and far more crash its thread pool: 0..cores is allowed."""
+    cores = os.cpu_count() or 1
+    text = os.environ.get("RNNLAB_THREADS", "").strip()
+    if text:
+        threads = int(text) if text.isdigit() else -1
+    if not 0 <= threads <= cores:
+        source = f"RNNLAB_THREADS={text}" if text else f"train.threads={threads}"
+        raise UserError(f"{source} is not a thread count for this machine: give a whole number in 1..{cores} "
+                        f"(its cores), or 0 for torch's default of one per core.")
+    return threads
+
+
+# Machine-dependent measurements (seconds, tokens/s) live in their own files (reports/timings/<variant>.json),
+# deliberately not declared in dvc.yaml: DVC records every declared output's hash in dvc.lock, so a file that
+# changes with the machine would make every rerun look like a change. The report reads both.
+
+
+def read_timings(path: Path) -> dict[str, Any]:
+    """The timings recorded so far, or {} (none yet, or a damaged file: timings are never critical)."""
+    try:
+        return dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def record_training(path: Path, variant: str, device: str, epoch_seconds: list[float], tokens_per_epoch: int) -> None:
+    """Start a variant's timings afresh: its training just ran on this machine."""
+    mean = sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None
+    write_json(path, {
+        "variant": variant,
+        "device": device,
+        "machine": machine_environment(),
+        "train_seconds_per_epoch": mean,
+        "train_tokens_per_second": tokens_per_epoch / mean if mean else None,
+        "epoch_seconds": [round(seconds, 3) for seconds in epoch_seconds],
+    })
+
+
+def record_evaluation(path: Path, variant: str, eval_tokens_per_second: float) -> None:
+    """Add the evaluation speed to what training recorded (or start the file if there is none)."""
+    timings = read_timings(path) or {"variant": variant, "machine": machine_environment()}
+    timings["eval_tokens_per_second"] = eval_tokens_per_second
+    write_json(path, timings)

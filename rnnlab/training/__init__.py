@@ -1,1 +1,1 @@
-"""Training a variant: the loop, the optimiser, the DVCLive history and the memory check before it starts."""
+"""Training a variant (train.py, top-down to the optimiser step) and its per-epoch DVCLive history (history.py)."""

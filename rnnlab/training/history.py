@@ -17,19 +17,28 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rnnlab.core.errors import UserError
-
-if TYPE_CHECKING:  # the readers stay free of torch: a review tool can use them cheaply
-    from rnnlab.training.loop import EpochRecord
 
 # Logged every epoch, in this order; the names are EpochRecord's fields (all but `epoch`).
 HISTORY_METRICS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "grad_norm_mean", "grad_norm_max", "clip_fraction")
 STEP = "step"
 RERUN = "Rerun the train stage (`dvc repro`)."
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    valid_loss: float
+    valid_accuracy: float
+    grad_norm_mean: float  # global gradient norm before clipping, averaged over the epoch's steps
+    grad_norm_max: float
+    clip_fraction: float  # share of steps where clipping fired
 
 
 def metric_file(directory: Path | str, metric: str) -> Path:
@@ -42,7 +51,7 @@ def summary_file(directory: Path | str) -> Path:
 
 
 class EpochLog:
-    """DVCLive logger for one training run; the train stage passes `log_epoch` to engine.fit."""
+    """DVCLive logger for one training run; the train stage passes `log_epoch` to rnnlab.training.train.fit."""
 
     def __init__(self, directory: Path) -> None:
         """Log into `directory`, which must be absent or empty (outputs_together gives the train stage one):

@@ -1,33 +1,36 @@
-"""Train one variant: its seeded model, the loop, the checkpoint and the per-epoch history.
+"""Train one variant, top-down: the memory check, the seeded model, the loop, the checkpoint and the history.
 
 The variant's config is its task's baseline `model`/`train` sections with the variant's overrides
-applied (params.yaml `variants`, or `order.variants` for the order task), as the params stage
-resolved it (rnnlab/config/params.py). The history is a DVCLive
-directory (rnnlab/training/history.py) that grows by one line per metric as each epoch ends.
+applied, as the params stage resolved it. The checkpoint and the DVCLive history (rnnlab/training/history.py)
+are written aside and renamed into place when training has ended, so a failed or interrupted run
+leaves the ones from before it; one process at a time writes them (rnnlab.core.files.exclusive_writer).
 
-The checkpoint and the history are replaced together when training has ended, so a failed or
-interrupted run leaves the ones from before it (rnnlab.core.files.outputs_together); one run at a time
-writes them (rnnlab.core.locks).
+The loop sees (tokens, lengths, labels) tensors and a model that maps (tokens, lengths) to logits;
+it knows neither the dataset nor the cell type.
 """
 
 from __future__ import annotations
 
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlab.config.params import Variant
-from rnnlab.core.files import check_writable, outputs_together
-from rnnlab.core.locks import exclusive_writer
-from rnnlab.data.arrays import load_meta, load_split
-from rnnlab.model.checkpoint import save_checkpoint
-from rnnlab.model.classifier import count_parameters, initial_model
-from rnnlab.model.spec import ModelSpec
-from rnnlab.runtime.environment import result_environment
-from rnnlab.runtime.timings import record_training
-from rnnlab.runtime.torch_setup import setup_torch
-from rnnlab.training.history import EpochLog
-from rnnlab.training.loop import EpochRecord, FitResult, fit
-from rnnlab.training.memory import check_training_fits
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from rnnlab.config.params import ORDER_TASK, Variant
+from rnnlab.config.params import DataConfig, ModelConfig, TrainConfig
+from rnnlab.core.files import check_writable, exclusive_writer, outputs_together
+from rnnlab.core.memory import FLOAT_BYTES, Need, Param, available_memory, check_fits
+from rnnlab.data.arrays import Meta, Split, load_meta, load_split
+from rnnlab.model.classifier import ModelSpec, count_parameters, initial_model, members_of, parameter_counts, save_checkpoint
+from rnnlab.runtime.environment import record_training, result_environment, setup_torch
+from rnnlab.training.history import EpochLog, EpochRecord
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,14 @@ class TrainingOutputs:
     timings: Path | None = None  # machine-dependent seconds (not a DVC output)
 
 
-def best_record(result: FitResult) -> EpochRecord | None:
-    return next((record for record in result.history if record.epoch == result.best_epoch), None)
+@dataclass
+class FitResult:
+    history: list[EpochRecord]
+    best_state: dict[str, torch.Tensor]
+    best_epoch: int
+    diverged: bool
+    # Machine-dependent, so kept apart from the history (a DVC output that must reproduce bit for bit).
+    epoch_seconds: list[float]
 
 
 def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) -> None:
@@ -47,8 +56,8 @@ def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) ->
     check_training_fits(variant, meta, data_dir, device)  # before any big allocation
     if outputs.timings is not None:
         check_writable(outputs.timings)  # written last: a read-only folder must not fail the run after training
-    # The lock before anything is written; then both outputs aside (the history in place when there is
-    # none to keep, so DVC and VS Code follow it), swapped in together once the checkpoint is saved.
+    # The lock before anything is written; the history in place when there is none to keep, so DVC
+    # and VS Code follow it as it grows.
     with exclusive_writer(outputs.history, f"training run of {variant.name}"), \
             outputs_together(outputs.model, outputs.history, live=outputs.history) as staged:
         train, valid = load_split(data_dir, "train"), load_split(data_dir, "valid")
@@ -66,6 +75,273 @@ def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) ->
              "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device),
              "environment": result_environment(device)},
         )
-        history.finish(best_record(result))
+        history.finish(next((record for record in result.history if record.epoch == result.best_epoch), None))
     if outputs.timings is not None:
         record_training(outputs.timings, variant.name, device.type, result.epoch_seconds, len(train) * train.sequence_length)
+
+
+def fit(
+    model: nn.Module, train: Split, valid: Split, config: TrainConfig, device: torch.device,
+    log: Callable[[str], None] = print, on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> FitResult:
+    """Train for config.epochs, keep the weights of the best validation-accuracy epoch (or the last
+    epoch's, with `train.keep: last`); `on_epoch` gets each finished epoch's record.
+
+    An ensemble's members each get their own optimiser, schedule and batch order (seed + i) and
+    train on their own loss, one epoch each in turn; validation scores the ensemble as a whole.
+    On divergence, stop and keep the best weights so far (the initial ones if no epoch finished).
+    """
+    model.to(device)
+    members = members_of(model)
+    optimizers = [make_optimizer(member.parameters(), config) for member in members]
+    schedulers = [make_scheduler(optimizer, config, len(train)) for optimizer in optimizers]
+    generators = [torch.Generator().manual_seed(config.seed + index) for index in range(len(members))]
+    best_state, best_epoch, best_accuracy = _state_copy(model), 0, -1.0
+    history: list[EpochRecord] = []
+    epoch_seconds: list[float] = []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        member_stats = []
+        for index, (member, optimizer, generator, scheduler) in enumerate(zip(members, optimizers, generators, schedulers, strict=True)):
+            member_label = f" member {index + 1}/{len(members)}" if len(members) > 1 else ""
+            stats = train_epoch(member, optimizer, train, config, generator, device, scheduler,
+                                description=f"epoch {epoch}/{config.epochs}{member_label}")
+            if stats is None:
+                log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
+                return FitResult(history, best_state, best_epoch, True, epoch_seconds)
+            member_stats.append(stats)
+        seconds = time.perf_counter() - started
+        # Over ensemble members: means, and the largest gradient norm.
+        combined = {key: sum(member[key] for member in member_stats) / len(member_stats) for key in member_stats[0]}
+        combined["grad_norm_max"] = max(member["grad_norm_max"] for member in member_stats)
+        probabilities, valid_loss = predict(model, valid, max(config.batch_size, 256), device, description=f"epoch {epoch} valid")
+        if not math.isfinite(valid_loss):
+            # The epoch's last step can blow the weights up after its finite-loss check; such weights
+            # must never become the "best" checkpoint.
+            log(f"epoch {epoch}: validation loss became NaN/inf; stopping (diverged)")
+            return FitResult(history, best_state, best_epoch, True, epoch_seconds)
+        valid_accuracy = float((probabilities.argmax(dim=1) == valid.y).float().mean())
+        record = EpochRecord(epoch=epoch, valid_loss=valid_loss, valid_accuracy=valid_accuracy, **combined)
+        history.append(record)
+        epoch_seconds.append(seconds)
+        log(
+            f"epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f} | "
+            f"valid loss {valid_loss:.4f} acc {valid_accuracy:.4f} | {seconds:.1f}s, grad norm {record.grad_norm_mean:.3g}"
+        )
+        if valid_accuracy > best_accuracy or config.keep == "last":
+            best_state, best_epoch, best_accuracy = _state_copy(model), epoch, valid_accuracy
+        if on_epoch is not None:
+            on_epoch(record)
+    return FitResult(history, best_state, best_epoch, False, epoch_seconds)
+
+
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, config: TrainConfig,
+    generator: torch.Generator, device: torch.device,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, description: str = "train",
+) -> dict[str, float] | None:
+    """One pass over `split`; None when the loss or gradient became NaN/inf (divergence).
+
+    On a terminal a bar shows the running loss, accuracy and tokens/s; it only reads values the step
+    computes anyway, so every bit of the weights is the same with or without it.
+    """
+    model.train()
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    order = torch.randperm(len(split), generator=generator)
+    loss_sum, correct, steps, clipped, norm_sum, norm_max = 0.0, 0, 0, 0, 0.0, 0.0
+    seen, throughput = 0, Throughput()
+    with progress_bar(math.ceil(len(split) / config.batch_size), description) as bar:
+        for x, lengths, y in batches(split, config.batch_size, order):
+            x, lengths, y = x.to(device), lengths.to(device), y.to(device)
+            logits = model(x, lengths)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None]).item()
+            if not (math.isfinite(loss.item()) and math.isfinite(norm)):
+                return None
+            if config.grad_clip > 0 and norm > config.grad_clip:
+                torch.nn.utils.clip_grads_with_norm_(parameters, config.grad_clip, torch.tensor(norm))
+                clipped += 1
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(dim=1) == y).sum())
+            steps += 1
+            norm_sum += norm
+            norm_max = max(norm_max, norm)
+            seen += len(y)
+            throughput.add(x.numel())
+            show_running(bar, throughput, loss=loss_sum / seen, accuracy=correct / seen)
+    return {
+        "train_loss": loss_sum / len(split),
+        "train_accuracy": correct / len(split),
+        "grad_norm_mean": norm_sum / steps,
+        "grad_norm_max": norm_max,
+        "clip_fraction": clipped / steps,
+    }
+
+
+def make_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """`train.optimizer` with `train.lr` and `train.weight_decay`."""
+    if config.optimizer == "rmsprop":
+        # Keras's RMSprop defaults (rho 0.9, epsilon 1e-7), not torch's (alpha 0.99, eps 1e-8): the
+        # Keras write-up is the one that used it.
+        return torch.optim.RMSprop(parameters, lr=config.lr, alpha=0.9, eps=1e-7, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, train_size: int,
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-batch learning-rate schedule of `config.lr_schedule`; None for a constant rate."""
+    if config.lr_schedule == "constant":
+        return None
+    # T_max = every step of the run: the last batch of the last epoch trains at (almost) 0.
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * math.ceil(train_size / config.batch_size))
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, split: Split, batch_size: int, device: torch.device, description: str = "predict",
+) -> tuple[torch.Tensor, float]:
+    """Class probabilities (N, C) and the mean cross-entropy over the split."""
+    model.eval()
+    probabilities, total_loss, seen = [], 0.0, 0
+    throughput = Throughput()
+    with progress_bar(math.ceil(len(split) / batch_size), description) as bar:
+        for x, lengths, y in batches(split, batch_size):
+            logits = model(x.to(device), lengths.to(device)).float()
+            total_loss += F.cross_entropy(logits, y.to(device), reduction="sum").item()
+            probabilities.append(logits.softmax(dim=1).cpu())
+            seen += len(y)
+            throughput.add(x.numel())
+            show_running(bar, throughput, loss=total_loss / seen)
+    return torch.cat(probabilities), total_loss / len(split)
+
+
+def batches(split: Split, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
+    indices = order if order is not None else torch.arange(len(split))
+    for start in range(0, len(split), batch_size):
+        index = indices[start : start + batch_size]
+        yield split.x[index], split.lengths[index], split.y[index]
+
+
+def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+
+
+# --- progress bars: on a terminal only (`disable=None`); under `dvc queue`, CI or a log they stay silent ---
+
+
+def progress_bar(total: int, description: str, unit: str = "batch") -> tqdm:
+    """A transient bar (cleared when done, so the per-epoch line stays the only record)."""
+    # sys.stderr looked up at call time: a test can put a fake terminal there.
+    return tqdm(total=total, desc=description, unit=unit, leave=False, disable=None, file=sys.stderr, dynamic_ncols=True)
+
+
+class Throughput:
+    """Tokens per second since creation, for a bar's postfix (never in a DVC output)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.tokens = 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def per_second(self) -> float:
+        return self.tokens / max(time.perf_counter() - self.started, 1e-9)
+
+
+def show_running(bar: tqdm, throughput: Throughput, loss: float | None = None, accuracy: float | None = None) -> None:
+    """Advance `bar` by one batch and show the running loss, accuracy and tokens/s."""
+    if not bar.disable:  # formatting is skipped when nobody sees it
+        postfix = {}
+        if loss is not None:
+            postfix["loss"] = f"{loss:.4f}"
+        if accuracy is not None:
+            postfix["acc"] = f"{accuracy:.4f}"
+        postfix["tok/s"] = f"{throughput.per_second():,.0f}"
+        bar.set_postfix(postfix, refresh=False)
+    bar.update(1)
+
+
+# --- memory: what training needs, refused before anything is allocated if it cannot fit ---------------
+# float32 = 4 bytes, token ids int64. Counted: the train and valid arrays; every parameter
+# DEVICE_WEIGHT_COPIES times on the device plus the best-epoch copies in RAM; the activations one step
+# keeps for backward. Ensemble members train one at a time: activations once, weights per member.
+# Not counted: the interpreter and torch themselves (a few hundred MB). tests/stages/test_resources.py
+# checks the estimate against the measured peak of a real run.
+
+# Weight, gradient, Adam's exp_avg and exp_avg_sq, and the two temporaries of Adam's step.
+DEVICE_WEIGHT_COPIES = 6
+# The best epoch's weights in RAM; a new best is copied before the old one is dropped.
+BEST_STATE_COPIES = 2
+# Floats kept per (sample, step, hidden unit, direction, layer), measured as the train stage's peak
+# on CPU (hidden 256, batch 128 x 500 steps): about 4 per gate plus the hidden state.
+RECURRENT_FLOATS = {"rnn": 5, "gru": 12, "lstm": 17}
+# Per (sample, step, input feature): the embedding output, its dropout copy and its gradient; one-hot
+# inputs are made as int64 (2 floats' worth) and then converted to float.
+INPUT_FLOATS = {"embedding": 3, "one_hot": 5}
+
+
+def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -> list[Need]:
+    """What training `variant` needs, by contributor, each named after the params it grows with."""
+    model, train = variant.model, variant.train
+
+    def param(section: str, key: str) -> Param:
+        config = {"model": ModelConfig, "train": TrainConfig}[section]
+        return Param(variant.params_key(section, key), getattr(getattr(variant, section), key), getattr(config, key))
+
+    length_key = "order.data.max_length" if variant.task == ORDER_TASK else "data.fix_length"
+    length = Param(length_key, meta.sequence_length, DataConfig.fix_length)
+    vocabulary = Param("data.vocab_size", meta.input_size, DataConfig.vocab_size)
+    hidden, members, batch = param("model", "hidden_size"), param("model", "members"), param("train", "batch_size")
+    layers, embedding_dim = param("model", "num_layers"), param("model", "embedding_dim")
+    # The lower layers' sizes grow the same contributors as hidden_size (judged against its default).
+    lower = Param(variant.params_key("model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
+    counts = parameter_counts(model, meta.input_size, meta.num_classes, meta.sequence_length)
+    weights = DEVICE_WEIGHT_COPIES * FLOAT_BYTES * model.members
+    one_hot = model.input_encoding == "one_hot"
+    steps = train.batch_size * meta.sequence_length
+    features = meta.input_size if one_hot else model.embedding_dim
+    recurrent_floats = steps * sum(model.layer_sizes) * model.directions * RECURRENT_FLOATS[model.cell]
+    if model.readout != "last":  # the masked copy of every step's output
+        recurrent_floats += steps * model.hidden_size * model.directions
+    concat = model.readout == "concat"
+    needs = [
+        Need("embedding weights with gradients and Adam state", counts["embedding"] * weights, (embedding_dim, vocabulary, members)),
+        Need("recurrent weights with gradients and Adam state", counts["recurrent"] * weights,
+             (hidden, layers, lower, members) + ((vocabulary,) if one_hot else ()),
+             other_fix=", or set model.bidirectional=false" if model.bidirectional else ""),
+        Need("output head weights with gradients and Adam state", counts["head"] * weights,
+             (hidden, param("model", "head_size"), members) + ((length,) if concat else ()),
+             other_fix=", or use a readout other than concat" if concat else ""),
+        Need("input activations (batch x length x features)", steps * features * INPUT_FLOATS[model.input_encoding] * FLOAT_BYTES,
+             (batch, length, vocabulary if one_hot else embedding_dim),
+             other_fix=", or use model.input_encoding=embedding" if one_hot else ""),
+        Need("recurrent activations (batch x length x hidden)", recurrent_floats * FLOAT_BYTES, (batch, length, hidden, layers, lower)),
+        Need("best-epoch copies of the weights", sum(counts.values()) * model.members * FLOAT_BYTES * BEST_STATE_COPIES,
+             (hidden, members), on_device=False),
+    ]
+    if data_dir is not None:
+        files = [Path(data_dir) / split / f"{name}.npy" for split in ("train", "valid") for name in ("X", "lengths", "y")]
+        needs.append(Need("train and valid token arrays", sum(path.stat().st_size for path in files if path.is_file()),
+                          (length,), on_device=False))
+    return [need for need in needs if need.bytes > 0]
+
+
+def check_training_fits(variant: Variant, meta: Meta, data_dir: Path, device: torch.device) -> None:
+    """Refuse a variant whose weights, optimiser state and activations cannot fit (GPU and RAM on CUDA)."""
+    needs = training_needs(variant, meta, data_dir)
+    purpose = f"to train {variant.name}"
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        check_fits([need for need in needs if need.on_device], int(free), f"GPU memory ({device})", purpose)
+        check_fits([need for need in needs if not need.on_device], available_memory(), "memory", purpose)
+    else:
+        check_fits(needs, available_memory(), "memory", purpose)

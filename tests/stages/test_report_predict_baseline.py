@@ -18,12 +18,11 @@ from rnnlab.core.pipeline import workspace_paths
 from rnnlab.data.arrays import Split
 from rnnlab.evaluation import inference
 from rnnlab.evaluation.baseline import documents
-from rnnlab.model.checkpoint import save_checkpoint
-from rnnlab.model.classifier import build_model
-from rnnlab.model.spec import ModelSpec
+from rnnlab.model.classifier import ModelSpec, build_model, save_checkpoint
 from rnnlab.reporting import results as report
 from rnnlab.text.vocab import read_vocab, write_vocab
 from tests.support.stage_runner import assert_user_error, run_stage
+from tests.unit.model.test_checkpoint import DAMAGES, damage_checkpoint
 from tools import predict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,3 +194,11 @@ def test_predict_input_errors_are_one_line(predict_repo: Path, capsys: pytest.Ca
     with pytest.raises(SystemExit) as exited:  # argparse: both, or neither
         predict.main(["--variant", "relu", "text", "--file", "review.txt"])
     assert exited.value.code == 2 and "give the text, or --file FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_predict_refuses_a_damaged_checkpoint_in_one_line(predict_repo: Path, capsys: pytest.CaptureFixture[str], damage: str) -> None:
+    damage_checkpoint(predict_repo / "models/relu.pt", damage)
+    code, out, _err = run_predict(["--variant", "relu", "great film"], capsys)
+    assert_user_error(code, _err, "models/relu.pt", "dvc repro")
+    assert out == ""

@@ -27,9 +27,18 @@ from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.core.files import atomic_directory, atomic_path
 from rnnlab.data.arrays import Meta
 from rnnlab.text.encode import xy_needs
-from rnnlab.training import memory
+from rnnlab.training import train as memory
 from tests.stages.test_training_faults import tiny_params, write_xy
-from tests.support.stage_runner import REPO, assert_user_error, files_under, outputs_under, repo_params, run_stage, stage_commands, write_params
+from tests.support.stage_runner import (
+    REPO,
+    assert_user_error,
+    files_under,
+    outputs_under,
+    repo_params,
+    run_stage,
+    stage_commands,
+    write_params,
+)
 
 GiB = 2**30
 
@@ -135,7 +144,7 @@ def test_train_on_cuda_checks_the_gpu_memory(monkeypatch):
     _task, variant = params.find_variant("relu")
     variant = replace(variant, model=replace(variant.model, hidden_size=20_000), overrides=variant.overrides | {"model.hidden_size"})
     meta = Meta(input_size=10_002, num_classes=2, class_names=("neg", "pos"), sequence_length=200)
-    monkeypatch.setattr(memory, "available_device_memory", lambda device: 8 * GiB)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (8 * GiB, 80 * GiB))
     monkeypatch.setattr(memory, "available_memory", lambda: 64 * GiB)
     with pytest.raises(UserError) as raised:
         memory.check_training_fits(variant, meta, Path("missing"), torch.device("cuda", 0))
@@ -179,7 +188,7 @@ from pathlib import Path
 import torch
 import dvclive  # the history logger's imports (DVC) are not training memory: load them before the baseline
 import stages.train
-from rnnlab.training import memory
+from rnnlab.training import train as memory
 from rnnlab.config.params import load_params
 from rnnlab.data.arrays import load_meta
 

@@ -23,11 +23,19 @@ from rnnlab.config.params import ModelConfig
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import write_json
 from rnnlab.data.arrays import save_split
-from rnnlab.model.checkpoint import load_checkpoint
-from rnnlab.runtime.torch_setup import resolve_device
+from rnnlab.model.classifier import load_checkpoint
+from rnnlab.runtime.environment import resolve_device
 from rnnlab.training.history import HISTORY_METRICS, read_history
-from tests.support.stage_runner import (REPO, assert_user_error, outputs_under, repo_params, run_stage,
-                                        stage_commands, write_params)
+from tests.unit.model.test_checkpoint import DAMAGES, damage_checkpoint
+from tests.support.stage_runner import (
+    REPO,
+    assert_user_error,
+    outputs_under,
+    repo_params,
+    run_stage,
+    stage_commands,
+    write_params,
+)
 
 TINY_MODEL = {"cell": "rnn", "nonlinearity": "tanh", "embedding_dim": 8, "hidden_size": 8, "head_size": 8, "dropout": 0.0}
 VARIANTS = {
@@ -97,11 +105,12 @@ def test_divergence_stops_cleanly_and_every_variant_still_gets_metrics(workdir, 
             assert "diverged" in out
         code, _out, err = run_variant("evaluate", variant, capsys)
         assert code == 0, err
-    metrics = {variant: strict_json(workdir / f"metrics/{variant}.json") for variant in VARIANTS}
+    metrics = {variant: strict_json(workdir / f"metrics/details/{variant}.json") for variant in VARIANTS}
     assert metrics["good"]["diverged"] is False
     for variant in ("blowup", "blowup_at_epoch_end"):
         assert metrics[variant]["diverged"] is True
         assert set(metrics[variant]) == set(metrics["good"])  # the same keys, so `dvc metrics diff` lines up
+        assert set(strict_json(workdir / f"metrics/{variant}.json")) == set(strict_json(workdir / "metrics/good.json"))
         assert np.isfinite(metrics[variant]["loss"])  # the kept weights are from before the blow-up
         checkpoint = torch.load(workdir / f"models/{variant}.pt", weights_only=True)
         assert checkpoint["diverged"] is True
@@ -168,7 +177,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(workdir, capsys, stage):
 
 @pytest.mark.parametrize("where", ["inside the checkpoint write", "between checkpoint and history summary"])
 def test_interrupt_while_saving_leaves_no_output(workdir, capsys, monkeypatch, where):
-    from rnnlab.model import checkpoint
+    from rnnlab.model import classifier as checkpoint
     from rnnlab.training import history
 
     def interrupted(*args: Any, **kwargs: Any) -> None:
@@ -260,3 +269,24 @@ def test_damaged_arrays_are_one_line_naming_the_file_and_the_fix(workdir, capsys
     assert_user_error(code, err, f"data/xy/{split}/{name}.npy is damaged", problem,
                       "Restore it with `dvc checkout data/xy`, or rebuild it: `dvc repro xy`.")
     assert outputs(workdir) == before
+
+
+# --- boundaries: a damaged checkpoint at evaluate, a bad RNNLAB_THREADS ---------------------------
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_evaluate_refuses_a_damaged_checkpoint_in_one_line(workdir, capsys, damage):
+    assert run_variant("train", "good", capsys)[0] == 0
+    damage_checkpoint(workdir / "models/good.pt", damage)
+    before = outputs(workdir)
+    code, _out, err = run_variant("evaluate", "good", capsys)
+    assert_user_error(code, err, "models/good.pt", "dvc repro")
+    assert outputs(workdir) == before  # no metrics, no .tmp left
+
+
+@pytest.mark.parametrize("threads", ["abc", "1.5", "-1", "99999"])
+def test_a_bad_thread_count_is_one_line_naming_the_range(workdir, capsys, monkeypatch, threads):
+    monkeypatch.setenv("RNNLAB_THREADS", threads)
+    code, _out, err = run_variant("train", "good", capsys)
+    assert_user_error(code, err, f"RNNLAB_THREADS={threads} is not a thread count", f"1..{os.cpu_count()}")
+    assert outputs(workdir) == set()

@@ -7,7 +7,7 @@ float32 and float64 only (other dtypes keep ATen's):
 - tanh, sigmoid, exp, log, sqrt: ATen sends all but sigmoid to MKL's vector math library, which
   MKL_VERBOSE does not show (elementwise.h says why each is replaced);
 - with fused_recurrent (the default), nn.RNN/LSTM/GRU.forward runs each layer as one C++ autograd
-  node (recurrent.py): the same forward bits as torch's own loop on these kernels, gradients summed
+  node (FusedLayer): the same forward bits as torch's own loop on these kernels, gradients summed
   in another (fixed) order, and train steps faster than unpinned torch's (bench/gemm_speed.py).
 
 Call it after `import torch` and before the first operation whose bits matter. It never raises:
@@ -18,15 +18,20 @@ elsewhere or with RNNLAB_GEMM_ISA=avx2: the same bits either way (avx512.h), onl
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import platform
+import shutil
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
-
-from rnnlab.runtime.gemm import build, recurrent
+from torch import nn
 
 NAME = "rnnlab-gemm 1"  # gemm.cpp kVersion: bumped whenever the numerics change
 ISA = "AVX2+FMA"
@@ -41,7 +46,7 @@ class GemmStatus:
     name: str
     isa: str
     fallback_reason: str | None = None  # one line, when not active
-    fused_recurrent: bool = False  # nn.RNN/LSTM/GRU.forward through recurrent.py
+    fused_recurrent: bool = False  # nn.RNN/LSTM/GRU.forward through FusedLayer
     tiles: str | None = None  # the micro-kernels in use, "avx512f" or "avx2": speed only, not in the stamp
     library: Path | None = None
     compile_seconds: float = 0.0  # 0.0 when the build came from the cache
@@ -60,7 +65,7 @@ def enable(fused_recurrent: bool = True) -> GemmStatus:
     _status = _loaded
     if _loaded.active:
         torch.ops.rnnlab_gemm.set_enabled(True)
-        (recurrent.install if fused_recurrent else recurrent.uninstall)()
+        (install if fused_recurrent else uninstall)()
         _status = replace(_loaded, fused_recurrent=fused_recurrent)
     return _status
 
@@ -70,7 +75,7 @@ def disable() -> None:
     global _status
     if _loaded is not None and _loaded.active:
         torch.ops.rnnlab_gemm.set_enabled(False)
-        recurrent.uninstall()
+        uninstall()
         _status = replace(_loaded, active=False, fallback_reason=f"disable() was called; {FALLBACK}")
 
 
@@ -108,10 +113,10 @@ def _load() -> GemmStatus:
         return inactive(reason)
     started = time.perf_counter()
     try:
-        built = build.build()
+        built = build()
         torch.ops.load_library(str(built.path))
         version = torch.ops.rnnlab_gemm.version()
-    except build.BuildError as error:
+    except BuildError as error:
         return inactive(str(error))
     except (OSError, RuntimeError) as error:  # a damaged cache entry, an ABI mismatch
         return inactive(f"loading the library failed: {str(error).splitlines()[0]}")
@@ -128,3 +133,223 @@ def _load() -> GemmStatus:
 
 def inactive(reason: str) -> GemmStatus:
     return GemmStatus(False, NAME, ISA, f"{reason}; {FALLBACK}")
+
+
+# --- the build: one g++ call, cached in $XDG_CACHE_HOME/rnn-lab/gemm/<key>/ (default ~/.cache/...) per
+# (sources, flags, torch, compiler); under a file lock, into a temporary file renamed into place.
+# Not torch.utils.cpp_extension.load: same flags, same bits (measured), but every process that loads the
+# cached library pays ~0.5 s for it (setuptools, a ninja check) against ~0.04 s here, in every stage and test.
+
+HERE = Path(__file__).resolve().parent
+# Every C++ file beside this module (the code stage fingerprints the same ones: rnnlab/core/imports.py).
+SOURCES = tuple(sorted(path.name for path in HERE.iterdir() if path.suffix in (".cpp", ".h")))
+LIBRARY_NAME = "librnnlab_gemm.so"
+COMPILER = "g++"
+# -ffp-contract=off and no -ffast-math: the compiler must not fuse the epilogue's multiply and add
+# or reassociate anything; every FMA in the result is one the source asks for. -fopenmp: ATen's
+# parallel_for is a header template around `#pragma omp parallel` (it joins torch's own libgomp).
+FLAGS = (
+    "-O3",
+    "-std=c++20",  # the standard torch 2.13 and its headers are built with
+    "-mavx2",
+    "-mfma",
+    "-ffp-contract=off",
+    "-fno-fast-math",
+    "-fopenmp",
+    "-fPIC",
+    "-shared",
+    "-fvisibility=hidden",
+)
+ERROR_LINES = 6
+
+
+class BuildError(Exception):
+    """The library could not be built; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Built:
+    path: Path
+    compile_seconds: float  # 0.0 when it came from the cache
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rnn-lab" / "gemm"
+
+
+def torch_library_dir() -> str:
+    return str(Path(torch.__file__).resolve().parent / "lib")
+
+
+def compiler_version() -> str:
+    if shutil.which(COMPILER) is None:
+        raise BuildError(f"no {COMPILER} on PATH (install it: apt-get install g++)")
+    result = subprocess.run([COMPILER, "--version"], capture_output=True, text=True, check=False)
+    return result.stdout
+
+
+def abi_flag() -> str:
+    return f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+
+
+def command(output: Path, include_paths: list[str]) -> list[str]:
+    library_dir = torch_library_dir()
+    return [
+        COMPILER, *FLAGS, abi_flag(), *(f"-I{path}" for path in include_paths), str(HERE / "gemm.cpp"),
+        "-o", str(output), f"-L{library_dir}", f"-Wl,-rpath,{library_dir}", "-ltorch_cpu", "-lc10",
+    ]  # fmt: skip
+
+
+def cache_key() -> str:
+    """Hash of what decides the library's bytes: sources, flags, torch (version, location), compiler."""
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((HERE / name).read_bytes())
+    for part in (*FLAGS, abi_flag(), torch.__version__, torch_library_dir(), compiler_version()):
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+def compile_library(target: Path) -> float:
+    """g++ into a temporary file beside `target`, renamed into place; returns the compile seconds.
+
+    Include paths from torch.utils.cpp_extension, imported only here: it costs ~0.25 s (setuptools),
+    too much for every process that loads a cached build.
+    """
+    from torch.utils.cpp_extension import include_paths
+
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".build-", suffix=".so", delete=False) as handle:
+        temporary = Path(handle.name)
+    try:
+        started = time.perf_counter()
+        result = subprocess.run(command(temporary, include_paths()), capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            errors = [line for line in result.stderr.splitlines() if line.strip()][-ERROR_LINES:]
+            raise BuildError(f"{COMPILER} failed: " + " | ".join(errors))
+        os.replace(temporary, target)
+        return seconds
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def build() -> Built:
+    """The cached library, building it first if needed (under a lock: once, even with racing processes)."""
+    directory = cache_root() / cache_key()
+    library = directory / LIBRARY_NAME
+    if library.is_file():
+        return Built(library, 0.0)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if library.is_file():  # another process built it while we waited
+                return Built(library, 0.0)
+            return Built(library, compile_library(library))
+    except OSError as error:
+        raise BuildError(f"the build cache {directory} is not usable ({error}); set XDG_CACHE_HOME") from error
+
+
+# --- nn.RNN / nn.LSTM / nn.GRU forward on CPU through the fused layers of recurrent.h. `install()` replaces
+# the classes' `forward` (state_dict, parameters, checkpoints untouched) with one that runs each layer and
+# direction as one autograd node: forward over time in C++, backward through time in C++ with one
+# weight-gradient product per weight. Calls it can't take (packed sequences, unbatched input, LSTM
+# projections, GPU, other dtypes, tracing) run torch's own forward. Forward results equal torch's (ATen's
+# loop on the same GEMM) bit for bit; gradients are deterministic but summed in another order than ATen's.
+
+CLASSES: tuple[type[nn.RNNBase], ...] = (nn.RNN, nn.LSTM, nn.GRU)
+_original: dict[type[nn.RNNBase], Any] = {}
+
+
+class FusedLayer(torch.autograd.Function):
+    """One layer-direction over a time-major sequence: (T, B, I) -> output (T, B, H), h_n, c_n."""
+
+    @staticmethod
+    def forward(ctx: Any, cell: str, reverse: bool, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
+                w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None,
+                b_hh: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        output, h_n, c_n, time_major, *saved = torch.ops.rnnlab_gemm.recurrent_forward(cell, x, h0, c0, w_ih, w_hh,
+                                                                                       b_ih, b_hh, reverse)
+        ctx.cell, ctx.reverse, ctx.has_bias = cell, reverse, b_ih is not None
+        # time_major: the forward's contiguous copy of a batch-first x (None when x was contiguous),
+        # kept so that backward's weight-gradient product reads it without copying again.
+        ctx.save_for_backward(x if time_major is None else time_major, h0, c0, w_ih, w_hh, output, *saved)
+        return (output, h_n, c_n) if c0 is not None else (output, h_n)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor, grad_hn: torch.Tensor,
+                 grad_cn: torch.Tensor | None = None) -> tuple[torch.Tensor | None, ...]:
+        x, h0, c0, w_ih, w_hh, output, *saved = ctx.saved_tensors
+        grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, *grad_biases = torch.ops.rnnlab_gemm.recurrent_backward(
+            ctx.cell, grad_output, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, ctx.has_bias, ctx.reverse, output, saved,
+            ctx.needs_input_grad[2])  # no input gradient for a one-hot input (the order task)
+        biases = grad_biases if ctx.has_bias else [None, None]
+        return None, None, grad_x, grad_h0, grad_c0 if c0 is not None else None, grad_w_ih, grad_w_hh, *biases
+
+
+def fusable(module: nn.RNNBase, input: Any, hx: Any) -> bool:
+    """Whether the fused layers can run this call; otherwise torch's own forward does."""
+    if not isinstance(input, torch.Tensor) or input.dim() != 3 or input.numel() == 0:
+        return False
+    if input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64):
+        return False
+    if getattr(module, "proj_size", 0) or torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    states = hx if isinstance(hx, tuple) else (hx,)
+    tensors = [*module.parameters(), *(state for state in states if state is not None)]
+    return all(t.device.type == "cpu" and t.dtype == input.dtype for t in tensors)
+
+
+def fused_forward(self: nn.RNNBase, input: torch.Tensor, hx: Any = None) -> tuple[torch.Tensor, Any]:
+    """Drop-in nn.RNN/LSTM/GRU.forward: same arguments, same results and state_dict."""
+    if not fusable(self, input, hx):
+        return _original[_base(self)](self, input, hx)
+    lstm = self.mode == "LSTM"
+    directions = 2 if self.bidirectional else 1
+    if hx is None:
+        zeros = input.new_zeros(self.num_layers * directions, input.size(0 if self.batch_first else 1), self.hidden_size)
+        hx = (zeros, zeros) if lstm else zeros
+    self.check_forward_args(input, hx, None)
+    h0, c0 = hx if lstm else (hx, None)
+    sequence = input.transpose(0, 1) if self.batch_first else input  # (T, B, F), as torch's own loop reads it
+    finals: list[tuple[torch.Tensor, ...]] = []
+    for layer in range(self.num_layers):
+        outputs = []
+        for direction in range(directions):
+            index, suffix = layer * directions + direction, f"_l{layer}" + ("_reverse" if direction else "")
+            weights = [getattr(self, f"{name}{suffix}") for name in ("weight_ih", "weight_hh")]
+            biases = [getattr(self, f"{name}{suffix}") for name in ("bias_ih", "bias_hh")] if self.bias else [None, None]
+            output, *final = FusedLayer.apply(self.mode, direction == 1, sequence, h0[index],
+                                              c0[index] if c0 is not None else None, *weights, *biases)  # fmt: skip
+            outputs.append(output)
+            finals.append(tuple(final))
+        sequence = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
+        if self.dropout and self.training and layer < self.num_layers - 1:
+            # Between stacked layers, as torch's own forward, but the mask from torch.rand: F.dropout's
+            # bernoulli_ draws with MKL's generator on Intel CPUs and ATen's elsewhere (as the model's Dropout).
+            keep = torch.rand(sequence.shape, dtype=sequence.dtype) >= self.dropout
+            sequence = sequence * (keep.to(sequence.dtype) / (1.0 - self.dropout))
+    output = sequence.transpose(0, 1) if self.batch_first else sequence
+    h_n = torch.stack([final[0] for final in finals])
+    return output, ((h_n, torch.stack([final[1] for final in finals])) if lstm else h_n)
+
+
+def _base(module: nn.RNNBase) -> type[nn.RNNBase]:
+    """The patched torch class a subclass inherits its forward from."""
+    return next(cls for cls in type(module).__mro__ if cls in _original)
+
+
+def install() -> None:
+    """Route nn.RNN/LSTM/GRU.forward through the fused layers; idempotent."""
+    for cls in CLASSES:
+        if cls not in _original:
+            _original[cls] = cls.forward
+            cls.forward = fused_forward
+
+
+def uninstall() -> None:
+    """Give the classes their own forward back."""
+    for cls, forward in list(_original.items()):
+        cls.forward = forward
+        del _original[cls]

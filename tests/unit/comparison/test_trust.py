@@ -109,10 +109,10 @@ def test_a_data_param_reaches_the_variant_through_its_upstream_stage(repo: Path)
 
 
 def test_a_code_change_without_a_rerun_names_the_file(repo: Path) -> None:
-    loop = repo / "rnnlab" / "training" / "loop.py"
+    loop = repo / "rnnlab" / "training" / "train.py"
     loop.write_text(loop.read_text() + "\n# edited\n")
     found = reasons(repo)
-    assert "`train@relu` ran with other code than the revision's: rnnlab/training/loop.py" in found
+    assert "`train@relu` ran with other code than the revision's: rnnlab/training/train.py" in found
     assert not any(reason.startswith("`xy`") for reason in found)  # xy does not run the training loop
 
 
@@ -147,8 +147,8 @@ def test_a_variant_no_stage_writes(repo: Path) -> None:
 
 def test_a_commit_is_checked_from_its_own_params_and_code(repo: Path) -> None:
     base = git(repo, "rev-parse", "HEAD")
-    loop = repo / "rnnlab" / "training" / "loop.py"
+    loop = repo / "rnnlab" / "training" / "train.py"
     loop.write_text(loop.read_text() + "\n# edited\n")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-am", "code without a rerun")
     assert reasons(repo, base) == []
-    assert "`train@relu` ran with other code than the revision's: rnnlab/training/loop.py" in reasons(repo, git(repo, "rev-parse", "HEAD"))
+    assert "`train@relu` ran with other code than the revision's: rnnlab/training/train.py" in reasons(repo, git(repo, "rev-parse", "HEAD"))

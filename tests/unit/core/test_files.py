@@ -1,5 +1,5 @@
-"""Outputs written aside and swapped in together (rnnlab/core/files.py), the one-writer lock
-(rnnlab/core/locks.py) and the parent-death request (rnnlab/core/cli.py)."""
+"""Outputs written aside and renamed into place, the one-writer lock (rnnlab/core/files.py) and the
+parent-death request (rnnlab/core/cli.py)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,9 @@ import pytest
 
 from rnnlab.core import cli, files
 from rnnlab.core.errors import UnwritableError, UserError
-from rnnlab.core.files import check_writable, interrupt_message, outputs_together
-from rnnlab.core.locks import exclusive_writer, lock_file
+from rnnlab.core.files import check_writable, exclusive_writer, outputs_together
 from tests.support.read_only import ReadOnly, read_only  # noqa: F401  (read_only is a fixture)
 from tests.support.stage_runner import REPO, files_under
-
-
-@pytest.fixture(autouse=True)
-def fresh_record() -> None:
-    files.REPLACED.clear()  # run_cli does this for a stage
 
 
 def old_outputs(root: Path) -> tuple[Path, Path]:
@@ -50,81 +44,16 @@ def test_outputs_are_replaced_together_when_the_block_succeeds(tmp_path: Path) -
         write_new(staged, file, folder)
         assert file.read_text() == "old file"  # nothing replaced before the end
     assert contents(tmp_path) == {"out/file.txt": "new file", "out/folder/part.txt": "new part"}
-    assert files.REPLACED == [file, folder]
 
 
 @pytest.mark.parametrize("stop", [RuntimeError("failed"), KeyboardInterrupt()], ids=["failure", "interrupt"])
 def test_a_failed_block_leaves_every_old_output(tmp_path: Path, stop: BaseException) -> None:
     file, folder = old_outputs(tmp_path)
     before = contents(tmp_path)
-    with pytest.raises(type(stop)):
-        with outputs_together(file, folder) as staged:
-            write_new(staged, file, folder)
-            raise stop
-    assert contents(tmp_path) == before and files.REPLACED == []
-    assert interrupt_message().startswith("interrupted: no output was replaced")
-
-
-def test_a_swap_that_fails_half_way_puts_the_first_output_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    file, folder = old_outputs(tmp_path)
-    before = contents(tmp_path)
-    real_replace = os.replace
-
-    def refuse_the_folder(source: Any, target: Any) -> None:
-        if Path(target) == folder and Path(source).name == folder.name:  # the new folder, not the old one coming back
-            raise PermissionError(1, "Operation not permitted", str(target))
-        real_replace(source, target)
-
-    monkeypatch.setattr(files.os, "replace", refuse_the_folder)
-    with pytest.raises(UnwritableError, match=r"cannot write .*out/folder: .*out is not writable \(Operation not permitted\)"):
-        with outputs_together(file, folder) as staged:
-            write_new(staged, file, folder)
-    assert contents(tmp_path) == before  # file.txt, already swapped in, was put back
-
-
-def test_a_swap_that_cannot_be_undone_keeps_the_old_outputs_and_says_where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    file, folder = old_outputs(tmp_path)
-    real_replace = os.replace
-
-    def refuse_the_folder(source: Any, target: Any) -> None:
-        if Path(target) == folder:  # neither the new folder nor the old one can go there
-            raise PermissionError(1, "Operation not permitted", str(target))
-        real_replace(source, target)
-
-    monkeypatch.setattr(files.os, "replace", refuse_the_folder)
-    with pytest.raises(UserError, match=r"could not put the previous outputs back .* move each back by hand") as raised:
-        with outputs_together(file, folder) as staged:
-            write_new(staged, file, folder)
-    kept = [name for name in files_under(tmp_path) if name.endswith("folder.old/part.txt")]
-    assert len(kept) == 1 and (tmp_path / kept[0]).read_text() == "old part", files_under(tmp_path)
-    assert str(Path(kept[0]).parent.parent) in str(raised.value)
-
-
-def test_a_signal_during_the_swap_waits_and_the_message_names_what_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    file, folder = old_outputs(tmp_path)
-    real_replace = os.replace
-
-    def replace_then_interrupt(source: Any, target: Any) -> None:
-        real_replace(source, target)
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the first output moved
-
-    monkeypatch.setattr(files.os, "replace", replace_then_interrupt)
-    handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        with outputs_together(file, folder) as staged:
-            write_new(staged, file, folder)
-    # The swap finished first: both outputs new, none half-replaced; the handler is back.
-    assert contents(tmp_path) == {"out/file.txt": "new file", "out/folder/part.txt": "new part"}
-    assert signal.getsignal(signal.SIGINT) is handler
-    assert interrupt_message() == f"interrupted after {file}, {folder} were written in full; rerun `dvc repro`."
-
-
-def test_writes_inside_a_staged_output_are_not_reported_as_outputs(tmp_path: Path) -> None:
-    folder = tmp_path / "xy"
-    with files.atomic_directory(folder) as staged:
-        files.write_json(staged / "meta.json", {})
-        assert files.REPLACED == []
-    assert files.REPLACED == [folder]
+    with pytest.raises(type(stop)), outputs_together(file, folder) as staged:
+        write_new(staged, file, folder)
+        raise stop
+    assert contents(tmp_path) == before
 
 
 def test_a_live_output_is_written_in_place_when_there_is_nothing_to_keep(tmp_path: Path) -> None:
@@ -146,11 +75,10 @@ def test_a_failed_run_removes_what_it_wrote_in_place(tmp_path: Path, existed: bo
     history = tmp_path / "history"
     if existed:
         history.mkdir()
-    with pytest.raises(KeyboardInterrupt):
-        with outputs_together(history, live=history):
-            history.mkdir(exist_ok=True)
-            (history / "epoch.tsv").write_text("1")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), outputs_together(history, live=history):
+        history.mkdir(exist_ok=True)
+        (history / "epoch.tsv").write_text("1")
+        raise KeyboardInterrupt
     assert history.is_dir() == existed and files_under(tmp_path) == set()
 
 
@@ -158,9 +86,8 @@ def test_read_only_folders_are_refused_before_any_work(tmp_path: Path, read_only
     file, folder = old_outputs(tmp_path)
     before = contents(tmp_path)
     read_only(folder)  # an old folder output whose files cannot be removed
-    with pytest.raises(UnwritableError) as raised:
-        with outputs_together(file, folder):
-            raise AssertionError("the block ran")
+    with pytest.raises(UnwritableError) as raised, outputs_together(file, folder):
+        raise AssertionError("the block ran")
     assert str(raised.value) == (
         f"cannot write {folder}: {folder} is not writable (no permission to add or remove its entries). Make it "
         f"writable (`chmod u+w {folder}`, or `chattr -i {folder}` if it is immutable) and rerun; no output was changed."
@@ -181,25 +108,25 @@ def test_a_file_where_a_folder_belongs_is_refused(tmp_path: Path) -> None:
 
 def test_the_lock_refuses_a_second_writer_and_names_the_first(tmp_path: Path) -> None:
     history = tmp_path / "plots/history/relu"
+    lock = history.parent / ".relu.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom rnnlab.core.locks import exclusive_writer\n"
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom rnnlab.core.files import exclusive_writer\n"
          f"with exclusive_writer(Path({str(history)!r}), 'run'):\n    print('held', flush=True)\n    time.sleep(60)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(UserError) as raised:
-            with exclusive_writer(history, "training run of relu"):
-                raise AssertionError("two writers at once")
+        with pytest.raises(UserError) as raised, exclusive_writer(history, "training run of relu"):
+            raise AssertionError("two writers at once")
         assert str(raised.value) == (
             f"another training run of relu (PID {holder.pid}) is writing {history}; wait for it to end, or stop it "
-            f"(`kill {holder.pid}`), then rerun. Nothing was changed. (Lock: {lock_file(history)}.)"
+            f"(`kill {holder.pid}`), then rerun. Nothing was changed. (Lock: {lock}.)"
         )
     finally:
         holder.kill()
         holder.wait()
     with exclusive_writer(history, "run"):  # the kernel dropped the killed holder's lock
-        assert lock_file(history).read_text() == f"{os.getpid()}\n"
-    assert not lock_file(history).exists()
+        assert lock.read_text() == f"{os.getpid()}\n"
+    assert not lock.exists()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux-only")
@@ -209,7 +136,7 @@ def test_the_parent_death_signal_is_requested_only_under_dvc(monkeypatch: pytest
     for environment in ({}, {"DVC_STAGE": "train@relu"}):
         monkeypatch.delenv("DVC_STAGE", raising=False)
         monkeypatch.setenv("DVC_STAGE", environment["DVC_STAGE"]) if environment else None
-        handlers = {number: signal.getsignal(number) for number in files.STOP_SIGNALS}
+        handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             cli.run_cli(lambda argv: None, [])
         finally:
@@ -233,9 +160,8 @@ def test_stop_with_parent_sets_the_request() -> None:
 
 
 def test_a_file_the_block_cannot_read_is_not_reported_as_an_unwritable_output(tmp_path: Path) -> None:
-    with pytest.raises(PermissionError):
-        with outputs_together(tmp_path / "out.txt"):
-            raise PermissionError(13, "Permission denied", str(tmp_path / "input.npy"))
+    with pytest.raises(PermissionError), outputs_together(tmp_path / "out.txt"):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "input.npy"))
 
 
 def test_a_refused_write_inside_the_block_names_the_output(tmp_path: Path) -> None:
@@ -256,7 +182,6 @@ def test_a_second_output_that_cannot_be_staged_leaves_no_temporary_folder(tmp_pa
         return made[-1]
 
     monkeypatch.setattr(files.tempfile, "mkdtemp", fail_the_second)
-    with pytest.raises(UnwritableError):
-        with outputs_together(tmp_path / "a.txt", tmp_path / "b.txt"):
-            raise AssertionError("the block ran")
-    assert not any(tmp_path.iterdir()) and not files._STAGING
+    with pytest.raises(UnwritableError), outputs_together(tmp_path / "a.txt", tmp_path / "b.txt"):
+        raise AssertionError("the block ran")
+    assert not any(tmp_path.iterdir())

@@ -1,4 +1,4 @@
-"""Progress bars (stages/progress.py): drawn on a terminal with running loss, accuracy and tokens/s,
+"""Progress bars (rnnlab/training/train.py): drawn on a terminal with running loss, accuracy and tokens/s,
 silent otherwise, and never a bit of difference in the weights."""
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from tqdm import tqdm
 from rnnlab.config.params import ModelConfig, TrainConfig
 from rnnlab.data.arrays import Split
 from rnnlab.evaluation.gradients import gradient_report
-from rnnlab.model.classifier import RecurrentClassifier
-from rnnlab.model.spec import ModelSpec
-from rnnlab.training.loop import predict, train_epoch
+from rnnlab.model.classifier import ModelSpec, RecurrentClassifier
+from rnnlab.training.train import predict, train_epoch
 
 CONFIG = TrainConfig(epochs=1, batch_size=8, lr=0.01, device="cpu")
 
@@ -50,7 +49,7 @@ def test_bars_on_a_terminal_show_running_numbers_and_change_no_weight(monkeypatc
     terminal = FakeTerminal()
     monkeypatch.setattr("sys.stderr", terminal)
     # Draw every update: the tiny loop may finish inside tqdm's default 0.1 s between redraws.
-    monkeypatch.setattr("rnnlab.core.progress.tqdm", functools.partial(tqdm, mininterval=0))
+    monkeypatch.setattr("rnnlab.training.train.tqdm", functools.partial(tqdm, mininterval=0))
     shown = trained_weights(split)
     output = terminal.getvalue()
     for needle in ("epoch 1/1", "loss=", "acc=", "tok/s=", "valid", "gradient diagnostics", "5/5"):

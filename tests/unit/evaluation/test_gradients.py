@@ -16,10 +16,9 @@ from torch import nn
 from rnnlab.config.params import ModelConfig
 from rnnlab.data.arrays import Split
 from rnnlab.evaluation.gradients import align_by_steps_back, gradient_report, input_gradient_norms, measure_profile
-from rnnlab.model.classifier import RecurrentClassifier, initial_model
-from rnnlab.model.spec import ModelSpec
+from rnnlab.model.classifier import ModelSpec, RecurrentClassifier, initial_model
 from rnnlab.training import train as training
-from rnnlab.training.loop import FitResult
+from rnnlab.training.train import FitResult
 from stages import evaluate as evaluate_stage
 from stages import order_data
 from stages import train as train_stage

@@ -11,9 +11,7 @@ import torch
 
 from rnnlab.config.params import ModelConfig
 from rnnlab.core.errors import UserError
-from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
-from rnnlab.model.classifier import RecurrentClassifier
-from rnnlab.model.spec import ModelSpec
+from rnnlab.model.classifier import ModelSpec, RecurrentClassifier, load_checkpoint, save_checkpoint
 
 SPEC = ModelSpec(
     ModelConfig(cell="gru", embedding_dim=6, hidden_size=8, head_size=5, bidirectional=True, readout="mean", dropout=0.0),
@@ -96,3 +94,36 @@ def test_the_bytes_do_not_depend_on_where_equal_strings_came_from(tmp_path: Path
     save_checkpoint(tmp_path / "a.pt", model, model.state_dict(), literal)
     save_checkpoint(tmp_path / "b.pt", model, model.state_dict(), parsed)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+DAMAGES = {
+    "no state_dict": (lambda raw: raw.pop("state_dict"), "no 'state_dict' entry"),
+    "absurd sizes": (lambda raw: raw["config"]["model"].update(hidden_size=10**9), "weights but it holds 943"),
+    "numbers as class names": (lambda raw: raw["config"].update(class_names=[0, 1]), "are not 2 strings"),
+    "a string as class names": (lambda raw: raw["config"].update(class_names="ne"), "are not 2 strings"),
+    "NaN weights": (lambda raw: next(iter(raw["state_dict"].values())).fill_(float("nan")), "NaN or infinite weights"),
+}
+
+
+def damage_checkpoint(path: Path, damage: str) -> None:
+    """Rewrite the checkpoint at `path` with one of DAMAGES (tests/stages use it too)."""
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    DAMAGES[damage][0](raw)
+    torch.save(raw, path)
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_checkpoint_is_one_line_before_the_model_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    damage: str) -> None:
+    path = tmp_path / "model.pt"
+    save(path, trained_like_model())
+    damage_checkpoint(path, damage)
+
+    def never(*args: object) -> None:
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr("rnnlab.model.classifier.build_model", never)
+    with pytest.raises(UserError) as raised:
+        load_checkpoint(path)
+    message = str(raised.value)
+    assert DAMAGES[damage][1] in message and "\n" not in message and "dvc repro" in message, message

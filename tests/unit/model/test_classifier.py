@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from rnnlab.config.params import ModelConfig
-from rnnlab.model.classifier import RecurrentClassifier, count_parameters
-from rnnlab.model.spec import ModelSpec
+from rnnlab.model.classifier import ModelSpec, RecurrentClassifier, count_parameters
 
 VOCAB_SIZE, STEPS, BATCH, CLASSES, HIDDEN = 11, 7, 4, 2, 8
 CELLS = ("rnn", "lstm", "gru")

@@ -11,10 +11,18 @@ import torch
 from rnnlab.config.params import ModelConfig, TrainConfig
 from rnnlab.core.errors import ConfigError
 from rnnlab.evaluation.gradients import gradient_report
-from rnnlab.model.checkpoint import load_checkpoint, save_checkpoint
-from rnnlab.model.classifier import Classifier, EnsembleClassifier, RecurrentClassifier, build_model, count_parameters, members_of
-from rnnlab.model.spec import ModelSpec
-from rnnlab.training.loop import fit, predict
+from rnnlab.model.classifier import (
+    Classifier,
+    EnsembleClassifier,
+    ModelSpec,
+    RecurrentClassifier,
+    build_model,
+    count_parameters,
+    load_checkpoint,
+    members_of,
+    save_checkpoint,
+)
+from rnnlab.training.train import fit, predict
 from tests.support.splits import tiny_split
 
 CONFIG = ModelConfig(cell="lstm", embedding_dim=4, hidden_size=5, bidirectional=True, readout="mean_max", dropout=0.0, head_size=0)

@@ -9,11 +9,8 @@ import torch
 
 from rnnlab.config.params import ModelConfig, TrainConfig, parse_params
 from rnnlab.core.errors import ConfigError
-from rnnlab.model.classifier import RecurrentClassifier
-from rnnlab.model.layers import StackedRecurrent, right_align
-from rnnlab.model.spec import ModelSpec
-from rnnlab.training.memory import parameter_counts
-from rnnlab.training.optim import make_optimizer
+from rnnlab.model.classifier import ModelSpec, RecurrentClassifier, StackedRecurrent, right_align
+from rnnlab.training.train import make_optimizer, parameter_counts
 from tests.unit.model.test_classifier import BATCH, CLASSES, STEPS, VOCAB_SIZE, batch, tiny_config
 
 
@@ -171,7 +168,7 @@ def test_no_lower_layers_keeps_the_fused_module_and_checkpoint_bytes() -> None:
 
 def test_keep_last_returns_the_last_epochs_weights() -> None:
     from rnnlab.data.arrays import Split
-    from rnnlab.training.loop import fit
+    from rnnlab.training.train import fit
 
     tokens, lengths = batch()
     split = Split(tokens, lengths, torch.arange(BATCH) % CLASSES)

@@ -15,7 +15,7 @@ import torch
 
 from rnnlab.config.params import RuntimeConfig, parse_params
 from rnnlab.core.errors import ConfigError
-from rnnlab.model.layers import Dropout, keep_mask
+from rnnlab.model.classifier import Dropout, keep_mask
 from rnnlab.runtime import environment as runtime
 
 REPO = Path(__file__).resolve().parents[3]
@@ -26,7 +26,7 @@ from pathlib import Path
 from rnnlab.config.params import load_params
 from rnnlab.runtime import environment
 environment.configure(load_params().runtime if Path("params.yaml").is_file() else None)  # as an entry point does
-from rnnlab.runtime.torch_setup import setup_torch
+from rnnlab.runtime.environment import setup_torch
 import torch
 setup_torch("cpu")
 print(json.dumps({{
@@ -35,7 +35,7 @@ print(json.dumps({{
     "mkl_isa": os.environ.get("MKL_ENABLE_INSTRUCTIONS"), "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     "math": environment.math_library("cpu"),
     "onednn": torch.backends.mkldnn.enabled, "threads": torch.get_num_threads(),
-    "reproducible": environment.is_reproducible(), "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    "reproducible": environment.mode().reproducible, "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
 }}))
 """
 

@@ -416,7 +416,7 @@ def test_unary_bits_do_not_depend_on_threads(name: str, threads: None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Fused recurrent layers (recurrent.py) against torch's own loop on the same kernels
+# Fused recurrent layers (FusedLayer) against torch's own loop on the same kernels
 
 LAYERS = [
     (nn.RNN, {}), (nn.RNN, {"nonlinearity": "relu"}), (nn.LSTM, {}), (nn.GRU, {}),
@@ -640,23 +640,19 @@ def test_other_aten_kernels_in_a_step_ignore_the_thread_count(cell: str, fused: 
 
 
 def test_cached_build_loads_without_compiling(enabled: gemm.GemmStatus) -> None:
-    from rnnlab.runtime.gemm import build
-
-    again = build.build()
+    again = gemm.build()
     assert again.path == enabled.library and again.compile_seconds == 0.0
     assert torch.ops.rnnlab_gemm.version() == enabled.name == gemm.NAME
 
 
 def test_unusable_machine_gets_a_one_line_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rnnlab.runtime.gemm import build
-
     monkeypatch.setenv("RNNLAB_GEMM", "0")
     assert gemm.unusable_reason() == "RNNLAB_GEMM=0 in the environment"
     monkeypatch.delenv("RNNLAB_GEMM")
     monkeypatch.setattr(gemm, "cpu_flags", lambda: {"avx2"})
     assert gemm.unusable_reason() == "the CPU lacks FMA"
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(build.BuildError, match=r"no g\+\+ on PATH \(install it: apt-get install g\+\+\)"):
-        build.compiler_version()
+    with pytest.raises(gemm.BuildError, match=r"no g\+\+ on PATH \(install it: apt-get install g\+\+\)"):
+        gemm.compiler_version()
     status = gemm.inactive("the CPU lacks FMA")
     assert not status.active and status.fallback_reason == f"the CPU lacks FMA; {gemm.FALLBACK}"

@@ -14,7 +14,7 @@ import pytest
 
 from rnnlab.core.errors import UserError
 from rnnlab.training.history import HISTORY_METRICS, EpochLog, metric_file, parse_metric_tsv, read_history, summary_file
-from rnnlab.training.loop import EpochRecord
+from rnnlab.training.train import EpochRecord
 from tests.stages.test_training_faults import tiny_params, workdir  # noqa: F401  (workdir is a fixture)
 from tests.support.stage_runner import REPO, assert_user_error, files_under, run_stage, stage_commands, write_params
 

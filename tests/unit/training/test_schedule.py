@@ -9,10 +9,8 @@ import torch
 
 from rnnlab.config.params import ModelConfig, TrainConfig
 from rnnlab.core.errors import ConfigError
-from rnnlab.model.classifier import RecurrentClassifier
-from rnnlab.model.spec import ModelSpec
-from rnnlab.training.loop import fit
-from rnnlab.training.optim import make_scheduler
+from rnnlab.model.classifier import ModelSpec, RecurrentClassifier
+from rnnlab.training.train import fit, make_scheduler
 from tests.support.splits import tiny_split
 
 TRAIN_SIZE, BATCH_SIZE, EPOCHS = 50, 16, 3  # 4 batches per epoch, the last one partial
