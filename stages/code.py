@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> None:
     imports: dict[Path, list[Path]] = {}  # each module parsed once for all the walks
     with atomic_directory(args.out) as out:  # a removed stage module loses its file
         for entry in entries:
-            write_json(out / f"{entry.stem}.json",
-                       {"entry": entry.relative_to(ROOT).as_posix(), "files": fingerprint(entry, ROOT, imports)})
+            write_json(
+                out / f"{entry.stem}.json",
+                {"entry": entry.relative_to(ROOT).as_posix(), "files": fingerprint(entry, ROOT, imports)},
+            )
     print(f"code: {len(entries)} stage fingerprints -> {args.out}")
 
 

@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--history", type=Path, required=True, help="the train stage's DVCLive directory")
-    parser.add_argument("--metrics", type=Path, required=True, help="declared metrics JSON: accuracy, f1, roc_auc, loss, best_epoch")
+    parser.add_argument(
+        "--metrics", type=Path, required=True, help="declared metrics JSON: accuracy, f1, roc_auc, loss, best_epoch"
+    )
     parser.add_argument("--details", type=Path, required=True, help="every value computed (confusion, environment, gradient...)")
     parser.add_argument("--predictions", type=Path, required=True, help="per-example CSV: actual, predicted, p_<class>")
     parser.add_argument("--timings", type=Path, help="machine-dependent timings JSON to update (not a DVC output)")

@@ -13,7 +13,9 @@ from rnnlab.reporting.gradient_figure import draw_task
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", type=Path, required=True, help="directory of <variant>.json gradient profiles")
-    parser.add_argument("--params", type=Path, required=True, help="the task whose variants are drawn (the params stage's tasks/<task>.json)")
+    parser.add_argument(
+        "--params", type=Path, required=True, help="the task whose variants are drawn (the params stage's tasks/<task>.json)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
     task, variants = read_task_variants(args.params)

@@ -12,7 +12,9 @@ from rnnlab.reporting.results import write_report
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", type=Path, required=True, help="directory of <variant>.json files")
-    parser.add_argument("--details", type=Path, required=True, help="directory of <variant>.json details (cell, seed, environment...)")
+    parser.add_argument(
+        "--details", type=Path, required=True, help="directory of <variant>.json details (cell, seed, environment...)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--timings", type=Path, help="directory of <variant>.json timings (machine-dependent)")
     parser.add_argument("--timings-out", type=Path, help="Markdown table of the timings (not a DVC output)")

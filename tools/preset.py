@@ -25,8 +25,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("preset", help=f"a presets/<name>.yaml ({', '.join(available()) or 'none found'})")
     parser.add_argument("--name", "-n", help="experiment name (default: the preset's `experiment`)")
     parser.add_argument("--queue", action="store_true", help="queue it; `dvc queue start` runs it")
-    parser.add_argument("-S", "--set-param", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="one more `dvc exp run -S` override, after the preset's (repeatable)")
+    parser.add_argument(
+        "-S",
+        "--set-param",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more `dvc exp run -S` override, after the preset's (repeatable)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     args = parser.parse_args(argv)
     command = build_command(load_preset(args.preset), read_params_file() or {}, args.name, args.extra, args.queue)

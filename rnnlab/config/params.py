@@ -73,10 +73,12 @@ class Section:
 
 @dataclass(frozen=True, config=STRICT)
 class DownloadConfig(Section):
-    url: Annotated[str, Field(pattern=r"^https?://\S+$", description="an http(s) URL")] = \
+    url: Annotated[str, Field(pattern=r"^https?://\S+$", description="an http(s) URL")] = (
         "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")] = \
+    )
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits")] = (
         "7c2ac02c03563afcf9b574c7e56c153a"
+    )
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -110,11 +112,13 @@ class OrderDataConfig(Section):
         for name in ("early_window", "late_window"):
             first, last = getattr(self, name)
             if not 1 <= first <= last <= self.min_length - 2:  # position 0 holds E, the last one B
-                raise ValueError(f"{name} must satisfy 1 <= first <= last <= min_length - 2 ({self.min_length - 2}), "
-                                 f"got [{first}, {last}].")
+                raise ValueError(
+                    f"{name} must satisfy 1 <= first <= last <= min_length - 2 ({self.min_length - 2}), got [{first}, {last}]."
+                )
         if self.early_window[1] >= self.late_window[0]:
-            raise ValueError(f"early_window must end before late_window starts, got {list(self.early_window)} "
-                             f"and {list(self.late_window)}.")
+            raise ValueError(
+                f"early_window must end before late_window starts, got {list(self.early_window)} and {list(self.late_window)}."
+            )
         return self
 
 
@@ -194,8 +198,13 @@ class RuntimeConfig(Section):
     reproducible: bool = True  # the same bits on any x86-64 CPU with AVX2+FMA, any thread count
 
 
-TYPE_WORDS = {"bool_type": "true or false", "int_type": "an integer", "float_type": "a number", "string_type": "a string",
-              "literal_error": "a string"}
+TYPE_WORDS = {
+    "bool_type": "true or false",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "literal_error": "a string",
+}
 BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 SHORT = reprlib.Repr()  # a bad value as shown in a message: nested lists (YAML aliases) cut short
 SHORT.maxlevel, SHORT.maxlist, SHORT.maxstring = 2, 4, 60
@@ -265,7 +274,11 @@ class Variant:
     def params_key(self, section: str, key: str) -> str:
         """Where in params.yaml this variant's `section.key` is set: its own override, or the task's section."""
         prefix = "" if self.task == IMDB_TASK else f"{self.task}."
-        return f"{prefix}variants.{self.name}.{section}.{key}" if f"{section}.{key}" in self.overrides else f"{prefix}{section}.{key}"
+        return (
+            f"{prefix}variants.{self.name}.{section}.{key}"
+            if f"{section}.{key}" in self.overrides
+            else f"{prefix}{section}.{key}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,7 +319,9 @@ def _mapping(raw: Any, allowed: Iterable[str], where: str) -> Mapping[str, Any]:
     for key in raw:
         if key not in allowed:
             place = f"{where}.{key}" if where else key
-            raise ConfigError(f"Unknown key '{place}' in params.yaml.{did_you_mean(key, allowed)} Valid keys: {', '.join(allowed)}.")
+            raise ConfigError(
+                f"Unknown key '{place}' in params.yaml.{did_you_mean(key, allowed)} Valid keys: {', '.join(allowed)}."
+            )
     return raw
 
 
@@ -322,11 +337,17 @@ def _parse_task(name: str, raw: Mapping[str, Any], prefix: str) -> Task:
         if not isinstance(variant, str) or not VARIANT_NAME.match(variant):
             raise ConfigError(f"Variant name {variant!r} in {prefix}variants must use letters, digits, '_' or '-' only.")
         overrides = _mapping(overrides, ("model", "train"), place)
-        model_keys, train_keys = (_mapping(overrides.get(part), type(base).__pydantic_fields__, f"{place}.{part}")
-                                  for part, base in (("model", model), ("train", train)))
-        variants[variant] = Variant(variant, ModelConfig.from_dict({**model.to_dict(), **model_keys}, f"{place}.model"),
-                                    TrainConfig.from_dict({**train.to_dict(), **train_keys}, f"{place}.train"), name,
-                                    frozenset([*(f"model.{key}" for key in model_keys), *(f"train.{key}" for key in train_keys)]))
+        model_keys, train_keys = (
+            _mapping(overrides.get(part), type(base).__pydantic_fields__, f"{place}.{part}")
+            for part, base in (("model", model), ("train", train))
+        )
+        variants[variant] = Variant(
+            variant,
+            ModelConfig.from_dict({**model.to_dict(), **model_keys}, f"{place}.model"),
+            TrainConfig.from_dict({**train.to_dict(), **train_keys}, f"{place}.train"),
+            name,
+            frozenset([*(f"model.{key}" for key in model_keys), *(f"train.{key}" for key in train_keys)]),
+        )
     return Task(name, model, train, variants)
 
 
@@ -336,11 +357,17 @@ def parse_params(raw: Any) -> Params:
     tasks = {IMDB_TASK: _parse_task(IMDB_TASK, raw, ""), ORDER_TASK: _parse_task(ORDER_TASK, order, "order.")}
     clash = set(tasks[IMDB_TASK].variants) & set(tasks[ORDER_TASK].variants)
     if clash:
-        raise ConfigError(f"Variant names must be unique across tasks (they name metrics/<variant>.json): {', '.join(sorted(clash))}.")
-    return Params(DownloadConfig.from_dict(raw.get("download"), "download"), DataConfig.from_dict(raw.get("data"), "data"),
-                  BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
-                  OrderDataConfig.from_dict(order.get("data"), "order.data"), tasks,
-                  RuntimeConfig.from_dict(raw.get("runtime"), "runtime"))
+        raise ConfigError(
+            f"Variant names must be unique across tasks (they name metrics/<variant>.json): {', '.join(sorted(clash))}."
+        )
+    return Params(
+        DownloadConfig.from_dict(raw.get("download"), "download"),
+        DataConfig.from_dict(raw.get("data"), "data"),
+        BaselineConfig.from_dict(raw.get("baseline"), "baseline"),
+        OrderDataConfig.from_dict(order.get("data"), "order.data"),
+        tasks,
+        RuntimeConfig.from_dict(raw.get("runtime"), "runtime"),
+    )
 
 
 def _find_mapping(node: Node, start: tuple[int, int], path: list[str], seen: set[int]) -> tuple[list[str], Node] | None:
@@ -350,8 +377,13 @@ def _find_mapping(node: Node, start: tuple[int, int], path: list[str], seen: set
     seen.add(id(node))
     if isinstance(node, MappingNode) and (node.start_mark.line, node.start_mark.column) == start:
         return path, node
-    children = [(str(key.value), value) for key, value in node.value] if isinstance(node, MappingNode) else \
-        [(str(index), item) for index, item in enumerate(node.value)] if isinstance(node, SequenceNode) else []
+    children = (
+        [(str(key.value), value) for key, value in node.value]
+        if isinstance(node, MappingNode)
+        else [(str(index), item) for index, item in enumerate(node.value)]
+        if isinstance(node, SequenceNode)
+        else []
+    )
     return next(filter(None, (_find_mapping(child, start, [*path, key], seen) for key, child in children)), None)
 
 
@@ -363,8 +395,10 @@ def _duplicate_message(text: str, error: DuplicateKeyError, name: str) -> str:
     for key, _value in mapping.value if mapping is not None else []:
         if key.value in first_lines:
             place = f"under '{'.'.join(path)}'" if path else "at the top level"
-            return (f"{name} line {key.start_mark.line + 1}: duplicate key '{key.value}' {place} "
-                    f"(first on line {first_lines[key.value]}). Keep one of them.")
+            return (
+                f"{name} line {key.start_mark.line + 1}: duplicate key '{key.value}' {place} "
+                f"(first on line {first_lines[key.value]}). Keep one of them."
+            )
         first_lines[key.value] = key.start_mark.line + 1
     return f"{name} line {error.problem_mark.line + 1}: {error.problem}. Keep one of them."
 
@@ -418,8 +452,12 @@ def resolved_files(params: Params) -> dict[str, dict[str, Any]]:
     for task in params.tasks.values():
         files[f"tasks/{task.name}.json"] = {"task": {"name": task.name, "variants": list(task.variants)}}
         for name, variant in task.variants.items():
-            files[f"variants/{name}.json"] = {"variant": {"name": name, "task": variant.task, "overrides": sorted(variant.overrides)},
-                                              "model": variant.model.to_dict(), "train": variant.train.to_dict(), "runtime": runtime}
+            files[f"variants/{name}.json"] = {
+                "variant": {"name": name, "task": variant.task, "overrides": sorted(variant.overrides)},
+                "model": variant.model.to_dict(),
+                "train": variant.train.to_dict(),
+                "runtime": runtime,
+            }
     return files
 
 

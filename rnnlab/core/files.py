@@ -29,7 +29,9 @@ from rnnlab.core.errors import DiskFullError, UnwritableError, UserError
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 # A folder that refuses changes: its permissions (EACCES), `chattr +i` (EPERM), a read-only mount (EROFS).
 UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
-INTERRUPTED = "interrupted: no output was replaced, each is as it was before this run (nothing is half-written); rerun `dvc repro`."
+INTERRUPTED = (
+    "interrupted: no output was replaced, each is as it was before this run (nothing is half-written); rerun `dvc repro`."
+)
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -55,8 +57,11 @@ def disk_full_cause(error: BaseException) -> OSError | None:
 
 def disk_full_error(path: Path, error: OSError, left: str = "no partial output was left behind") -> DiskFullError:
     code = error.errno if error.errno in DISK_FULL_ERRNOS else errno.ENOSPC
-    reason = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file size limit reached",
-              errno.EDQUOT: "disk quota exceeded"}[code]
+    reason = {
+        errno.ENOSPC: "no space left on device",
+        errno.EFBIG: "file size limit reached",
+        errno.EDQUOT: "disk quota exceeded",
+    }[code]
     return DiskFullError(
         f"{reason} while writing {path} ({errno.errorcode[code]}: {error.strerror}). Free disk space (or "
         f"move the DVC cache to a bigger disk: `dvc cache dir <path>`) and rerun; {left}."
@@ -174,8 +179,10 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
             if folder.exists():  # its folder became read-only while the stage ran
-                print(f"warning: could not remove the temporary folder {folder}; delete it once its folder is writable",
-                      file=sys.stderr)
+                print(
+                    f"warning: could not remove the temporary folder {folder}; delete it once its folder is writable",
+                    file=sys.stderr,
+                )
 
 
 @contextlib.contextmanager

@@ -38,8 +38,11 @@ def imported_modules(path: Path, root: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             # `from package import module` imports a module, not a name
-            names.update(f"{node.module}.{alias.name}" for alias in node.names
-                         if module_file(root, f"{node.module}.{alias.name}") is not None)
+            names.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if module_file(root, f"{node.module}.{alias.name}") is not None
+            )
     with_parents = {".".join(name.split(".")[:depth]) for name in names for depth in range(1, name.count(".") + 2)}
     return {name for name in with_parents if module_file(root, name) is not None}
 
@@ -60,7 +63,9 @@ def project_files(entry: Path, root: Path, memo: dict[Path, list[Path]] | None =
             continue
         seen.add(path)
         if path not in memo:
-            memo[path] = [file.resolve() for name in imported_modules(path, root) if (file := module_file(root, name)) is not None]
+            memo[path] = [
+                file.resolve() for name in imported_modules(path, root) if (file := module_file(root, name)) is not None
+            ]
         pending += memo[path]
     return {path.relative_to(root.resolve()) for path in seen}
 
@@ -74,6 +79,10 @@ def fingerprint(entry: Path, root: Path, memo: dict[Path, list[Path]] | None = N
     while (package / "__init__.py").is_file() and root.resolve() in package.parents:  # `python -m stages.x` loads stages/
         files.add((package / "__init__.py").relative_to(root.resolve()))
         package = package.parent
-    files |= {source.relative_to(root.resolve()) for path in list(files) for source in (root.resolve() / path).parent.iterdir()
-              if source.suffix in COMPILED_SOURCES}
+    files |= {
+        source.relative_to(root.resolve())
+        for path in list(files)
+        for source in (root.resolve() / path).parent.iterdir()
+        if source.suffix in COMPILED_SOURCES
+    }
     return {path.as_posix(): hashlib.md5((root / path).read_bytes()).hexdigest() for path in sorted(files)}

@@ -122,7 +122,11 @@ def check_fits(needs: list[Need], available: int | None, memory: str, task: str)
     largest = max(needs, key=lambda need: need.bytes)
     culprit = largest.culprit()
     others = [param.name for param in largest.params if param.name != culprit.name]
-    alternatives = f" (or {', '.join(others)}{largest.other_fix})" if others else (f" ({largest.other_fix[2:]})" if largest.other_fix else "")
+    alternatives = (
+        f" (or {', '.join(others)}{largest.other_fix})"
+        if others
+        else (f" ({largest.other_fix[2:]})" if largest.other_fix else "")
+    )
     raise UserError(
         f"{culprit.name}={culprit.value} needs about {size_text(total)} of {memory} {task} "
         f"(largest: {largest.what}, {size_text(largest.bytes)}) but {size_text(available)} is available. "

@@ -71,9 +71,15 @@ def repair_hint(data_dir: Path) -> str:
     stage = None
     with contextlib.suppress(OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
         document = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8")) or {}
-        variables = {key: value for entry in document.get("vars") or [] if isinstance(entry, dict) for key, value in entry.items()}
-        for name, declared in ((name, out) for name, body in (document.get("stages") or {}).items()
-                               if "foreach" not in body for out in body.get("outs") or []):
+        variables = {
+            key: value for entry in document.get("vars") or [] if isinstance(entry, dict) for key, value in entry.items()
+        }
+        for name, declared in (
+            (name, out)
+            for name, body in (document.get("stages") or {}).items()
+            if "foreach" not in body
+            for out in body.get("outs") or []
+        ):
             declared = str(next(iter(declared)) if isinstance(declared, dict) else declared)
             resolved = re.sub(r"\$\{(\w+)\}", lambda match: str(variables.get(match.group(1), match.group(0))), declared)
             if os.path.abspath(resolved) == os.path.abspath(data_dir):
@@ -100,8 +106,11 @@ def read_array(path: Path, dimensions: int, hint: str) -> np.ndarray:
             count = math.prod(shape)
             expected, actual = handle.tell() + count * dtype.itemsize, os.fstat(handle.fileno()).st_size
             if actual != expected:
-                raise ValueError(f"it is truncated ({actual:,} of {expected:,} bytes)" if actual < expected
-                                 else f"it has {actual - expected:,} bytes past its data")
+                raise ValueError(
+                    f"it is truncated ({actual:,} of {expected:,} bytes)"
+                    if actual < expected
+                    else f"it has {actual - expected:,} bytes past its data"
+                )
             array = np.fromfile(handle, dtype=dtype, count=count)
     except ValueError as error:  # numpy's own header checks raise ValueError too (bad magic, short header)
         raise UserError(f"{path} is damaged: {error}. {hint}") from error
@@ -113,9 +122,11 @@ def check_range(path: Path, array: np.ndarray, low: int, high: int, what: str, h
     if array.size and (int(array.min()) < low or int(array.max()) > high):
         position = int(np.flatnonzero((array.ravel() < low) | (array.ravel() > high))[0])
         where = np.unravel_index(position, array.shape)
-        raise UserError(f"{path} is damaged: it holds {what} {int(array.ravel()[position])} at "
-                        f"{'row' if array.ndim == 1 else 'row, step'} {', '.join(map(str, where))}; {what}s must be "
-                        f"in {low}..{high}. {hint}")
+        raise UserError(
+            f"{path} is damaged: it holds {what} {int(array.ravel()[position])} at "
+            f"{'row' if array.ndim == 1 else 'row, step'} {', '.join(map(str, where))}; {what}s must be "
+            f"in {low}..{high}. {hint}"
+        )
 
 
 def load_split(data_dir: Path, split: str) -> Split:
@@ -132,12 +143,15 @@ def load_split(data_dir: Path, split: str) -> Split:
     if rows == 0:
         raise UserError(f"{directory / 'X.npy'} is damaged: it holds no examples. {hint}")
     if x.shape[1] != meta.sequence_length:
-        raise UserError(f"{directory / 'X.npy'} is damaged: its rows have {x.shape[1]} steps but meta.json says "
-                        f"{meta.sequence_length}. {hint}")
+        raise UserError(
+            f"{directory / 'X.npy'} is damaged: its rows have {x.shape[1]} steps but meta.json says "
+            f"{meta.sequence_length}. {hint}"
+        )
     for name, array in (("lengths", lengths), ("y", y)):
         if array.shape != (rows,):
-            raise UserError(f"{directory / f'{name}.npy'} is damaged: it holds {array.shape[0]} values for {rows} "
-                            f"rows of X.npy. {hint}")
+            raise UserError(
+                f"{directory / f'{name}.npy'} is damaged: it holds {array.shape[0]} values for {rows} rows of X.npy. {hint}"
+            )
     check_range(directory / "X.npy", x, 0, meta.input_size - 1, "token id", hint)
     check_range(directory / "lengths.npy", lengths, 1, meta.sequence_length, "length", hint)
     check_range(directory / "y.npy", y, 0, meta.num_classes - 1, "label", hint)
@@ -161,8 +175,9 @@ def load_meta(data_dir: Path) -> Meta:
         missing = f"no {error}" if isinstance(error, KeyError) else str(error)
         raise UserError(f"{path} is damaged ({missing}). {hint}") from error
     if meta.num_classes < 2 or len(meta.class_names) != meta.num_classes or meta.pad not in ("post", "pre"):
-        raise UserError(f"{path} is damaged ({meta.num_classes} classes named {list(meta.class_names)}, pad "
-                        f"{meta.pad!r}). {hint}")
+        raise UserError(
+            f"{path} is damaged ({meta.num_classes} classes named {list(meta.class_names)}, pad {meta.pad!r}). {hint}"
+        )
     return meta
 
 

@@ -38,13 +38,17 @@ def documents(split: Split) -> list[str]:
     return [" ".join(map(str, row[:length])) for row, length in zip(split.x.tolist(), split.lengths.tolist(), strict=True)]
 
 
-def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[TfidfVectorizer, LogisticRegression, float, list[dict]]:
-    vectorizer = TfidfVectorizer(tokenizer=str.split, token_pattern=None, lowercase=False, ngram_range=(1, config.ngram_max), sublinear_tf=True)
+def fit_and_select(
+    config: BaselineConfig, train: Split, valid: Split
+) -> tuple[TfidfVectorizer, LogisticRegression, float, list[dict]]:
+    vectorizer = TfidfVectorizer(
+        tokenizer=str.split, token_pattern=None, lowercase=False, ngram_range=(1, config.ngram_max), sublinear_tf=True
+    )
     train_features = vectorizer.fit_transform(documents(train))
     valid_features = vectorizer.transform(documents(valid))
     search, best = [], None
     for exponent in range(config.c_grid[0], config.c_grid[1] + 1):
-        c_value = 10.0 ** exponent
+        c_value = 10.0**exponent
         started = time.perf_counter()
         classifier = LogisticRegression(C=c_value, max_iter=config.max_iter).fit(train_features, train.y.numpy())
         seconds = time.perf_counter() - started

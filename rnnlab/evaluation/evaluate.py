@@ -26,8 +26,9 @@ def check_test_split(test: Split, model: Classifier, data_dir: Path, model_path:
         raise UserError(f"{data_dir}/test does not match the data {model_path} was trained on; rerun `dvc repro`.")
 
 
-def test_metrics(model: Classifier, checkpoint: dict[str, Any], history: list[dict[str, Any]], test: Split,
-                 device: Any) -> tuple[dict[str, Any], Any, float]:
+def test_metrics(
+    model: Classifier, checkpoint: dict[str, Any], history: list[dict[str, Any]], test: Split, device: Any
+) -> tuple[dict[str, Any], Any, float]:
     """Metrics (only numbers that reproduce), the test probabilities and the evaluation tokens/s."""
     started = time.perf_counter()
     test_probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
@@ -55,7 +56,9 @@ def test_metrics(model: Classifier, checkpoint: dict[str, Any], history: list[di
     return metrics, probabilities, tokens_per_second
 
 
-def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, history_dir: Path, outputs: EvaluationOutputs) -> dict[str, Any]:
+def evaluate_variant(
+    variant: Variant, data_dir: Path, model_path: Path, history_dir: Path, outputs: EvaluationOutputs
+) -> dict[str, Any]:
     """Write the variant's metrics, details, predictions and gradient profile (all of them, or none); returns the details."""
     written = [path for path in (outputs.metrics, outputs.details, outputs.predictions, outputs.gradients) if path is not None]
     for path in (*written, outputs.timings):

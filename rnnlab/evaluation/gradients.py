@@ -51,7 +51,9 @@ class GradientProfile:
         return logs[0] - logs[min(depth, len(logs) - 1)]
 
 
-def input_gradient_norms(model: RecurrentClassifier, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def input_gradient_norms(
+    model: RecurrentClassifier, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """(B, T) tokens -> (B, T) ||dL_b/dx_{b,t}||, in eval mode (dropout off), without touching .grad."""
     model.eval()
     # A leaf copy of the inputs: the gradient stops here instead of flowing into the embedding.
@@ -93,8 +95,12 @@ def first_sequences(split: Split, count: int = GRADIENT_SEQUENCES) -> Split:
 def profile_rows(initial: GradientProfile, trained: GradientProfile) -> list[dict[str, Any]]:
     """Rows for plots/gradients/<variant>.json, one per steps_back."""
     return [
-        {"steps_back": steps_back, "log10_grad_norm_init": round(init_log, 4),
-         "log10_grad_norm_trained": round(trained_log, 4), "sequences": int(count)}
+        {
+            "steps_back": steps_back,
+            "log10_grad_norm_init": round(init_log, 4),
+            "log10_grad_norm_trained": round(trained_log, 4),
+            "sequences": int(count),
+        }
         for steps_back, (init_log, trained_log, count) in enumerate(
             zip(initial.log10_norms, trained.log10_norms, trained.counts.tolist(), strict=False)
         )

@@ -41,15 +41,19 @@ def read_review(source: str) -> str:
     except ArchiveLimitError as error:
         raise UserError(f"{error}. Classify a shorter text.") from error
     except OSError as error:
-        raise UserError(f"cannot read the review from {name}: {error.strerror or error}. Give a readable file, or - for stdin.") from error
+        raise UserError(
+            f"cannot read the review from {name}: {error.strerror or error}. Give a readable file, or - for stdin."
+        ) from error
     return decode_review(raw, name)
 
 
 def check_text_size(text: str) -> None:
     """A review given on the command line is bounded like one read from a file."""
     if len(text.encode("utf-8", "surrogatepass")) > REVIEW_BYTES:
-        raise UserError(f"the review is longer than {size_text(REVIEW_BYTES)}, the longest review this pipeline reads "
-                        f"(REVIEW_BYTES in rnnlab/text/archive.py). Classify a shorter text.")
+        raise UserError(
+            f"the review is longer than {size_text(REVIEW_BYTES)}, the longest review this pipeline reads "
+            f"(REVIEW_BYTES in rnnlab/text/archive.py). Classify a shorter text."
+        )
 
 
 def encode_review(text: str, vocab_path: Path, length: int, truncate: str = "head") -> list[int]:
@@ -65,7 +69,9 @@ def encode_symbols(text: str, length: int) -> list[int]:
     symbols = text.strip()
     unknown = sorted({symbol for symbol in symbols if symbol not in ORDER_INDEX or symbol == "<"})
     if not symbols or unknown:
-        raise UserError(f"Order-task input must be a string over E, B, a, b, c, d, X, Y (got invalid symbols {unknown or 'none: empty'}).")
+        raise UserError(
+            f"Order-task input must be a string over E, B, a, b, c, d, X, Y (got invalid symbols {unknown or 'none: empty'})."
+        )
     if len(symbols) > length:
         raise UserError(f"Order-task input has {len(symbols)} symbols; the model was trained on at most {length}.")
     return [ORDER_INDEX[symbol] for symbol in symbols]

@@ -33,9 +33,15 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
     labels = list(range(len(class_names)))
     binary = len(class_names) == 2
     average = "binary" if binary else "macro"
-    precision, recall, f1, _ = skm.precision_recall_fscore_support(y, predicted, labels=None if binary else labels, average=average, zero_division=0)
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y, predicted, labels=None if binary else labels, average=average, zero_division=0
+    )
     try:
-        roc_auc = skm.roc_auc_score(y, probabilities[:, 1]) if binary else skm.roc_auc_score(y, probabilities, multi_class="ovr", labels=labels)
+        roc_auc = (
+            skm.roc_auc_score(y, probabilities[:, 1])
+            if binary
+            else skm.roc_auc_score(y, probabilities, multi_class="ovr", labels=labels)
+        )
     except ValueError:  # a test set with a single class has no ROC curve
         roc_auc = None
     matrix = skm.confusion_matrix(y, predicted, labels=labels)
@@ -46,14 +52,19 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
         "recall": float(recall),
         "f1": float(f1),
         "roc_auc": None if roc_auc is None else float(roc_auc),
-        "per_class_accuracy": {name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)},
+        "per_class_accuracy": {
+            name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)
+        },
         # confusion[actual][predicted]
-        "confusion": {actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)},
+        "confusion": {
+            actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)
+        },
     }
 
 
-def write_results(staged: dict[Path, Path], outputs: EvaluationOutputs, details: dict[str, Any],
-                  declared: tuple[str, ...] = DECLARED_METRICS) -> None:
+def write_results(
+    staged: dict[Path, Path], outputs: EvaluationOutputs, details: dict[str, Any], declared: tuple[str, ...] = DECLARED_METRICS
+) -> None:
     """The details file, and the declared metrics taken from it."""
     write_json(staged[outputs.details], details)
     write_json(staged[outputs.metrics], {key: details[key] for key in declared})

@@ -25,8 +25,19 @@ SEED_KEY = "train.seed"
 # Every param that only reseeds a run: the IMDB study's, and the order task's (weights and data).
 SEED_KEYS = (SEED_KEY, "order.train.seed", "order.data.seed")
 HEAD_NAME = "(committed)"
-ROW_KEYS = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "epochs_trained",
-            "train_seconds_per_epoch", "parameters", "seed", "diverged", "environment")
+ROW_KEYS = (
+    "accuracy",
+    "f1",
+    "roc_auc",
+    "best_valid_accuracy",
+    "best_epoch",
+    "epochs_trained",
+    "train_seconds_per_epoch",
+    "parameters",
+    "seed",
+    "diverged",
+    "environment",
+)
 
 
 UNPINNED = "earlier, unpinned"
@@ -54,10 +65,10 @@ class Run:
     name: str
     baseline: str
     commit: str
-    overrides: dict[str, Any]          # dotted param key -> value; "+key" adds, "~key" removes
+    overrides: dict[str, Any]  # dotted param key -> value; "+key" adds, "~key" removes
     metrics: dict[str, dict[str, Any]]  # variant -> the run's details (metrics_at), changed ones only
     all_variants: list[str] = field(default_factory=list)  # the run's params variants (imdb study)
-    seed: Any = None                                          # the run's train.seed
+    seed: Any = None  # the run's train.seed
     recorded_command: str | None = None  # a run kept from reports/studies.json (its ref is not here)
 
     @property
@@ -119,8 +130,17 @@ def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
         exp_params = params_at(repo, commit)
         changed = {v: m for v, m in exp_metrics.items() if base_metrics.get(v) != m}
         overrides = changed_params(params_at(repo, baseline), exp_params)
-        runs.append(Run(name, baseline, commit, overrides, changed, list(exp_params.get("variants") or {}),
-                        run_seed(overrides, exp_params)))
+        runs.append(
+            Run(
+                name,
+                baseline,
+                commit,
+                overrides,
+                changed,
+                list(exp_params.get("variants") or {}),
+                run_seed(overrides, exp_params),
+            )
+        )
     return runs
 
 
@@ -141,8 +161,17 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
         row_seeds = {row.get("seed") for row in entry["rows"].values()} - {None}
         if seed is None and len(row_seeds) == 1:
             seed = next(iter(row_seeds))
-        runs.append(Run(entry["name"], entry["baseline"], entry["commit"], entry["overrides"], entry["rows"],
-                        seed=seed, recorded_command=entry["command"]))
+        runs.append(
+            Run(
+                entry["name"],
+                entry["baseline"],
+                entry["commit"],
+                entry["overrides"],
+                entry["rows"],
+                seed=seed,
+                recorded_command=entry["command"],
+            )
+        )
     return runs
 
 
@@ -153,6 +182,7 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
     nor runs that reseeded different things (train.seed vs the order task's seeds); a run that changed
     no seed (the committed one, with its own seed) joins every group it matches otherwise.
     """
+
     def setting_key(run: Run) -> str:
         rest = {key: value for key, value in run.overrides.items() if key not in SEED_KEYS}
         return json.dumps({"overrides": rest, "environment": run.environment}, sort_keys=True)
@@ -178,14 +208,16 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
         shared = set.intersection(*(set(run.metrics) for run in members))
         for variant in sorted(shared):
             accuracies = [run.metrics[variant]["accuracy"] for run in members]
-            spread.append({
-                "overrides": group_setting["overrides"],
-                "environment": group_setting["environment"],
-                "variant": variant,
-                "runs": [run.name for run in members],
-                "seeds": [run.seed for run in members],
-                "accuracies": accuracies,
-                "mean": statistics.fmean(accuracies),
-                "std": statistics.stdev(accuracies),
-            })
+            spread.append(
+                {
+                    "overrides": group_setting["overrides"],
+                    "environment": group_setting["environment"],
+                    "variant": variant,
+                    "runs": [run.name for run in members],
+                    "seeds": [run.seed for run in members],
+                    "accuracies": accuracies,
+                    "mean": statistics.fmean(accuracies),
+                    "std": statistics.stdev(accuracies),
+                }
+            )
     return spread

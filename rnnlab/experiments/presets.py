@@ -42,13 +42,17 @@ def load_preset(name: str, directory: Path = PRESETS_DIR) -> Preset:
     path = directory / f"{name}.yaml"
     if not path.is_file():
         names = available(directory)
-        raise ConfigError(f"No preset '{name}' in {directory}/.{did_you_mean(name, names)} Presets: {', '.join(names) or '(none)'}.")
+        raise ConfigError(
+            f"No preset '{name}' in {directory}/.{did_you_mean(name, names)} Presets: {', '.join(names) or '(none)'}."
+        )
     raw = parse_params_yaml(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path} must be a mapping with keys {', '.join(PRESET_KEYS)}.")
     for key in raw:
         if key not in PRESET_KEYS:
-            raise ConfigError(f"Unknown key '{key}' in {path}.{did_you_mean(key, PRESET_KEYS)} Valid keys: {', '.join(PRESET_KEYS)}.")
+            raise ConfigError(
+                f"Unknown key '{key}' in {path}.{did_you_mean(key, PRESET_KEYS)} Valid keys: {', '.join(PRESET_KEYS)}."
+            )
     params, targets = raw.get("params") or {}, raw.get("targets") or []
     if not isinstance(params, Mapping) or not params:
         raise ConfigError(f"{path}: 'params' must be a non-empty mapping of params.yaml sections.")
@@ -138,12 +142,19 @@ def check_targets(targets: list[str], params: Params, pipeline_file: Path = PIPE
             variants = list(params.task(grouped[stage]).variants) if grouped[stage] else []
             if key in variants:
                 continue
-            raise ConfigError(f"Target '{target}': no variant '{key}' for {stage}.{did_you_mean(key, variants)} Variants: {', '.join(variants)}.")
-        raise ConfigError(f"Target '{target}' is not a stage of {pipeline_file}.{did_you_mean(stage, sorted(plain | set(grouped)))}")
+            raise ConfigError(
+                f"Target '{target}': no variant '{key}' for {stage}.{did_you_mean(key, variants)} Variants: {', '.join(variants)}."
+            )
+        raise ConfigError(
+            f"Target '{target}' is not a stage of {pipeline_file}.{did_you_mean(stage, sorted(plain | set(grouped)))}"
+        )
 
 
 def experiment_arguments(
-    preset: Preset, base: dict[str, Any], extra: list[str] | None = None, pipeline_file: Path = PIPELINE_FILE,
+    preset: Preset,
+    base: dict[str, Any],
+    extra: list[str] | None = None,
+    pipeline_file: Path = PIPELINE_FILE,
 ) -> tuple[list[str], dict[str, Any]]:
     """The `dvc exp run` arguments (-S settings, then targets) for `preset` plus `extra` on top of the
     params mapping `base`, after checking them; and the params they give."""
@@ -157,7 +168,11 @@ def experiment_arguments(
 
 
 def build_command(
-    preset: Preset, base: dict[str, Any], name: str | None = None, extra: list[str] | None = None, queue: bool = False,
+    preset: Preset,
+    base: dict[str, Any],
+    name: str | None = None,
+    extra: list[str] | None = None,
+    queue: bool = False,
     pipeline_file: Path = PIPELINE_FILE,
 ) -> list[str]:
     """The `dvc exp run` argv for `preset` on top of the params mapping `base`, after checking it."""

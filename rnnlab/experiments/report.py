@@ -22,8 +22,14 @@ def preset_command(preset: Preset) -> str:
 def preset_lines(entries: list[Preset]) -> list[str]:
     if not entries:
         return []
-    lines = ["", "## Presets", "", "Named, committed experiment definitions (`presets/<name>.yaml`); the command prints and runs",
-             "the equivalent `dvc exp run` (`--queue` queues it, `--name` and `-S` vary it, `--dry-run` only prints).", ""]
+    lines = [
+        "",
+        "## Presets",
+        "",
+        "Named, committed experiment definitions (`presets/<name>.yaml`); the command prints and runs",
+        "the equivalent `dvc exp run` (`--queue` queues it, `--name` and `-S` vary it, `--dry-run` only prints).",
+        "",
+    ]
     lines += [f"- `{preset_command(entry)}`: {entry.description} (experiment `{entry.experiment}`)" for entry in entries]
     return lines
 
@@ -41,7 +47,9 @@ def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset] 
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        for variant, m in sorted(run.metrics.items(), key=lambda item: (item[1].get("study", "imdb") != "imdb", -(item[1].get("accuracy") or 0))):
+        for variant, m in sorted(
+            run.metrics.items(), key=lambda item: (item[1].get("study", "imdb") != "imdb", -(item[1].get("accuracy") or 0))
+        ):
             diverged = " (diverged)" if m.get("diverged") else ""
             lines.append(
                 f"| `{run.name}` | `{variant}`{diverged} | {percent(m.get('accuracy'))} | {m.get('f1', 0):.4f} | "
@@ -53,12 +61,17 @@ def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset] 
     lines += [
         f"- `{run.name}` (experiment {run.commit[:7]}, baseline {run.baseline[:7]}): `{run.command}`"
         + (f" — preset: `{preset_command(by_experiment[run.name])}`" if run.name in by_experiment else "")
-        for run in runs if run.name != HEAD_NAME
+        for run in runs
+        if run.name != HEAD_NAME
     ]
     if spread:
-        lines += ["", "## Seed spread (test accuracy)", "",
-                  "| runs | changed params besides the seeds | environment | variant | seeds | mean ± std | min – max |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Seed spread (test accuracy)",
+            "",
+            "| runs | changed params besides the seeds | environment | variant | seeds | mean ± std | min – max |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in spread:
             changed = ", ".join(f"`{setting(k, v)}`" for k, v in row["overrides"].items()) or "(none)"
             lines.append(
@@ -73,14 +86,27 @@ def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset] 
 def to_json(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset] | None = None) -> dict[str, Any]:
     return {
         "experiments": [
-            {"name": run.name, "commit": run.commit, "baseline": run.baseline, "overrides": run.overrides,
-             "command": run.command if run.name != HEAD_NAME else "dvc repro", "environment": run.environment,
-             "rows": {variant: {key: m.get(key) for key in ROW_KEYS} for variant, m in run.metrics.items()}}
+            {
+                "name": run.name,
+                "commit": run.commit,
+                "baseline": run.baseline,
+                "overrides": run.overrides,
+                "command": run.command if run.name != HEAD_NAME else "dvc repro",
+                "environment": run.environment,
+                "rows": {variant: {key: m.get(key) for key in ROW_KEYS} for variant, m in run.metrics.items()},
+            }
             for run in runs
         ],
         "seed_spread": spread,
-        "presets": [{"name": entry.name, "experiment": entry.experiment, "description": entry.description,
-                     "command": preset_command(entry)} for entry in entries or []],
+        "presets": [
+            {
+                "name": entry.name,
+                "experiment": entry.experiment,
+                "description": entry.description,
+                "command": preset_command(entry),
+            }
+            for entry in entries or []
+        ],
     }
 
 

@@ -45,7 +45,9 @@ def same_results(repo: Path) -> Callable[[str], bool]:
     its seed experiments then describe this commit too."""
     head = git("rev-parse", "HEAD", cwd=repo).strip()
     head_metrics = experiments.metrics_at(repo, head)
-    return functools.lru_cache(maxsize=None)(lambda commit: commit == head or experiments.metrics_at(repo, commit) == head_metrics)
+    return functools.lru_cache(maxsize=None)(
+        lambda commit: commit == head or experiments.metrics_at(repo, commit) == head_metrics
+    )
 
 
 def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
@@ -105,10 +107,17 @@ def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
     spread = [row for row in experiments.seed_spread(seed_runs) if row["overrides"] == {}]
     if not spread:
         seeds = sorted({run.seed for run in seed_runs}, key=str)
-        raise UserError(f"only seed(s) {', '.join(map(str, seeds)) or '(none)'} found for commit {head[:7]}: a band needs two "
-                         "or more; run the other seeds with `python -m tools.seed_bands --run`.")
-    variants = {row["variant"]: {**{key: row[key] for key in ("seeds", "runs", "accuracies", "mean", "std")},
-                                 "df": len(row["accuracies"]) - 1} for row in spread}
+        raise UserError(
+            f"only seed(s) {', '.join(map(str, seeds)) or '(none)'} found for commit {head[:7]}: a band needs two "
+            "or more; run the other seeds with `python -m tools.seed_bands --run`."
+        )
+    variants = {
+        row["variant"]: {
+            **{key: row[key] for key in ("seeds", "runs", "accuracies", "mean", "std")},
+            "df": len(row["accuracies"]) - 1,
+        }
+        for row in spread
+    }
     return {
         "commit": head,
         "made_by": "python -m tools.seed_bands",

@@ -118,7 +118,9 @@ def dvc(*arguments: str) -> list[str]:
 def check_commit(repo: Path) -> str:
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no", cwd=repo).splitlines() if line]
     if changed:
-        raise UserError(f"a sweep runs the committed HEAD on every node: commit or stash these changes first: {', '.join(changed[:5])}")
+        raise UserError(
+            f"a sweep runs the committed HEAD on every node: commit or stash these changes first: {', '.join(changed[:5])}"
+        )
     return git("rev-parse", "HEAD", cwd=repo).strip()
 
 
@@ -128,8 +130,10 @@ def git_url(repo: Path, remote: str) -> str:
     if remote in names:
         return git("remote", "get-url", remote, cwd=repo).strip()
     if "/" not in remote and ":" not in remote:
-        raise UserError(f"no git remote '{remote}' (remotes: {', '.join(names) or 'none'}): add one with "
-                        "`git remote add origin URL`, or pass --git-remote URL.")
+        raise UserError(
+            f"no git remote '{remote}' (remotes: {', '.join(names) or 'none'}): add one with "
+            "`git remote add origin URL`, or pass --git-remote URL."
+        )
     return remote
 
 
@@ -139,12 +143,15 @@ def remote_experiments(repo: Path, url: str, commit: str) -> set[str]:
     shas = {line.split()[0] for line in listing.splitlines() if "\trefs/exps/" not in line}
     contains = commit in shas or any(
         subprocess.run(["git", "merge-base", "--is-ancestor", commit, sha], cwd=repo, capture_output=True).returncode == 0
-        for sha in shas)
+        for sha in shas
+    )
     if not contains:
-        raise UserError(f"the git remote {url} does not have commit {commit[:7]}, which every node clones: "
-                        "push it first (`git push origin HEAD`).")
+        raise UserError(
+            f"the git remote {url} does not have commit {commit[:7]}, which every node clones: "
+            "push it first (`git push origin HEAD`)."
+        )
     prefix = experiment_ref(commit, "")
-    return {line.split()[1][len(prefix):] for line in listing.splitlines() if line.split()[1].startswith(prefix)}
+    return {line.split()[1][len(prefix) :] for line in listing.splitlines() if line.split()[1].startswith(prefix)}
 
 
 def check_dvc_remote(repo: Path, name: str | None) -> str:
@@ -154,13 +161,17 @@ def check_dvc_remote(repo: Path, name: str | None) -> str:
         default = subprocess.run(dvc("remote", "default", "--project"), cwd=repo, capture_output=True, text=True)
         name = default.stdout.strip() if default.returncode == 0 else ""  # exit 1: "No default remote set"
         if not name:
-            raise UserError("a cluster sweep needs a DVC remote that every node reaches: `dvc remote add -d storage "
-                            "s3://bucket/path` (credentials in each node's environment), commit .dvc/config, or "
-                            "pass --remote NAME.")
+            raise UserError(
+                "a cluster sweep needs a DVC remote that every node reaches: `dvc remote add -d storage "
+                "s3://bucket/path` (credentials in each node's environment), commit .dvc/config, or "
+                "pass --remote NAME."
+            )
     if name not in committed:
-        raise UserError(f"the DVC remote '{name}' is not in the committed .dvc/config (remotes there: "
-                        f"{', '.join(committed) or 'none'}), so the nodes' clones cannot use it: "
-                        f"`dvc remote add --project {name} URL` and commit .dvc/config.")
+        raise UserError(
+            f"the DVC remote '{name}' is not in the committed .dvc/config (remotes there: "
+            f"{', '.join(committed) or 'none'}), so the nodes' clones cannot use it: "
+            f"`dvc remote add --project {name} URL` and commit .dvc/config."
+        )
     # The nodes pull these instead of downloading and preprocessing again; this also proves the remote answers.
     run_quiet(dvc("push", "-r", name), repo, f"the DVC remote '{name}' refused `dvc push`")
     return name
@@ -176,8 +187,10 @@ def check_reused(repo: Path, planned: list[Planned], commit: str) -> dict[str, s
     reused = {item.name: found[item.name] for item in planned if item.name in found}
     for item in planned:
         if item.name in reused and params_at(repo, reused[item.name]) != item.params:
-            raise UserError(f"experiment '{item.name}' exists on {commit[:7]} with other params: give this sweep "
-                            f"another name (-n), or remove it (`dvc exp remove {item.name}`).")
+            raise UserError(
+                f"experiment '{item.name}' exists on {commit[:7]} with other params: give this sweep "
+                f"another name (-n), or remove it (`dvc exp remove {item.name}`)."
+            )
     return reused
 
 
@@ -187,8 +200,10 @@ class Board:
     def __init__(self, names: list[str]) -> None:
         self.terminal = sys.stderr.isatty()
         self.bar = tqdm(total=len(names), desc="sweep", unit="exp", disable=not self.terminal, file=sys.stderr)
-        self.lines = {name: tqdm(total=0, bar_format="{desc}", position=index + 1, disable=not self.terminal,
-                                 file=sys.stderr) for index, name in enumerate(names)}
+        self.lines = {
+            name: tqdm(total=0, bar_format="{desc}", position=index + 1, disable=not self.terminal, file=sys.stderr)
+            for index, name in enumerate(names)
+        }
 
     def show(self, name: str, status: str, message: str = "") -> None:
         text = f"{name}: {status}{' ' + message if message else ''}"
@@ -227,13 +242,17 @@ def start_ray(options: Options, modules: Path) -> Any:
         try:
             ray.init(address=options.address, **settings)
         except (ConnectionError, RuntimeError) as error:
-            raise UserError(f"cannot join the Ray cluster at {options.address}: {str(error).splitlines()[0]}; "
-                            "start it with `ray start --head` (docs/cluster.md).") from None
+            raise UserError(
+                f"cannot join the Ray cluster at {options.address}: {str(error).splitlines()[0]}; "
+                "start it with `ray start --head` (docs/cluster.md)."
+            ) from None
         largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
         if largest < options.threads:
             ray.shutdown()
-            raise UserError(f"--threads {options.threads}: no node of the cluster at {options.address} has that many "
-                            f"CPUs (largest: {largest:g}).")
+            raise UserError(
+                f"--threads {options.threads}: no node of the cluster at {options.address} has that many "
+                f"CPUs (largest: {largest:g})."
+            )
     return ray
 
 
@@ -306,10 +325,17 @@ def sweep(options: Options) -> list[Outcome]:
         run_quiet(dvc("exp", "pull", url, *missing), repo, f"dvc exp pull from {url}")
     reused = check_reused(repo, planned, commit)
     stamp = None if options.allow_mixed else reference_stamp(repo)
-    tasks = [Task(item.name, item.arguments, commit, url, dvc_remote, local_remote, stamp)
-             for item in planned if item.name not in reused]
-    print(f"sweep: {len(planned)} experiment(s) of {commit[:7]}: {len(tasks)} to run, {len(reused)} reused"
-          f"{', on the cluster at ' + options.address if cluster else ' (Ray on this machine)'}", file=sys.stderr, flush=True)
+    tasks = [
+        Task(item.name, item.arguments, commit, url, dvc_remote, local_remote, stamp)
+        for item in planned
+        if item.name not in reused
+    ]
+    print(
+        f"sweep: {len(planned)} experiment(s) of {commit[:7]}: {len(tasks)} to run, {len(reused)} reused"
+        f"{', on the cluster at ' + options.address if cluster else ' (Ray on this machine)'}",
+        file=sys.stderr,
+        flush=True,
+    )
     outcomes = [Outcome(name, "-", "reused") for name in reused]
     if not tasks:
         return outcomes
@@ -328,6 +354,9 @@ def sweep(options: Options) -> list[Outcome]:
         if outcome.status == "failed":
             print(f"sweep: {outcome.name} failed on {outcome.node}:", file=sys.stderr)
             print("\n".join(LOG_INDENT + line for line in outcome.message.splitlines()), file=sys.stderr)
-    print(f"sweep: {len(finished)} of {len(tasks)} finished in {time.perf_counter() - started:.0f} s; "
-          "`dvc exp show` lists them", file=sys.stderr, flush=True)
+    print(
+        f"sweep: {len(finished)} of {len(tasks)} finished in {time.perf_counter() - started:.0f} s; `dvc exp show` lists them",
+        file=sys.stderr,
+        flush=True,
+    )
     return outcomes + ran

@@ -22,9 +22,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 WORK_DIR_ENV = "RNNLAB_SWEEP_DIR"  # where a node keeps its clones and its shared DVC cache
 STAMP_COMMAND = ("-c", "from rnnlab.experiments.sweep_node import print_stamp; print_stamp()")
@@ -104,8 +105,14 @@ class Runner:
         self.folder, self.environment, self.log = folder, environment, log
         self.process: subprocess.Popen[str] | None = None
 
-    def run(self, *command: str, step: str, cwd: Path | None = None,
-            on_line: Callable[[str], None] = lambda line: None, on_wait: Callable[[], None] = lambda: None) -> str:
+    def run(
+        self,
+        *command: str,
+        step: str,
+        cwd: Path | None = None,
+        on_line: Callable[[str], None] = lambda line: None,
+        on_wait: Callable[[], None] = lambda: None,
+    ) -> str:
         """Run `command`; its output goes to the log (and on_line). A failure raises with its last line.
 
         This thread only waits, in short steps: Ray's cancel raises KeyboardInterrupt between them, and
@@ -116,8 +123,15 @@ class Runner:
             log.write(f"$ {' '.join(command)}\n")
             log.flush()
             self.process = process = subprocess.Popen(
-                command, cwd=cwd or self.folder, env=self.environment, text=True, errors="replace",
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0)
+                command,
+                cwd=cwd or self.folder,
+                env=self.environment,
+                text=True,
+                errors="replace",
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+            )
 
             def copy() -> None:
                 assert process.stdout is not None
@@ -224,10 +238,15 @@ def run_task(task: Task, threads: int, report: Callable[[str, str], None]) -> Ou
         timed("pull", *dvc, "pull", "--allow-missing")
         stamp = json.loads(timed("check", sys.executable, *STAMP_COMMAND).splitlines()[-1])
         if task.stamp is not None and stamp != task.stamp:
-            keys = ", ".join(f"{key} {stamp.get(key)!r} (driver: {task.stamp.get(key)!r})"
-                             for key in sorted(set(stamp) | set(task.stamp)) if stamp.get(key) != task.stamp.get(key))
-            raise SweepFailure(f"node {node} computes other bits than the driver: {keys}; fix the node (g++, AVX2, the "
-                               "pinned requirements) or pass --allow-mixed-environments")
+            keys = ", ".join(
+                f"{key} {stamp.get(key)!r} (driver: {task.stamp.get(key)!r})"
+                for key in sorted(set(stamp) | set(task.stamp))
+                if stamp.get(key) != task.stamp.get(key)
+            )
+            raise SweepFailure(
+                f"node {node} computes other bits than the driver: {keys}; fix the node (g++, AVX2, the "
+                "pinned requirements) or pass --allow-mixed-environments"
+            )
         watch = EpochWatch(runner.folder, lambda message: report("running", f"on {node}: {message}"))
         report("running", f"on {node}: dvc exp run")
         timed("run", *dvc, "exp", "run", "-n", task.name, *task.arguments, on_line=watch.on_line, on_wait=watch.poll)

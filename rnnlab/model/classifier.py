@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlab.config.params import model_from_dict
-from rnnlab.config.params import ModelConfig
+from rnnlab.config.params import ModelConfig, model_from_dict
 from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.core.files import atomic_path
 from rnnlab.data.arrays import Meta
@@ -249,7 +248,9 @@ class RecurrentClassifier(nn.Module):
             return self._last(outputs, lengths)
         positions = torch.arange(steps, device=outputs.device)
         first = self.first_step(lengths, steps)
-        valid = (positions.unsqueeze(0) >= first.unsqueeze(1)) & (positions.unsqueeze(0) < (first + lengths).unsqueeze(1))  # (B, T)
+        valid = (positions.unsqueeze(0) >= first.unsqueeze(1)) & (
+            positions.unsqueeze(0) < (first + lengths).unsqueeze(1)
+        )  # (B, T)
         if readout in ("mean", "max"):
             return self._pool(outputs, lengths, valid, readout)
         if readout == "mean_max":  # (B, 2*D*H): both pools side by side, as in ULMFiT's concat pooling
@@ -413,14 +414,20 @@ def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Cl
         raise UserError(f"{damaged} ({missing}); retrain with `dvc repro`.") from error
     if expected is not None and expected != spec.model:
         stored, wanted = spec.model.to_dict(), expected.to_dict()
-        changes = ", ".join(f"{key}: checkpoint {stored[key]!r} vs params {wanted[key]!r}" for key in stored if stored[key] != wanted[key])
+        changes = ", ".join(
+            f"{key}: checkpoint {stored[key]!r} vs params {wanted[key]!r}" for key in stored if stored[key] != wanted[key]
+        )
         raise UserError(f"{path} was trained with a different model config ({changes}). Retrain it with `dvc repro`.")
     if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
         raise UserError(f"{damaged} (its state_dict is not a dict of tensors); retrain with `dvc repro`.")
     stored_count = sum(value.numel() for value in state_dict.values())
-    implied = sum(parameter_counts(spec.model, spec.input_size, spec.num_classes, spec.sequence_length).values()) * spec.model.members
+    implied = (
+        sum(parameter_counts(spec.model, spec.input_size, spec.num_classes, spec.sequence_length).values()) * spec.model.members
+    )
     if stored_count != implied:
-        raise UserError(f"{path}: its config implies {implied:,} weights but it holds {stored_count:,} (a damaged checkpoint); retrain with `dvc repro`.")
+        raise UserError(
+            f"{path}: its config implies {implied:,} weights but it holds {stored_count:,} (a damaged checkpoint); retrain with `dvc repro`."
+        )
     if not all(torch.isfinite(value).all() for value in state_dict.values() if value.is_floating_point()):
         raise UserError(f"{path} holds NaN or infinite weights (a diverged or damaged model); retrain with `dvc repro`.")
     model = build_model(spec)

@@ -20,7 +20,18 @@ DPI = 100
 # measuring every tick label to place it (about 30 ms a panel).
 TITLE_Y = 1.0
 # matplotlib's tab10: distinct for up to 10 series; a series' colour index picks from it.
-PALETTE = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:cyan", "tab:olive", "tab:gray")
+PALETTE = (
+    "tab:red",
+    "tab:blue",
+    "tab:green",
+    "tab:purple",
+    "tab:orange",
+    "tab:brown",
+    "tab:pink",
+    "tab:cyan",
+    "tab:olive",
+    "tab:gray",
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,15 @@ class Panel:
 
 def draw_panel(axes, panel: Panel, legend_outside: bool = True) -> None:  # axes: matplotlib Axes
     for line in panel.series:
-        axes.plot(line.x, line.y, label=line.label, color=PALETTE[line.color % len(PALETTE)],
-                  linestyle="--" if line.dashed else "-", linewidth=1.8, **line.style)
+        axes.plot(
+            line.x,
+            line.y,
+            label=line.label,
+            color=PALETTE[line.color % len(PALETTE)],
+            linestyle="--" if line.dashed else "-",
+            linewidth=1.8,
+            **line.style,
+        )
     if panel.log_y:
         axes.set_yscale("log")
     axes.set_title(panel.title, fontweight="bold", y=TITLE_Y)
@@ -79,7 +97,12 @@ def draw_panel(axes, panel: Panel, legend_outside: bool = True) -> None:  # axes
 
 
 def line_figure(
-    series: list[Series], title: str, x_label: str, y_label: str, path: Path | str, log_y: bool = False,
+    series: list[Series],
+    title: str,
+    x_label: str,
+    y_label: str,
+    path: Path | str,
+    log_y: bool = False,
 ) -> Figure:
     """One line per series, legend outside on the right; returns the Figure after saving it."""
     if not any(line.x for line in series):
@@ -94,7 +117,9 @@ def fixed_margins(figure: Figure, left: float, right: float, top: float, bottom:
     """Margins in inches. Fixed margins instead of a constrained layout: a figure saves 3x faster (the review
     draws one per changed variant), and these figures' labels are of known size."""
     width, height = figure.get_size_inches()
-    figure.subplots_adjust(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height, wspace=wspace)
+    figure.subplots_adjust(
+        left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height, wspace=wspace
+    )
 
 
 def panels_figure(panels: list[Panel], path: Path | str, size_inches: tuple[float, float] = (10.0, 3.6)) -> Figure:
@@ -116,11 +141,18 @@ class Interval:
     low: float
     high: float
     reference: tuple[float, float] | None = None  # e.g. where a reseed alone lands 95 % of the time
-    highlight: bool = False                       # drawn in red (the rows a reader should look at first)
+    highlight: bool = False  # drawn in red (the rows a reader should look at first)
 
 
-def interval_figure(rows: list[Interval], title: str, x_label: str, path: Path | str, interval_label: str,
-                    reference_label: str, highlight_label: str) -> Figure:
+def interval_figure(
+    rows: list[Interval],
+    title: str,
+    x_label: str,
+    path: Path | str,
+    interval_label: str,
+    reference_label: str,
+    highlight_label: str,
+) -> Figure:
     """A forest plot: one horizontal row per item, top to bottom, a zero line, grey reference ranges behind."""
     if not rows:
         raise ValueError("interval_figure needs at least one row")
@@ -132,22 +164,42 @@ def interval_figure(rows: list[Interval], title: str, x_label: str, path: Path |
     # One call per kind of artist, not per row: matplotlib's cost is per call (the chart drew in 0.23 s with a call a row).
     referenced = [(position, row.reference) for position, row in zip(positions, rows, strict=True) if row.reference is not None]
     if referenced:
-        axes.barh([position for position, _ in referenced], [high - low for _, (low, high) in referenced],
-                  left=[low for _, (low, _) in referenced], height=0.62, color="#dcdcdc", label=reference_label, zorder=1)
+        axes.barh(
+            [position for position, _ in referenced],
+            [high - low for _, (low, high) in referenced],
+            left=[low for _, (low, _) in referenced],
+            height=0.62,
+            color="#dcdcdc",
+            label=reference_label,
+            zorder=1,
+        )
     for highlight in (False, True):
         group = [(position, row) for position, row in zip(positions, rows, strict=True) if row.highlight == highlight]
         if group:
-            axes.errorbar([row.point for _, row in group], [position for position, _ in group],
-                          xerr=[[row.point - row.low for _, row in group], [row.high - row.point for _, row in group]], fmt="o",
-                          color=PALETTE[0] if highlight else PALETTE[1], capsize=3, markersize=5, linewidth=1.6, zorder=3,
-                          label=highlight_label if highlight else interval_label)
+            axes.errorbar(
+                [row.point for _, row in group],
+                [position for position, _ in group],
+                xerr=[[row.point - row.low for _, row in group], [row.high - row.point for _, row in group]],
+                fmt="o",
+                color=PALETTE[0] if highlight else PALETTE[1],
+                capsize=3,
+                markersize=5,
+                linewidth=1.6,
+                zorder=3,
+                label=highlight_label if highlight else interval_label,
+            )
     axes.axvline(0.0, color="black", linewidth=0.8, zorder=2)
     axes.set_yticks(positions, [row.label for row in rows])
     axes.set_ylim(-0.7, len(rows) - 0.3)
     axes.set_title(title, fontweight="bold", y=TITLE_Y)
     axes.set_xlabel(x_label)
     axes.grid(True, axis="x", color="#e4e4e4")
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.55 / (figure.get_size_inches()[1] - 1.45)), ncol=3, frameon=False,
-                fontsize="small")
+    axes.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.55 / (figure.get_size_inches()[1] - 1.45)),
+        ncol=3,
+        frameon=False,
+        fontsize="small",
+    )
     save_png(figure, path)
     return figure

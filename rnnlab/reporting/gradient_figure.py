@@ -38,6 +38,10 @@ def draw_task(profiles_dir: Path, variants: list[str], task: str, out: Path) -> 
         name: read_json(profiles_dir / f"{name}.json", f"gradient profile of {name}", "Run its evaluate stage (`dvc repro`).")
         for name in variants
     }
-    title = "Temporal-order task: gradient reaching each input step" if task == "order" else f"{task}: gradient reaching each input step"
+    title = (
+        "Temporal-order task: gradient reaching each input step"
+        if task == "order"
+        else f"{task}: gradient reaching each input step"
+    )
     draw(profiles, title, out)
     print(f"gradient_figure: {len(profiles)} variants -> {out}")

@@ -218,12 +218,18 @@ def describe_environment(environment: dict[str, Any] | None) -> str | None:
     """One short cell: `cpu, AVX2, rnnlab-gemm 1 (...), torch 2.13.0, reproducible` (a GPU is named)."""
     if not environment:
         return None
-    parts = [environment.get("gpu") or environment.get("device", "?"), environment.get("cpu_capability", "?"),
-             *([environment["math"]] if "math" in environment else []),
-             *([f"{environment['threads']} threads"] if "threads" in environment else []),  # stamps before the kernels
-             f"torch {environment.get('torch', '?')}",
-             "cross-vendor reproducible" if environment.get("cross_vendor")
-             else "reproducible" if environment.get("reproducible") else "not reproducible"]
+    parts = [
+        environment.get("gpu") or environment.get("device", "?"),
+        environment.get("cpu_capability", "?"),
+        *([environment["math"]] if "math" in environment else []),
+        *([f"{environment['threads']} threads"] if "threads" in environment else []),  # stamps before the kernels
+        f"torch {environment.get('torch', '?')}",
+        "cross-vendor reproducible"
+        if environment.get("cross_vendor")
+        else "reproducible"
+        if environment.get("reproducible")
+        else "not reproducible",
+    ]
     return ", ".join(str(part) for part in parts)
 
 
@@ -269,8 +275,10 @@ def thread_count(threads: int) -> int:
         threads = int(text) if text.isdigit() else -1
     if not 0 <= threads <= cores:
         source = f"RNNLAB_THREADS={text}" if text else f"train.threads={threads}"
-        raise UserError(f"{source} is not a thread count for this machine: give a whole number in 1..{cores} "
-                        f"(its cores), or 0 for torch's default of one per core.")
+        raise UserError(
+            f"{source} is not a thread count for this machine: give a whole number in 1..{cores} "
+            f"(its cores), or 0 for torch's default of one per core."
+        )
     return threads
 
 
@@ -290,14 +298,17 @@ def read_timings(path: Path) -> dict[str, Any]:
 def record_training(path: Path, variant: str, device: str, epoch_seconds: list[float], tokens_per_epoch: int) -> None:
     """Start a variant's timings afresh: its training just ran on this machine."""
     mean = sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None
-    write_json(path, {
-        "variant": variant,
-        "device": device,
-        "machine": machine_environment(),
-        "train_seconds_per_epoch": mean,
-        "train_tokens_per_second": tokens_per_epoch / mean if mean else None,
-        "epoch_seconds": [round(seconds, 3) for seconds in epoch_seconds],
-    })
+    write_json(
+        path,
+        {
+            "variant": variant,
+            "device": device,
+            "machine": machine_environment(),
+            "train_seconds_per_epoch": mean,
+            "train_tokens_per_second": tokens_per_epoch / mean if mean else None,
+            "epoch_seconds": [round(seconds, 3) for seconds in epoch_seconds],
+        },
+    )
 
 
 def record_evaluation(path: Path, variant: str, eval_tokens_per_second: float) -> None:

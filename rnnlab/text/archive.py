@@ -77,8 +77,11 @@ def read_reviews(archive: Path) -> list[Review]:
     try:
         # gzip and tarfile separately, not tarfile's "r|gz": GzipFile inflates a bounded amount per
         # read, so the tar layer only ever sees small chunks, and every one of them is counted.
-        with archive.open("rb") as compressed, gzip.GzipFile(fileobj=compressed, mode="rb") as decompressed, \
-                tarfile.open(fileobj=CountedStream(decompressed), mode="r|", tarinfo=BoundedTarInfo) as tar:  # type: ignore[call-overload, arg-type]
+        with (
+            archive.open("rb") as compressed,
+            gzip.GzipFile(fileobj=compressed, mode="rb") as decompressed,
+            tarfile.open(fileobj=CountedStream(decompressed), mode="r|", tarinfo=BoundedTarInfo) as tar,
+        ):  # type: ignore[call-overload, arg-type]
             for member in tar:
                 check_member_size(member)  # before its data is read, or skipped by the next step
                 review = _review_from_member(tar, member)
@@ -174,8 +177,10 @@ def decode_review(raw: bytes, name: str) -> str:
     # UTF-16 (a byte-order mark, or ASCII text with a NUL after each letter) is valid enough UTF-8 to
     # pass with warnings, and would feed tokens of interleaved NULs to the vocabulary.
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\0" in raw:
-        raise UserError(f"{name} is UTF-16 (a byte-order mark or NUL bytes), not UTF-8 as in the official IMDB archive. "
-                        f"Convert it to UTF-8, e.g. `iconv -f UTF-16 -t UTF-8`.")
+        raise UserError(
+            f"{name} is UTF-16 (a byte-order mark or NUL bytes), not UTF-8 as in the official IMDB archive. "
+            f"Convert it to UTF-8, e.g. `iconv -f UTF-16 -t UTF-8`."
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:

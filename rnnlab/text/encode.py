@@ -97,7 +97,9 @@ def truncated_tokens(lines: list[str], fix_length: int, truncate: str = "head") 
     return flat, counts, labels
 
 
-def encode_split(path: Path, index: TokenIds, fix_length: int, truncate: str = "head") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def encode_split(
+    path: Path, index: TokenIds, fix_length: int, truncate: str = "head"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lines = read_lines(path)
     x = np.full((len(lines), fix_length), index[PAD], dtype=np.int64)
     token_counts = np.empty(len(lines), dtype=np.int64)
@@ -148,8 +150,14 @@ def write_xy(prepared: Path, vocab_path: Path, out_dir: Path, config: DataConfig
             summaries["test"] = test.result()  # re-raises the worker's error, if any
         write_json(
             out / "meta.json",
-            {"input_size": len(vocab), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-             "sequence_length": config.fix_length, "pad_index": index[PAD], "pad": config.pad},
+            {
+                "input_size": len(vocab),
+                "num_classes": len(CLASS_NAMES),
+                "class_names": list(CLASS_NAMES),
+                "sequence_length": config.fix_length,
+                "pad_index": index[PAD],
+                "pad": config.pad,
+            },
         )
     for split in SPLIT_FILES:
         print(summaries[split])

@@ -68,7 +68,9 @@ def download(config: DownloadConfig, destination: Path, attempts: int = 4, timeo
             last_error = error
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
             if is_disk_full(error):  # retrying cannot help; the bytes so far stay for the next run to resume
-                raise disk_full_error(partial, error, "the part downloaded so far is kept, and the next run resumes from it") from error
+                raise disk_full_error(
+                    partial, error, "the part downloaded so far is kept, and the next run resumes from it"
+                ) from error
             last_error = error
         except http.client.HTTPException as error:
             # IncompleteRead (the server closed mid-body) and BadStatusLine are not OSErrors; the bytes
@@ -107,9 +109,10 @@ def _fetch(url: str, partial: Path, timeout: float) -> None:
         total = offset + int(length) if length is not None else None
         mode = "ab" if offset else "wb"
         received = 0
-        with partial.open(mode) as handle, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc="download", disable=None
-        ) as progress:
+        with (
+            partial.open(mode) as handle,
+            tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc="download", disable=None) as progress,
+        ):
             for block in iter(lambda: response.read(CHUNK), b""):
                 handle.write(block)
                 received += len(block)

@@ -24,7 +24,15 @@ from typing import Any
 from rnnlab.core.errors import UserError
 
 # Logged every epoch, in this order; the names are EpochRecord's fields (all but `epoch`).
-HISTORY_METRICS = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "grad_norm_mean", "grad_norm_max", "clip_fraction")
+HISTORY_METRICS = (
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_accuracy",
+    "grad_norm_mean",
+    "grad_norm_max",
+    "clip_fraction",
+)
 STEP = "step"
 RERUN = "Rerun the train stage (`dvc repro`)."
 
@@ -65,8 +73,10 @@ class EpochLog:
         except Exception as error:  # DVCLive reads the git HEAD, and fails in a repository without commits
             if type(error).__name__ != "SCMError":
                 raise
-            raise UserError(f"DVCLive could not read this git repository ({error}): commit once "
-                             "(`git add -A && git commit -m start`), then rerun `dvc repro`.") from error
+            raise UserError(
+                f"DVCLive could not read this git repository ({error}): commit once "
+                "(`git add -A && git commit -m start`), then rerun `dvc repro`."
+            ) from error
 
     def log_epoch(self, record: EpochRecord) -> None:
         self.live.step = record.epoch

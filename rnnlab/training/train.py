@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from rnnlab.config.params import ORDER_TASK, Variant
-from rnnlab.config.params import DataConfig, ModelConfig, TrainConfig
+from rnnlab.config.params import ORDER_TASK, DataConfig, ModelConfig, TrainConfig, Variant
 from rnnlab.core.files import check_writable, exclusive_writer, outputs_together
 from rnnlab.core.memory import FLOAT_BYTES, Need, Param, available_memory, check_fits
 from rnnlab.data.arrays import Meta, Split, load_meta, load_split
@@ -58,8 +57,10 @@ def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) ->
         check_writable(outputs.timings)  # written last: a read-only folder must not fail the run after training
     # The lock before anything is written; the history in place when there is none to keep, so DVC
     # and VS Code follow it as it grows.
-    with exclusive_writer(outputs.history, f"training run of {variant.name}"), \
-            outputs_together(outputs.model, outputs.history, live=outputs.history) as staged:
+    with (
+        exclusive_writer(outputs.history, f"training run of {variant.name}"),
+        outputs_together(outputs.model, outputs.history, live=outputs.history) as staged,
+    ):
         train, valid = load_split(data_dir, "train"), load_split(data_dir, "valid")
         model = initial_model(ModelSpec.from_meta(variant.model, meta), variant.train.seed)
         print(
@@ -70,10 +71,18 @@ def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) ->
         history = EpochLog(staged[outputs.history])
         result = fit(model, train, valid, variant.train, device, on_epoch=history.log_epoch)
         save_checkpoint(
-            staged[outputs.model], model, result.best_state,
-            {"variant": variant.name, "study": variant.task, "train": variant.train.to_stored_dict(),
-             "best_epoch": result.best_epoch, "diverged": result.diverged, "device": str(device),
-             "environment": result_environment(device)},
+            staged[outputs.model],
+            model,
+            result.best_state,
+            {
+                "variant": variant.name,
+                "study": variant.task,
+                "train": variant.train.to_stored_dict(),
+                "best_epoch": result.best_epoch,
+                "diverged": result.diverged,
+                "device": str(device),
+                "environment": result_environment(device),
+            },
         )
         history.finish(next((record for record in result.history if record.epoch == result.best_epoch), None))
     if outputs.timings is not None:
@@ -81,8 +90,13 @@ def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) ->
 
 
 def fit(
-    model: nn.Module, train: Split, valid: Split, config: TrainConfig, device: torch.device,
-    log: Callable[[str], None] = print, on_epoch: Callable[[EpochRecord], None] | None = None,
+    model: nn.Module,
+    train: Split,
+    valid: Split,
+    config: TrainConfig,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
     """Train for config.epochs, keep the weights of the best validation-accuracy epoch (or the last
     epoch's, with `train.keep: last`); `on_epoch` gets each finished epoch's record.
@@ -102,10 +116,20 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         member_stats = []
-        for index, (member, optimizer, generator, scheduler) in enumerate(zip(members, optimizers, generators, schedulers, strict=True)):
+        for index, (member, optimizer, generator, scheduler) in enumerate(
+            zip(members, optimizers, generators, schedulers, strict=True)
+        ):
             member_label = f" member {index + 1}/{len(members)}" if len(members) > 1 else ""
-            stats = train_epoch(member, optimizer, train, config, generator, device, scheduler,
-                                description=f"epoch {epoch}/{config.epochs}{member_label}")
+            stats = train_epoch(
+                member,
+                optimizer,
+                train,
+                config,
+                generator,
+                device,
+                scheduler,
+                description=f"epoch {epoch}/{config.epochs}{member_label}",
+            )
             if stats is None:
                 log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
                 return FitResult(history, best_state, best_epoch, True, epoch_seconds)
@@ -136,9 +160,14 @@ def fit(
 
 
 def train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, split: Split, config: TrainConfig,
-    generator: torch.Generator, device: torch.device,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, description: str = "train",
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    split: Split,
+    config: TrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    description: str = "train",
 ) -> dict[str, float] | None:
     """One pass over `split`; None when the loss or gradient became NaN/inf (divergence).
 
@@ -195,7 +224,9 @@ def make_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> t
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, train_size: int,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    train_size: int,
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     """The per-batch learning-rate schedule of `config.lr_schedule`; None for a constant rate."""
     if config.lr_schedule == "constant":
@@ -206,7 +237,11 @@ def make_scheduler(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, split: Split, batch_size: int, device: torch.device, description: str = "predict",
+    model: nn.Module,
+    split: Split,
+    batch_size: int,
+    device: torch.device,
+    description: str = "predict",
 ) -> tuple[torch.Tensor, float]:
     """Class probabilities (N, C) and the mean cross-entropy over the split."""
     model.eval()
@@ -303,7 +338,9 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
     hidden, members, batch = param("model", "hidden_size"), param("model", "members"), param("train", "batch_size")
     layers, embedding_dim = param("model", "num_layers"), param("model", "embedding_dim")
     # The lower layers' sizes grow the same contributors as hidden_size (judged against its default).
-    lower = Param(variant.params_key("model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
+    lower = Param(
+        variant.params_key("model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size
+    )
     counts = parameter_counts(model, meta.input_size, meta.num_classes, meta.sequence_length)
     weights = DEVICE_WEIGHT_COPIES * FLOAT_BYTES * model.members
     one_hot = model.input_encoding == "one_hot"
@@ -314,24 +351,49 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
         recurrent_floats += steps * model.hidden_size * model.directions
     concat = model.readout == "concat"
     needs = [
-        Need("embedding weights with gradients and Adam state", counts["embedding"] * weights, (embedding_dim, vocabulary, members)),
-        Need("recurrent weights with gradients and Adam state", counts["recurrent"] * weights,
-             (hidden, layers, lower, members) + ((vocabulary,) if one_hot else ()),
-             other_fix=", or set model.bidirectional=false" if model.bidirectional else ""),
-        Need("output head weights with gradients and Adam state", counts["head"] * weights,
-             (hidden, param("model", "head_size"), members) + ((length,) if concat else ()),
-             other_fix=", or use a readout other than concat" if concat else ""),
-        Need("input activations (batch x length x features)", steps * features * INPUT_FLOATS[model.input_encoding] * FLOAT_BYTES,
-             (batch, length, vocabulary if one_hot else embedding_dim),
-             other_fix=", or use model.input_encoding=embedding" if one_hot else ""),
-        Need("recurrent activations (batch x length x hidden)", recurrent_floats * FLOAT_BYTES, (batch, length, hidden, layers, lower)),
-        Need("best-epoch copies of the weights", sum(counts.values()) * model.members * FLOAT_BYTES * BEST_STATE_COPIES,
-             (hidden, members), on_device=False),
+        Need(
+            "embedding weights with gradients and Adam state", counts["embedding"] * weights, (embedding_dim, vocabulary, members)
+        ),
+        Need(
+            "recurrent weights with gradients and Adam state",
+            counts["recurrent"] * weights,
+            (hidden, layers, lower, members) + ((vocabulary,) if one_hot else ()),
+            other_fix=", or set model.bidirectional=false" if model.bidirectional else "",
+        ),
+        Need(
+            "output head weights with gradients and Adam state",
+            counts["head"] * weights,
+            (hidden, param("model", "head_size"), members) + ((length,) if concat else ()),
+            other_fix=", or use a readout other than concat" if concat else "",
+        ),
+        Need(
+            "input activations (batch x length x features)",
+            steps * features * INPUT_FLOATS[model.input_encoding] * FLOAT_BYTES,
+            (batch, length, vocabulary if one_hot else embedding_dim),
+            other_fix=", or use model.input_encoding=embedding" if one_hot else "",
+        ),
+        Need(
+            "recurrent activations (batch x length x hidden)",
+            recurrent_floats * FLOAT_BYTES,
+            (batch, length, hidden, layers, lower),
+        ),
+        Need(
+            "best-epoch copies of the weights",
+            sum(counts.values()) * model.members * FLOAT_BYTES * BEST_STATE_COPIES,
+            (hidden, members),
+            on_device=False,
+        ),
     ]
     if data_dir is not None:
         files = [Path(data_dir) / split / f"{name}.npy" for split in ("train", "valid") for name in ("X", "lengths", "y")]
-        needs.append(Need("train and valid token arrays", sum(path.stat().st_size for path in files if path.is_file()),
-                          (length,), on_device=False))
+        needs.append(
+            Need(
+                "train and valid token arrays",
+                sum(path.stat().st_size for path in files if path.is_file()),
+                (length,),
+                on_device=False,
+            )
+        )
     return [need for need in needs if need.bytes > 0]
 
 

@@ -266,11 +266,21 @@ class FusedLayer(torch.autograd.Function):
     """One layer-direction over a time-major sequence: (T, B, I) -> output (T, B, H), h_n, c_n."""
 
     @staticmethod
-    def forward(ctx: Any, cell: str, reverse: bool, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
-                w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None,
-                b_hh: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        output, h_n, c_n, time_major, *saved = torch.ops.rnnlab_gemm.recurrent_forward(cell, x, h0, c0, w_ih, w_hh,
-                                                                                       b_ih, b_hh, reverse)
+    def forward(
+        ctx: Any,
+        cell: str,
+        reverse: bool,
+        x: torch.Tensor,
+        h0: torch.Tensor,
+        c0: torch.Tensor | None,
+        w_ih: torch.Tensor,
+        w_hh: torch.Tensor,
+        b_ih: torch.Tensor | None,
+        b_hh: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        output, h_n, c_n, time_major, *saved = torch.ops.rnnlab_gemm.recurrent_forward(
+            cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse
+        )
         ctx.cell, ctx.reverse, ctx.has_bias = cell, reverse, b_ih is not None
         # time_major: the forward's contiguous copy of a batch-first x (None when x was contiguous),
         # kept so that backward's weight-gradient product reads it without copying again.
@@ -278,12 +288,26 @@ class FusedLayer(torch.autograd.Function):
         return (output, h_n, c_n) if c0 is not None else (output, h_n)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor, grad_hn: torch.Tensor,
-                 grad_cn: torch.Tensor | None = None) -> tuple[torch.Tensor | None, ...]:
+    def backward(
+        ctx: Any, grad_output: torch.Tensor, grad_hn: torch.Tensor, grad_cn: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, ...]:
         x, h0, c0, w_ih, w_hh, output, *saved = ctx.saved_tensors
         grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, *grad_biases = torch.ops.rnnlab_gemm.recurrent_backward(
-            ctx.cell, grad_output, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, ctx.has_bias, ctx.reverse, output, saved,
-            ctx.needs_input_grad[2])  # no input gradient for a one-hot input (the order task)
+            ctx.cell,
+            grad_output,
+            grad_hn,
+            grad_cn,
+            x,
+            h0,
+            c0,
+            w_ih,
+            w_hh,
+            ctx.has_bias,
+            ctx.reverse,
+            output,
+            saved,
+            ctx.needs_input_grad[2],
+        )  # no input gradient for a one-hot input (the order task)
         biases = grad_biases if ctx.has_bias else [None, None]
         return None, None, grad_x, grad_h0, grad_c0 if c0 is not None else None, grad_w_ih, grad_w_hh, *biases
 
