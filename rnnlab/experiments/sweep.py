@@ -94,7 +94,8 @@ def plan(options: Options, base: dict[str, Any]) -> list[Planned]:
     else:
         prefix = "default"  # as python -m tools.seed_bands names its seeds
     planned = []
-    for seed in options.seeds or [None]:
+    seeds: list[int | None] = [*options.seeds] or [None]
+    for seed in seeds:
         extra = [*options.settings, *([f"{options.seed_key}={seed}"] if seed is not None else [])]
         arguments, params = experiment_arguments(preset, base, extra)
         planned.append(Planned(prefix if seed is None else f"{prefix}-seed{seed}", tuple(arguments), params))
@@ -332,7 +333,7 @@ def sweep(options: Options) -> list[Outcome]:
     ]
     print(
         f"sweep: {len(planned)} experiment(s) of {commit[:7]}: {len(tasks)} to run, {len(reused)} reused"
-        f"{', on the cluster at ' + options.address if cluster else ' (Ray on this machine)'}",
+        f"{f', on the cluster at {options.address}' if cluster else ' (Ray on this machine)'}",
         file=sys.stderr,
         flush=True,
     )
