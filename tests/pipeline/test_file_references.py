@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE_FOLDERS = ("rnnlab", "stages", "tools", "bench", "tests")
 COMMENTED_FILES = ("params.yaml", "dvc.yaml", "requirements.txt", ".ci/run")
 PROJECT_FOLDERS = ("rnnlab", "stages", "tools", "bench", "tests", "docs", "presets", ".ci")
-PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./{},*-]*)" % "|".join(re.escape(folder) for folder in PROJECT_FOLDERS))
+FOLDER_NAMES = "|".join(re.escape(folder) for folder in PROJECT_FOLDERS)
+PATH = re.compile(r"(?<![\w./-])((?:" + FOLDER_NAMES + r")/[\w./{},*-]*)")
 BRACES = re.compile(r"\{([^{}]*)\}")
 
 
