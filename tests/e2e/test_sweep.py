@@ -28,7 +28,7 @@ from rnnlab.core.git import experiment_refs
 from rnnlab.testing.archive import make_archive
 from rnnlab.testing.cluster import S3_ENDPOINT, Sandbox, running_commands, workers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux's")]
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux's")  # e2e: tests/conftest.py
 
 TARGET = "evaluate@relu"
 NO_ARCHIVE = "/nonexistent/aclImdb.tar.gz"  # on the nodes: the download stage would fail if it ran
