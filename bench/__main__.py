@@ -52,9 +52,15 @@ def main() -> None:
     from bench.models import default_sizes
     from bench.reproducibility import bench_reproducibility
     from bench.review_speed import bench_review
+    from bench.steps import (
+        bench_activations,
+        bench_fused_vs_loop,
+        bench_pipeline_vs_bare,
+        bench_readouts,
+        bench_tokens_per_second,
+        profile_fused_vs_loop,
+    )
     from bench.sweep_speed import bench_sweep
-    from bench.steps import (bench_activations, bench_fused_vs_loop, bench_pipeline_vs_bare, bench_readouts,
-                             bench_tokens_per_second, profile_fused_vs_loop)
     from bench.text import bench_text
     from bench.timing import Table
 

@@ -68,7 +68,7 @@ def make_step(task: Task, cell: str) -> Callable[[], None]:
     from torch import nn
 
     class MaskDropout(nn.Module):
-        """The pipeline's dropout (stages/model.py Dropout): a torch.rand mask, the same on every CPU."""
+        """The pipeline's dropout (the model's Dropout layer): a torch.rand mask, the same on every CPU."""
 
         def __init__(self, p: float) -> None:
             super().__init__()
@@ -82,6 +82,7 @@ def make_step(task: Task, cell: str) -> Callable[[], None]:
     embedding = nn.Embedding(task.vocab, task.embedding) if task.embedding else None
     options = {"nonlinearity": "tanh"} if cell == "rnn" else {}
     recurrent = getattr(nn, cell.upper())(features, task.hidden, batch_first=True, **options)
+    head: nn.Module
     if task.head:
         head = nn.Sequential(nn.Linear(task.hidden, task.head), nn.ReLU(), MaskDropout(task.dropout),
                              nn.Linear(task.head, task.classes))  # fmt: skip
@@ -161,7 +162,7 @@ def worker(setting: str, fused_recurrent: bool) -> None:
     if setting == "ours":
         from rnnlab.runtime import gemm
 
-        torch.backends.mkldnn.enabled = False
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a ContextProp in torch's stubs
         status = gemm.enable(fused_recurrent=fused_recurrent)
         if not status.active:
             raise SystemExit(f"rnnlab-gemm is not active: {status.fallback_reason}")
@@ -202,17 +203,20 @@ class Worker:
         self.capability, self.tiles = ready["ready"], ready["tiles"]  # tiles: ours' micro-kernels (same bits)
 
     def receive(self) -> dict:
+        assert self.process.stdout is not None  # opened with stdout=PIPE
         line = self.process.stdout.readline()
         if not line:
             raise SystemExit(f"a benchmark worker died (exit {self.process.wait()})")
         return json.loads(line)
 
     def ask(self, **request: object) -> dict:
+        assert self.process.stdin is not None  # opened with stdin=PIPE
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         return self.receive()
 
     def close(self) -> None:
+        assert self.process.stdin is not None
         self.process.stdin.close()
         self.process.wait()
 

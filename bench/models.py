@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ def synthetic_split(count: int, sizes: Sizes, seed: int = 0) -> Split:
     return Split(x=x, lengths=lengths, y=y)
 
 
-def pipeline_model(sizes: Sizes, **overrides: object) -> RecurrentClassifier:
+def pipeline_model(sizes: Sizes, **overrides: Any) -> RecurrentClassifier:
     config = replace(sizes.model, **overrides)
     spec = ModelSpec(config, sizes.vocab_size, 2, sizes.sequence_length, ("neg", "pos"))
     torch.manual_seed(0)

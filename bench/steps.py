@@ -4,6 +4,8 @@ write-ups' Python loop over nn.RNNCell."""
 from __future__ import annotations
 
 import statistics
+from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,7 @@ def pipeline_epoch_runner(model: RecurrentClassifier, split: Split, sizes: Sizes
 
 def bare_epoch_runner(model: RecurrentClassifier, split: Split, sizes: Sizes):
     """The same embedding and fused RNN module, the same batches, nothing else: final state -> linear."""
-    embedding, recurrent = model.embedding, model.rnn
+    embedding, recurrent = cast(nn.Embedding, model.embedding), cast(nn.RNNBase, model.rnn)
     output = nn.Linear(recurrent.hidden_size, 2)
     optimizer = torch.optim.Adam([*embedding.parameters(), *recurrent.parameters(), *output.parameters()], lr=sizes.train.lr)
     batch_list = list(batches(split, sizes.batch_size))
@@ -69,7 +71,7 @@ def bench_tokens_per_second(sizes: Sizes, train_step_seconds: dict[str, float], 
     device = torch.device("cpu")
     models = {cell: pipeline_model(sizes, cell=cell) for cell in CELLS}
     timings = time_interleaved(
-        {cell: (lambda model=model: predict(model, eval_split, sizes.eval_batch_size, device)) for cell, model in models.items()},
+        {cell: partial(predict, model, eval_split, sizes.eval_batch_size, device) for cell, model in models.items()},
         repeats=repeats,
     )
     for cell in CELLS:
@@ -110,7 +112,7 @@ def bench_activations(sizes: Sizes, steps: int, repeats: int, table: Table) -> N
     timings = time_interleaved(runners, repeats=rounds)
     relu = timings["relu"]
     for activation in ACTIVATIONS:
-        ratios = sorted(other / own for other, own in zip(timings[activation].samples, relu.samples))
+        ratios = sorted(other / own for other, own in zip(timings[activation].samples, relu.samples, strict=True))
         table.add(Row("activation", f"train step, head activation {activation}", seconds(timings[activation].median / steps),
                       f"{statistics.median(ratios):.3f}x relu (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})",
                       f"write-up: others {WRITEUP_RELU_SPEEDUP}x relu" if activation != "relu" else ""))

@@ -47,7 +47,7 @@ def run_stage_functions(reviews: Path, work: Path) -> None:
 
 def run_stage_processes(reviews: Path, work: Path) -> None:
     """What a user waits for: two `python -m stages.*` processes, imports included."""
-    for module, arguments in zip(("stages.preprocess", "stages.xy"), stage_arguments(reviews, work)):
+    for module, arguments in zip(("stages.preprocess", "stages.xy"), stage_arguments(reviews, work), strict=True):
         subprocess.run([sys.executable, "-m", module, *arguments], check=True, stdout=subprocess.DEVNULL)
 
 

@@ -8,9 +8,9 @@ import tarfile
 import zlib
 from pathlib import Path
 
-POSITIVE = "great wonderful superb moving brilliant loved charming delightful".split()
-NEGATIVE = "awful boring dreadful dull terrible hated clumsy tedious".split()
-NEUTRAL = "the movie film plot actor scene story it was and a of to".split()
+POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant", "loved", "charming", "delightful"]
+NEGATIVE = ["awful", "boring", "dreadful", "dull", "terrible", "hated", "clumsy", "tedious"]
+NEUTRAL = ["the", "movie", "film", "plot", "actor", "scene", "story", "it", "was", "and", "a", "of", "to"]
 
 
 def review_text(rng: random.Random, positive: bool) -> str:
@@ -71,7 +71,7 @@ def make_bomb(path: Path, zero_members: list[tuple[str, int]], per_folder: int =
     """
     rng = random.Random(0)
     body = io.BytesIO()
-    tar = tarfile.open(fileobj=body, mode="w", format=tarfile.GNU_FORMAT)  # GNU: sizes past 8 GiB in the header
+    tar = tarfile.open(fileobj=body, mode="w", format=tarfile.GNU_FORMAT)  # noqa: SIM115 (left open: see below)  GNU: sizes past 8 GiB in the header
     for split in ("train", "test"):
         for label in ("pos", "neg"):
             for review_id in range(per_folder):

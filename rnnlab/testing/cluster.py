@@ -9,6 +9,7 @@ PID with its whole tree, SIGKILL (Ray's gcs_server ignores SIGTERM), also when a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -41,10 +42,8 @@ def kill_tree(pid: int) -> None:
     except psutil.NoSuchProcess:
         return
     for process in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(family, timeout=10)
 
 

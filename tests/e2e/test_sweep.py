@@ -15,10 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -28,7 +28,7 @@ from rnnlab.core.git import experiment_refs
 from rnnlab.testing.archive import make_archive
 from rnnlab.testing.cluster import S3_ENDPOINT, Sandbox, running_commands, workers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux's")]
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux's")  # e2e: tests/conftest.py
 
 TARGET = "evaluate@relu"
 NO_ARCHIVE = "/nonexistent/aclImdb.tar.gz"  # on the nodes: the download stage would fail if it ran
@@ -120,6 +120,25 @@ def most_at_once_per_node(stderr: str) -> int:
     return most
 
 
+def one_experiment_per_node(stderr: str, names: list[str]) -> list[tuple[int, str]]:
+    """(seed, name) of the first experiment each node ran: every node's bits are compared with a local run,
+    without rerunning every seed here."""
+    first_by_node: dict[str, str] = {}
+    for name, node, _step in re.findall(r"sweep: (\S+): running on (\S+): (.*)", stderr):
+        first_by_node.setdefault(node, name)
+    assert len(first_by_node) == 2, stderr  # both worker nodes took experiments
+    return [(names.index(name), name) for name in sorted(set(first_by_node.values()))]
+
+
+def details(project: Project, commit: str, variant: str) -> dict:
+    """A variant's full evaluate output at a commit: metrics/details/ (metrics/ before the details files)."""
+    for path in (f"metrics/details/{variant}.json", f"metrics/{variant}.json"):
+        shown = project.repo.run("git", "show", f"{commit}:{path}", check=False)
+        if shown.returncode == 0:
+            return json.loads(shown.stdout)
+    raise AssertionError(f"no metrics for {variant} at {commit}")
+
+
 def node_clones(node_folder: Path) -> list[str]:
     return [path.name for path in (node_folder / "work").iterdir() if path.name != "cache"]
 
@@ -137,7 +156,7 @@ def test_a_sweep_on_the_cluster_gives_the_bits_of_local_runs(project: Project) -
     show = json.loads(project.repo.run("exp", "show", "--json").stdout)
     assert {experiment["name"] for row in show for experiment in row.get("experiments") or []} >= set(names)
     swept = experiments(project.repo)
-    for seed, name in enumerate(names):  # the same experiment, run here
+    for seed, name in one_experiment_per_node(result.stderr, names):  # the same experiment, run here
         project.repo.run("exp", "run", "--temp", "-n", f"local-seed{seed}", "-S", f"train.seed={seed}", TARGET)
         local = experiments(project.repo)[f"local-seed{seed}"]
         assert lock_outs(project.repo, swept[name]) == lock_outs(project.repo, local), name
@@ -222,7 +241,7 @@ def test_a_node_that_computes_other_bits_fails_its_experiment_unless_allowed(pro
     assert "--allow-mixed-environments" in refused.stderr
     allowed = project.sweep("--seeds", "8", TARGET, "--allow-mixed-environments")
     assert allowed.returncode == 0, allowed.stderr
-    metrics = json.loads(project.repo.run("git", "show", f"{experiments(project.repo)['default-seed8']}:metrics/relu.json").stdout)
+    metrics = details(project, experiments(project.repo)["default-seed8"], "relu")
     assert metrics["environment"]["math"].startswith("torch (MKL), fallback")
     review = subprocess.run([sys.executable, "-m", "tools.review", "HEAD", "default-seed8", "--out", str(tmp_path / "review")],
                             cwd=project.repo.root, env=project.repo.environment, capture_output=True, text=True)

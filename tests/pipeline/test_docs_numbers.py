@@ -32,7 +32,7 @@ def parse_table(body: str) -> list[dict[str, str]]:
     """A markdown table's rows as {column header: cell text}."""
     lines = [line for line in body.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=False)) for line in lines[2:]]
 
 
 def backticked(cell: str) -> str:

@@ -6,8 +6,9 @@ import contextlib
 import importlib
 import shlex
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
