@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special  # not scipy.stats: its import alone costs about a second
 
-ALPHA = 0.05       # family-wise: the chance that a review of pure reseeds says "changed" for any variant
+ALPHA = 0.05  # family-wise: the chance that a review of pure reseeds says "changed" for any variant
 CONFIDENCE = 0.95  # each variant's own interval
 
 
@@ -22,14 +22,16 @@ def reseed_scale(std: np.ndarray | float, extra_variance: np.ndarray | float = 0
     return np.sqrt(2.0 * np.square(std) + extra_variance)
 
 
-def reseed_halfwidth(std: np.ndarray | float, df: np.ndarray | float, extra_variance: np.ndarray | float = 0.0,
-                     confidence: float = CONFIDENCE) -> np.ndarray:
+def reseed_halfwidth(
+    std: np.ndarray | float, df: np.ndarray | float, extra_variance: np.ndarray | float = 0.0, confidence: float = CONFIDENCE
+) -> np.ndarray:
     """Half-width of the interval a reseed alone stays inside with probability `confidence`: t(df) * scale."""
     return special.stdtrit(df, 1.0 - (1.0 - confidence) / 2.0) * reseed_scale(std, extra_variance)
 
 
-def reseed_p_value(difference: np.ndarray | float, std: np.ndarray | float, df: np.ndarray | float,
-                   extra_variance: np.ndarray | float = 0.0) -> np.ndarray:
+def reseed_p_value(
+    difference: np.ndarray | float, std: np.ndarray | float, df: np.ndarray | float, extra_variance: np.ndarray | float = 0.0
+) -> np.ndarray:
     """Two-sided p-value of `difference` under "a reseed of the same config" (Student t, `df` = seeds - 1).
 
     A band with no spread (a deterministic variant: every seed gives the same accuracy) makes any

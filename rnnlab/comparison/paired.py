@@ -70,8 +70,6 @@ def mcnemar_exact(base_only_correct: int, head_only_correct: int) -> float:
 def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = True) -> Comparison:
     """Head minus base accuracy with its 95 % test-sampling interval and p-value."""
     base, head = np.asarray(base_correct, dtype=bool), np.asarray(head_correct, dtype=bool)
-    if not len(base) or not len(head):
-        raise ValueError("a comparison needs test examples on both sides")
     base_hits, head_hits = int(base.sum()), int(head.sum())
     base_p, head_p = base_hits / len(base), head_hits / len(head)
     variance = base_p * (1 - base_p) / len(base) + head_p * (1 - head_p) / len(head)
@@ -81,16 +79,15 @@ def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = T
         scale = math.sqrt(pooled * (1 - pooled) * (1 / len(head) + 1 / len(base)))
         p_value = float(2.0 * special.ndtr(-abs(head_p - base_p) / scale)) if scale else float(head_p == base_p)
         return Comparison(head_p - base_p, low, high, False, 0, 0, p_value, variance)
-    if base.shape != head.shape:
-        raise ValueError("a paired comparison needs the same test examples on both sides")
     both = int(np.sum(base & head))
     base_only, head_only, both_wrong = base_hits - both, head_hits - both, len(base) - base_hits - head_hits + both
     # The pairs' correlation phi from the 2x2 table; the same outcome everywhere leaves nothing to resample.
     margins = (both + head_only) * (base_only + both_wrong) * (both + base_only) * (head_only + both_wrong)
     phi = (both * both_wrong - head_only * base_only) / math.sqrt(margins) if margins else 0.0
     low, high = newcombe_interval(head_hits, len(base), base_hits, len(base), phi) if head_only or base_only else (0.0, 0.0)
-    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only, mcnemar_exact(base_only, head_only), variance)
-
+    return Comparison(
+        (head_hits - base_hits) / len(base), low, high, True, base_only, head_only, mcnemar_exact(base_only, head_only), variance
+    )
 
 
 @dataclass(frozen=True)
@@ -142,7 +139,6 @@ def auc_influence(scores: np.ndarray, positive: np.ndarray) -> Influence | None:
 
 def roc_auc_influence(predictions: Predictions) -> Influence | None:
     actual, _ = predictions.codes
-    assert predictions.probabilities is not None
     results = [auc_influence(predictions.probabilities[:, k], actual == k) for k in positive_classes(predictions)]
     found = [result for result in results if result is not None]
     if len(found) < len(results):
@@ -152,24 +148,26 @@ def roc_auc_influence(predictions: Predictions) -> Influence | None:
 
 def loss_influence(predictions: Predictions) -> Influence:
     actual, _ = predictions.codes
-    assert predictions.probabilities is not None
     losses = -np.log(np.maximum(predictions.probabilities[np.arange(len(actual)), actual], PROBABILITY_FLOOR))
     return float(losses.mean()), losses - losses.mean()
 
 
-INFLUENCES: dict[str, Callable[[Predictions], Influence | None]] = {"f1": f1_influence, "roc_auc": roc_auc_influence, "loss": loss_influence}
+INFLUENCES: dict[str, Callable[[Predictions], Influence | None]] = {
+    "f1": f1_influence,
+    "roc_auc": roc_auc_influence,
+    "loss": loss_influence,
+}
 
 
 def number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def metric_change(name: str, base: Predictions, head: Predictions, base_value: Any, head_value: Any, paired: bool) -> MetricChange:
+def metric_change(
+    name: str, base: Predictions, head: Predictions, base_value: Any, head_value: Any, paired: bool
+) -> MetricChange:
     """head - base of one metric with its 95 % interval, centred on the metrics files' values."""
     base_number, head_number = number(base_value), number(head_value)
-    if name != "f1" and (base.probabilities is None or head.probabilities is None):
-        side = "base" if base.probabilities is None else "head"
-        return MetricChange(name, base_number, head_number, unavailable=f"no per-example probabilities at the {side}")
     if len(base.classes) != len(head.classes):
         return MetricChange(name, base_number, head_number, unavailable="the class lists differ")
     base_result, head_result = INFLUENCES[name](base), INFLUENCES[name](head)
@@ -181,13 +179,22 @@ def metric_change(name: str, base: Predictions, head: Predictions, base_value: A
     if paired:
         spread = np.sqrt(np.sum(np.square(head_influence - base_influence))) / len(base_influence)
     else:
-        spread = np.sqrt(np.sum(np.square(head_influence)) / len(head_influence) ** 2 + np.sum(np.square(base_influence)) / len(base_influence) ** 2)
+        spread = np.sqrt(
+            np.sum(np.square(head_influence)) / len(head_influence) ** 2
+            + np.sum(np.square(base_influence)) / len(base_influence) ** 2
+        )
     difference = head_number - base_number
     return MetricChange(name, base_number, head_number, difference - Z * float(spread), difference + Z * float(spread))
 
 
-def metric_changes(base: Predictions, head: Predictions, base_metrics: dict[str, Any], head_metrics: dict[str, Any],
-                   paired: bool, identical: bool = False) -> dict[str, MetricChange]:
+def metric_changes(
+    base: Predictions,
+    head: Predictions,
+    base_metrics: dict[str, Any],
+    head_metrics: dict[str, Any],
+    paired: bool,
+    identical: bool = False,
+) -> dict[str, MetricChange]:
     """Each metric's change with its interval (none needed when predictions and metrics are identical)."""
     if identical:
         return {name: MetricChange(name, number(base_metrics.get(name)), number(head_metrics.get(name))) for name in METRICS}

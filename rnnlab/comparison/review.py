@@ -56,9 +56,10 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
     gathered = []
     for variant in sorted(set(base_metrics) & set(head_metrics)):
         band = seed_band((bands or {}).get("variants", {}).get(variant), variant, f"reports/seed_bands.json at {bands_where}")
-        base_predictions = read_predictions(base, variant, base_metrics[variant])
-        head_predictions = read_predictions(head, variant, head_metrics[variant])
-        gathered.append(gather(variant, base_metrics[variant], head_metrics[variant], base_predictions, head_predictions, band, None))
+        old, new = (
+            read_predictions(side, variant, metrics[variant]) for side, metrics in ((base, base_metrics), (head, head_metrics))
+        )
+        gathered.append(gather(variant, base_metrics[variant], head_metrics[variant], old, new, band, None))
     sides = [("head", head, Freshness(head)), ("base", base, Freshness(base))]
     judged = judge([replace(row, not_rerun=not_rerun_reason(row.variant, sides)) for row in gathered])
     rows = sorted(judged, key=lambda row: (row.study != "imdb", row.variant))
@@ -79,6 +80,7 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
         *([*render.results_table(moved), ""] if moved else []),
         *([*render.unchanged_section(unchanged), ""] if unchanged else []),
         *(*render.charts_section(charts, artifact_url, within_noise, plots_diff), ""),
+        *render.timings_section(rows, base, head),
         *render.method_section(bands, bands_where if bands else None),
     ]
     return "\n".join(lines) + "\n", rows

@@ -20,6 +20,8 @@ from rnnlab.core.errors import UserError
 
 WORKSPACE = "workspace"
 RERUN = "rerun its evaluate stage (`dvc repro`) and commit it"
+OLDEST = "b5b234b"  # the first commit whose dvc.lock has the code and params stages
+LAYOUT_VARS = ("metrics", "predictions", "live")
 
 
 def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,7 +73,6 @@ class Revision:
             raise UserError(f"{path} at {self.title} is not valid JSON ({error}); rerun the stage that writes it.") from error
 
     def list_files(self, directory: str, suffix: str) -> list[str]:
-        """The files directly in `directory` whose names end in `suffix`."""
         if self.commit is None:
             folder = self.repo / directory
             names = [path.name for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
@@ -81,12 +82,25 @@ class Revision:
 
     @functools.cached_property
     def paths(self) -> dict[str, str]:
-        """dvc.yaml's `vars`: where its stages wrote metrics, predictions, history..."""
+        """dvc.yaml's `vars` (where its stages wrote metrics, predictions...), once the layout is one the review reads."""
         text = self.read_text("dvc.yaml")
         if text is None:
             raise UserError(f"{self.title} has no dvc.yaml: it is not an RNN Lab pipeline revision.")
-        entries = (load_yaml(text, f"dvc.yaml at {self.title}") or {}).get("vars") or []
-        return {key: value for entry in entries if isinstance(entry, dict) for key, value in entry.items() if isinstance(value, str)}
+        document = load_yaml(text, f"dvc.yaml at {self.title}") or {}
+        entries = document.get("vars") or []
+        paths = {
+            key: value for entry in entries if isinstance(entry, dict) for key, value in entry.items() if isinstance(value, str)
+        }
+        if not set(LAYOUT_VARS) <= set(paths) or not {"code", "params"} <= set(document.get("stages") or {}):
+            raise predates(self)
+        return paths
+
+
+def predates(revision: Revision) -> UserError:
+    return UserError(
+        f"{revision.title} predates the pipeline layout the review reads (code and params stages, per-example "
+        f"predictions); compare against {OLDEST} or a later commit."
+    )
 
 
 def resolve(repo: Path, name: str | None) -> Revision:
@@ -99,7 +113,9 @@ def resolve(repo: Path, name: str | None) -> Revision:
     if found.returncode == 0:
         return Revision(repo, name, found.stdout.strip())
     # A DVC experiment is the git ref refs/exps/<xx>/<rest of its baseline's sha>/<name>.
-    refs = [line.split() for line in git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").stdout.splitlines()]
+    refs = [
+        line.split() for line in git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").stdout.splitlines()
+    ]
     commits = [commit for ref, commit in refs if len(ref.split("/")) == 5 and ref.endswith(f"/{name}")]
     if len(commits) > 1:
         raise UserError(f"{len(commits)} DVC experiments are named {name!r}; name one by its commit (`dvc exp show`).")
@@ -111,42 +127,33 @@ def resolve(repo: Path, name: str | None) -> Revision:
     return Revision(repo, name, commits[0])
 
 
-def metrics_folder(revision: Revision) -> str:
-    if "metrics" not in revision.paths:
-        raise UserError(f"dvc.yaml at {revision.title} has no `metrics` in its vars.")
-    return revision.paths["metrics"]
-
-
 def metrics_path(revision: Revision, variant: str) -> str:
-    return f"{metrics_folder(revision)}/{variant}.json"
+    return f"{revision.paths['metrics']}/{variant}.json"
 
 
 def variant_metrics(revision: Revision) -> dict[str, dict[str, Any]]:
-    """variant -> its declared metrics over its details (metrics/details/<variant>.json; before that split,
-    the metrics file held everything)."""
-    directory = metrics_folder(revision)
-    details = revision.paths.get("details", f"{directory}/details")
+    """variant -> its declared metrics over its details (no details file: revisions before that split)."""
+    folder, details = revision.paths["metrics"], revision.paths.get("details")
     metrics = {}
-    for path in revision.list_files(directory, ".json"):
+    for path in revision.list_files(folder, ".json"):
         data, variant = revision.read_json(path), PurePosixPath(path).stem
         if isinstance(data, dict) and "accuracy" in data:
-            extra = revision.read_json(f"{details}/{variant}.json")
+            extra = revision.read_json(f"{details}/{variant}.json") if details else None
             metrics[variant] = {**(extra if isinstance(extra, dict) else {}), **data}
     if not metrics:
-        raise UserError(f"{revision.title} has no metrics ({directory}/*.json): run `dvc repro` there and commit {directory}/.")
+        raise UserError(f"{revision.title} has no metrics ({folder}/*.json): run `dvc repro` there and commit {folder}/.")
     return metrics
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """One evaluate's per-example test outcomes in test order: `predictions`/<variant>.csv (actual, predicted,
-    p_<class>...), or an older revision's `confusion`/<variant>.csv (actual, predicted: no probabilities)."""
+    """One evaluate's per-example test outcomes, in test order."""
 
     path: str
     actual: np.ndarray  # class names, one per test example
     predicted: np.ndarray
     classes: tuple[str, ...]  # the p_<class> columns' order (the positive class is the second of two)
-    probabilities: np.ndarray | None  # examples x classes
+    probabilities: np.ndarray  # examples x classes
 
     @property
     def correct(self) -> np.ndarray:
@@ -160,53 +167,46 @@ class Predictions:
 
 
 def predictions_path(revision: Revision, variant: str) -> str:
-    folder = revision.paths.get("predictions", revision.paths.get("confusion"))
-    if folder is None:
-        raise UserError(f"dvc.yaml at {revision.title} has neither a `predictions` nor a `confusion` var; review a later revision.")
-    return f"{folder}/{variant}.csv"
+    return f"{revision.paths['predictions']}/{variant}.csv"
 
 
 def read_predictions(revision: Revision, variant: str, metrics: dict[str, Any]) -> Predictions:
     """The variant's per-example outcomes; their accuracy must be its metrics' (to one example), or they are
     from different runs (or one was edited) and no verdict can rest on them."""
-    path, metrics_file = predictions_path(revision, variant), metrics_path(revision, variant)
+    path = predictions_path(revision, variant)
     text = revision.read_text(path)
     if text is None:
         raise UserError(f"variant {variant} has metrics but no predictions at {revision.title}:{path}; {RERUN}.")
     rows = [row for row in csv.reader(io.StringIO(text)) if row]
-    try:  # a header, then rows of one class name each (actual, predicted) and a probability per class
+    try:  # a header, then rows of actual, predicted (class names) and a probability per class
         header, table = rows[0], np.array(rows[1:])
-        classes = tuple(name.removeprefix("p_") for name in header[2:]) or tuple(sorted({*table[:, 0], *table[:, 1]}))
+        classes = tuple(name.removeprefix("p_") for name in header[2:])
         if header[:2] != ["actual", "predicted"] or table.shape[1] != len(header) or not np.isin(table[:, :2], classes).all():
             raise ValueError(header)
-        probabilities = table[:, 2:].astype(float) if len(header) > 2 else None
+        probabilities = table[:, 2:].astype(float)
     except (ValueError, IndexError) as error:
-        raise UserError(f"{path} at {revision.title} is not an actual,predicted[,p_<class>...] CSV; {RERUN}.") from error
+        raise UserError(f"{path} at {revision.title} is not an actual,predicted,p_<class>... CSV; {RERUN}.") from error
     actual, predicted = table[:, 0], table[:, 1]
     accuracy, stated = float(np.mean(actual == predicted)), metrics.get("accuracy")
     stated = stated if isinstance(stated, (int, float)) else float("nan")
     if not abs(accuracy - stated) <= 0.5 / len(actual):
         raise UserError(
-            f"{path} at {revision.title} gives test accuracy {100 * accuracy:.2f} % but {metrics_file} says "
+            f"{path} at {revision.title} gives test accuracy {100 * accuracy:.2f} % but {metrics_path(revision, variant)} says "
             f"{100 * stated:.2f} %: they are not from the same run "
             "(or one was edited); rerun the variant's evaluate stage (`dvc repro`) and commit both files."
         )
     return Predictions(path, actual, predicted, classes, probabilities)
 
 
-def epoch_history(revision: Revision, variant: str) -> list[dict[str, Any]]:
-    """{epoch, valid_accuracy} per epoch: DVCLive's TSV under `live`, or an older revision's JSON under `history`."""
-    if "live" not in revision.paths:
-        rows = revision.read_json(f"{revision.paths.get('history')}/{variant}.json")
-        return rows if isinstance(rows, list) else []
+def epoch_history(revision: Revision, variant: str) -> list[tuple[int, float]]:
+    """(epoch, validation accuracy) per epoch, from DVCLive's TSV."""
     text = revision.read_text(f"{revision.paths['live']}/{variant}/plots/metrics/valid_accuracy.tsv") or ""
-    return [{"epoch": int(row["step"]), "valid_accuracy": float(row["valid_accuracy"])} for row in csv.DictReader(io.StringIO(text), delimiter="\t")]
+    return [(int(row["step"]), float(row["valid_accuracy"])) for row in csv.DictReader(io.StringIO(text), delimiter="\t")]
 
 
-def gradient_profile(revision: Revision, variant: str) -> list[dict[str, Any]]:
-    """Rows of steps_back, log10_grad_norm_init, log10_grad_norm_trained; [] when there are none."""
-    profiles = [revision.read_json(f"{revision.paths[key]}/{variant}.json") for key in ("gradients", "order_gradients") if key in revision.paths]
-    return next((rows for rows in profiles if isinstance(rows, list)), [])
+def variant_json(revision: Revision, key: str, variant: str) -> Any:
+    """The variant's file in the folder dvc.yaml's var `key` names (gradients, timings...), or None."""
+    return revision.read_json(f"{revision.paths[key]}/{variant}.json") if key in revision.paths else None
 
 
 def seed_bands(revision: Revision) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rnnlab.comparison.revision import Revision, load_yaml
+from rnnlab.comparison.revision import Revision, load_yaml, predates
 from rnnlab.core.errors import UserError
 
 GENERATED = ("code", "params")  # in the order they run: the params stage reads the code stage's output
@@ -52,11 +52,12 @@ def changed_keys(ran: bytes, now: bytes) -> list[str]:
 
 
 def copy_inputs(revision: Revision, paths: list[str], root: Path) -> None:
-    """The revision's files and folders at `paths` into `root`."""
     if revision.commit is not None:
         archive = subprocess.run(["git", "archive", revision.commit, "--", *paths], cwd=revision.repo, capture_output=True)
         if archive.returncode != 0:
-            raise UserError(f"`git archive` of {revision.title} failed ({archive.stderr.decode().strip()}); review another revision.")
+            raise UserError(
+                f"`git archive` of {revision.title} failed ({archive.stderr.decode().strip()}); review another revision."
+            )
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(root, filter="data")
         return
@@ -71,18 +72,32 @@ def copy_inputs(revision: Revision, paths: list[str], root: Path) -> None:
 def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> dict[str, bytes]:
     """What the revision's code and params stages write now (their dvc.lock commands, in a temporary copy), by path."""
     outs = [out["path"] for name in GENERATED for out in stages[name].get("outs") or []]
-    inputs = [dep["path"] for name in GENERATED for dep in stages[name].get("deps") or [] if not any(under(dep["path"], out) for out in outs)]
+    inputs = [
+        dep["path"]
+        for name in GENERATED
+        for dep in stages[name].get("deps") or []
+        if not any(under(dep["path"], out) for out in outs)
+    ]
     with tempfile.TemporaryDirectory(prefix="rnnlab-review-") as temporary:
         root = Path(temporary)
         copy_inputs(revision, inputs, root)
         for name in GENERATED:
             command = shlex.split(stages[name]["cmd"])
             command[0] = sys.executable if command[0] == "python" else command[0]
-            result = subprocess.run(command, cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+            result = subprocess.run(
+                command, cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+            )
             if result.returncode != 0:
                 message = (result.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
-                raise UserError(f"the {name} stage fails at {revision.title} ({message}): fix it there, or review another revision.")
-        return {file.relative_to(root).as_posix(): file.read_bytes() for out in outs for file in sorted((root / out).rglob("*")) if file.is_file()}
+                raise UserError(
+                    f"the {name} stage fails at {revision.title} ({message}): fix it there, or review another revision."
+                )
+        return {
+            file.relative_to(root).as_posix(): file.read_bytes()
+            for out in outs
+            for file in sorted((root / out).rglob("*"))
+            if file.is_file()
+        }
 
 
 class Freshness:
@@ -93,10 +108,14 @@ class Freshness:
         text = revision.read_text("dvc.lock")
         document = load_yaml(text, f"dvc.lock at {revision.title}") if text is not None else None
         self.checked = text is not None
-        self.stages: dict[str, dict[str, Any]] = (document or {}).get("stages") or {} if isinstance(document, dict) else {}
-        self.outputs = {out["path"]: (name, out.get("md5")) for name, entry in self.stages.items() for out in entry.get("outs") or []}
+        self.stages: dict[str, dict[str, Any]] = (document.get("stages") or {}) if isinstance(document, dict) else {}
+        if self.checked and not all(name in self.stages for name in GENERATED):
+            raise predates(revision)
+        self.outputs = {
+            out["path"]: (name, out.get("md5")) for name, entry in self.stages.items() for out in entry.get("outs") or []
+        }
         self.generated_folders = [out for out, (name, _) in self.outputs.items() if name in GENERATED]
-        self.now = rerun_generated(revision, self.stages) if all(name in self.stages for name in GENERATED) else None
+        self.now = rerun_generated(revision, self.stages) if self.checked else {}
 
     def producer(self, path: str) -> str | None:
         """The stage whose output is `path` or a folder holding it."""
@@ -107,11 +126,16 @@ class Freshness:
         if not self.checked:
             return []
         if outputs[0] not in self.outputs:
-            return [f"no stage in dvc.lock writes {outputs[0]} (a variant removed from params.yaml leaves its outputs: "
-                    "delete them, or run `dvc repro`)"]
-        reasons = [f"{path} is not the file its stage wrote (dvc.lock records another md5): edited by hand, or written "
-                   "without `dvc repro`/`dvc commit`" for path in outputs
-                   if path in self.outputs and md5(self.revision.read_bytes(path)) != self.outputs[path][1]]
+            return [
+                f"no stage in dvc.lock writes {outputs[0]} (a variant removed from params.yaml leaves its outputs: "
+                "delete them, or run `dvc repro`)"
+            ]
+        reasons = [
+            f"{path} is not the file its stage wrote (dvc.lock records another md5): edited by hand, or written "
+            "without `dvc repro`/`dvc commit`"
+            for path in outputs
+            if path in self.outputs and md5(self.revision.read_bytes(path)) != self.outputs[path][1]
+        ]
         order, pending = [], [self.outputs[outputs[0]][0]]
         while pending:  # the variant's stage and every stage upstream of it, the generated ones aside
             name = pending.pop(0)
@@ -119,24 +143,15 @@ class Freshness:
                 order.append(name)
                 pending += [producer for dep in self.stages[name].get("deps") or [] if (producer := self.producer(dep["path"]))]
         for name in reversed(order):  # the most upstream first: the cause before its consequences
-            reasons += self.stage_reasons(name)
-        return reasons
-
-    def stage_reasons(self, name: str) -> list[str]:
-        entry, reasons = self.stages[name], []
-        for dep in entry.get("deps") or []:
-            reasons += self.dep_reasons(name, dep["path"], dep.get("md5"))
-        for file, values in (entry.get("params") or {}).items():
-            current = flatten(load_yaml(self.revision.read_text(file) or "{}", f"{file} at {self.revision.title}") or {})
-            for key, ran_with in (values or {}).items():
-                if key not in current:
-                    reasons.append(f"{file} no longer has `{key}`, which `{name}` ran with")
-                elif current[key] != ran_with:
-                    reasons.append(f"`{name}` ran with other params than the revision's: {key} changed in {file}")
+            reasons += [
+                reason
+                for dep in self.stages[name].get("deps") or []
+                for reason in self.dep_reasons(name, dep["path"], dep.get("md5"))
+            ]
         return reasons
 
     def dep_reasons(self, stage: str, path: str, recorded: str | None) -> list[str]:
-        if self.now is not None and any(under(path, folder) for folder in self.generated_folders):
+        if any(under(path, folder) for folder in self.generated_folders):
             now = self.now.get(path)
             if now is None:
                 return [f"`{stage}` depends on {path}, which the params and code stages no longer write"]

@@ -107,8 +107,15 @@ def same_metrics(base: dict[str, Any], head: dict[str, Any], tolerance: float = 
     return all(same(base.get(key), head.get(key)) for key in QUALITY_KEYS)
 
 
-def gather(variant: str, base_metrics: dict[str, Any], head_metrics: dict[str, Any], base: Predictions, head: Predictions,
-           band: SeedBand | None, not_rerun: str | None) -> Row:
+def gather(
+    variant: str,
+    base_metrics: dict[str, Any],
+    head_metrics: dict[str, Any],
+    base: Predictions,
+    head: Predictions,
+    band: SeedBand | None,
+    not_rerun: str | None,
+) -> Row:
     # Same test examples in the same order (same labels): paired; otherwise the data changed under it.
     paired = np.array_equal(base.actual, head.actual)
     identical = paired and np.array_equal(base.predicted, head.predicted) and same_metrics(base_metrics, head_metrics)
@@ -118,7 +125,9 @@ def gather(variant: str, base_metrics: dict[str, Any], head_metrics: dict[str, A
     changes = metric_changes(base, head, base_metrics, head_metrics, paired, identical)
     environment = environment_difference(base_metrics, head_metrics)
     study = head_metrics.get("study", "imdb")
-    return Row(variant, study, base_metrics, head_metrics, identical, not_rerun, environment, comparison, band, halfwidth, changes)
+    return Row(
+        variant, study, base_metrics, head_metrics, identical, not_rerun, environment, comparison, band, halfwidth, changes
+    )
 
 
 def verdict(row: Row, adjusted_p: float | None) -> str:

@@ -129,17 +129,6 @@ def test_metric_intervals_match_a_paired_bootstrap(classes: int) -> None:
         assert (change.high + change.low) / 2 == pytest.approx((high + low) / 2, abs=0.2 * (high - low) / 2), name
 
 
-def test_metric_intervals_without_probabilities_say_why() -> None:
-    rng = np.random.default_rng(3)
-    actual, base_p, head_p = two_models(rng, 500, 2)
-    base = predictions(actual, base_p, ("neg", "pos"))
-    head = Predictions("c.csv", base.actual, np.array(("neg", "pos"))[head_p.argmax(1)], ("neg", "pos"), None)
-    changes = metric_changes(base, head, {"f1": 0.5, "roc_auc": 0.6, "loss": 0.7}, {"f1": 0.55, "roc_auc": 0.65, "loss": 0.6}, paired=True)
-    assert changes["f1"].low is not None  # F1 needs only the predicted classes
-    assert changes["roc_auc"].low is None and changes["roc_auc"].unavailable == "no per-example probabilities at the head"
-    assert changes["loss"].difference == pytest.approx(-0.1)
-
-
 # -- Holm and the verdicts ----------------------------------------------------------------------------
 
 def test_holm_adjusts_a_known_family_and_skips_the_untested() -> None:
@@ -167,8 +156,8 @@ def row(difference_examples: int, band: SeedBand | None, *, identical: bool = Fa
         head_predicted[400:440] = np.where(actual[400:440] == "pos", "neg", "pos")  # 40 new misses...
         fixed = 40 + difference_examples                                          # ... and this many fixes
         head_predicted[:fixed] = actual[:fixed]
-    base = Predictions("b.csv", actual, base_predicted, ("neg", "pos"), None)
-    head = Predictions("h.csv", actual, head_predicted, ("neg", "pos"), None)
+    base = Predictions("b.csv", actual, base_predicted, ("neg", "pos"), np.eye(2)[(base_predicted == "pos").astype(int)])
+    head = Predictions("h.csv", actual, head_predicted, ("neg", "pos"), np.eye(2)[(head_predicted == "pos").astype(int)])
     stamp = {"torch": "2.13.0", "device": "cpu"}
     base_metrics = {"accuracy": float(base.correct.mean()), "environment": stamp}
     head_metrics = {"accuracy": float(head.correct.mean()), "environment": environment or stamp}
