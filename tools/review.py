@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rnnlab.comparison.review import build_report
+from rnnlab.comparison.render import build_report
 from rnnlab.comparison.revision import resolve
 from rnnlab.core.cli import run_cli
 from rnnlab.core.errors import UserError

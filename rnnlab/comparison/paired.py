@@ -1,15 +1,11 @@
 """How far a change between two models can come from test sampling alone.
 
-Accuracy: both models predict the same test examples, so only the discordant ones (one model right, the
-other wrong) say which is better: Newcombe's hybrid score interval for paired proportions (Statistics in
-Medicine 17:2635, method 10) and McNemar's exact test; different test sets (a data change) are not
-paired: Newcombe's interval for independent proportions and a two-proportion z-test.
-
-F1, ROC-AUC and loss, by the delta method: each metric's sampling error is, to first order, the mean of
-one influence per example (the per-example loss; for F1 a ratio of counts; for ROC-AUC DeLong's placement
-values), head's minus base's when paired: the normal limit of a paired bootstrap (test_statistics.py in
-tests/unit/comparison checks both against one). F1 and ROC-AUC are the positive (second) class's for two
-classes, macro averages otherwise.
+Accuracy: on the same test examples only the discordant ones say which model is better: Newcombe's hybrid
+score interval for paired proportions (Statistics in Medicine 17:2635, method 10) and McNemar's exact test;
+different test sets (a data change): Newcombe's interval for independent proportions and a z-test.
+F1, ROC-AUC and loss by the delta method: to first order each is the mean of one influence per example
+(for ROC-AUC DeLong's placement values), the normal limit of a paired bootstrap. F1 and ROC-AUC are the
+second class's for two classes, macro averages otherwise.
 """
 
 from __future__ import annotations
@@ -62,9 +58,7 @@ def newcombe_interval(head_correct: int, head_n: int, base_correct: int, base_n:
 def mcnemar_exact(base_only_correct: int, head_only_correct: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts (1.0 when there are none)."""
     discordant = base_only_correct + head_only_correct
-    if discordant == 0:
-        return 1.0
-    return float(min(1.0, 2.0 * special.bdtr(min(base_only_correct, head_only_correct), discordant, 0.5)))
+    return float(min(1.0, 2.0 * special.bdtr(min(base_only_correct, head_only_correct), discordant, 0.5))) if discordant else 1.0
 
 
 def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = True) -> Comparison:
@@ -85,9 +79,8 @@ def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = T
     margins = (both + head_only) * (base_only + both_wrong) * (both + base_only) * (head_only + both_wrong)
     phi = (both * both_wrong - head_only * base_only) / math.sqrt(margins) if margins else 0.0
     low, high = newcombe_interval(head_hits, len(base), base_hits, len(base), phi) if head_only or base_only else (0.0, 0.0)
-    return Comparison(
-        (head_hits - base_hits) / len(base), low, high, True, base_only, head_only, mcnemar_exact(base_only, head_only), variance
-    )
+    p_value = mcnemar_exact(base_only, head_only)
+    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only, p_value, variance)
 
 
 @dataclass(frozen=True)
@@ -123,27 +116,22 @@ def f1_influence(predictions: Predictions) -> Influence:
     return float(np.mean(values)), np.mean(influences, axis=0)
 
 
-def auc_influence(scores: np.ndarray, positive: np.ndarray) -> Influence | None:
-    """Binary ROC-AUC and DeLong's placement values; None with one class only."""
-    positives, negatives = np.sort(scores[positive]), np.sort(scores[~positive])
-    if not len(positives) or not len(negatives):
-        return None
-
-    def share_below(reference: np.ndarray) -> np.ndarray:  # ties count half
-        return (np.searchsorted(reference, scores, "left") + np.searchsorted(reference, scores, "right")) / (2.0 * len(reference))
-
-    below, above = share_below(negatives), 1.0 - share_below(positives)
-    auc, share = float(below[positive].mean()), positive.mean()
-    return auc, np.where(positive, (below - auc) / share, (above - auc) / (1.0 - share))
-
-
 def roc_auc_influence(predictions: Predictions) -> Influence | None:
+    """One-vs-rest ROC-AUC and DeLong's placement values; None when a class is missing from the test set."""
     actual, _ = predictions.codes
-    results = [auc_influence(predictions.probabilities[:, k], actual == k) for k in positive_classes(predictions)]
-    found = [result for result in results if result is not None]
-    if len(found) < len(results):
-        return None
-    return float(np.mean([auc for auc, _ in found])), np.mean([influence for _, influence in found], axis=0)
+    values, influences = [], []
+    for k in positive_classes(predictions):
+        scores, positive = predictions.probabilities[:, k], actual == k
+        if positive.all() or not positive.any():
+            return None
+        below, above = (  # each example's share of the other class's scores below it (ties count half)
+            (np.searchsorted(reference, scores, "left") + np.searchsorted(reference, scores, "right")) / (2.0 * len(reference))
+            for reference in (np.sort(scores[~positive]), np.sort(scores[positive]))
+        )
+        auc, share = float(below[positive].mean()), positive.mean()
+        values.append(auc)
+        influences.append(np.where(positive, (below - auc) / share, (1.0 - above - auc) / (1.0 - share)))
+    return float(np.mean(values)), np.mean(influences, axis=0)
 
 
 def loss_influence(predictions: Predictions) -> Influence:
@@ -178,22 +166,16 @@ def metric_change(
     head_number = head_estimate if head_number is None else head_number
     if paired:
         spread = np.sqrt(np.sum(np.square(head_influence - base_influence))) / len(base_influence)
-    else:
+    else:  # the two means' variances add
         spread = np.sqrt(
-            np.sum(np.square(head_influence)) / len(head_influence) ** 2
-            + np.sum(np.square(base_influence)) / len(base_influence) ** 2
+            sum(np.sum(np.square(influence)) / len(influence) ** 2 for influence in (head_influence, base_influence))
         )
     difference = head_number - base_number
     return MetricChange(name, base_number, head_number, difference - Z * float(spread), difference + Z * float(spread))
 
 
 def metric_changes(
-    base: Predictions,
-    head: Predictions,
-    base_metrics: dict[str, Any],
-    head_metrics: dict[str, Any],
-    paired: bool,
-    identical: bool = False,
+    base: Predictions, head: Predictions, base_metrics: dict, head_metrics: dict, paired: bool, identical: bool = False
 ) -> dict[str, MetricChange]:
     """Each metric's change with its interval (none needed when predictions and metrics are identical)."""
     if identical:

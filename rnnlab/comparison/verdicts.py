@@ -23,6 +23,7 @@ CHANGED = "changed beyond seed noise"
 WITHIN_TEST_SAMPLING = "within test-sampling noise (no seed band)"
 CHANGED_WITHOUT_BAND = "changed beyond test-sampling noise (no seed band)"
 NOT_JUDGED = "not judged (environment differs, no seed band)"
+ORDER = (CHANGED, CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, NO_CHANGE)
 MOVED = (CHANGED, CHANGED_WITHOUT_BAND)
 CURVE_VERDICTS = (*MOVED, NOT_JUDGED)  # whose curves are drawn: a change within noise has curves that differ by noise
 QUALITY_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
@@ -46,7 +47,7 @@ def seed_band(entry: Any, variant: str, where: str) -> SeedBand | None:
     if entry is None:
         return None
     accuracies = entry.get("accuracies") if isinstance(entry, dict) else None
-    if not isinstance(accuracies, list) or len(accuracies) < 2 or any(type(value) not in (int, float) for value in accuracies):
+    if not isinstance(accuracies, list) or len(accuracies) < 2 or any(type(x) not in (int, float) for x in accuracies):
         message = "needs the `accuracies` of two or more seeds; refresh it with `python -m tools.seed_bands`."
         raise UserError(f"{where}: the band of {variant} {message}")
     return SeedBand(statistics.stdev(accuracies), len(accuracies))
@@ -73,15 +74,13 @@ class Row:
     @property
     def combined_interval(self) -> tuple[float, float] | None:
         """The change's 95 % interval with test sampling and seed noise together."""
-        if self.reseed_halfwidth is None:
-            return None
-        return self.comparison.difference - self.reseed_halfwidth, self.comparison.difference + self.reseed_halfwidth
+        difference, half = self.comparison.difference, self.reseed_halfwidth
+        return None if half is None else (difference - half, difference + half)
 
     @property
     def p_value(self) -> float | None:
         """Reseed p when banded, test sampling's otherwise; None when not tested."""
-        judged_by_band = self.band is not None or self.environment_difference is None
-        if self.not_rerun is not None or self.identical or not judged_by_band:
+        if self.not_rerun is not None or self.identical or (self.band is None and self.environment_difference is not None):
             return None
         if self.band is None:
             return self.comparison.p_value
@@ -91,51 +90,47 @@ class Row:
 
 def environment_difference(base: dict[str, Any], head: dict[str, Any]) -> str | None:
     """None when the environment stamps are equal (every key); else which keys differ."""
-    base_stamp, head_stamp = base.get("environment"), head.get("environment")
-    if base_stamp == head_stamp:
+    old, new = base.get("environment"), head.get("environment")
+    if old == new:
         return None
-    if not isinstance(base_stamp, dict) or not isinstance(head_stamp, dict):
-        return f"not recorded at the {'base' if not isinstance(base_stamp, dict) else 'head'}"
-    return ", ".join(sorted(key for key in set(base_stamp) | set(head_stamp) if base_stamp.get(key) != head_stamp.get(key)))
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return f"not recorded at the {'base' if not isinstance(old, dict) else 'head'}"
+    return ", ".join(sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key)))
 
 
-def same_metrics(base: dict[str, Any], head: dict[str, Any], tolerance: float = METRICS_TOLERANCE) -> bool:
+def same_metrics(base: dict[str, Any], head: dict[str, Any]) -> bool:
     def same(old: Any, new: Any) -> bool:
         numbers = isinstance(old, (int, float)) and isinstance(new, (int, float))
-        return abs(old - new) <= tolerance if numbers else old == new
+        return abs(old - new) <= METRICS_TOLERANCE if numbers else old == new
 
     return all(same(base.get(key), head.get(key)) for key in QUALITY_KEYS)
 
 
 def gather(
     variant: str,
-    base_metrics: dict[str, Any],
-    head_metrics: dict[str, Any],
+    old: dict[str, Any],
+    new: dict[str, Any],
     base: Predictions,
     head: Predictions,
     band: SeedBand | None,
     not_rerun: str | None,
 ) -> Row:
-    # Same test examples in the same order (same labels): paired; otherwise the data changed under it.
-    paired = np.array_equal(base.actual, head.actual)
-    identical = paired and np.array_equal(base.predicted, head.predicted) and same_metrics(base_metrics, head_metrics)
+    """A variant's row from its metrics (`old`, `new`) and its predictions at each side."""
+    paired = np.array_equal(base.actual, head.actual)  # the same test examples in the same order, else the data changed
+    identical = paired and np.array_equal(base.predicted, head.predicted) and same_metrics(old, new)
     comparison = compare(base.correct, head.correct, paired=paired)
     extra = 0.0 if paired else comparison.unpaired_variance
     halfwidth = None if band is None else float(reseed_halfwidth(band.std, band.df, extra))
-    changes = metric_changes(base, head, base_metrics, head_metrics, paired, identical)
-    environment = environment_difference(base_metrics, head_metrics)
-    study = head_metrics.get("study", "imdb")
+    changes, environment = metric_changes(base, head, old, new, paired, identical), environment_difference(old, new)
     return Row(
-        variant, study, base_metrics, head_metrics, identical, not_rerun, environment, comparison, band, halfwidth, changes
+        variant, new.get("study", "imdb"), old, new, identical, not_rerun, environment, comparison, band, halfwidth, changes
     )
 
 
 def verdict(row: Row, adjusted_p: float | None) -> str:
-    if row.not_rerun is not None:
-        return NOT_RERUN
-    if row.identical:
-        return NO_CHANGE
     changed = adjusted_p is not None and adjusted_p <= ALPHA
+    if row.not_rerun is not None or row.identical:
+        return NOT_RERUN if row.not_rerun is not None else NO_CHANGE
     if row.band is not None:
         return CHANGED if changed else WITHIN_SEED_NOISE
     if row.environment_difference is not None:

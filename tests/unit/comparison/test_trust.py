@@ -1,4 +1,4 @@
-"""rnnlab.comparison.trust: results checked against their revision's own params and code through dvc.lock.
+"""rnnlab.comparison.revision.Freshness: results checked against their revision's own params and code through dvc.lock.
 
 A copy of this pipeline's code (stages/, rnnlab/, params.yaml) in a git repository, with the dvc.lock
 entries `dvc repro` would write for the code and params stages, relu's train and evaluate stages and the
@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from bench.dvc_repo import copy_pipeline
-from rnnlab.comparison.revision import OLDEST, Revision
-from rnnlab.comparison.trust import Freshness
+from rnnlab.comparison.revision import OLDEST, Freshness, Revision
 from rnnlab.core.errors import UserError
 
 OUTPUTS = ["metrics/relu.json", "plots/predictions/relu.csv"]
