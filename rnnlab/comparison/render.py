@@ -74,8 +74,8 @@ def environment_line(rows: list[Row]) -> str:
         return "**Environment:** no variant in both revisions to compare."
     if not (differing := [row for row in rows if row.environment_difference is not None]):
         stamps = [row.head.get("environment") or {} for row in rows]
-        described = {", ".join(f"{key} {value}" for key, value in sorted(stamp.items())) or "not recorded" for stamp in stamps}
-        return f"**Environment:** the same on both sides for every variant ({'; '.join(sorted(described))})."
+        texts = {", ".join(f"{key} {value}" for key, value in sorted(stamp.items())) or "not recorded" for stamp in stamps}
+        return f"**Environment:** the same on both sides for every variant ({'; '.join(sorted(texts))})."
     groups: dict[str, list[str]] = {}
     for row in differing:
         groups.setdefault(str(row.environment_difference), []).append(row.variant)
@@ -233,8 +233,14 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
     for variant in sorted(set(old) & set(new)):
         where = f"reports/seed_bands.json at {bands_where}"
         band = verdicts.seed_band((bands or {}).get("variants", {}).get(variant), variant, where)
-        predictions = [read_predictions(side, variant, metrics[variant]) for side, metrics in ((base, old), (head, new))]
-        gathered.append(gather(variant, old[variant], new[variant], *predictions, band, not_rerun_reason(variant, sides)))
+        base_predictions, head_predictions = (
+            read_predictions(side, variant, metrics[variant]) for side, metrics in ((base, old), (head, new))
+        )
+        gathered.append(
+            gather(
+                variant, old[variant], new[variant], base_predictions, head_predictions, band, not_rerun_reason(variant, sides)
+            )
+        )
     rows = sorted(verdicts.judge(gathered), key=lambda row: (row.study != "imdb", row.variant))
     # Charts: deltas.png when any prediction changed, then the curves of the variants that moved, were added or removed.
     charts = ["deltas.png"] if any(not row.identical for row in rows) else []

@@ -30,7 +30,6 @@ WORKSPACE = "workspace"
 RERUN = "rerun its evaluate stage (`dvc repro`) and commit it"
 GENERATED = ("code", "params")  # in the order they run: the params stage reads the code stage's output
 OLDEST = "b5b234b"  # the first commit whose dvc.lock has the code and params stages
-LAYOUT_VARS = ("metrics", "predictions", "live")
 
 
 def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -96,20 +95,16 @@ class Revision:
         if text is None:
             raise UserError(f"{self.title} has no dvc.yaml: it is not an RNN Lab pipeline revision.")
         document = load_yaml(text, f"dvc.yaml at {self.title}") or {}
-        entries = document.get("vars") or []
-        paths = {
-            key: value for entry in entries if isinstance(entry, dict) for key, value in entry.items() if isinstance(value, str)
-        }
-        if not set(LAYOUT_VARS) <= set(paths) or not {"code", "params"} <= set(document.get("stages") or {}):
+        entries = [entry for entry in document.get("vars") or [] if isinstance(entry, dict)]
+        paths = {key: value for entry in entries for key, value in entry.items() if isinstance(value, str)}
+        if not {"metrics", "predictions", "live"} <= set(paths) or not set(GENERATED) <= set(document.get("stages") or {}):
             raise predates(self)
         return paths
 
 
 def predates(revision: Revision) -> UserError:
-    return UserError(
-        f"{revision.title} predates the pipeline layout the review reads (code and params stages, per-example "
-        f"predictions); compare against {OLDEST} or a later commit."
-    )
+    layout = "the pipeline layout the review reads (code and params stages, per-example predictions)"
+    return UserError(f"{revision.title} predates {layout}; compare against {OLDEST} or a later commit.")
 
 
 def resolve(repo: Path, name: str | None) -> Revision:
@@ -122,9 +117,8 @@ def resolve(repo: Path, name: str | None) -> Revision:
     if found.returncode == 0:
         return Revision(repo, name, found.stdout.strip())
     # A DVC experiment is the git ref refs/exps/<xx>/<rest of its baseline's sha>/<name>.
-    refs = [
-        line.split() for line in git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").stdout.splitlines()
-    ]
+    listed = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").stdout
+    refs = [line.split() for line in listed.splitlines()]
     commits = [commit for ref, commit in refs if len(ref.split("/")) == 5 and ref.endswith(f"/{name}")]
     if len(commits) > 1:
         raise UserError(f"{len(commits)} DVC experiments are named {name!r}; name one by its commit (`dvc exp show`).")
@@ -134,10 +128,6 @@ def resolve(repo: Path, name: str | None) -> Revision:
             "`git branch -a` and `dvc exp list -A` list them (in CI, fetch with `fetch-depth: 0`)."
         )
     return Revision(repo, name, commits[0])
-
-
-def metrics_path(revision: Revision, variant: str) -> str:
-    return f"{revision.paths['metrics']}/{variant}.json"
 
 
 def variant_metrics(revision: Revision) -> dict[str, dict[str, Any]]:
@@ -175,14 +165,10 @@ class Predictions:
         return np.array([index[name] for name in self.actual]), np.array([index[name] for name in self.predicted])
 
 
-def predictions_path(revision: Revision, variant: str) -> str:
-    return f"{revision.paths['predictions']}/{variant}.csv"
-
-
 def read_predictions(revision: Revision, variant: str, metrics: dict[str, Any]) -> Predictions:
     """The variant's per-example outcomes; their accuracy must be its metrics' (to one example), or they are
     from different runs (or one was edited) and no verdict can rest on them."""
-    path = predictions_path(revision, variant)
+    path, metrics_file = f"{revision.paths['predictions']}/{variant}.csv", f"{revision.paths['metrics']}/{variant}.json"
     text = revision.read_text(path)
     if text is None:
         raise UserError(f"variant {variant} has metrics but no predictions at {revision.title}:{path}; {RERUN}.")
@@ -200,14 +186,13 @@ def read_predictions(revision: Revision, variant: str, metrics: dict[str, Any]) 
     stated = stated if isinstance(stated, (int, float)) else float("nan")
     if not abs(accuracy - stated) <= 0.5 / len(actual):
         raise UserError(
-            f"{path} at {revision.title} gives test accuracy {100 * accuracy:.2f} % but {metrics_path(revision, variant)} says "
-            f"{100 * stated:.2f} %: they are not from the same run "
-            "(or one was edited); rerun the variant's evaluate stage (`dvc repro`) and commit both files."
+            f"{path} at {revision.title} gives test accuracy {100 * accuracy:.2f} % but {metrics_file} says {100 * stated:.2f} %: "
+            "they are not from the same run (or one was edited); rerun the variant's evaluate stage (`dvc repro`) and commit both files."
         )
     return Predictions(path, actual, predicted, classes, probabilities)
 
 
-def epoch_history(revision: Revision, variant: str) -> list[tuple[int, float]]:
+def epoch_history(revision: Revision, variant: str) -> list[tuple[float, float]]:
     """(epoch, validation accuracy) per epoch, from DVCLive's TSV."""
     text = revision.read_text(f"{revision.paths['live']}/{variant}/plots/metrics/valid_accuracy.tsv") or ""
     return [(int(row["step"]), float(row["valid_accuracy"])) for row in csv.DictReader(io.StringIO(text), delimiter="\t")]
@@ -254,9 +239,8 @@ def copy_inputs(revision: Revision, paths: list[str], root: Path) -> None:
     if revision.commit is not None:
         archive = subprocess.run(["git", "archive", revision.commit, "--", *paths], cwd=revision.repo, capture_output=True)
         if archive.returncode != 0:
-            raise UserError(
-                f"`git archive` of {revision.title} failed ({archive.stderr.decode().strip()}); review another revision."
-            )
+            message = archive.stderr.decode().strip()
+            raise UserError(f"`git archive` of {revision.title} failed ({message}); review another revision.")
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(root, filter="data")
         return
@@ -271,32 +255,22 @@ def copy_inputs(revision: Revision, paths: list[str], root: Path) -> None:
 def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> dict[str, bytes]:
     """What the revision's code and params stages write now (their dvc.lock commands, in a temporary copy), by path."""
     outs = [out["path"] for name in GENERATED for out in stages[name].get("outs") or []]
-    inputs = [
-        dep["path"]
-        for name in GENERATED
-        for dep in stages[name].get("deps") or []
-        if not any(under(dep["path"], out) for out in outs)
-    ]
+    deps = [dep["path"] for name in GENERATED for dep in stages[name].get("deps") or []]
+    inputs = [dep for dep in deps if not any(under(dep, out) for out in outs)]
+    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     with tempfile.TemporaryDirectory(prefix="rnnlab-review-") as temporary:
         root = Path(temporary)
         copy_inputs(revision, inputs, root)
         for name in GENERATED:
             command = shlex.split(stages[name]["cmd"])
             command[0] = sys.executable if command[0] == "python" else command[0]
-            result = subprocess.run(
-                command, cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-            )
+            result = subprocess.run(command, cwd=root, capture_output=True, text=True, env=environment)
             if result.returncode != 0:
                 message = (result.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
-                raise UserError(
-                    f"the {name} stage fails at {revision.title} ({message}): fix it there, or review another revision."
-                )
-        return {
-            file.relative_to(root).as_posix(): file.read_bytes()
-            for out in outs
-            for file in sorted((root / out).rglob("*"))
-            if file.is_file()
-        }
+                fix = "fix it there, or review another revision"
+                raise UserError(f"the {name} stage fails at {revision.title} ({message}): {fix}.")
+        files = [file for out in outs for file in sorted((root / out).rglob("*")) if file.is_file()]
+        return {file.relative_to(root).as_posix(): file.read_bytes() for file in files}
 
 
 class Freshness:
@@ -316,9 +290,8 @@ class Freshness:
         self.stages: dict[str, dict[str, Any]] = (document.get("stages") or {}) if isinstance(document, dict) else {}
         if self.checked and not all(name in self.stages for name in GENERATED):
             raise predates(revision)
-        self.outputs = {
-            out["path"]: (name, out.get("md5")) for name, entry in self.stages.items() for out in entry.get("outs") or []
-        }
+        outs = [(name, out) for name, entry in self.stages.items() for out in entry.get("outs") or []]
+        self.outputs = {out["path"]: (name, out.get("md5")) for name, out in outs}
         self.generated_folders = [out for out, (name, _) in self.outputs.items() if name in GENERATED]
         self.now = rerun_generated(revision, self.stages) if self.checked else {}
 
@@ -331,16 +304,13 @@ class Freshness:
         if not self.checked:
             return []
         if outputs[0] not in self.outputs:
-            return [
-                f"no stage in dvc.lock writes {outputs[0]} (a variant removed from params.yaml leaves its outputs: "
-                "delete them, or run `dvc repro`)"
-            ]
-        reasons = [
-            f"{path} is not the file its stage wrote (dvc.lock records another md5): edited by hand, or written "
-            "without `dvc repro`/`dvc commit`"
-            for path in outputs
-            if path in self.outputs and md5(self.revision.read_bytes(path)) != self.outputs[path][1]
+            why = "a variant removed from params.yaml leaves its outputs: delete them, or run `dvc repro`"
+            return [f"no stage in dvc.lock writes {outputs[0]} ({why})"]
+        edited = [
+            path for path in outputs if path in self.outputs and self.outputs[path][1] != md5(self.revision.read_bytes(path))
         ]
+        why = "(dvc.lock records another md5): edited by hand, or written without `dvc repro`/`dvc commit`"
+        reasons = [f"{path} is not the file its stage wrote {why}" for path in edited]
         order, pending = [], [self.outputs[outputs[0]][0]]
         while pending:  # the variant's stage and every stage upstream of it, the generated ones aside
             name = pending.pop(0)
@@ -348,11 +318,8 @@ class Freshness:
                 order.append(name)
                 pending += [producer for dep in self.stages[name].get("deps") or [] if (producer := self.producer(dep["path"]))]
         for name in reversed(order):  # the most upstream first: the cause before its consequences
-            reasons += [
-                reason
-                for dep in self.stages[name].get("deps") or []
-                for reason in self.dep_reasons(name, dep["path"], dep.get("md5"))
-            ]
+            for dep in self.stages[name].get("deps") or []:
+                reasons += self.dep_reasons(name, dep["path"], dep.get("md5"))
         return reasons
 
     def dep_reasons(self, stage: str, path: str, recorded: str | None) -> list[str]:
