@@ -99,52 +99,50 @@ class MetricChange:
         return None if self.base is None or self.head is None else self.head - self.base
 
 
-def positive_classes(predictions: Predictions) -> list[int]:
-    return [1] if len(predictions.classes) == 2 else list(range(len(predictions.classes)))
+def f1_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, k: int) -> Influence | None:
+    # F1 = 2 TP / (2 TP + FP + FN) = mean(x) / mean(y): a ratio of means, influence (x - F1 y) / mean(y).
+    x = 2.0 * ((actual == k) & (predicted == k))
+    y = x + ((actual != k) & (predicted == k)) + ((actual == k) & (predicted != k))
+    if not y.sum():  # a class never present nor predicted: scikit-learn's zero_division=0
+        return 0.0, np.zeros(len(actual))
+    value = x.sum() / y.sum()
+    return value, (x - value * y) / y.mean()
 
 
-def f1_influence(predictions: Predictions) -> Influence:
-    actual, predicted = predictions.codes
-    values, influences = [], []
-    for k in positive_classes(predictions):
-        # F1 = 2 TP / (2 TP + FP + FN) = mean(x) / mean(y): a ratio of means, influence (x - F1 y) / mean(y).
-        x = 2.0 * ((actual == k) & (predicted == k))
-        y = x + ((actual != k) & (predicted == k)) + ((actual == k) & (predicted != k))
-        value = x.sum() / y.sum() if y.sum() else 0.0  # a class never present nor predicted: scikit-learn's zero_division=0
-        values.append(value)
-        influences.append((x - value * y) / y.mean() if y.sum() else np.zeros(len(actual)))
-    return float(np.mean(values)), np.mean(influences, axis=0)
+def roc_auc_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, k: int) -> Influence | None:
+    """One-vs-rest ROC-AUC and DeLong's placement values; None when the test set lacks the class or its rest."""
+    scores, positive = probabilities[:, k], actual == k
+    if positive.all() or not positive.any():
+        return None
+    # Each example's share of the other side's scores below it (ties count half).
+    below, above = (
+        (np.searchsorted(reference, scores, "left") + np.searchsorted(reference, scores, "right")) / (2.0 * len(reference))
+        for reference in (np.sort(scores[~positive]), np.sort(scores[positive]))
+    )
+    auc, share = float(below[positive].mean()), positive.mean()
+    return auc, np.where(positive, (below - auc) / share, (1.0 - above - auc) / (1.0 - share))
 
 
-def roc_auc_influence(predictions: Predictions) -> Influence | None:
-    """One-vs-rest ROC-AUC and DeLong's placement values; None when a class is missing from the test set."""
-    actual, _ = predictions.codes
-    values, influences = [], []
-    for k in positive_classes(predictions):
-        scores, positive = predictions.probabilities[:, k], actual == k
-        if positive.all() or not positive.any():
-            return None
-        below, above = (  # each example's share of the other class's scores below it (ties count half)
-            (np.searchsorted(reference, scores, "left") + np.searchsorted(reference, scores, "right")) / (2.0 * len(reference))
-            for reference in (np.sort(scores[~positive]), np.sort(scores[positive]))
-        )
-        auc, share = float(below[positive].mean()), positive.mean()
-        values.append(auc)
-        influences.append(np.where(positive, (below - auc) / share, (1.0 - above - auc) / (1.0 - share)))
-    return float(np.mean(values)), np.mean(influences, axis=0)
-
-
-def loss_influence(predictions: Predictions) -> Influence:
-    actual, _ = predictions.codes
-    losses = -np.log(np.maximum(predictions.probabilities[np.arange(len(actual)), actual], PROBABILITY_FLOOR))
+def loss_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, k: int) -> Influence | None:
+    losses = -np.log(np.maximum(probabilities[np.arange(len(actual)), actual], PROBABILITY_FLOOR))
     return float(losses.mean()), losses - losses.mean()
 
 
-INFLUENCES: dict[str, Callable[[Predictions], Influence | None]] = {
+INFLUENCES: dict[str, Callable[..., Influence | None]] = {
     "f1": f1_influence,
     "roc_auc": roc_auc_influence,
     "loss": loss_influence,
 }
+
+
+def influence(name: str, predictions: Predictions) -> Influence | None:
+    """The metric and its per-example influence: the positive (second) class's of two, else the classes' mean."""
+    actual, predicted = predictions.codes
+    classes = [1] if len(predictions.classes) == 2 or name == "loss" else range(len(predictions.classes))
+    results = [INFLUENCES[name](actual, predicted, predictions.probabilities, k) for k in classes]
+    if any(result is None for result in results):
+        return None
+    return float(np.mean([value for value, _ in results])), np.mean([influences for _, influences in results], axis=0)
 
 
 def number(value: Any) -> float | None:
@@ -152,32 +150,28 @@ def number(value: Any) -> float | None:
 
 
 def metric_change(
-    name: str, base: Predictions, head: Predictions, base_value: Any, head_value: Any, paired: bool
+    name: str, base: Predictions, head: Predictions, old: float | None, new: float | None, paired: bool
 ) -> MetricChange:
     """head - base of one metric with its 95 % interval, centred on the metrics files' values."""
-    base_number, head_number = number(base_value), number(head_value)
     if len(base.classes) != len(head.classes):
-        return MetricChange(name, base_number, head_number, unavailable="the class lists differ")
-    base_result, head_result = INFLUENCES[name](base), INFLUENCES[name](head)
+        return MetricChange(name, old, new, unavailable="the class lists differ")
+    base_result, head_result = influence(name, base), influence(name, head)
     if base_result is None or head_result is None:
-        return MetricChange(name, base_number, head_number, unavailable="a single class in the test set")
-    (base_estimate, base_influence), (head_estimate, head_influence) = base_result, head_result
-    base_number = base_estimate if base_number is None else base_number
-    head_number = head_estimate if head_number is None else head_number
+        return MetricChange(name, old, new, unavailable="a single class in the test set")
+    (base_value, base_influence), (head_value, head_influence) = base_result, head_result
+    old, new = base_value if old is None else old, head_value if new is None else new
     if paired:
-        spread = np.sqrt(np.sum(np.square(head_influence - base_influence))) / len(base_influence)
+        spread = float(np.sqrt(np.sum(np.square(head_influence - base_influence)))) / len(base_influence)
     else:  # the two means' variances add
-        spread = np.sqrt(
-            sum(np.sum(np.square(influence)) / len(influence) ** 2 for influence in (head_influence, base_influence))
-        )
-    difference = head_number - base_number
-    return MetricChange(name, base_number, head_number, difference - Z * float(spread), difference + Z * float(spread))
+        spread = float(np.sqrt(sum(np.sum(np.square(each)) / len(each) ** 2 for each in (head_influence, base_influence))))
+    return MetricChange(name, old, new, new - old - Z * spread, new - old + Z * spread)
 
 
 def metric_changes(
-    base: Predictions, head: Predictions, base_metrics: dict, head_metrics: dict, paired: bool, identical: bool = False
+    base: Predictions, head: Predictions, old: dict, new: dict, paired: bool, identical: bool = False
 ) -> dict[str, MetricChange]:
     """Each metric's change with its interval (none needed when predictions and metrics are identical)."""
+    values = {name: (number(old.get(name)), number(new.get(name))) for name in METRICS}
     if identical:
-        return {name: MetricChange(name, number(base_metrics.get(name)), number(head_metrics.get(name))) for name in METRICS}
-    return {name: metric_change(name, base, head, base_metrics.get(name), head_metrics.get(name), paired) for name in METRICS}
+        return {name: MetricChange(name, *values[name]) for name in METRICS}
+    return {name: metric_change(name, base, head, *values[name], paired) for name in METRICS}

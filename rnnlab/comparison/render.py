@@ -128,11 +128,10 @@ def timings_section(rows: list[Row], base: Revision, head: Revision) -> list[str
     for row in rows:
         cells = []
         for timings in (variant_json(revision, "timings", row.variant) or {} for revision in (base, head)):
-            seconds, machine = (
-                timings.get("train_seconds_per_epoch"),
-                (timings.get("machine") or {}).get("cpu_model", "unknown CPU"),
+            seconds, machine = timings.get("train_seconds_per_epoch"), timings.get("machine") or {}
+            cells.append(
+                f"{seconds:.1f} ({machine.get('cpu_model', 'unknown CPU')})" if isinstance(seconds, (int, float)) else "–"
             )
-            cells.append(f"{seconds:.1f} ({machine})" if isinstance(seconds, (int, float)) else "–")
         lines += [f"| `{row.variant}` | {cells[0]} | {cells[1]} |"] if cells != ["–", "–"] else []
     return [*lines, "", "</details>", ""] if len(lines) > 4 else []
 
@@ -234,13 +233,11 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
         where = f"reports/seed_bands.json at {bands_where}"
         band = verdicts.seed_band((bands or {}).get("variants", {}).get(variant), variant, where)
         base_predictions, head_predictions = (
-            read_predictions(side, variant, metrics[variant]) for side, metrics in ((base, old), (head, new))
+            read_predictions(base, variant, old[variant]),
+            read_predictions(head, variant, new[variant]),
         )
-        gathered.append(
-            gather(
-                variant, old[variant], new[variant], base_predictions, head_predictions, band, not_rerun_reason(variant, sides)
-            )
-        )
+        reason = not_rerun_reason(variant, sides)
+        gathered.append(gather(variant, old[variant], new[variant], base_predictions, head_predictions, band, reason))
     rows = sorted(verdicts.judge(gathered), key=lambda row: (row.study != "imdb", row.variant))
     # Charts: deltas.png when any prediction changed, then the curves of the variants that moved, were added or removed.
     charts = ["deltas.png"] if any(not row.identical for row in rows) else []

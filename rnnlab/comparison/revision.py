@@ -306,9 +306,8 @@ class Freshness:
         if outputs[0] not in self.outputs:
             why = "a variant removed from params.yaml leaves its outputs: delete them, or run `dvc repro`"
             return [f"no stage in dvc.lock writes {outputs[0]} ({why})"]
-        edited = [
-            path for path in outputs if path in self.outputs and self.outputs[path][1] != md5(self.revision.read_bytes(path))
-        ]
+        recorded = {path: self.outputs[path][1] for path in outputs if path in self.outputs}
+        edited = [path for path, written in recorded.items() if written != md5(self.revision.read_bytes(path))]
         why = "(dvc.lock records another md5): edited by hand, or written without `dvc repro`/`dvc commit`"
         reasons = [f"{path} is not the file its stage wrote {why}" for path in edited]
         order, pending = [], [self.outputs[outputs[0]][0]]
