@@ -1,10 +1,6 @@
-"""Markdown for a pull request: what a change did to every variant, and whether it is more than noise.
-
-Each side's results are first checked against its own params and code (revision.Freshness) and each variant's
-metrics against its predictions; each row then carries the paired test-sampling interval (paired.py), the
-interval with seed noise (noise.py) and one verdict (verdicts.py). Charts: every variant's change in accuracy
-with its intervals, and the training curves and gradient flow of the variants that moved.
-"""
+"""Markdown for a pull request: what a change did to every variant, and whether it is more than noise. Each side's
+results are first checked against its own params and code (revision.Freshness), each variant's metrics against its
+predictions; each row carries the test-sampling interval (paired.py), the seed-noise one and a verdict (verdicts.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +11,9 @@ from typing import Any
 
 from rnnlab.comparison import revision as revisions
 from rnnlab.comparison import verdicts
-from rnnlab.comparison.noise import ALPHA
 from rnnlab.comparison.paired import METRICS, MetricChange
 from rnnlab.comparison.revision import Freshness, Revision, read_predictions, variant_json
-from rnnlab.comparison.verdicts import Row, gather
+from rnnlab.comparison.verdicts import ALPHA, Row, gather
 from rnnlab.core.errors import UserError
 
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflows find their earlier comment by this line

@@ -1,5 +1,5 @@
 """The review's verdict rule by simulation: how often it cries wolf under pure reseeding, and whether it
-still sees a real change (rnnlab/comparison/noise.py). Vectorised over thousands of reviews: seconds.
+still sees a real change (rnnlab/comparison/verdicts.py). Vectorised over thousands of reviews: seconds.
 
 docs/review.md quotes these rates (from the same simulations at 40,000 reviews each).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.comparison.noise import ALPHA, holm, reseed_halfwidth, reseed_p_value
+from rnnlab.comparison.verdicts import ALPHA, holm, reseed_halfwidth, reseed_p_value
 
 # The default IMDB variants' seed stds over seeds 0-2 (reports/seed_bands.json): leaky_relu, relu, sigmoid, tanh.
 SIGMAS = np.array([0.0161, 0.0313, 0.0445, 0.0405])

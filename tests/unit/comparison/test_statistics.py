@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from rnnlab.comparison import noise, paired, verdicts
+from rnnlab.comparison import paired, verdicts
 from rnnlab.comparison.paired import metric_changes
 from rnnlab.comparison.revision import Predictions
 from rnnlab.comparison.verdicts import SeedBand
@@ -132,17 +132,17 @@ def test_metric_intervals_match_a_paired_bootstrap(classes: int) -> None:
 # -- Holm and the verdicts ----------------------------------------------------------------------------
 
 def test_holm_adjusts_a_known_family_and_skips_the_untested() -> None:
-    assert noise.holm([0.01, 0.04, 0.03, 0.005]).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    adjusted = noise.holm([0.01, np.nan, 0.03])
+    assert verdicts.holm([0.01, 0.04, 0.03, 0.005]).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = verdicts.holm([0.01, np.nan, 0.03])
     assert adjusted[0] == pytest.approx(0.02) and np.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.03)
 
 
 def test_reseed_interval_uses_the_band_degrees_of_freedom() -> None:
     # 3 seeds: t(2, 0.975) = 4.303; 10 seeds: t(9, 0.975) = 2.262; both times s sqrt(2).
-    assert noise.reseed_halfwidth(0.01, 2) == pytest.approx(4.3027 * 0.01 * np.sqrt(2), rel=1e-4)
-    assert noise.reseed_halfwidth(0.01, 9) == pytest.approx(2.2622 * 0.01 * np.sqrt(2), rel=1e-4)
-    assert noise.reseed_p_value(4.3027 * 0.01 * np.sqrt(2), 0.01, 2) == pytest.approx(0.05, abs=1e-4)
-    assert noise.reseed_p_value([0.0, 0.01], 0.0, 4).tolist() == [1.0, 0.0]  # a deterministic variant: any change is real
+    assert verdicts.reseed_halfwidth(0.01, 2) == pytest.approx(4.3027 * 0.01 * np.sqrt(2), rel=1e-4)
+    assert verdicts.reseed_halfwidth(0.01, 9) == pytest.approx(2.2622 * 0.01 * np.sqrt(2), rel=1e-4)
+    assert verdicts.reseed_p_value(4.3027 * 0.01 * np.sqrt(2), 0.01, 2) == pytest.approx(0.05, abs=1e-4)
+    assert verdicts.reseed_p_value([0.0, 0.01], 0.0, 4).tolist() == [1.0, 0.0]  # a deterministic variant: any change is real
 
 
 def row(difference_examples: int, band: SeedBand | None, *, identical: bool = False, not_rerun: str | None = None,
