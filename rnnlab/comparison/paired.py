@@ -62,7 +62,6 @@ def mcnemar_exact(base_only_correct: int, head_only_correct: int) -> float:
 
 
 def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = True) -> Comparison:
-    """Head minus base accuracy with its 95 % test-sampling interval and p-value."""
     base, head = np.asarray(base_correct, dtype=bool), np.asarray(head_correct, dtype=bool)
     base_hits, head_hits = int(base.sum()), int(head.sum())
     base_p, head_p = base_hits / len(base), head_hits / len(head)

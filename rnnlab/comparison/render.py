@@ -50,7 +50,6 @@ def metric_cell(change: MetricChange) -> str:
 
 
 def summary_line(rows: list[Row]) -> str:
-    """One line on top: how many variants moved beyond seed noise, which, and by how much."""
     if not rows:
         return "**Summary:** no variant is in both revisions."
     moved = [f"`{row.variant}` {100 * row.comparison.difference:+.2f} pts" for row in rows if row.verdict == verdicts.CHANGED]
@@ -64,7 +63,6 @@ def summary_line(rows: list[Row]) -> str:
 
 
 def environment_line(rows: list[Row]) -> str:
-    """Whether base and head ran in the same environment (equal stamps, every key), and if not, which keys differ."""
     if not rows:
         return "**Environment:** no variant in both revisions to compare."
     if not (differing := [row for row in rows if row.environment_difference is not None]):
@@ -83,7 +81,6 @@ def environment_line(rows: list[Row]) -> str:
 
 
 def table(rows: list[Row]) -> list[str]:
-    """One row a variant: its accuracy, both intervals, the p-values, the other metrics, the verdict."""
     header = (
         "| variant | test accuracy | Δ accuracy (pts), 95 %: test sampling + seed | seed std (pts) | p → Holm | Δ (pts), 95 %: "
         "test sampling only; McNemar p (only head right vs only base right) "
@@ -183,8 +180,7 @@ def draw_deltas(path: Path, rows: list[Row]) -> None:
 
 
 def draw_variant(out: Path, variant: str, base: Revision, head: Revision) -> str | None:
-    """<variant>.png, two panels: validation accuracy per epoch, and log10 ||dL/dx_t|| by steps back (trained solid,
-    init dashed); None when neither side has a history or gradient profile."""
+    """<variant>.png: validation accuracy per epoch, and gradient flow (trained solid, init dashed); None without either."""
     from rnnlab.reporting.figures import Panel, Series, panels_figure
 
     accuracy, gradient = [], []
@@ -233,7 +229,7 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
         )
         reason = not_rerun_reason(variant, sides)
         gathered.append(gather(variant, old[variant], new[variant], base_predictions, head_predictions, band, reason))
-    rows = sorted(verdicts.judge(gathered), key=lambda row: (row.study != "imdb", row.variant))
+    rows = sorted(verdicts.judge(gathered), key=lambda row: (row.head.get("study", "imdb") != "imdb", row.variant))
     # Charts: deltas.png when any prediction changed, then the curves of the variants that moved, were added or removed.
     charts = ["deltas.png"] if any(not row.identical for row in rows) else []
     if charts:

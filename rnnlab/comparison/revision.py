@@ -160,7 +160,6 @@ class Predictions:
 
     @property
     def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Actual and predicted class as indexes into `classes`."""
         index = {name: position for position, name in enumerate(self.classes)}
         return np.array([index[name] for name in self.actual]), np.array([index[name] for name in self.predicted])
 
@@ -193,7 +192,6 @@ def read_predictions(revision: Revision, variant: str, metrics: dict[str, Any]) 
 
 
 def epoch_history(revision: Revision, variant: str) -> list[tuple[float, float]]:
-    """(epoch, validation accuracy) per epoch, from DVCLive's TSV."""
     text = revision.read_text(f"{revision.paths['live']}/{variant}/plots/metrics/valid_accuracy.tsv") or ""
     return [(int(row["step"]), float(row["valid_accuracy"])) for row in csv.DictReader(io.StringIO(text), delimiter="\t")]
 
@@ -204,7 +202,6 @@ def variant_json(revision: Revision, key: str, variant: str) -> Any:
 
 
 def seed_bands(revision: Revision) -> dict[str, Any] | None:
-    """The committed seed bands (python -m tools.seed_bands), or None."""
     data = revision.read_json(revision.paths["seed_bands"]) if "seed_bands" in revision.paths else None
     return data if isinstance(data, dict) and isinstance(data.get("variants"), dict) else None
 
@@ -292,11 +289,9 @@ class Freshness:
             raise predates(revision)
         outs = [(name, out) for name, entry in self.stages.items() for out in entry.get("outs") or []]
         self.outputs = {out["path"]: (name, out.get("md5")) for name, out in outs}
-        self.generated_folders = [out for out, (name, _) in self.outputs.items() if name in GENERATED]
         self.now = rerun_generated(revision, self.stages) if self.checked else {}
 
     def producer(self, path: str) -> str | None:
-        """The stage whose output is `path` or a folder holding it."""
         return next((name for out, (name, _) in self.outputs.items() if under(path, out)), None)
 
     def reasons(self, outputs: list[str]) -> list[str]:
@@ -322,7 +317,7 @@ class Freshness:
         return reasons
 
     def dep_reasons(self, stage: str, path: str, recorded: str | None) -> list[str]:
-        if any(under(path, folder) for folder in self.generated_folders):
+        if (producer := self.producer(path)) in GENERATED:
             now = self.now.get(path)
             if now is None:
                 return [f"`{stage}` depends on {path}, which the params and code stages no longer write"]
@@ -330,13 +325,12 @@ class Freshness:
                 return []
             ran = self.revision.read_bytes(path)
             changed = changed_keys(ran, now) if ran is not None and md5(ran) == recorded else []
-            kind = "code" if self.producer(path) == "code" else "params"
             detail = f": {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}" if changed else ""
-            return [f"`{stage}` ran with other {kind} than the revision's{detail}"]
+            return [f"`{stage}` ran with other {producer} than the revision's{detail}"]
         if path in self.outputs:
             producer, written = self.outputs[path]
             return [] if written == recorded else [f"`{stage}` ran on another {path} than `{producer}` last wrote"]
-        if recorded is None or recorded.endswith(".dir") or self.producer(path) is not None:
+        if recorded is None or recorded.endswith(".dir") or producer is not None:
             return []  # a folder, or inside another stage's output (checked through that stage)
         current = md5(self.revision.read_bytes(path))
         if current is None:

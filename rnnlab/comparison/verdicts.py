@@ -40,8 +40,7 @@ ALPHA = 0.05  # family-wise: the chance that a review of pure reseeds says "chan
 Values = np.ndarray | float  # one value, or many reviews at once (the calibration tests)
 
 
-def reseed_scale(std: Values, extra_variance: Values) -> np.ndarray:
-    """The standard deviation of head - base under reseeding: sqrt(2 s^2 + extra)."""
+def reseed_scale(std: Values, extra_variance: Values) -> np.ndarray:  # the std of head - base under reseeding
     return np.sqrt(2.0 * np.square(std) + extra_variance)
 
 
@@ -102,7 +101,6 @@ class Row:
     """One variant present in both revisions: what its verdict rests on, then the verdict (`judge`)."""
 
     variant: str
-    study: str
     base: dict[str, Any]
     head: dict[str, Any]
     identical: bool  # same predicted class everywhere, same metrics (to METRICS_TOLERANCE)
@@ -151,13 +149,7 @@ def same_metrics(base: dict[str, Any], head: dict[str, Any]) -> bool:
 
 
 def gather(
-    variant: str,
-    old: dict[str, Any],
-    new: dict[str, Any],
-    base: Predictions,
-    head: Predictions,
-    band: SeedBand | None,
-    not_rerun: str | None,
+    variant: str, old: dict, new: dict, base: Predictions, head: Predictions, band: SeedBand | None, not_rerun: str | None
 ) -> Row:
     """A variant's row from its metrics (`old`, `new`) and its predictions at each side."""
     paired = np.array_equal(base.actual, head.actual)  # the same test examples in the same order, else the data changed
@@ -166,9 +158,7 @@ def gather(
     extra = 0.0 if paired else comparison.unpaired_variance
     halfwidth = None if band is None else float(reseed_halfwidth(band.std, band.df, extra))
     changes, environment = metric_changes(base, head, old, new, paired, identical), environment_difference(old, new)
-    return Row(
-        variant, new.get("study", "imdb"), old, new, identical, not_rerun, environment, comparison, band, halfwidth, changes
-    )
+    return Row(variant, old, new, identical, not_rerun, environment, comparison, band, halfwidth, changes)
 
 
 def verdict(row: Row, adjusted_p: float | None) -> str:

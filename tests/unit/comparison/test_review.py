@@ -16,8 +16,7 @@ import pytest
 import yaml
 
 from rnnlab.comparison import verdicts
-from rnnlab.comparison.render import MARKER
-from rnnlab.comparison.render import build_report
+from rnnlab.comparison.render import MARKER, build_report
 from rnnlab.comparison.revision import OLDEST, resolve
 from rnnlab.core.cli import run_cli
 from rnnlab.core.errors import UserError
