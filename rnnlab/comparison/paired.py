@@ -24,6 +24,7 @@ Z = float(special.ndtri(0.975))  # 95 % intervals
 METRICS = ("f1", "roc_auc", "loss")
 PROBABILITY_FLOOR = 5e-7  # the CSV rounds to 6 decimals: a 0.000000 probability was below this
 Influence = tuple[float, np.ndarray]
+Value = float | None
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,11 @@ class MetricChange:
     """One metric, base and head, and the 95 % interval of head - base (None: unavailable, with why)."""
 
     name: str
-    base: float | None
-    head: float | None
-    low: float | None = None
-    high: float | None = None
+    base: Value
+    head: Value
+    low: Value = None
+    high: Value = None
     unavailable: str | None = None
-
-    @property
-    def difference(self) -> float | None:
-        return None if self.base is None or self.head is None else self.head - self.base
 
 
 def f1_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, k: int) -> Influence | None:
@@ -127,11 +124,7 @@ def loss_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.
     return float(losses.mean()), losses - losses.mean()
 
 
-INFLUENCES: dict[str, Callable[..., Influence | None]] = {
-    "f1": f1_influence,
-    "roc_auc": roc_auc_influence,
-    "loss": loss_influence,
-}
+INFLUENCES: dict[str, Callable] = {"f1": f1_influence, "roc_auc": roc_auc_influence, "loss": loss_influence}
 
 
 def influence(name: str, predictions: Predictions) -> Influence | None:
@@ -139,18 +132,17 @@ def influence(name: str, predictions: Predictions) -> Influence | None:
     actual, predicted = predictions.codes
     classes = [1] if len(predictions.classes) == 2 or name == "loss" else range(len(predictions.classes))
     results = [INFLUENCES[name](actual, predicted, predictions.probabilities, k) for k in classes]
-    if any(result is None for result in results):
+    found = [result for result in results if result is not None]
+    if len(found) < len(results):
         return None
-    return float(np.mean([value for value, _ in results])), np.mean([influences for _, influences in results], axis=0)
+    return float(np.mean([value for value, _ in found])), np.mean([influences for _, influences in found], axis=0)
 
 
-def number(value: Any) -> float | None:
+def number(value: Any) -> Value:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def metric_change(
-    name: str, base: Predictions, head: Predictions, old: float | None, new: float | None, paired: bool
-) -> MetricChange:
+def metric_change(name: str, base: Predictions, head: Predictions, old: Value, new: Value, paired: bool) -> MetricChange:
     """head - base of one metric with its 95 % interval, centred on the metrics files' values."""
     if len(base.classes) != len(head.classes):
         return MetricChange(name, old, new, unavailable="the class lists differ")
@@ -166,11 +158,5 @@ def metric_change(
     return MetricChange(name, old, new, new - old - Z * spread, new - old + Z * spread)
 
 
-def metric_changes(
-    base: Predictions, head: Predictions, old: dict, new: dict, paired: bool, identical: bool = False
-) -> dict[str, MetricChange]:
-    """Each metric's change with its interval (none needed when predictions and metrics are identical)."""
-    values = {name: (number(old.get(name)), number(new.get(name))) for name in METRICS}
-    if identical:
-        return {name: MetricChange(name, *values[name]) for name in METRICS}
-    return {name: metric_change(name, base, head, *values[name], paired) for name in METRICS}
+def metric_changes(base: Predictions, head: Predictions, old: dict, new: dict, paired: bool) -> dict[str, MetricChange]:
+    return {name: metric_change(name, base, head, number(old.get(name)), number(new.get(name)), paired) for name in METRICS}

@@ -21,10 +21,7 @@ METRIC_TITLES = {"f1": "F1", "roc_auc": "ROC-AUC", "loss": "loss"}
 BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
 RERUN = "run `dvc repro` there and commit `dvc.lock` with the results"
 TIMINGS = "Timings: seconds per training epoch (machine-dependent: not comparable across machines)"
-CHARTS = (
-    "every variant's Δ accuracy with its intervals; per variant beyond noise, not judged, added or removed, "
-    "validation accuracy per epoch and gradient flow, base vs head"
-)
+CHARTS = "every variant's Δ accuracy with its intervals; per variant beyond noise, not judged, added or removed, validation accuracy per epoch and gradient flow, base vs head"
 
 
 def percent(value: float | None) -> str:
@@ -73,18 +70,11 @@ def environment_line(rows: list[Row]) -> str:
     for row in differing:
         groups.setdefault(str(row.environment_difference), []).append(row.variant)
     described = "; ".join(f"{quoted(variants)} ({keys})" for keys, variants in groups.items())
-    return (
-        f"**⚠ Environment differs** for {len(differing)} of {len(rows)} variants: {described}. A different environment alone "
-        "changes results like a reseed does, so these are judged by seed noise only (without a seed band: "
-        f"*{verdicts.NOT_JUDGED}*)."
-    )
+    return f"**⚠ Environment differs** for {len(differing)} of {len(rows)} variants: {described}. A different environment alone changes results like a reseed does, so these are judged by seed noise only (without a seed band: *{verdicts.NOT_JUDGED}*)."
 
 
 def table(rows: list[Row]) -> list[str]:
-    header = (
-        "| variant | test accuracy | Δ accuracy (pts), 95 %: test sampling + seed | seed std (pts) | p → Holm | Δ (pts), 95 %: "
-        "test sampling only; McNemar p (only head right vs only base right) "
-    )
+    header = "| variant | test accuracy | Δ accuracy (pts), 95 %: test sampling + seed | seed std (pts) | p → Holm | Δ (pts), 95 %: test sampling only; McNemar p (only head right vs only base right) "
     lines = [header + "".join(f"| {METRIC_TITLES[name]} (Δ, 95 %) " for name in METRICS) + "| verdict |", "|---" * 10 + "|"]
     for row in rows:
         change, bounds, old, new = row.comparison, row.combined_interval, row.base.get("accuracy"), row.head.get("accuracy")
@@ -120,10 +110,8 @@ def timings_section(rows: list[Row], base: Revision, head: Revision) -> list[str
     for row in rows:
         cells = []
         for timings in (variant_json(revision, "timings", row.variant) or {} for revision in (base, head)):
-            seconds, machine = timings.get("train_seconds_per_epoch"), timings.get("machine") or {}
-            cells.append(
-                f"{seconds:.1f} ({machine.get('cpu_model', 'unknown CPU')})" if isinstance(seconds, (int, float)) else "–"
-            )
+            seconds, cpu = timings.get("train_seconds_per_epoch"), (timings.get("machine") or {}).get("cpu_model", "unknown CPU")
+            cells.append(f"{seconds:.1f} ({cpu})" if isinstance(seconds, (int, float)) else "–")
         lines += [f"| `{row.variant}` | {cells[0]} | {cells[1]} |"] if cells != ["–", "–"] else []
     return [*lines, "", "</details>", ""] if len(lines) > 4 else []
 
@@ -135,14 +123,9 @@ def method_section(bands: dict[str, Any] | None, where: str) -> list[str]:
     return [
         "<details><summary>How to read it</summary>",
         "",
-        f"- *{verdicts.NO_CHANGE}*: the same predicted class for every test example and the same metrics (to "
-        f"{verdicts.METRICS_TOLERANCE:g}); *{verdicts.NOT_RERUN}*: dvc.lock shows that a side's results are not what its own "
-        "params and code give.",
-        "- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, s the variant's seed std over k seeds: a reseed alone moves Δ "
-        f"that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{verdicts.CHANGED}* "
-        f"when ≤ {ALPHA:g}.",
-        "- **Test sampling only**: Newcombe's paired score interval and McNemar's exact test (only one model right), the "
-        "verdict without a seed band. F1, ROC-AUC, loss: paired 95 % intervals (delta method; DeLong for ROC-AUC).",
+        f"- *{verdicts.NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {verdicts.METRICS_TOLERANCE:g}); *{verdicts.NOT_RERUN}*: dvc.lock shows that a side's results are not what its own params and code give.",
+        f"- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, s the variant's seed std over k seeds: a reseed alone moves Δ that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{verdicts.CHANGED}* when ≤ {ALPHA:g}.",
+        "- **Test sampling only**: Newcombe's paired score interval and McNemar's exact test (only one model right), the verdict without a seed band. F1, ROC-AUC, loss: paired 95 % intervals (delta method; DeLong for ROC-AUC).",
         f"- Seed bands: {source}.",
         "",
         "</details>",
@@ -223,10 +206,8 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
     for variant in sorted(set(old) & set(new)):
         where = f"reports/seed_bands.json at {bands_where}"
         band = verdicts.seed_band((bands or {}).get("variants", {}).get(variant), variant, where)
-        base_predictions, head_predictions = (
-            read_predictions(base, variant, old[variant]),
-            read_predictions(head, variant, new[variant]),
-        )
+        base_predictions = read_predictions(base, variant, old[variant])
+        head_predictions = read_predictions(head, variant, new[variant])
         reason = not_rerun_reason(variant, sides)
         gathered.append(gather(variant, old[variant], new[variant], base_predictions, head_predictions, band, reason))
     rows = sorted(verdicts.judge(gathered), key=lambda row: (row.head.get("study", "imdb") != "imdb", row.variant))

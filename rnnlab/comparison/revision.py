@@ -36,13 +36,6 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
 
 
-@functools.lru_cache(maxsize=512)
-def show(repo: Path, commit: str, path: str) -> bytes | None:
-    """The file at commit:path, or None (a commit's files never change: kept)."""
-    shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=repo, capture_output=True)
-    return shown.stdout if shown.returncode == 0 and not shown.stdout.startswith(b"tree ") else None
-
-
 def load_yaml(text: str, where: str) -> Any:
     try:
         return YAML(typ="safe").load(text)
@@ -66,7 +59,8 @@ class Revision:
 
     def read_bytes(self, path: str) -> bytes | None:
         if self.commit is not None:
-            return show(self.repo, self.commit, path)
+            shown = subprocess.run(["git", "show", f"{self.commit}:{path}"], cwd=self.repo, capture_output=True)
+            return shown.stdout if shown.returncode == 0 and not shown.stdout.startswith(b"tree ") else None
         return (self.repo / path).read_bytes() if (self.repo / path).is_file() else None
 
     def read_text(self, path: str) -> str | None:
@@ -123,10 +117,8 @@ def resolve(repo: Path, name: str | None) -> Revision:
     if len(commits) > 1:
         raise UserError(f"{len(commits)} DVC experiments are named {name!r}; name one by its commit (`dvc exp show`).")
     if not commits:
-        raise UserError(
-            f"unknown revision {name!r}: neither a git revision nor a DVC experiment name; "
-            "`git branch -a` and `dvc exp list -A` list them (in CI, fetch with `fetch-depth: 0`)."
-        )
+        unknown = f"unknown revision {name!r}: neither a git revision nor a DVC experiment name; `git branch -a` and `dvc exp list -A` list them (in CI, fetch with `fetch-depth: 0`)."
+        raise UserError(unknown)
     return Revision(repo, name, commits[0])
 
 
@@ -184,10 +176,8 @@ def read_predictions(revision: Revision, variant: str, metrics: dict[str, Any]) 
     accuracy, stated = float(np.mean(actual == predicted)), metrics.get("accuracy")
     stated = stated if isinstance(stated, (int, float)) else float("nan")
     if not abs(accuracy - stated) <= 0.5 / len(actual):
-        raise UserError(
-            f"{path} at {revision.title} gives test accuracy {100 * accuracy:.2f} % but {metrics_file} says {100 * stated:.2f} %: "
-            "they are not from the same run (or one was edited); rerun the variant's evaluate stage (`dvc repro`) and commit both files."
-        )
+        mismatch = f"{path} at {revision.title} gives test accuracy {100 * accuracy:.2f} % but {metrics_file} says {100 * stated:.2f} %: they are not from the same run (or one was edited); rerun the variant's evaluate stage (`dvc repro`) and commit both files."
+        raise UserError(mismatch)
     return Predictions(path, actual, predicted, classes, probabilities)
 
 
@@ -232,23 +222,6 @@ def changed_keys(ran: bytes, now: bytes) -> list[str]:
     return [f"{key}: {old.get(key, '(none)')} → {new.get(key, '(none)')}" for key in keys]
 
 
-def copy_inputs(revision: Revision, paths: list[str], root: Path) -> None:
-    if revision.commit is not None:
-        archive = subprocess.run(["git", "archive", revision.commit, "--", *paths], cwd=revision.repo, capture_output=True)
-        if archive.returncode != 0:
-            message = archive.stderr.decode().strip()
-            raise UserError(f"`git archive` of {revision.title} failed ({message}); review another revision.")
-        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-            tar.extractall(root, filter="data")
-        return
-    for path in paths:
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        if (revision.repo / path).is_dir():
-            shutil.copytree(revision.repo / path, root / path, ignore=shutil.ignore_patterns("__pycache__"))
-        elif (revision.repo / path).is_file():
-            shutil.copy(revision.repo / path, root / path)
-
-
 def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> dict[str, bytes]:
     """What the revision's code and params stages write now (their dvc.lock commands, in a temporary copy), by path."""
     outs = [out["path"] for name in GENERATED for out in stages[name].get("outs") or []]
@@ -257,7 +230,19 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
     environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     with tempfile.TemporaryDirectory(prefix="rnnlab-review-") as temporary:
         root = Path(temporary)
-        copy_inputs(revision, inputs, root)
+        if revision.commit is not None:  # the stages' inputs as committed
+            archive = subprocess.run(["git", "archive", revision.commit, "--", *inputs], cwd=revision.repo, capture_output=True)
+            if archive.returncode != 0:
+                message = archive.stderr.decode().strip()
+                raise UserError(f"`git archive` of {revision.title} failed ({message}); review another revision.")
+            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+                tar.extractall(root, filter="data")
+        for path in inputs if revision.commit is None else []:  # or as they are on disk
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            if (revision.repo / path).is_dir():
+                shutil.copytree(revision.repo / path, root / path, ignore=shutil.ignore_patterns("__pycache__"))
+            elif (revision.repo / path).is_file():
+                shutil.copy(revision.repo / path, root / path)
         for name in GENERATED:
             command = shlex.split(stages[name]["cmd"])
             command[0] = sys.executable if command[0] == "python" else command[0]
@@ -271,13 +256,9 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
 
 
 class Freshness:
-    """Which of a revision's variants have results its own params and code would not give (unchecked without dvc.lock).
-
-    The revision's dvc.lock says, read at that revision: the code and params stages are rerun by their own commands
-    on a copy of its files (every other stage depends on their small outputs, by md5), every other recorded dep must
-    still be what it was, and the variant's metrics and predictions must be the files its stage wrote. (`dvc status`
-    answers for the workspace only.)
-    """
+    """Which variants have results the revision's own params and code would not give, by its dvc.lock (`dvc status`
+    answers for the workspace only): the code and params stages rerun on a copy of its files (the other stages depend
+    on their outputs), every other dep as recorded, and the variant's files the ones its stage wrote."""
 
     def __init__(self, revision: Revision) -> None:
         self.revision = revision

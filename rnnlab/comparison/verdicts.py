@@ -1,15 +1,12 @@
 """Per variant, one verdict, in this order: *not rerun* (a side's results are not its own params' and code's);
-*no change* (the same predicted class for every test example, the same metrics); with a seed band, changed
-or within seed noise by the Holm-adjusted reseed p-value; without one, the same by McNemar's p, or *not judged*
-when the environments differ (that alone changes results like a reseed).
+*no change* (the same predicted class for every test example, the same metrics); with a seed band, changed or
+within seed noise by the Holm-adjusted reseed p-value; without one, the same by McNemar's p, or *not judged* when
+the environments differ (that alone changes results like a reseed).
 
-The seed-noise rule: under pure reseeding, head - base on the shared test set is the difference of two
-independent runs: mean 0, variance 2 sigma^2, sigma the seed-to-seed std of test accuracy on this test set
-(test sampling is already inside it; its variance is added only when the two test sets differ). With sigma
-estimated by a band's std s over k seeds, d / (s sqrt 2) ~ Student t(k - 1): a reseed alone stays within
-+-t(k-1, 0.975) s sqrt 2, and the p-values of one review are adjusted together (Holm), keeping the chance of
-any false "changed" at ALPHA. The calibration tests check both by simulation.
-"""
+The seed-noise rule: under pure reseeding, head - base is the difference of two independent runs, variance
+2 sigma^2 (sigma: the seed-to-seed std of test accuracy, test sampling inside it). With sigma estimated by a band's
+std s over k seeds, d / (s sqrt 2) ~ Student t(k - 1); one review's p-values are adjusted together (Holm), keeping
+the chance of any false "changed" at ALPHA. The calibration tests check both by simulation."""
 
 from __future__ import annotations
 
@@ -80,10 +77,6 @@ class SeedBand:
     std: float
     runs: int
 
-    @property
-    def df(self) -> int:
-        return self.runs - 1
-
 
 def seed_band(entry: Any, variant: str, where: str) -> SeedBand | None:
     """A band from its file entry's `accuracies` (None without an entry)."""
@@ -127,7 +120,7 @@ class Row:
         if self.band is None:
             return self.comparison.p_value
         extra = 0.0 if self.comparison.paired else self.comparison.unpaired_variance
-        return float(reseed_p_value(self.comparison.difference, self.band.std, self.band.df, extra))
+        return float(reseed_p_value(self.comparison.difference, self.band.std, self.band.runs - 1, extra))
 
 
 def environment_difference(base: dict[str, Any], head: dict[str, Any]) -> str | None:
@@ -156,8 +149,8 @@ def gather(
     identical = paired and np.array_equal(base.predicted, head.predicted) and same_metrics(old, new)
     comparison = compare(base.correct, head.correct, paired=paired)
     extra = 0.0 if paired else comparison.unpaired_variance
-    halfwidth = None if band is None else float(reseed_halfwidth(band.std, band.df, extra))
-    changes, environment = metric_changes(base, head, old, new, paired, identical), environment_difference(old, new)
+    halfwidth = None if band is None else float(reseed_halfwidth(band.std, band.runs - 1, extra))
+    changes, environment = metric_changes(base, head, old, new, paired), environment_difference(old, new)
     return Row(variant, old, new, identical, not_rerun, environment, comparison, band, halfwidth, changes)
 
 

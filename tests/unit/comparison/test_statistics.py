@@ -123,7 +123,7 @@ def test_metric_intervals_match_a_paired_bootstrap(classes: int) -> None:
     for name, change in changes.items():
         assert base_draws[name].mean() == pytest.approx(values["base"][name], abs=0.01)  # the brute force is scikit-learn's metric
         low, high = np.percentile(head_draws[name] - base_draws[name], [2.5, 97.5])
-        assert change.difference == pytest.approx(values["head"][name] - values["base"][name])
+        assert change.head - change.base == pytest.approx(values["head"][name] - values["base"][name])
         # Normal limit vs 1,000 resamples: the widths agree to an eighth, the centres to a fifth of a half-width.
         assert (change.high - change.low) == pytest.approx(high - low, rel=0.12), name
         assert (change.high + change.low) / 2 == pytest.approx((high + low) / 2, abs=0.2 * (high - low) / 2), name
@@ -202,7 +202,7 @@ def test_one_review_is_one_family() -> None:
 
 def test_a_band_is_read_from_its_accuracies() -> None:
     band = verdicts.seed_band({"seeds": [0, 1, 2], "accuracies": [0.64, 0.66, 0.68], "std": 99.0}, "relu", "bands")
-    assert band == SeedBand(pytest.approx(0.02), 3) and band.df == 2
+    assert band == SeedBand(pytest.approx(0.02), 3) and band.runs == 3
     assert verdicts.seed_band(None, "relu", "bands") is None
     with pytest.raises(verdicts.UserError, match=r"bands: the band of relu needs the `accuracies` of two or more seeds"):
         verdicts.seed_band({"std": 0.01, "accuracies": [0.6]}, "relu", "bands")
