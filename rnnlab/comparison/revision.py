@@ -237,12 +237,13 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
                 raise UserError(f"`git archive` of {revision.title} failed ({message}); review another revision.")
             with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
                 tar.extractall(root, filter="data")
-        for path in inputs if revision.commit is None else []:  # or as they are on disk
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            if (revision.repo / path).is_dir():
-                shutil.copytree(revision.repo / path, root / path, ignore=shutil.ignore_patterns("__pycache__"))
-            elif (revision.repo / path).is_file():
-                shutil.copy(revision.repo / path, root / path)
+        else:  # or as they are on disk
+            for path in inputs:
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                if (revision.repo / path).is_dir():
+                    shutil.copytree(revision.repo / path, root / path, ignore=shutil.ignore_patterns("__pycache__"))
+                elif (revision.repo / path).is_file():
+                    shutil.copy(revision.repo / path, root / path)
         for name in GENERATED:
             command = shlex.split(stages[name]["cmd"])
             command[0] = sys.executable if command[0] == "python" else command[0]
