@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rnnlab.comparison.review import build_report
+from rnnlab.comparison.render import build_report
 from rnnlab.comparison.revision import resolve
 from rnnlab.core.cli import run_cli
 from rnnlab.core.errors import UserError
@@ -28,16 +28,26 @@ def check_out_folder(out: Path) -> None:
     """`out` is replaced whole: only a new or empty folder, or an earlier review's (review.md and PNGs), will do."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; name a folder for review.md and its charts (e.g. --out review).")
-    others = sorted(path.name for path in out.iterdir() if not (path.is_file() and (path.name == REVIEW_FILE or path.suffix == ".png"))) if out.is_dir() else []
+    others = (
+        sorted(
+            path.name for path in out.iterdir() if not (path.is_file() and (path.name == REVIEW_FILE or path.suffix == ".png"))
+        )
+        if out.is_dir()
+        else []
+    )
     if others:
         listed = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
-        raise UserError(f"--out {out} holds files a review did not write ({listed}); it is replaced whole, so name "
-                        "an empty or new folder, or an earlier review's.")
+        raise UserError(
+            f"--out {out} holds files a review did not write ({listed}); it is replaced whole, so name "
+            "an empty or new folder, or an earlier review's."
+        )
 
 
 def cannot_write(out: Path, error: OSError) -> UserError:
-    return UserError(f"cannot write the review to {out} ({error.strerror or error}); name a folder you can write "
-                     "with --out (e.g. --out /tmp/review).")
+    return UserError(
+        f"cannot write the review to {out} ({error.strerror or error}); name a folder you can write "
+        "with --out (e.g. --out /tmp/review)."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,7 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("base", nargs="?", default="main", help="git revision or DVC experiment (default: main)")
     parser.add_argument("head", nargs="?", default=None, help="git revision or DVC experiment (default: the workspace)")
     parser.add_argument("--repo", type=Path, default=Path("."))
-    parser.add_argument("--out", type=Path, default=Path("review"), help="folder for review.md and its PNG charts, replaced whole: new, empty, or an earlier review's")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("review"),
+        help="folder for review.md and its PNG charts, replaced whole: new, empty, or an earlier review's",
+    )
     parser.add_argument("--artifact-url", help="where CI uploaded the charts: linked instead of embedding the PNGs")
     args = parser.parse_args(argv)
     base, head, out = resolve(args.repo, args.base), resolve(args.repo, args.head), args.out

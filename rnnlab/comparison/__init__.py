@@ -1,2 +1,1 @@
-"""Comparing two revisions' results for a pull request: reading them, paired statistics, verdicts,
-the Markdown report and its charts (python -m tools.review)."""
+"""Comparing two revisions' results for a pull request (python -m tools.review)."""

@@ -1,15 +1,11 @@
 """How far a change between two models can come from test sampling alone.
 
-Accuracy: both models predict the same test examples, so only the discordant ones (one model right, the
-other wrong) say which is better: Newcombe's hybrid score interval for paired proportions (Statistics in
-Medicine 17:2635, method 10) and McNemar's exact test; different test sets (a data change) are not
-paired: Newcombe's interval for independent proportions and a two-proportion z-test.
-
-F1, ROC-AUC and loss, by the delta method: each metric's sampling error is, to first order, the mean of
-one influence per example (the per-example loss; for F1 a ratio of counts; for ROC-AUC DeLong's placement
-values), head's minus base's when paired: the normal limit of a paired bootstrap (test_statistics.py in
-tests/unit/comparison checks both against one). F1 and ROC-AUC are the positive (second) class's for two
-classes, macro averages otherwise.
+Accuracy: on the same test examples only the discordant ones say which model is better: Newcombe's hybrid
+score interval for paired proportions (Statistics in Medicine 17:2635, method 10) and McNemar's exact test;
+different test sets (a data change): Newcombe's interval for independent proportions and a z-test.
+F1, ROC-AUC and loss by the delta method: to first order each is the mean of one influence per example
+(for ROC-AUC DeLong's placement values), the normal limit of a paired bootstrap. F1 and ROC-AUC are the
+second class's for two classes, macro averages otherwise.
 """
 
 from __future__ import annotations
@@ -28,6 +24,7 @@ Z = float(special.ndtri(0.975))  # 95 % intervals
 METRICS = ("f1", "roc_auc", "loss")
 PROBABILITY_FLOOR = 5e-7  # the CSV rounds to 6 decimals: a 0.000000 probability was below this
 Influence = tuple[float, np.ndarray]
+Value = float | None
 
 
 @dataclass(frozen=True)
@@ -62,16 +59,11 @@ def newcombe_interval(head_correct: int, head_n: int, base_correct: int, base_n:
 def mcnemar_exact(base_only_correct: int, head_only_correct: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts (1.0 when there are none)."""
     discordant = base_only_correct + head_only_correct
-    if discordant == 0:
-        return 1.0
-    return float(min(1.0, 2.0 * special.bdtr(min(base_only_correct, head_only_correct), discordant, 0.5)))
+    return float(min(1.0, 2.0 * special.bdtr(min(base_only_correct, head_only_correct), discordant, 0.5))) if discordant else 1.0
 
 
 def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = True) -> Comparison:
-    """Head minus base accuracy with its 95 % test-sampling interval and p-value."""
     base, head = np.asarray(base_correct, dtype=bool), np.asarray(head_correct, dtype=bool)
-    if not len(base) or not len(head):
-        raise ValueError("a comparison needs test examples on both sides")
     base_hits, head_hits = int(base.sum()), int(head.sum())
     base_p, head_p = base_hits / len(base), head_hits / len(head)
     variance = base_p * (1 - base_p) / len(base) + head_p * (1 - head_p) / len(head)
@@ -81,16 +73,14 @@ def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = T
         scale = math.sqrt(pooled * (1 - pooled) * (1 / len(head) + 1 / len(base)))
         p_value = float(2.0 * special.ndtr(-abs(head_p - base_p) / scale)) if scale else float(head_p == base_p)
         return Comparison(head_p - base_p, low, high, False, 0, 0, p_value, variance)
-    if base.shape != head.shape:
-        raise ValueError("a paired comparison needs the same test examples on both sides")
     both = int(np.sum(base & head))
     base_only, head_only, both_wrong = base_hits - both, head_hits - both, len(base) - base_hits - head_hits + both
     # The pairs' correlation phi from the 2x2 table; the same outcome everywhere leaves nothing to resample.
     margins = (both + head_only) * (base_only + both_wrong) * (both + base_only) * (head_only + both_wrong)
     phi = (both * both_wrong - head_only * base_only) / math.sqrt(margins) if margins else 0.0
     low, high = newcombe_interval(head_hits, len(base), base_hits, len(base), phi) if head_only or base_only else (0.0, 0.0)
-    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only, mcnemar_exact(base_only, head_only), variance)
-
+    p_value = mcnemar_exact(base_only, head_only)
+    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only, p_value, variance)
 
 
 @dataclass(frozen=True)
@@ -98,97 +88,75 @@ class MetricChange:
     """One metric, base and head, and the 95 % interval of head - base (None: unavailable, with why)."""
 
     name: str
-    base: float | None
-    head: float | None
-    low: float | None = None
-    high: float | None = None
+    base: Value
+    head: Value
+    low: Value = None
+    high: Value = None
     unavailable: str | None = None
 
-    @property
-    def difference(self) -> float | None:
-        return None if self.base is None or self.head is None else self.head - self.base
+
+def f1_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, k: int) -> Influence | None:
+    # F1 = 2 TP / (2 TP + FP + FN) = mean(x) / mean(y): a ratio of means, influence (x - F1 y) / mean(y).
+    x = 2.0 * ((actual == k) & (predicted == k))
+    y = x + ((actual != k) & (predicted == k)) + ((actual == k) & (predicted != k))
+    if not y.sum():  # a class never present nor predicted: scikit-learn's zero_division=0
+        return 0.0, np.zeros(len(actual))
+    value = x.sum() / y.sum()
+    return value, (x - value * y) / y.mean()
 
 
-def positive_classes(predictions: Predictions) -> list[int]:
-    return [1] if len(predictions.classes) == 2 else list(range(len(predictions.classes)))
-
-
-def f1_influence(predictions: Predictions) -> Influence:
-    actual, predicted = predictions.codes
-    values, influences = [], []
-    for k in positive_classes(predictions):
-        # F1 = 2 TP / (2 TP + FP + FN) = mean(x) / mean(y): a ratio of means, influence (x - F1 y) / mean(y).
-        x = 2.0 * ((actual == k) & (predicted == k))
-        y = x + ((actual != k) & (predicted == k)) + ((actual == k) & (predicted != k))
-        value = x.sum() / y.sum() if y.sum() else 0.0  # a class never present nor predicted: scikit-learn's zero_division=0
-        values.append(value)
-        influences.append((x - value * y) / y.mean() if y.sum() else np.zeros(len(actual)))
-    return float(np.mean(values)), np.mean(influences, axis=0)
-
-
-def auc_influence(scores: np.ndarray, positive: np.ndarray) -> Influence | None:
-    """Binary ROC-AUC and DeLong's placement values; None with one class only."""
-    positives, negatives = np.sort(scores[positive]), np.sort(scores[~positive])
-    if not len(positives) or not len(negatives):
+def roc_auc_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, k: int) -> Influence | None:
+    """One-vs-rest ROC-AUC and DeLong's placement values; None when the test set lacks the class or its rest."""
+    scores, positive = probabilities[:, k], actual == k
+    if positive.all() or not positive.any():
         return None
-
-    def share_below(reference: np.ndarray) -> np.ndarray:  # ties count half
-        return (np.searchsorted(reference, scores, "left") + np.searchsorted(reference, scores, "right")) / (2.0 * len(reference))
-
-    below, above = share_below(negatives), 1.0 - share_below(positives)
+    # Each example's share of the other side's scores below it (ties count half).
+    below, above = (
+        (np.searchsorted(reference, scores, "left") + np.searchsorted(reference, scores, "right")) / (2.0 * len(reference))
+        for reference in (np.sort(scores[~positive]), np.sort(scores[positive]))
+    )
     auc, share = float(below[positive].mean()), positive.mean()
-    return auc, np.where(positive, (below - auc) / share, (above - auc) / (1.0 - share))
+    return auc, np.where(positive, (below - auc) / share, (1.0 - above - auc) / (1.0 - share))
 
 
-def roc_auc_influence(predictions: Predictions) -> Influence | None:
-    actual, _ = predictions.codes
-    assert predictions.probabilities is not None
-    results = [auc_influence(predictions.probabilities[:, k], actual == k) for k in positive_classes(predictions)]
-    found = [result for result in results if result is not None]
-    if len(found) < len(results):
-        return None
-    return float(np.mean([auc for auc, _ in found])), np.mean([influence for _, influence in found], axis=0)
-
-
-def loss_influence(predictions: Predictions) -> Influence:
-    actual, _ = predictions.codes
-    assert predictions.probabilities is not None
-    losses = -np.log(np.maximum(predictions.probabilities[np.arange(len(actual)), actual], PROBABILITY_FLOOR))
+def loss_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, k: int) -> Influence | None:
+    losses = -np.log(np.maximum(probabilities[np.arange(len(actual)), actual], PROBABILITY_FLOOR))
     return float(losses.mean()), losses - losses.mean()
 
 
-INFLUENCES: dict[str, Callable[[Predictions], Influence | None]] = {"f1": f1_influence, "roc_auc": roc_auc_influence, "loss": loss_influence}
+INFLUENCES: dict[str, Callable] = {"f1": f1_influence, "roc_auc": roc_auc_influence, "loss": loss_influence}
 
 
-def number(value: Any) -> float | None:
+def influence(name: str, predictions: Predictions) -> Influence | None:
+    """The metric and its per-example influence: the positive (second) class's of two, else the classes' mean."""
+    actual, predicted = predictions.codes
+    classes = [1] if len(predictions.classes) == 2 or name == "loss" else range(len(predictions.classes))
+    results = [INFLUENCES[name](actual, predicted, predictions.probabilities, k) for k in classes]
+    found = [result for result in results if result is not None]
+    if len(found) < len(results):
+        return None
+    return float(np.mean([value for value, _ in found])), np.mean([influences for _, influences in found], axis=0)
+
+
+def number(value: Any) -> Value:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def metric_change(name: str, base: Predictions, head: Predictions, base_value: Any, head_value: Any, paired: bool) -> MetricChange:
+def metric_change(name: str, base: Predictions, head: Predictions, old: Value, new: Value, paired: bool) -> MetricChange:
     """head - base of one metric with its 95 % interval, centred on the metrics files' values."""
-    base_number, head_number = number(base_value), number(head_value)
-    if name != "f1" and (base.probabilities is None or head.probabilities is None):
-        side = "base" if base.probabilities is None else "head"
-        return MetricChange(name, base_number, head_number, unavailable=f"no per-example probabilities at the {side}")
     if len(base.classes) != len(head.classes):
-        return MetricChange(name, base_number, head_number, unavailable="the class lists differ")
-    base_result, head_result = INFLUENCES[name](base), INFLUENCES[name](head)
+        return MetricChange(name, old, new, unavailable="the class lists differ")
+    base_result, head_result = influence(name, base), influence(name, head)
     if base_result is None or head_result is None:
-        return MetricChange(name, base_number, head_number, unavailable="a single class in the test set")
-    (base_estimate, base_influence), (head_estimate, head_influence) = base_result, head_result
-    base_number = base_estimate if base_number is None else base_number
-    head_number = head_estimate if head_number is None else head_number
+        return MetricChange(name, old, new, unavailable="a single class in the test set")
+    (base_value, base_influence), (head_value, head_influence) = base_result, head_result
+    old, new = base_value if old is None else old, head_value if new is None else new
     if paired:
-        spread = np.sqrt(np.sum(np.square(head_influence - base_influence))) / len(base_influence)
-    else:
-        spread = np.sqrt(np.sum(np.square(head_influence)) / len(head_influence) ** 2 + np.sum(np.square(base_influence)) / len(base_influence) ** 2)
-    difference = head_number - base_number
-    return MetricChange(name, base_number, head_number, difference - Z * float(spread), difference + Z * float(spread))
+        spread = float(np.sqrt(np.sum(np.square(head_influence - base_influence)))) / len(base_influence)
+    else:  # the two means' variances add
+        spread = float(np.sqrt(sum(np.sum(np.square(each)) / len(each) ** 2 for each in (head_influence, base_influence))))
+    return MetricChange(name, old, new, new - old - Z * spread, new - old + Z * spread)
 
 
-def metric_changes(base: Predictions, head: Predictions, base_metrics: dict[str, Any], head_metrics: dict[str, Any],
-                   paired: bool, identical: bool = False) -> dict[str, MetricChange]:
-    """Each metric's change with its interval (none needed when predictions and metrics are identical)."""
-    if identical:
-        return {name: MetricChange(name, number(base_metrics.get(name)), number(head_metrics.get(name))) for name in METRICS}
-    return {name: metric_change(name, base, head, base_metrics.get(name), head_metrics.get(name), paired) for name in METRICS}
+def metric_changes(base: Predictions, head: Predictions, old: dict, new: dict, paired: bool) -> dict[str, MetricChange]:
+    return {name: metric_change(name, base, head, number(old.get(name)), number(new.get(name)), paired) for name in METRICS}

@@ -1,20 +1,27 @@
-"""The review's Markdown (a one-line summary, the rows that moved, the unchanged ones collapsed, how to read it)
-and its charts: every variant's change in accuracy with its intervals, and training curves and gradient flow."""
+"""Markdown for a pull request: what a change did to every variant, and whether it is more than noise. Each side's
+results are first checked against its own params and code (revision.Freshness), each variant's metrics against its
+predictions; each row carries the test-sampling interval (paired.py), the seed-noise one and a verdict (verdicts.py)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
+from rnnlab.comparison import revision as revisions
 from rnnlab.comparison import verdicts
-from rnnlab.comparison.noise import ALPHA
 from rnnlab.comparison.paired import METRICS, MetricChange
-from rnnlab.comparison.revision import Revision, epoch_history, gradient_profile
-from rnnlab.comparison.verdicts import Row
+from rnnlab.comparison.revision import Freshness, Revision, read_predictions, variant_json
+from rnnlab.comparison.verdicts import ALPHA, Row, gather
+from rnnlab.core.errors import UserError
 
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflows find their earlier comment by this line
-VERDICT_ORDER = (verdicts.CHANGED, verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED, verdicts.WITHIN_SEED_NOISE, verdicts.WITHIN_TEST_SAMPLING, verdicts.NO_CHANGE)
 METRIC_TITLES = {"f1": "F1", "roc_auc": "ROC-AUC", "loss": "loss"}
+BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
+RERUN = "run `dvc repro` there and commit `dvc.lock` with the results"
+TIMINGS = "Timings: seconds per training epoch (machine-dependent: not comparable across machines)"
+CHARTS = "every variant's Δ accuracy with its intervals; per variant beyond noise, not judged, added or removed, validation accuracy per epoch and gradient flow, base vs head"
 
 
 def percent(value: float | None) -> str:
@@ -25,9 +32,8 @@ def interval(difference: float, low: float, high: float) -> str:
     return f"{100 * difference:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
 
 
-def accuracy_cell(row: Row) -> str:
-    base, head = row.base.get("accuracy"), row.head.get("accuracy")
-    return percent(head) if base == head else f"{percent(base)} → {percent(head)}"
+def quoted(names: list[str]) -> str:
+    return ", ".join(f"`{name}`" for name in names)
 
 
 def metric_cell(change: MetricChange) -> str:
@@ -41,124 +47,104 @@ def metric_cell(change: MetricChange) -> str:
 
 
 def summary_line(rows: list[Row]) -> str:
-    """One line on top: how many variants moved beyond seed noise, which, and by how much."""
     if not rows:
         return "**Summary:** no variant is in both revisions."
     moved = [f"`{row.variant}` {100 * row.comparison.difference:+.2f} pts" for row in rows if row.verdict == verdicts.CHANGED]
     line = f"**Summary: {len(moved)} of {len(rows)} beyond seed noise{': ' + ', '.join(moved) if moved else ''}.**"
     described = []
-    for name in VERDICT_ORDER[1:]:
-        variants = [f"`{row.variant}`" for row in rows if row.verdict == name]
-        listed = f" ({', '.join(variants)})" if name in (verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED) else ""
-        described += [f"{len(variants)} *{name}*{listed}"] if variants else []
+    for name in verdicts.ORDER[1:]:
+        variants = [row.variant for row in rows if row.verdict == name]
+        listed = name in (verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED)
+        described += [f"{len(variants)} *{name}*" + (f" ({quoted(variants)})" if listed else "")] if variants else []
     return line + (" Also " + ", ".join(described) + "." if described else "")
 
 
 def environment_line(rows: list[Row]) -> str:
-    """Whether base and head ran in the same environment (equal stamps, every key), and if not, which keys differ."""
     if not rows:
         return "**Environment:** no variant in both revisions to compare."
-    differing = [row for row in rows if row.environment_difference is not None]
-    if not differing:
-        stamps = {", ".join(f"{key} {value}" for key, value in sorted((row.head.get("environment") or {}).items())) or "not recorded"
-                  for row in rows}
-        return f"**Environment:** the same on both sides for every variant ({'; '.join(sorted(stamps))})."
+    if not (differing := [row for row in rows if row.environment_difference is not None]):
+        stamps = [row.head.get("environment") or {} for row in rows]
+        texts = {", ".join(f"{key} {value}" for key, value in sorted(stamp.items())) or "not recorded" for stamp in stamps}
+        return f"**Environment:** the same on both sides for every variant ({'; '.join(sorted(texts))})."
     groups: dict[str, list[str]] = {}
     for row in differing:
-        groups.setdefault(str(row.environment_difference), []).append(f"`{row.variant}`")
-    described = "; ".join(f"{', '.join(variants)} ({keys})" for keys, variants in groups.items())
-    return (f"**⚠ Environment differs** for {len(differing)} of {len(rows)} variants: {described}. A different "
-            "environment alone changes results like a reseed does, so these are judged by seed noise only "
-            f"(without a seed band: *{verdicts.NOT_JUDGED}*).")
+        groups.setdefault(str(row.environment_difference), []).append(row.variant)
+    described = "; ".join(f"{quoted(variants)} ({keys})" for keys, variants in groups.items())
+    return f"**⚠ Environment differs** for {len(differing)} of {len(rows)} variants: {described}. A different environment alone changes results like a reseed does, so these are judged by seed noise only (without a seed band: *{verdicts.NOT_JUDGED}*)."
 
 
-def not_rerun_section(rows: list[Row]) -> list[str]:
-    stale = [f"- `{row.variant}`: {row.not_rerun}" for row in rows if row.verdict == verdicts.NOT_RERUN]
-    return ["**Not rerun** (dvc.lock: these results are not what the revision's own params and code give; run "
-            "`dvc repro` there and commit `dvc.lock` with the results):", "", *stale, ""] if stale else []
-
-
-def params_section(diff: dict[str, dict[str, Any]]) -> list[str]:
-    """From `dvc params diff --json`: {file: {key: {old, new}}}."""
-    def value(old_or_new: Any) -> str:
-        return "(absent)" if old_or_new is None else f"`{old_or_new}`"
-
-    changes = [f"| {file} | `{key}` | {value(values.get('old'))} | {value(values.get('new'))} |"
-               for file, keys in diff.items() for key, values in sorted(keys.items())]
-    return ["**Params changed:**", "", "| file | param | base | head |", "|---|---|---|---|", *changes] if changes else ["**Params changed:** none."]
-
-
-def variants_section(base_metrics: dict[str, dict[str, Any]], head_metrics: dict[str, dict[str, Any]]) -> list[str]:
-    added = [f"`{v}` ({percent(head_metrics[v].get('accuracy'))})" for v in sorted(set(head_metrics) - set(base_metrics))]
-    removed = [f"`{v}` (was {percent(base_metrics[v].get('accuracy'))})" for v in sorted(set(base_metrics) - set(head_metrics))]
-    lines = ([f"**Variants added:** {', '.join(added)}."] if added else []) + ([f"**Variants removed:** {', '.join(removed)}."] if removed else [])
-    return lines or ["**Variants added or removed:** none."]
-
-
-def results_table(rows: list[Row]) -> list[str]:
-    """The variants that are not *no change*, one row each."""
-    lines = ["| variant | test accuracy | Δ accuracy (pts), 95 %: test sampling + seed | seed std (pts) | p → Holm "
-             "| Δ (pts), 95 %: test sampling only; McNemar p (only head right vs only base right) "
-             + "".join(f"| {METRIC_TITLES[name]} (Δ, 95 %) " for name in METRICS) + "| verdict |", "|---" * (7 + len(METRICS)) + "|"]
+def table(rows: list[Row]) -> list[str]:
+    header = "| variant | test accuracy | Δ accuracy (pts), 95 %: test sampling + seed | seed std (pts) | p → Holm | Δ (pts), 95 %: test sampling only; McNemar p (only head right vs only base right) "
+    lines = [header + "".join(f"| {METRIC_TITLES[name]} (Δ, 95 %) " for name in METRICS) + "| verdict |", "|---" * 10 + "|"]
     for row in rows:
-        bounds = row.combined_interval
-        combined = "– (no seed band)" if bounds is None else interval(row.comparison.difference, *bounds)
+        change, bounds, old, new = row.comparison, row.combined_interval, row.base.get("accuracy"), row.head.get("accuracy")
+        accuracy = percent(new) if old == new else f"{percent(old)} → {percent(new)}"
+        combined = "– (no seed band)" if bounds is None else interval(change.difference, *bounds)
         band = "–" if row.band is None else f"{100 * row.band.std:.2f} ({row.band.runs} seeds)"
         p = "–" if row.p_value is None else f"{row.p_value:.2g} → {row.adjusted_p:.2g}"
-        change = row.comparison  # McNemar's counts: only head right vs only base right
         counts = f"{change.head_only_correct} vs {change.base_only_correct}" if change.paired else "unpaired: test sets differ"
         sampling = f"{interval(change.difference, change.low, change.high)}, p {change.p_value:.2g} ({counts})"
         metrics = "".join(f"| {metric_cell(row.metric_changes[name])} " for name in METRICS)
-        lines.append(f"| `{row.variant}` | {accuracy_cell(row)} | {combined} | {band} | {p} | {sampling} {metrics}| **{row.verdict}** |")
+        lines.append(f"| `{row.variant}` | {accuracy} | {combined} | {band} | {p} | {sampling} {metrics}| **{row.verdict}** |")
     return lines
 
 
-def unchanged_section(rows: list[Row]) -> list[str]:
-    """The *no change* rows, collapsed: a reviewer reads what moved first."""
-    lines = [f"<details><summary>{len(rows)} variant{'s' if len(rows) > 1 else ''} with no change "
-             f"({', '.join(row.variant for row in rows)})</summary>", "",
-             "| variant | test accuracy | " + " | ".join(METRIC_TITLES[name] for name in METRICS) + " | verdict |",
-             "|---" * (3 + len(METRICS)) + "|"]
+def params_section(base: Revision, head: Revision) -> list[str]:
+    """The params that differ, from `dvc params diff --json` ({file: {key: {old, new}}})."""
+    commits = [revision.commit for revision in (base, head) if revision.commit is not None]
+    diff = subprocess.run(["dvc", "params", "diff", "--json", *commits], cwd=base.repo, capture_output=True, text=True)
+    if diff.returncode != 0:
+        message = (diff.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("ERROR: ")
+        raise UserError(f"`dvc params diff` failed ({message}); run the review in the RNN Lab repository.")
+    lines = ["**Params changed:**", "", "| file | param | base | head |", "|---|---|---|---|"]
+    for file, keys in json.loads(diff.stdout or "{}").items():
+        for key, values in sorted(keys.items()):
+            old, new = ("(absent)" if values.get(side) is None else f"`{values[side]}`" for side in ("old", "new"))
+            lines.append(f"| {file} | `{key}` | {old} | {new} |")
+    return lines if len(lines) > 4 else ["**Params changed:** none."]
+
+
+def timings_section(rows: list[Row], base: Revision, head: Revision) -> list[str]:
+    """Seconds per training epoch at each side: they measure the machine, so they are shown, never judged."""
+    lines = [f"<details><summary>{TIMINGS}</summary>", "", "| variant | base | head |", "|---|---|---|"]
     for row in rows:
-        metrics = " | ".join(metric_cell(row.metric_changes[name]) for name in METRICS)
-        lines.append(f"| `{row.variant}` | {accuracy_cell(row)} | {metrics} | **{row.verdict}** |")
-    return lines + ["", "</details>"]
+        cells = []
+        for timings in (variant_json(revision, "timings", row.variant) or {} for revision in (base, head)):
+            seconds, cpu = timings.get("train_seconds_per_epoch"), (timings.get("machine") or {}).get("cpu_model", "unknown CPU")
+            cells.append(f"{seconds:.1f} ({cpu})" if isinstance(seconds, (int, float)) else "–")
+        lines += [f"| `{row.variant}` | {cells[0]} | {cells[1]} |"] if cells != ["–", "–"] else []
+    return [*lines, "", "</details>", ""] if len(lines) > 4 else []
 
 
-def method_section(bands: dict[str, Any] | None, bands_where: str | None) -> list[str]:
+def method_section(bands: dict[str, Any] | None, where: str) -> list[str]:
     source = "none committed (`python -m tools.seed_bands --run` makes them)"
     if bands:
-        source = f"`reports/seed_bands.json` at {bands_where} (commit {str(bands.get('commit'))[:7]}, `python -m tools.seed_bands`)"
+        source = f"`reports/seed_bands.json` at {where} (commit {str(bands.get('commit'))[:7]}, `python -m tools.seed_bands`)"
     return [
-        "<details><summary>How to read it</summary>", "",
-        f"- *{verdicts.NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {verdicts.METRICS_TOLERANCE:g}); "
-        f"*{verdicts.NOT_RERUN}*: dvc.lock shows that a side's results are not what its own params and code give.",
-        "- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, s the variant's seed std over k seeds: a reseed alone moves Δ "
-        f"that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{verdicts.CHANGED}* when ≤ {ALPHA:g}.",
-        "- **Test sampling only**: Newcombe's paired score interval and McNemar's exact test (only one model right), the "
-        "verdict without a seed band. F1, ROC-AUC, loss: paired 95 % intervals (delta method; DeLong for ROC-AUC).",
-        f"- Seed bands: {source}.", "", "</details>",
+        "<details><summary>How to read it</summary>",
+        "",
+        f"- *{verdicts.NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {verdicts.METRICS_TOLERANCE:g}); *{verdicts.NOT_RERUN}*: dvc.lock shows that a side's results are not what its own params and code give.",
+        f"- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, s the variant's seed std over k seeds: a reseed alone moves Δ that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{verdicts.CHANGED}* when ≤ {ALPHA:g}.",
+        "- **Test sampling only**: Newcombe's paired score interval and McNemar's exact test (only one model right), the verdict without a seed band. F1, ROC-AUC, loss: paired 95 % intervals (delta method; DeLong for ROC-AUC).",
+        f"- Seed bands: {source}.",
+        "",
+        "</details>",
     ]
 
 
-def charts_section(names: list[str], artifact_url: str | None, without_curves: list[str], plots_command: str) -> list[str]:
-    """`without_curves`: the variants whose results differ but whose verdict is within noise (no curves drawn)."""
+def charts_section(names: list[str], url: str | None, within_noise: list[str], base: Revision, head: Revision) -> list[str]:
+    """`within_noise`: the variants whose results differ but whose verdict is within noise (no curves drawn)."""
     if not names:
         return ["**Charts:** none (no variant changed)."]
-    what = ("every variant's Δ accuracy with its intervals; per variant beyond noise, not judged, added or removed, "
-            "validation accuracy per epoch and gradient flow, base vs head")
-    if artifact_url:  # a PR comment cannot show files the workflow made without an image host
-        lines = [f"**Charts** ({what}): {', '.join(f'`{name}`' for name in names)} in the [workflow artifact]({artifact_url})."]
+    if url:  # a PR comment cannot show files the workflow made without an image host
+        lines = [f"**Charts** ({CHARTS}): {quoted(names)} in the [workflow artifact]({url})."]
     else:
-        lines = [f"**Charts** ({what}):", "", *(f"![{name}]({name})" for name in names)]
-    if without_curves:
-        lines += ["", f"Training curves of the changes within noise ({', '.join(f'`{variant}`' for variant in without_curves)}) "
-                      f"are not drawn: `{plots_command}` draws every variant's."]
+        lines = [f"**Charts** ({CHARTS}):", "", *(f"![{name}]({name})" for name in names)]
+    command = " ".join(["dvc plots diff", *(revision.commit[:7] for revision in (base, head) if revision.commit)])
+    if within_noise:
+        curves = f"Training curves of the changes within noise ({quoted(within_noise)}) are not drawn"
+        lines += ["", f"{curves}: `{command}` draws every variant's."]
     return lines
-
-
-BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
-DELTAS = "deltas.png"
 
 
 def draw_deltas(path: Path, rows: list[Row]) -> None:
@@ -166,40 +152,91 @@ def draw_deltas(path: Path, rows: list[Row]) -> None:
     the time (grey, centred on 0); red: the variants judged changed."""
     from rnnlab.reporting.figures import Interval, interval_figure  # matplotlib loads only when a chart is drawn
 
-    def bar(row: Row) -> Interval:
-        seed = None if row.reseed_halfwidth is None else (-100 * row.reseed_halfwidth, 100 * row.reseed_halfwidth)
-        change = row.comparison
-        return Interval(row.variant, 100 * change.difference, 100 * change.low, 100 * change.high, seed, row.verdict in verdicts.MOVED)
-
+    bars = []
+    for row in rows:
+        change, half = row.comparison, row.reseed_halfwidth
+        seed = None if half is None else (-100 * half, 100 * half)
+        points = (100 * change.difference, 100 * change.low, 100 * change.high)
+        bars.append(Interval(row.variant, *points, seed, row.verdict in verdicts.MOVED))
     labels = {"interval_label": "Δ, test-sampling 95 % interval", "reference_label": "a reseed alone, 95 %"}
-    interval_figure([bar(row) for row in rows], "Δ test accuracy, head − base", "points", path, **labels, highlight_label="changed (Holm)")
+    interval_figure(bars, "Δ test accuracy, head − base", "points", path, **labels, highlight_label="changed (Holm)")
 
 
 def draw_variant(out: Path, variant: str, base: Revision, head: Revision) -> str | None:
-    """<variant>.png, two panels: validation accuracy per epoch, and log10 ||dL/dx_t|| by steps back (trained solid,
-    init dashed); None when neither side has a history or gradient profile."""
+    """<variant>.png: validation accuracy per epoch, and gradient flow (trained solid, init dashed); None without either."""
     from rnnlab.reporting.figures import Panel, Series, panels_figure
 
     accuracy, gradient = [], []
     for side, revision, color in (("base", base, BASE_COLOR), ("head", head, HEAD_COLOR)):
-        label, history, profile = f"{side} {revision.label}", epoch_history(revision, variant), gradient_profile(revision, variant)
-        epochs, values = [row["epoch"] for row in history], [100 * row["valid_accuracy"] for row in history]
-        accuracy += [Series(label, epochs, values, color, style={"marker": "o"})] if history else []
-        steps = [row["steps_back"] for row in profile]
+        label, history = f"{side} {revision.label}", revisions.epoch_history(revision, variant)
+        profiles = [variant_json(revision, key, variant) for key in ("gradients", "order_gradients")]
+        profile = next((rows for rows in profiles if isinstance(rows, list)), [])
+        if history:
+            epochs, values = [epoch for epoch, _ in history], [100 * value for _, value in history]
+            accuracy.append(Series(label, epochs, values, color, style={"marker": "o"}))
         for state, dashed in (("trained", False), ("init", True)) if profile else ():
-            gradient.append(Series(f"{label} {state}", steps, [row[f"log10_grad_norm_{state}"] for row in profile], color, dashed=dashed))
+            steps, norms = [row["steps_back"] for row in profile], [row[f"log10_grad_norm_{state}"] for row in profile]
+            gradient.append(Series(f"{label} {state}", steps, norms, color, dashed=dashed))
     if not accuracy and not gradient:
         return None
-    accuracy_panel = Panel(accuracy, f"{variant}: validation accuracy", "epoch", "accuracy (%)", integer_x=True, empty_text="no training history")
-    x_label, y_label = "steps back from the last token", "log10 ||dL/dx_t||"
-    gradient_panel = Panel(gradient, f"{variant}: gradient flow", x_label, y_label, empty_text="no gradient profile")
-    panels_figure([accuracy_panel, gradient_panel], out / f"{variant}.png")
+    title, steps_back = f"{variant}: validation accuracy", "steps back from the last token"
+    by_epoch = Panel(accuracy, title, "epoch", "accuracy (%)", integer_x=True, empty_text="no training history")
+    by_step = Panel(gradient, f"{variant}: gradient flow", steps_back, "log10 ||dL/dx_t||", empty_text="no gradient profile")
+    panels_figure([by_epoch, by_step], out / f"{variant}.png")
     return f"{variant}.png"
 
 
-def draw_charts(out: Path, rows: list[Row], curves: list[str], base: Revision, head: Revision) -> list[str]:
-    """deltas.png when any variant's predictions changed, then the `curves` variants' charts: the names drawn."""
-    deltas = [DELTAS] if any(not row.identical for row in rows) else []
-    if deltas:
-        draw_deltas(out / DELTAS, rows)
-    return deltas + [name for variant in curves if (name := draw_variant(out, variant, base, head))]
+def not_rerun_reason(variant: str, sides: list[tuple[str, Revision, Freshness]]) -> str | None:
+    for side, revision, check in sides:
+        reasons = check.reasons([f"{revision.paths['metrics']}/{variant}.json", f"{revision.paths['predictions']}/{variant}.csv"])
+        if reasons:
+            return f"{side} ({revision.title}): {reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
+    return None
+
+
+def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | None = None) -> tuple[str, list[Row]]:
+    """The report's Markdown and its rows; charts are drawn into `out` (a folder that exists)."""
+    if base.commit is None:
+        raise UserError("the base must be a git revision or a DVC experiment; only the head can be the workspace.")
+    old, new = revisions.variant_metrics(base), revisions.variant_metrics(head)
+    bands = revisions.seed_bands(head)
+    bands, bands_where = (bands, head.title) if bands else (revisions.seed_bands(base), base.title)
+    sides = [("head", head, Freshness(head)), ("base", base, Freshness(base))]
+    gathered = []
+    for variant in sorted(set(old) & set(new)):
+        where = f"reports/seed_bands.json at {bands_where}"
+        band = verdicts.seed_band((bands or {}).get("variants", {}).get(variant), variant, where)
+        base_predictions = read_predictions(base, variant, old[variant])
+        head_predictions = read_predictions(head, variant, new[variant])
+        reason = not_rerun_reason(variant, sides)
+        gathered.append(gather(variant, old[variant], new[variant], base_predictions, head_predictions, band, reason))
+    rows = sorted(verdicts.judge(gathered), key=lambda row: (row.head.get("study", "imdb") != "imdb", row.variant))
+    # Charts: deltas.png when any prediction changed, then the curves of the variants that moved, were added or removed.
+    charts = ["deltas.png"] if any(not row.identical for row in rows) else []
+    if charts:
+        draw_deltas(out / "deltas.png", rows)
+    curves = [row.variant for row in rows if row.verdict in verdicts.CURVE_VERDICTS] + sorted(set(old) ^ set(new))
+    charts += [name for variant in curves if (name := draw_variant(out, variant, base, head))]
+    lines = [MARKER, f"## RNN Lab review: {base.title} → {head.title}", "", summary_line(rows), "", environment_line(rows), ""]
+    if unchecked := [f"{side} ({revision.title})" for side, revision, check in sides if not check.checked]:
+        has = "has" if len(unchecked) == 1 else "have"
+        what = "no dvc.lock, so whether the results are current for their params and code is unknown."
+        lines += [f"**Not checked:** {' and '.join(unchecked)} {has} {what}", ""]
+    if stale := [f"- `{row.variant}`: {row.not_rerun}" for row in rows if row.verdict == verdicts.NOT_RERUN]:
+        lines += [f"**Not rerun** (dvc.lock: these results are not what the revision's own params and code give; {RERUN}):", ""]
+        lines += [*stale, ""]
+    added = [f"`{name}` ({percent(new[name].get('accuracy'))})" for name in sorted(set(new) - set(old))]
+    removed = [f"`{name}` (was {percent(old[name].get('accuracy'))})" for name in sorted(set(old) - set(new))]
+    lines += [f"**Variants added:** {', '.join(added)}."] if added else []
+    lines += [f"**Variants removed:** {', '.join(removed)}."] if removed else []
+    lines += [] if added or removed else ["**Variants added or removed:** none."]
+    lines += ["", *params_section(base, head), ""]
+    if moved := [row for row in rows if row.verdict != verdicts.NO_CHANGE]:
+        lines += [*table(moved), ""]
+    if unchanged := [row for row in rows if row.verdict == verdicts.NO_CHANGE]:
+        names, plural = ", ".join(row.variant for row in unchanged), "s" if len(unchanged) > 1 else ""
+        lines += [f"<details><summary>{len(unchanged)} variant{plural} with no change ({names})</summary>", ""]
+        lines += [*table(unchanged), "", "</details>", ""]
+    within_noise = [row.variant for row in rows if row.verdict in (verdicts.WITHIN_SEED_NOISE, verdicts.WITHIN_TEST_SAMPLING)]
+    lines += [*charts_section(charts, artifact_url, within_noise, base, head), "", *timings_section(rows, base, head)]
+    return "\n".join([*lines, *method_section(bands, bands_where)]) + "\n", rows

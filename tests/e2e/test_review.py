@@ -3,19 +3,15 @@
 Commits:
 1. the pipeline run (relu, tanh, leaky_relu; one order variant; the linear baseline), tagged `first`;
 2. a change to one variant (relu's learning rate), one variant removed (leaky_relu), one added (sigmoid), `second`;
-3. a change that touches no model (a README);
-and a branch `older` from 1, rewritten into the layout before per-example predictions (plots/confusion
-CSVs with actual,predicted only, metrics without an environment stamp, dvc.lock recording them).
+3. a change that touches no model (a README).
 The review of 1 → 2 must see relu change and nothing else, 2 → 3 no change at all; a workspace whose
 params moved on without a rerun shows *not rerun*; flipped predictions are an error naming the file;
-`older` is read from its confusion CSVs; and the CI workflow's review step, run as GitHub would,
-answers with a comment also when the review fails.
+and the CI workflow's review step, run as GitHub would, answers with a comment also when the review fails.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import sys
@@ -106,42 +102,11 @@ def reviews(tmp_path_factory: pytest.TempPathFactory) -> Reviews:
     repo.git("tag", "second")
     (path / "README.md").write_text("A tiny RNN Lab for the review test.\n", encoding="utf-8")
     repo.commit("docs only")
-    make_older_branch(repo)
 
     repo.run(*REVIEW, "first", "second", "--out", "review-change")
     repo.run(*REVIEW, "second", "--out", "review-none")  # head: the workspace, as committed in commit 3
     return Reviews(repo, (path / "review-change" / "review.md").read_text(encoding="utf-8"),
                    (path / "review-none" / "review.md").read_text(encoding="utf-8"), path / "review-change")
-
-
-def make_older_branch(repo: PipelineRepo) -> None:
-    """Branch `older` from `first` in the layout before per-example predictions, as that pipeline wrote it:
-    plots/confusion/<variant>.csv (actual,predicted), metrics without an environment stamp, dvc.lock recording
-    those files. Leaves the workspace on main as it was."""
-    path = repo.path
-    repo.git("checkout", "-q", "-b", "older", "first")
-    pipeline = (path / "dvc.yaml").read_text(encoding="utf-8")
-    (path / "dvc.yaml").write_text(pipeline.replace("predictions: plots/predictions", "confusion: plots/confusion"), encoding="utf-8")
-    (path / "plots" / "confusion").mkdir()
-    lock = yaml.safe_load((path / "dvc.lock").read_text(encoding="utf-8"))
-    for predictions in sorted((path / "plots" / "predictions").glob("*.csv")):
-        lines = predictions.read_text(encoding="utf-8").splitlines()
-        confusion = path / "plots" / "confusion" / predictions.name
-        confusion.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in lines), encoding="utf-8")
-        metrics = path / "metrics" / f"{predictions.stem}.json"
-        stamped = json.loads(metrics.read_text(encoding="utf-8"))
-        del stamped["environment"]
-        metrics.write_text(json.dumps(stamped, indent=2) + "\n", encoding="utf-8")
-        for stage in lock["stages"].values():
-            for out in stage.get("outs", []):
-                if out["path"] == f"plots/predictions/{predictions.name}":
-                    out.update(path=f"plots/confusion/{predictions.name}", md5=md5(confusion))
-                elif out["path"] == f"metrics/{predictions.stem}.json":
-                    out["md5"] = md5(metrics)
-        predictions.unlink()
-    (path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False), encoding="utf-8")
-    repo.commit("the layout before per-example predictions")
-    repo.git("checkout", "-q", "main")
 
 
 def test_changed_variant_is_not_no_change_and_untouched_ones_are(reviews: Reviews) -> None:
@@ -180,6 +145,11 @@ def test_added_and_removed_variants_and_params(reviews: Reviews) -> None:
 def test_environment_line_says_both_sides_share_one(reviews: Reviews) -> None:
     line = next(line for line in reviews.change.splitlines() if line.startswith("**Environment") or line.startswith("**⚠ Environment"))
     assert re.fullmatch(r"\*\*Environment:\*\* the same on both sides for every variant \(.*torch [\w.+]+.*\)\.", line), line
+
+
+def test_timings_are_shown_and_labelled_machine_dependent(reviews: Reviews) -> None:
+    assert "<summary>Timings: seconds per training epoch (machine-dependent: not comparable across machines)</summary>" in reviews.change
+    assert re.search(r"^\| `relu` \| \d+\.\d \(.+\) \| \d+\.\d \(.+\) \|$", reviews.change, re.MULTILINE), reviews.change
 
 
 def test_a_change_that_touches_no_model_is_no_change_everywhere(reviews: Reviews) -> None:
@@ -228,19 +198,6 @@ def test_predictions_that_do_not_match_their_metrics_are_an_error(reviews: Revie
     assert re.fullmatch(r"error: plots/predictions/tanh\.csv at workspace gives test accuracy \d+\.\d\d % but metrics/tanh\.json "
                         r"says \d+\.\d\d %: they are not from the same run.*\n", result.output), result.output
     assert not (repo.path / "review-mismatch").exists()
-
-
-def test_an_older_revision_is_read_from_its_confusion_csvs(reviews: Reviews) -> None:
-    repo = reviews.repo
-    repo.run(*REVIEW, "older", "--out", "review-older")
-    markdown = (repo.path / "review-older" / "review.md").read_text(encoding="utf-8")
-    table = rows(markdown)
-    assert set(table) == {"relu", "tanh", "order_rnn", "linear_tfidf"}
-    assert "Not rerun" not in markdown  # older's dvc.lock records its confusion CSVs: its results are its own
-    assert "(not recorded at the base)" in markdown  # the stamp came later: judged by seed noise only
-    assert all(table[name].endswith("**no change** |") for name in ("tanh", "order_rnn", "linear_tfidf"))
-    assert table["relu"].endswith("**not judged (environment differs, no seed band)** |")
-    assert SAMPLING.search(table["relu"]) and "interval n/a: no per-example probabilities at the base" in table["relu"]
 
 
 def test_ci_review_step_answers_with_a_comment_when_the_review_fails(reviews: Reviews) -> None:

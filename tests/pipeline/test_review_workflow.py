@@ -152,7 +152,7 @@ def git(repo: Path, *args: str) -> str:
 @pytest.mark.parametrize(("changed", "pipeline"), [
     (["docs/review.md", "README.md", "tests/unit/test_x.py"], False),
     (["docs/review.md", "params.yaml"], True),
-    (["rnnlab/comparison/noise.py"], True),
+    (["rnnlab/comparison/paired.py"], True),
     ([".github/workflows/review.yml"], True),
 ])
 def test_a_pull_request_that_changes_no_pipeline_file_gets_one_line(tmp_path: Path, changed: list[str], pipeline: bool) -> None:

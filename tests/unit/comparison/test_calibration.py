@@ -1,5 +1,5 @@
 """The review's verdict rule by simulation: how often it cries wolf under pure reseeding, and whether it
-still sees a real change (rnnlab/comparison/noise.py). Vectorised over thousands of reviews: seconds.
+still sees a real change (rnnlab/comparison/verdicts.py). Vectorised over thousands of reviews: seconds.
 
 docs/review.md quotes these rates (from the same simulations at 40,000 reviews each).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rnnlab.comparison.noise import ALPHA, holm, reseed_halfwidth, reseed_p_value
+from rnnlab.comparison.verdicts import ALPHA, holm, reseed_halfwidth, reseed_p_value
 
 # The default IMDB variants' seed stds over seeds 0-2 (reports/seed_bands.json): leaky_relu, relu, sigmoid, tanh.
 SIGMAS = np.array([0.0161, 0.0313, 0.0445, 0.0405])
@@ -32,7 +32,7 @@ def simulate(rng: np.random.Generator, seeds: int, variants: int, base_in_band: 
     base = band[..., 0] if base_in_band else rng.normal(0.0, sigma, size=(reviews, variants))
     head = rng.normal(0.0, sigma, size=(reviews, variants)) + (0.0 if shift is None else shift)
     difference = head - base
-    return difference, std, holm(reseed_p_value(difference, std, seeds - 1), axis=-1)
+    return difference, std, holm(reseed_p_value(difference, std, seeds - 1))
 
 
 @pytest.mark.parametrize("seeds", [3, 10])
@@ -97,4 +97,4 @@ def test_test_sampling_is_already_inside_the_seed_spread() -> None:
     difference = accuracy[..., seeds + 1] - accuracy[..., seeds]
     p_values = reseed_p_value(difference, std, seeds - 1)
     assert np.mean(p_values <= ALPHA) == pytest.approx(ALPHA, abs=0.02)
-    assert np.mean((holm(p_values, axis=-1) <= ALPHA).any(axis=-1)) <= ALPHA + 0.03  # 300 reviews: +-0.013 is one SE
+    assert np.mean((holm(p_values) <= ALPHA).any(axis=-1)) <= ALPHA + 0.03  # 300 reviews: +-0.013 is one SE

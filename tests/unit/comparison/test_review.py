@@ -1,5 +1,5 @@
 """tools.review on small hand-made git repositories (fast, no training): the report, the trust checks it
-shows, metrics against predictions, revisions with only confusion CSVs, and where the output goes."""
+shows, metrics against predictions, revisions in an older layout, and where the output goes."""
 
 from __future__ import annotations
 
@@ -16,18 +16,25 @@ import pytest
 import yaml
 
 from rnnlab.comparison import verdicts
-from rnnlab.comparison.render import MARKER
-from rnnlab.comparison.review import build_report
-from rnnlab.comparison.revision import resolve
+from rnnlab.comparison.render import MARKER, build_report
+from rnnlab.comparison.revision import OLDEST, resolve
 from rnnlab.core.cli import run_cli
 from rnnlab.core.errors import UserError
 from tools import review as review_tool
 
 ROOT = Path(__file__).resolve().parents[3]
-VARS = {"metrics": "metrics", "predictions": "plots/predictions", "history": "plots/history",
+VARS = {"metrics": "metrics", "details": "metrics/details", "predictions": "plots/predictions", "live": "plots/history",
         "gradients": "plots/gradients", "timings": "reports/timings", "seed_bands": "reports/seed_bands.json"}
 ENVIRONMENT = {"reproducible": True, "cpu_capability": "AVX2", "torch": "2.13.0", "device": "cpu"}
 ACTUAL = ["pos", "neg"] * 100
+# The code and params stages, as small as the check needs: what they write from the revision's files.
+GENERATE = """import json, sys, pathlib, yaml
+stage = sys.argv[1]
+out = pathlib.Path("data", stage)
+out.mkdir(parents=True, exist_ok=True)
+value = {"files": {"generate.py": "1"}} if stage == "code" else yaml.safe_load(open("params.yaml"))
+(out / "evaluate.json").write_text(json.dumps(value, sort_keys=True))
+"""
 
 
 def git(repo: Path, *args: str) -> str:
@@ -45,23 +52,30 @@ def write_variant(repo: Path, variant: str, actual: list[str], predicted: list[s
                                                 for a, p in zip(actual, predicted, strict=True)]
     (repo / "plots" / "predictions").mkdir(parents=True, exist_ok=True)
     (repo / "plots" / "predictions" / f"{variant}.csv").write_text("\n".join(lines) + "\n")
-    (repo / "plots" / "history").mkdir(parents=True, exist_ok=True)
-    history = [{"epoch": epoch, "valid_accuracy": correct - 0.1 / epoch} for epoch in (1, 2, 3)]
-    (repo / "plots" / "history" / f"{variant}.json").write_text(json.dumps(history))
+    history = repo / "plots" / "history" / variant / "plots" / "metrics"
+    history.mkdir(parents=True, exist_ok=True)
+    (history / "valid_accuracy.tsv").write_text("step\tvalid_accuracy\n" + "".join(f"{epoch}\t{correct - 0.1 / epoch}\n" for epoch in (1, 2, 3)))
+    (repo / "reports" / "timings").mkdir(parents=True, exist_ok=True)
+    (repo / "reports" / "timings" / f"{variant}.json").write_text(json.dumps({"train_seconds_per_epoch": 2.5, "machine": {"cpu_model": "Xeon"}}))
 
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def write_lock(repo: Path, lr: dict[str, float]) -> None:
-    """A dvc.lock as DVC wrote it before the params stage: each variant's stage with its params values and outputs."""
-    stages = {f"evaluate@{variant}": {
-        "cmd": f"python -m stages.evaluate --variant {variant}",
-        "params": {"params.yaml": {"train.lr": value}},
-        "outs": [{"path": f"metrics/{variant}.json", "hash": "md5", "md5": md5(repo / "metrics" / f"{variant}.json")},
-                 {"path": f"plots/predictions/{variant}.csv", "hash": "md5", "md5": md5(repo / "plots" / "predictions" / f"{variant}.csv")}],
-    } for variant, value in lr.items()}
+def write_lock(repo: Path, variants: list[str]) -> None:
+    """The dvc.lock `dvc repro` would write: the code and params stages, then each variant's evaluate stage."""
+    for stage in ("code", "params"):
+        subprocess.run([sys.executable, "generate.py", stage], cwd=repo, check=True)
+    stages = {stage: {"cmd": f"python generate.py {stage}", "deps": [{"path": path, "md5": md5(repo / path)} for path in deps],
+                      "outs": [{"path": f"data/{stage}", "md5": "0" * 32 + ".dir"}]}
+              for stage, deps in (("code", ["generate.py"]), ("params", ["generate.py", "params.yaml"]))}
+    for variant in variants:
+        deps = ["data/code/evaluate.json", "data/params/evaluate.json"]
+        outs = [f"metrics/{variant}.json", f"plots/predictions/{variant}.csv"]
+        stages[f"evaluate@{variant}"] = {"cmd": f"python -m stages.evaluate --variant {variant}",
+                                         "deps": [{"path": path, "md5": md5(repo / path)} for path in deps],
+                                         "outs": [{"path": path, "md5": md5(repo / path)} for path in outs]}
     (repo / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
 
 
@@ -81,11 +95,13 @@ def repo(tmp_path: Path) -> Path:
     git(tmp_path, "init", "-q", "-b", "main")
     (tmp_path / ".dvc").mkdir()  # a DVC repository (what `dvc init` makes, less its seconds): the review asks DVC for the params diff
     (tmp_path / ".dvc" / "config").write_text("")
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"vars": [VARS], "stages": {}}))
+    stages = {stage: {"cmd": f"python generate.py {stage}"} for stage in ("code", "params")}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"vars": [VARS], "stages": stages}))
+    (tmp_path / "generate.py").write_text(GENERATE)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.01}}))
     write_variant(tmp_path, "relu", ACTUAL, ACTUAL[:150] + ["pos"] * 50)
     write_variant(tmp_path, "tanh", ACTUAL, ["pos"] * 200)
-    write_lock(tmp_path, {"relu": 0.01, "tanh": 0.01})
+    write_lock(tmp_path, ["relu", "tanh"])
     commit_all(tmp_path, "base")
     return tmp_path
 
@@ -105,8 +121,8 @@ def test_report_with_a_seed_band_and_a_changed_environment(repo: Path) -> None:
     write_variant(repo, "tanh", ACTUAL, ["neg"] + ["pos"] * 199)
     write_variant(repo, "gru", ACTUAL, ACTUAL)
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.01, "seed": 1}}))
-    write_lock(repo, {"relu": 0.01, "tanh": 0.01, "gru": 0.01})
-    (repo / "reports").mkdir()
+    write_lock(repo, ["relu", "tanh", "gru"])
+    (repo / "reports").mkdir(exist_ok=True)
     spread = np.arange(10) - 4.5
     accuracies = (0.86 + 0.01 * spread / spread.std(ddof=1)).tolist()  # sample std: exactly 1 point
     bands = {"commit": "f" * 40, "variants": {"relu": {"seeds": list(range(10)), "accuracies": accuracies,
@@ -142,14 +158,14 @@ def test_the_environment_is_read_from_the_details_file(repo: Path) -> None:
         details = {**metrics, "environment": {**ENVIRONMENT, "cpu_capability": "AVX512"}}
         (repo / "metrics" / "details" / f"{variant}.json").write_text(json.dumps(details))
         (repo / "metrics" / f"{variant}.json").write_text(json.dumps({key: metrics[key] for key in ("accuracy", "f1", "roc_auc", "loss")}))
-    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
+    write_lock(repo, ["relu", "tanh"])
     markdown = review(repo, "main")
     assert "**⚠ Environment differs** for 2 of 2 variants: `relu`, `tanh` (cpu_capability)" in markdown
 
 
 def test_unchanged_rows_are_collapsed_and_last_digit_losses_are_no_change(repo: Path) -> None:
     write_variant(repo, "tanh", ACTUAL, ["pos"] * 200, loss=0.69 + 4e-15)  # the same predictions, another summation order
-    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
+    write_lock(repo, ["relu", "tanh"])
     markdown = review(repo, "main")
     assert "**Summary: 0 of 2 beyond seed noise.** Also 2 *no change*." in markdown
     assert "<details><summary>2 variants with no change (relu, tanh)</summary>" in markdown
@@ -163,8 +179,7 @@ def test_results_never_rerun_are_not_rerun_not_no_change(repo: Path) -> None:
     rows = table_rows(markdown)
     assert all(row.endswith(f"**{verdicts.NOT_RERUN}** |") for row in rows.values()), markdown
     assert "2 *not rerun* (`relu`, `tanh`)" in markdown
-    assert ("- `relu`: head (workspace): `evaluate@relu` ran with other params than the revision's: train.lr changed in "
-            "params.yaml") in markdown
+    assert "- `relu`: head (workspace): `evaluate@relu` ran with other params than the revision's: train.lr: 0.01 → 0.02" in markdown
     assert "| params.yaml | `train.lr` | `0.01` | `0.02` |" in markdown
 
 
@@ -191,35 +206,26 @@ def test_metrics_that_do_not_match_their_predictions_are_an_error(repo: Path) ->
         build_report(resolve(repo, "main"), resolve(repo, None), repo / "charts")
 
 
-def test_an_older_revision_is_read_from_its_confusion_csvs(repo: Path) -> None:
-    """Before per-example predictions: plots/confusion/<variant>.csv (actual,predicted), no probabilities."""
-    git(repo, "rm", "-q", "-r", "plots/predictions")
-    (repo / "plots" / "confusion").mkdir()
-    for variant, predicted in (("relu", ACTUAL[:150] + ["pos"] * 50), ("tanh", ["pos"] * 200)):
-        (repo / "plots" / "confusion" / f"{variant}.csv").write_text(
-            "actual,predicted\n" + "".join(f"{a},{p}\n" for a, p in zip(ACTUAL, predicted, strict=True)))
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": [{"metrics": "metrics", "confusion": "plots/confusion", "history": "plots/history"}],
-                                                   "stages": {}}))
-    (repo / "dvc.lock").unlink()
-    for variant in ("relu", "tanh"):  # metrics without an environment stamp, as then
-        metrics = json.loads((repo / "metrics" / f"{variant}.json").read_text())
-        del metrics["environment"]
-        (repo / "metrics" / f"{variant}.json").write_text(json.dumps(metrics))
+@pytest.mark.parametrize("older", ["dvc.yaml", "dvc.lock"])
+def test_a_revision_before_the_code_and_params_stages_names_the_oldest_to_compare(repo: Path, older: str) -> None:
+    if older == "dvc.yaml":  # per-example predictions came with a layout whose dvc.yaml had no code or params stage
+        (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": [{"metrics": "metrics", "confusion": "plots/confusion"}], "stages": {}}))
+    else:  # a lock from before the code and params stages ran
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())
+        del lock["stages"]["code"], lock["stages"]["params"]
+        (repo / "dvc.lock").write_text(yaml.safe_dump(lock))
     commit_all(repo, "older layout")
-    git(repo, "tag", "older")
-    git(repo, "checkout", "-q", "HEAD~1", "--", ".")  # the workspace: back to the predictions layout
-    git(repo, "rm", "-q", "-r", "--cached", "plots/confusion")
-    write_variant(repo, "tanh", ACTUAL, ["neg" if actual == "neg" and index < 40 else "pos" for index, actual in enumerate(ACTUAL)],
-                  roc_auc=0.6)
-    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
-    markdown = review(repo, "older")
-    rows = table_rows(markdown)
-    assert "not recorded at the base" in markdown
-    assert rows["relu"].endswith(f"**{verdicts.NO_CHANGE}** |")
-    assert rows["tanh"].endswith(f"**{verdicts.NOT_JUDGED}** |")  # another environment, no seed band
-    assert "+10.00 [+5.83, +14.07], p 1.9e-06 (20 vs 0)" in rows["tanh"]
-    assert "0.5000 → 0.6000 (+0.1000 [+0.0794, +0.1206])" in rows["tanh"]  # F1 needs only the predicted classes
-    assert "0.5000 → 0.6000 (+0.1000; interval n/a: no per-example probabilities at the base)" in rows["tanh"]  # ROC-AUC
+    with pytest.raises(UserError, match=rf"^`HEAD` \(\w{{7}}\) predates the pipeline layout the review reads \(code and params stages, "
+                                        rf"per-example predictions\); compare against {OLDEST} or a later commit\.$"):
+        build_report(resolve(repo, "main~1"), resolve(repo, "HEAD"), repo / "charts")
+
+
+def test_timings_are_shown_per_side_and_labelled_machine_dependent(repo: Path) -> None:
+    write_variant(repo, "tanh", ACTUAL, ACTUAL)
+    write_lock(repo, ["relu", "tanh"])
+    markdown = review(repo, "main")
+    assert "<details><summary>Timings: seconds per training epoch (machine-dependent: not comparable across machines)" in markdown
+    assert "| `tanh` | 2.5 (Xeon) | 2.5 (Xeon) |" in markdown
 
 
 # -- errors and the output folder ------------------------------------------------------------------
@@ -297,7 +303,7 @@ def test_a_bad_out_is_one_line_and_leaves_nothing(repo: Path, tmp_path: Path, ca
 def test_a_failed_review_leaves_the_earlier_one_and_a_rerun_clears_stale_charts(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = repo / "review"
     write_variant(repo, "tanh", ACTUAL, ACTUAL)  # 100 more right: beyond noise, so it has curves
-    write_lock(repo, {"relu": 0.01, "tanh": 0.01})
+    write_lock(repo, ["relu", "tanh"])
     review(repo, "main")
     assert (out / "tanh.png").is_file()
     earlier = (out / "review.md").read_text()

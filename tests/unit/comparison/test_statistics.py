@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from rnnlab.comparison import noise, paired, verdicts
+from rnnlab.comparison import paired, verdicts
 from rnnlab.comparison.paired import metric_changes
 from rnnlab.comparison.revision import Predictions
 from rnnlab.comparison.verdicts import SeedBand
@@ -123,37 +123,26 @@ def test_metric_intervals_match_a_paired_bootstrap(classes: int) -> None:
     for name, change in changes.items():
         assert base_draws[name].mean() == pytest.approx(values["base"][name], abs=0.01)  # the brute force is scikit-learn's metric
         low, high = np.percentile(head_draws[name] - base_draws[name], [2.5, 97.5])
-        assert change.difference == pytest.approx(values["head"][name] - values["base"][name])
+        assert change.head - change.base == pytest.approx(values["head"][name] - values["base"][name])
         # Normal limit vs 1,000 resamples: the widths agree to an eighth, the centres to a fifth of a half-width.
         assert (change.high - change.low) == pytest.approx(high - low, rel=0.12), name
         assert (change.high + change.low) / 2 == pytest.approx((high + low) / 2, abs=0.2 * (high - low) / 2), name
 
 
-def test_metric_intervals_without_probabilities_say_why() -> None:
-    rng = np.random.default_rng(3)
-    actual, base_p, head_p = two_models(rng, 500, 2)
-    base = predictions(actual, base_p, ("neg", "pos"))
-    head = Predictions("c.csv", base.actual, np.array(("neg", "pos"))[head_p.argmax(1)], ("neg", "pos"), None)
-    changes = metric_changes(base, head, {"f1": 0.5, "roc_auc": 0.6, "loss": 0.7}, {"f1": 0.55, "roc_auc": 0.65, "loss": 0.6}, paired=True)
-    assert changes["f1"].low is not None  # F1 needs only the predicted classes
-    assert changes["roc_auc"].low is None and changes["roc_auc"].unavailable == "no per-example probabilities at the head"
-    assert changes["loss"].difference == pytest.approx(-0.1)
-
-
 # -- Holm and the verdicts ----------------------------------------------------------------------------
 
 def test_holm_adjusts_a_known_family_and_skips_the_untested() -> None:
-    assert noise.holm([0.01, 0.04, 0.03, 0.005]).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    adjusted = noise.holm([0.01, np.nan, 0.03])
+    assert verdicts.holm([0.01, 0.04, 0.03, 0.005]).tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    adjusted = verdicts.holm([0.01, np.nan, 0.03])
     assert adjusted[0] == pytest.approx(0.02) and np.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.03)
 
 
 def test_reseed_interval_uses_the_band_degrees_of_freedom() -> None:
     # 3 seeds: t(2, 0.975) = 4.303; 10 seeds: t(9, 0.975) = 2.262; both times s sqrt(2).
-    assert noise.reseed_halfwidth(0.01, 2) == pytest.approx(4.3027 * 0.01 * np.sqrt(2), rel=1e-4)
-    assert noise.reseed_halfwidth(0.01, 9) == pytest.approx(2.2622 * 0.01 * np.sqrt(2), rel=1e-4)
-    assert noise.reseed_p_value(4.3027 * 0.01 * np.sqrt(2), 0.01, 2) == pytest.approx(0.05, abs=1e-4)
-    assert noise.reseed_p_value([0.0, 0.01], 0.0, 4).tolist() == [1.0, 0.0]  # a deterministic variant: any change is real
+    assert verdicts.reseed_halfwidth(0.01, 2) == pytest.approx(4.3027 * 0.01 * np.sqrt(2), rel=1e-4)
+    assert verdicts.reseed_halfwidth(0.01, 9) == pytest.approx(2.2622 * 0.01 * np.sqrt(2), rel=1e-4)
+    assert verdicts.reseed_p_value(4.3027 * 0.01 * np.sqrt(2), 0.01, 2) == pytest.approx(0.05, abs=1e-4)
+    assert verdicts.reseed_p_value([0.0, 0.01], 0.0, 4).tolist() == [1.0, 0.0]  # a deterministic variant: any change is real
 
 
 def row(difference_examples: int, band: SeedBand | None, *, identical: bool = False, not_rerun: str | None = None,
@@ -167,8 +156,8 @@ def row(difference_examples: int, band: SeedBand | None, *, identical: bool = Fa
         head_predicted[400:440] = np.where(actual[400:440] == "pos", "neg", "pos")  # 40 new misses...
         fixed = 40 + difference_examples                                          # ... and this many fixes
         head_predicted[:fixed] = actual[:fixed]
-    base = Predictions("b.csv", actual, base_predicted, ("neg", "pos"), None)
-    head = Predictions("h.csv", actual, head_predicted, ("neg", "pos"), None)
+    base = Predictions("b.csv", actual, base_predicted, ("neg", "pos"), np.eye(2)[(base_predicted == "pos").astype(int)])
+    head = Predictions("h.csv", actual, head_predicted, ("neg", "pos"), np.eye(2)[(head_predicted == "pos").astype(int)])
     stamp = {"torch": "2.13.0", "device": "cpu"}
     base_metrics = {"accuracy": float(base.correct.mean()), "environment": stamp}
     head_metrics = {"accuracy": float(head.correct.mean()), "environment": environment or stamp}
@@ -213,7 +202,7 @@ def test_one_review_is_one_family() -> None:
 
 def test_a_band_is_read_from_its_accuracies() -> None:
     band = verdicts.seed_band({"seeds": [0, 1, 2], "accuracies": [0.64, 0.66, 0.68], "std": 99.0}, "relu", "bands")
-    assert band == SeedBand(pytest.approx(0.02), 3) and band.df == 2
+    assert band == SeedBand(pytest.approx(0.02), 3) and band.runs == 3
     assert verdicts.seed_band(None, "relu", "bands") is None
     with pytest.raises(verdicts.UserError, match=r"bands: the band of relu needs the `accuracies` of two or more seeds"):
         verdicts.seed_band({"std": 0.01, "accuracies": [0.6]}, "relu", "bands")
