@@ -58,11 +58,18 @@ def write_order_data(config: OrderDataConfig, out_dir: Path) -> None:
             rng = np.random.default_rng([config.seed, split_index])
             x, lengths, y = generate(sizes[split], config, rng)
             save_split(out / split, x, lengths, y)
-            summaries.append(f"order {split}: {len(y)} sequences, lengths {lengths.min()}-{lengths.max()}, "
-                             f"e.g. {decode(x[0], lengths[0])} -> {CLASS_NAMES[y[0]]}")
+            summaries.append(
+                f"order {split}: {len(y)} sequences, lengths {lengths.min()}-{lengths.max()}, "
+                f"e.g. {decode(x[0], lengths[0])} -> {CLASS_NAMES[y[0]]}"
+            )
         write_json(
             out / "meta.json",
-            {"input_size": len(SYMBOLS), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-             "sequence_length": config.max_length, "pad_index": INDEX["<pad>"]},
+            {
+                "input_size": len(SYMBOLS),
+                "num_classes": len(CLASS_NAMES),
+                "class_names": list(CLASS_NAMES),
+                "sequence_length": config.max_length,
+                "pad_index": INDEX["<pad>"],
+            },
         )
     print("\n".join(summaries))
