@@ -1,12 +1,6 @@
-"""params.yaml, checked whole before any work, and the per-stage files resolved from it.
-
-The sections below are the defaults params.yaml overrides; pydantic checks types, choices, bounds and
-unknown keys, and `_message` turns its first error into one line: the key, the bad value, the fix.
-A task (`imdb`, `order`) is a baseline model/train config plus named variants that override it.
-The `params` stage writes each stage only the values it reads (download.json, preprocess.json, xy.json,
-order_data.json, baseline.json, tasks/<task>.json, variants/<name>.json), so a stage reruns only when
-one of them changes, and a bad value stops `dvc repro` before DVC removes any other stage's outputs.
-"""
+"""params.yaml, checked whole before any work (pydantic; `_message` makes its first error one line with
+the fix), and the per-stage files the `params` stage resolves from it, so a stage reruns only when a
+value it reads changes and a bad value stops `dvc repro` before DVC removes any outputs."""
 
 from __future__ import annotations
 
@@ -404,8 +398,7 @@ def _duplicate_message(text: str, error: DuplicateKeyError, name: str) -> str:
 
 
 def parse_params_yaml(text: str, name: str = str(PARAMS_FILE)) -> Any:
-    """The raw params mapping as DVC reads it (YAML 1.2), refusing invalid YAML and repeated keys. An alias
-    is built once and shared, so nested aliases (a "billion laughs") load at once."""
+    """As DVC reads it (YAML 1.2), without repeated keys; an alias is built once, so alias bombs load at once."""
     try:
         return YAML(typ="safe").load(text)
     except DuplicateKeyError as error:
@@ -417,7 +410,7 @@ def parse_params_yaml(text: str, name: str = str(PARAMS_FILE)) -> Any:
 
 
 def read_params_file(path: Path | str = PARAMS_FILE) -> Any:
-    """The raw params.yaml mapping (for tools that edit it), checked like load_params checks it."""
+    """The raw params.yaml mapping (for tools that edit it)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} not found: run the stage from the repository root (where params.yaml is).")
@@ -426,11 +419,6 @@ def read_params_file(path: Path | str = PARAMS_FILE) -> Any:
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     return parse_params(read_params_file(path))
-
-
-def model_from_dict(raw: Mapping[str, Any]) -> ModelConfig:
-    """A checkpoint's model config; a LATER key it lacks takes its default."""
-    return ModelConfig.from_dict(raw, "checkpoint.config.model")
 
 
 PREPROCESS_KEYS = ("valid_ratio", "split_seed", "vocab_size", "min_freq")  # the `data` keys each text stage reads

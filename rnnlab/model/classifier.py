@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlab.config.params import ModelConfig, model_from_dict
+from rnnlab.config.params import ModelConfig
 from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.core.files import atomic_path
 from rnnlab.data.arrays import Meta
@@ -89,7 +89,8 @@ class ModelSpec:
             raise ValueError(f"sizes {sizes} are not whole numbers >= 1")
         if not isinstance(names, list) or len(names) != sizes["num_classes"] or not all(isinstance(name, str) for name in names):
             raise ValueError(f"class_names {names!r} are not {sizes['num_classes']} strings")
-        return cls(model_from_dict(raw["model"]), class_names=tuple(names), pad=str(raw.get("pad", "post")), **sizes)
+        model = ModelConfig.from_dict(raw["model"], "checkpoint.config.model")  # a LATER key it lacks takes its default
+        return cls(model, class_names=tuple(names), pad=str(raw.get("pad", "post")), **sizes)
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {

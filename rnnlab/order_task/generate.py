@@ -1,13 +1,8 @@
-"""The temporal-order task (Hochreiter & Schmidhuber 1997, experiment 6a).
+"""The temporal-order task (Hochreiter & Schmidhuber 1997, experiment 6a), in the xy stage's array format.
 
-Each sequence starts with E, ends with B and is filled with random a/b/c/d, except for exactly one
-X-or-Y at a random position in the early window and one in the late window (positions count from
-0, windows inclusive). The class is the ordered pair: XX -> Q, XY -> R, YX -> S, YY -> U.
-Lengths vary between min_length and max_length, so a model must read the true last symbol.
-Classes are balanced exactly (n // 4 each, the remainder spread over the first classes) and
-everything is a deterministic function of `order.data.seed`.
-
-Writes the same X/lengths/y format as the IMDB `xy` stage, plus meta.json.
+A sequence is E, random a/b/c/d, B, with one X-or-Y in the early window and one in the late window
+(0-based, inclusive); the class is the pair: XX -> Q, XY -> R, YX -> S, YY -> U. Lengths vary from
+min_length to max_length; classes are balanced exactly; everything follows from `order.data.seed`.
 """
 
 from __future__ import annotations
@@ -44,25 +39,28 @@ def generate(count: int, config: OrderDataConfig, rng: np.random.Generator) -> t
     return x.astype(np.int64), lengths.astype(np.int64), y.astype(np.int64)
 
 
-def decode(row: np.ndarray, length: int) -> str:
-    return "".join(SYMBOLS[symbol] for symbol in row[:length])
-
-
 def write_order_data(config: OrderDataConfig, out_dir: Path) -> None:
     """All splits and meta.json in `out_dir`, or nothing."""
     sizes = {"train": config.train_size, "valid": config.valid_size, "test": config.test_size}
     summaries = []
-    with atomic_directory(out_dir) as out:  # all splits and meta.json, or nothing
+    with atomic_directory(out_dir) as out:
         for split_index, split in enumerate(SPLIT_NAMES):
             # One independent stream per split, so changing one split's size leaves the others intact.
             rng = np.random.default_rng([config.seed, split_index])
             x, lengths, y = generate(sizes[split], config, rng)
             save_split(out / split, x, lengths, y)
-            summaries.append(f"order {split}: {len(y)} sequences, lengths {lengths.min()}-{lengths.max()}, "
-                             f"e.g. {decode(x[0], lengths[0])} -> {CLASS_NAMES[y[0]]}")
+            summaries.append(
+                f"order {split}: {len(y)} sequences, lengths {lengths.min()}-{lengths.max()}, "
+                f"e.g. {''.join(SYMBOLS[symbol] for symbol in x[0, : lengths[0]])} -> {CLASS_NAMES[y[0]]}"
+            )
         write_json(
             out / "meta.json",
-            {"input_size": len(SYMBOLS), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
-             "sequence_length": config.max_length, "pad_index": INDEX["<pad>"]},
+            {
+                "input_size": len(SYMBOLS),
+                "num_classes": len(CLASS_NAMES),
+                "class_names": list(CLASS_NAMES),
+                "sequence_length": config.max_length,
+                "pad_index": INDEX["<pad>"],
+            },
         )
     print("\n".join(summaries))

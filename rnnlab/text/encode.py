@@ -1,12 +1,8 @@
-"""Token files + vocabulary -> fixed-length id arrays for train, valid and test (the xy stage).
+"""Token files + vocabulary -> fixed-length id arrays per split (the xy stage).
 
-Per split, a directory with X.npy (N, fix_length) int64 token ids, post-padded with `<pad>` (also
-for `data.pad: pre`, which meta.json records and the model applies by right-aligning) and
-truncated to fix_length tokens (`data.truncate`: the first ones by default, as torchtext-legacy
-`fix_length`; or the last ones, or the first and last halves), lengths.npy (N,) true lengths
-clamped to >= 1 (an empty review is read as a single `<pad>` step), and y.npy (N,) with
-0 = neg, 1 = pos. meta.json tells the model what it needs (input size, classes, length), so
-train and evaluate never special-case the dataset.
+Per split: X.npy (N, fix_length) int64 ids, post-padded with `<pad>` even for `data.pad: pre` (the model
+right-aligns; meta.json records it) and truncated per `data.truncate` (head = torchtext-legacy's
+fix_length); lengths.npy (N,) clamped to >= 1 (an empty review is one `<pad>` step); y.npy (N,) 0 neg, 1 pos.
 """
 
 from __future__ import annotations
@@ -26,10 +22,13 @@ from rnnlab.text.tokenize import PAD, UNK
 from rnnlab.text.vocab import read_vocab
 
 CLASS_NAMES = ("neg", "pos")
+# Reviews encoded at a time: each chunk's token strings are freed before the next, so their memory is
+# reused instead of faulting in ~0.5 GB of fresh pages for a whole split.
+CHUNK_ROWS = 1000
 
 
 class TokenIds(dict):
-    """token -> id, with unknown tokens mapped to `<unk>` inside the C lookup (no Python call per hit)."""
+    """token -> id; an unknown token maps to `<unk>` inside the C lookup (no Python call per hit)."""
 
     def __init__(self, vocab: list[str]) -> None:
         super().__init__((token, position) for position, token in enumerate(vocab))
@@ -39,31 +38,10 @@ class TokenIds(dict):
         return self.unk
 
 
-# Reviews encoded at a time: each chunk's token strings are freed before the next chunk is split,
-# so their memory is reused instead of faulting in ~0.5 GB of fresh pages for a whole split.
-CHUNK_ROWS = 1000
-
-
-def read_lines(path: Path) -> list[str]:
+def existing(path: Path) -> Path:
     if not path.is_file():
         raise UserError(f"{path} not found; run the preprocess stage first (`dvc repro preprocess`).")
-    # Tokens hold no whitespace, so splitting the whole file on "\n" gives exactly its lines.
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def review_counts(prepared: Path) -> dict[str, int]:
-    """Reviews per split, counted as newlines (no decoding), so memory is checked before encoding."""
-    counts = {}
-    for split in SPLIT_FILES:
-        path = prepared / f"{split}.tsv"
-        if not path.is_file():
-            raise UserError(f"{path} not found; run the preprocess stage first (`dvc repro preprocess`).")
-        with path.open("rb") as handle:
-            counts[split] = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-    return counts
+    return path
 
 
 def kept_tokens(tokens: list[str], fix_length: int, truncate: str) -> list[str]:
@@ -78,15 +56,14 @@ def kept_tokens(tokens: list[str], fix_length: int, truncate: str) -> list[str]:
     return tokens[:head] + tokens[len(tokens) - (fix_length - head) :]
 
 
-def truncated_tokens(lines: list[str], fix_length: int, truncate: str = "head") -> tuple[list[str], list[int], list[int]]:
-    """The lines' kept tokens (see kept_tokens) as one flat list, plus each line's token count and label."""
+def truncated_tokens(lines: list[str], fix_length: int, truncate: str) -> tuple[list[str], list[int], list[int]]:
+    """The lines' kept tokens as one flat list, plus each line's token count and label."""
     flat: list[str] = []
     counts: list[int] = []
     labels: list[int] = []
     for line in lines:
         label, _rating, _id, text = line.split("\t", 3)
-        if truncate == "head":
-            # Only the first fix_length tokens survive, so only they are split off and looked up.
+        if truncate == "head":  # only the kept tokens are split off
             tokens = text.split(" ", fix_length) if text else []
             del tokens[fix_length:]
         else:
@@ -100,7 +77,10 @@ def truncated_tokens(lines: list[str], fix_length: int, truncate: str = "head") 
 def encode_split(
     path: Path, index: TokenIds, fix_length: int, truncate: str = "head"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lines = read_lines(path)
+    # Tokens hold no whitespace, so splitting the whole file on "\n" gives exactly its lines.
+    lines = existing(path).read_text(encoding="utf-8").split("\n")
+    if lines[-1] == "":
+        lines.pop()
     x = np.full((len(lines), fix_length), index[PAD], dtype=np.int64)
     token_counts = np.empty(len(lines), dtype=np.int64)
     labels = np.empty(len(lines), dtype=np.int64)
@@ -111,11 +91,10 @@ def encode_split(
         ids = np.fromiter(map(index.__getitem__, flat), dtype=np.int64, count=len(flat))
         # Row-major boolean mask: True at each row's first count positions, in the order of `ids`.
         x[rows][positions < token_counts[rows, None]] = ids
-    lengths = np.maximum(token_counts, 1)  # an empty review is read as a single <pad> step
-    return x, lengths, labels
+    return x, np.maximum(token_counts, 1), labels
 
 
-def encode_and_save(prepared: Path, out: Path, split: str, index: TokenIds, fix_length: int, truncate: str) -> str:
+def encode_and_save(split: str, prepared: Path, out: Path, index: TokenIds, fix_length: int, truncate: str) -> str:
     """Writes one split's arrays; returns its summary line."""
     x, lengths, y = encode_split(prepared / f"{split}.tsv", index, fix_length, truncate)
     save_split(out / split, x, lengths, y)
@@ -123,10 +102,10 @@ def encode_and_save(prepared: Path, out: Path, split: str, index: TokenIds, fix_
 
 
 def xy_needs(split_reviews: dict[str, int], fix_length: int) -> list[Need]:
-    """The xy stage's peak: test (forked worker) beside the larger of train/valid, plus chunk masks."""
+    """The peak: test (forked worker) beside the larger of train/valid, plus one chunk mask per process."""
     length = Param("data.fix_length", fix_length, DataConfig.fix_length)
     concurrent_rows = split_reviews.get("test", 0) + max(split_reviews.get("train", 0), split_reviews.get("valid", 0))
-    masks = 2 * min(CHUNK_ROWS, max(split_reviews.values(), default=0)) * fix_length  # one per process, 1 byte each
+    masks = 2 * min(CHUNK_ROWS, max(split_reviews.values(), default=0)) * fix_length  # 1 byte per cell
     return [
         Need("int64 token id arrays (reviews x fix_length)", concurrent_rows * fix_length * TOKEN_BYTES, (length,)),
         Need("padding masks", masks, (length,)),
@@ -134,30 +113,21 @@ def xy_needs(split_reviews: dict[str, int], fix_length: int) -> list[Need]:
 
 
 def write_xy(prepared: Path, vocab_path: Path, out_dir: Path, config: DataConfig) -> None:
-    """All of `out_dir` (train/, valid/, test/, meta.json) or nothing."""
-    check_fits(xy_needs(review_counts(prepared), config.fix_length), available_memory(), "memory", "to encode the reviews")
+    """All of `out_dir` (train/, valid/, test/, meta.json) or nothing: train must never read a mix."""
+    reviews = {}
+    for split in SPLIT_FILES:  # newlines counted without decoding, to check memory before encoding
+        with existing(prepared / f"{split}.tsv").open("rb") as handle:
+            reviews[split] = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    check_fits(xy_needs(reviews, config.fix_length), available_memory(), "memory", "to encode the reviews")
     vocab = read_vocab(vocab_path)
     index = TokenIds(vocab)
-    truncation = (config.fix_length, config.truncate)
-    # All of data/xy or nothing: a failed split (a full disk, an interrupt) must not leave the others
-    # beside an old meta.json, where train would read them as a complete dataset.
     with atomic_directory(out_dir) as out:
-        job = (prepared, out)
-        # test is half the reviews: one forked worker encodes it while this process does train and
-        # valid, so both cores work. Summaries print in split order either way.
-        with gc_paused(), ForkedCall(encode_and_save, *job, "test", index, *truncation) as test:
-            summaries = {split: encode_and_save(*job, split, index, *truncation) for split in ("train", "valid")}
-            summaries["test"] = test.result()  # re-raises the worker's error, if any
-        write_json(
-            out / "meta.json",
-            {
-                "input_size": len(vocab),
-                "num_classes": len(CLASS_NAMES),
-                "class_names": list(CLASS_NAMES),
-                "sequence_length": config.fix_length,
-                "pad_index": index[PAD],
-                "pad": config.pad,
-            },
-        )
-    for split in SPLIT_FILES:
-        print(summaries[split])
+        job = (prepared, out, index, config.fix_length, config.truncate)
+        # test is half the reviews: a forked worker encodes it while this process does train and valid.
+        with gc_paused(), ForkedCall(encode_and_save, "test", *job) as test:
+            summaries = [encode_and_save(split, *job) for split in ("train", "valid")]
+            summaries.append(test.result())  # re-raises the worker's error, if any
+        meta = {"input_size": len(vocab), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES)}
+        meta |= {"sequence_length": config.fix_length, "pad_index": index[PAD], "pad": config.pad}
+        write_json(out / "meta.json", meta)
+    print("\n".join(summaries))

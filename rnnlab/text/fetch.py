@@ -1,5 +1,5 @@
-"""Where the IMDB archive comes from: `$IMDB_ARCHIVE` (a local copy) when set, else the official URL
-from params (`download`), fetched with resume on dropped connections and verified by md5."""
+"""Where the IMDB archive comes from: `$IMDB_ARCHIVE` (a local copy) when set, else `download.url`,
+fetched with resume on dropped connections and verified by md5."""
 
 from __future__ import annotations
 
@@ -19,29 +19,17 @@ from rnnlab.core.errors import UserError
 from rnnlab.core.files import disk_full_error, is_disk_full
 
 ARCHIVE_ENV = "IMDB_ARCHIVE"
+LOCAL_COPY = f"set {ARCHIVE_ENV}=/path/to/aclImdb_v1.tar.gz to use a local copy"
 CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rnn-lab"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rnn-lab"
 
 
 def file_md5(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "md5").hexdigest()
-
-
-def local_archive(value: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise UserError(f"{ARCHIVE_ENV}={value} does not exist. Point it at the .tar.gz archive, or unset it to download.")
-    if path.is_dir():
-        raise UserError(
-            f"{ARCHIVE_ENV}={value} is a directory. Point it at the archive file itself "
-            f"(e.g. aclImdb_v1.tar.gz), not an unpacked folder."
-        )
-    return path
 
 
 def download(config: DownloadConfig, destination: Path, attempts: int = 4, timeout: float = 30.0) -> Path:
@@ -51,30 +39,25 @@ def download(config: DownloadConfig, destination: Path, attempts: int = 4, timeo
         return destination
     partial = destination.with_name(destination.name + ".part")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    last_error: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
             _fetch(config.url, partial, timeout)
             break
         except urllib.error.HTTPError as error:
-            if error.code == 416:  # our partial file is already whole or longer than the server's file
+            if error.code < 500:  # 416: the partial file is whole or longer than the server's; start over
                 partial.unlink(missing_ok=True)
-            elif error.code < 500:
-                partial.unlink(missing_ok=True)
+            if error.code < 500 and error.code != 416:
                 raise UserError(
                     f"Download of {config.url} failed: HTTP {error.code} {error.reason}. Check download.url in "
-                    f"params.yaml, or set {ARCHIVE_ENV}=/path/to/aclImdb_v1.tar.gz to use a local copy."
+                    f"params.yaml, or {LOCAL_COPY}."
                 ) from error
-            last_error = error
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
-            if is_disk_full(error):  # retrying cannot help; the bytes so far stay for the next run to resume
+            last_error: Exception = error
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            # HTTPException: IncompleteRead or BadStatusLine; the bytes in `partial` are resumed from.
+            if isinstance(error, OSError) and is_disk_full(error):  # retrying cannot free space
                 raise disk_full_error(
                     partial, error, "the part downloaded so far is kept, and the next run resumes from it"
                 ) from error
-            last_error = error
-        except http.client.HTTPException as error:
-            # IncompleteRead (the server closed mid-body) and BadStatusLine are not OSErrors; the bytes
-            # already written stay in `partial`, so the next attempt resumes from them.
             last_error = error
         if attempt < attempts:
             wait = min(2.0 ** (attempt - 1), 8.0) * float(os.environ.get("RNNLAB_RETRY_SCALE", "1"))
@@ -83,7 +66,7 @@ def download(config: DownloadConfig, destination: Path, attempts: int = 4, timeo
     else:
         raise UserError(
             f"Could not download {config.url} after {attempts} attempts ({last_error}). If this machine has no "
-            f"internet, set {ARCHIVE_ENV}=/path/to/aclImdb_v1.tar.gz to use a local copy of the archive."
+            f"internet, {LOCAL_COPY} of the archive."
         )
     actual = file_md5(partial)
     if actual != config.md5:
@@ -99,18 +82,15 @@ def download(config: DownloadConfig, destination: Path, attempts: int = 4, timeo
 def _fetch(url: str, partial: Path, timeout: float) -> None:
     """Download into `partial`, resuming from its size with an HTTP Range request when possible."""
     offset = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "rnn-lab"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
+    request = urllib.request.Request(url, headers={"User-Agent": "rnn-lab"} | ({"Range": f"bytes={offset}-"} if offset else {}))
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        if offset and response.status != 206:
-            offset = 0  # server ignored the Range header: start over
+        if response.status != 206:
+            offset = 0  # the server ignored the Range header: start over
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
-        mode = "ab" if offset else "wb"
         received = 0
         with (
-            partial.open(mode) as handle,
+            partial.open("ab" if offset else "wb") as handle,
             tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc="download", disable=None) as progress,
         ):
             for block in iter(lambda: response.read(CHUNK), b""):
@@ -123,8 +103,15 @@ def _fetch(url: str, partial: Path, timeout: float) -> None:
 
 def resolve_archive(config: DownloadConfig) -> Path:
     value = os.environ.get(ARCHIVE_ENV)
-    if value:
-        path = local_archive(value)
-        print(f"using {ARCHIVE_ENV}={path}")
-        return path
-    return download(config, cache_dir() / Path(config.url).name)
+    if not value:
+        return download(config, cache_dir() / Path(config.url).name)
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise UserError(f"{ARCHIVE_ENV}={value} does not exist. Point it at the .tar.gz archive, or unset it to download.")
+    if path.is_dir():
+        raise UserError(
+            f"{ARCHIVE_ENV}={value} is a directory. Point it at the archive file itself "
+            f"(e.g. aclImdb_v1.tar.gz), not an unpacked folder."
+        )
+    print(f"using {ARCHIVE_ENV}={path}")
+    return path

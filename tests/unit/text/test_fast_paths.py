@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from rnnlab.text import encode as xy
-from rnnlab.text.tokenize import PAD, UNK, tokenize, tokenize_reference
+from rnnlab.text.tokenize import PAD, UNK, tokenize
+from tests.unit.text.test_prepare import tokenize_reference
 
 WORDS = ["Hello", "world!!", "<br />", "café", "ÉCOLE", "naïve", "--", "a", "ΣΑΣ", "x\u00a0y", "end.", "\u2028", "it's", "<BR>"]
 
