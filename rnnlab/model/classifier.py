@@ -150,16 +150,10 @@ class RecurrentClassifier(nn.Module):
             if config.lower_layer_sizes
             else recurrent_layers(config, features, config.hidden_size, config.num_layers)
         )
-        readout_width = readout_size(config, spec.sequence_length)
-        if config.head_size > 0:
-            self.head = nn.Sequential(
-                nn.Linear(readout_width, config.head_size),
-                ACTIVATIONS[config.activation](),
-                Dropout(config.dropout),  # applied, unlike the write-up whose dropout result was discarded
-                nn.Linear(config.head_size, spec.num_classes),
-            )
-        else:
-            self.head = nn.Sequential(Dropout(config.dropout), nn.Linear(readout_width, spec.num_classes))
+        width = readout_size(config, spec.sequence_length)
+        hidden = [nn.Linear(width, config.head_size), ACTIVATIONS[config.activation]()] if config.head_size > 0 else []
+        # The dropout is applied, unlike in the write-up whose dropout result was discarded.
+        self.head = nn.Sequential(*hidden, Dropout(config.dropout), nn.Linear(config.head_size or width, spec.num_classes))
         if config.init == "keras":
             keras_init(self)
 

@@ -72,8 +72,7 @@ class EpochLog:
     def finish(self, best: EpochRecord | None) -> None:
         """Make metrics.json the best epoch's values (none if no epoch finished) and close the run."""
         values = asdict(best) if best is not None else {}
-        epoch = values.pop("epoch", None)
-        self.live.summary = {**({STEP: epoch} if epoch is not None else {}), **values}
+        self.live.summary = {STEP: values.pop("epoch"), **values} if values else {}
         self.live.end()  # end() takes the step from the summary, so it stays the best epoch
 
 

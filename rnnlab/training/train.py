@@ -27,13 +27,6 @@ from rnnlab.runtime.environment import record_training, result_environment, setu
 from rnnlab.training.history import EpochLog, EpochRecord
 
 
-@dataclass(frozen=True)
-class TrainingOutputs:
-    model: Path  # the checkpoint
-    history: Path  # the DVCLive directory
-    timings: Path | None = None  # machine-dependent seconds (not a DVC output)
-
-
 @dataclass
 class FitResult:
     history: list[EpochRecord]
@@ -43,16 +36,18 @@ class FitResult:
     epoch_seconds: list[float]  # machine-dependent: kept out of the history, a DVC output
 
 
-def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) -> None:
+def train_variant(variant: Variant, data_dir: Path, checkpoint: Path, history_dir: Path, timings: Path | None = None) -> None:
+    """Train `variant` on `data_dir`'s arrays into `checkpoint` and the DVCLive `history_dir`; `timings` (seconds,
+    machine-dependent) is no DVC output."""
     device = setup_torch(variant.train.device, variant.train.threads)
     meta = load_meta(data_dir)
     check_training_fits(variant, meta, data_dir, device)  # before any big allocation
-    if outputs.timings is not None:
-        check_writable(outputs.timings)  # written last: a read-only folder must not fail the run after training
+    if timings is not None:
+        check_writable(timings)  # written last: a read-only folder must not fail the run after training
     # The lock before anything is written; the history written in place when there is none to keep (VS Code follows it).
     with (
-        exclusive_writer(outputs.history, f"training run of {variant.name}"),
-        outputs_together(outputs.model, outputs.history, live=outputs.history) as staged,
+        exclusive_writer(history_dir, f"training run of {variant.name}"),
+        outputs_together(checkpoint, history_dir, live=history_dir) as staged,
     ):
         train, valid = load_split(data_dir, "train"), load_split(data_dir, "valid")
         spec = ModelSpec(variant.model, meta.input_size, meta.num_classes, meta.sequence_length, meta.class_names, meta.pad)
@@ -62,10 +57,10 @@ def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) ->
             f"{f' x {variant.model.members} members' if variant.model.members > 1 else ''}, "
             f"{count_parameters(model):,} parameters, {len(train)} train / {len(valid)} valid, device {device}"
         )
-        history = EpochLog(staged[outputs.history])
+        history = EpochLog(staged[history_dir])
         result = fit(model, train, valid, variant.train, device, on_epoch=history.log_epoch)
         save_checkpoint(
-            staged[outputs.model],
+            staged[checkpoint],
             model,
             result.best_state,
             {
@@ -79,8 +74,8 @@ def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) ->
             },
         )
         history.finish(next((record for record in result.history if record.epoch == result.best_epoch), None))
-    if outputs.timings is not None:
-        record_training(outputs.timings, variant.name, device.type, result.epoch_seconds, len(train) * train.sequence_length)
+    if timings is not None:
+        record_training(timings, variant.name, device.type, result.epoch_seconds, len(train) * train.sequence_length)
 
 
 def fit(
@@ -153,8 +148,7 @@ def train_epoch(
     model.train()
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     order = torch.randperm(len(split), generator=generator)
-    loss_sum, correct, steps, clipped, norm_sum, norm_max = 0.0, 0, 0, 0, 0.0, 0.0
-    seen = 0
+    loss_sum, correct, seen, norms = 0.0, 0, 0, []
     with progress_bar(math.ceil(len(split) / config.batch_size), description) as bar:
         for x, lengths, y in batches(split, config.batch_size, order):
             x, lengths, y = x.to(device), lengths.to(device), y.to(device)
@@ -167,23 +161,21 @@ def train_epoch(
                 return None
             if config.grad_clip > 0 and norm > config.grad_clip:
                 torch.nn.utils.clip_grads_with_norm_(parameters, config.grad_clip, torch.tensor(norm))
-                clipped += 1
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(dim=1) == y).sum())
-            steps += 1
-            norm_sum += norm
-            norm_max = max(norm_max, norm)
+            norms.append(norm)
             seen += len(y)
             show_running(bar, seen * x.shape[1], loss_sum / seen, correct / seen)
+    clipped = sum(config.grad_clip > 0 and norm > config.grad_clip for norm in norms)
     return {
-        "train_loss": loss_sum / len(split),
-        "train_accuracy": correct / len(split),
-        "grad_norm_mean": norm_sum / steps,
-        "grad_norm_max": norm_max,
-        "clip_fraction": clipped / steps,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "grad_norm_mean": sum(norms) / len(norms),
+        "grad_norm_max": max(norms),
+        "clip_fraction": clipped / len(norms),
     }
 
 
