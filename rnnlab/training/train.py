@@ -265,9 +265,8 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
     hidden, members, batch = param("model", "hidden_size"), param("model", "members"), param("train", "batch_size")
     layers, embedding_dim = param("model", "num_layers"), param("model", "embedding_dim")
     # The lower layers' sizes grow what hidden_size grows (judged against its default).
-    lower = Param(
-        variant.params_key("model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size
-    )
+    lower_key = variant.params_key("model", "lower_layer_sizes")
+    lower = Param(lower_key, max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
     counts = parameter_counts(model, meta.input_size, meta.num_classes, meta.sequence_length)
     weights = DEVICE_WEIGHT_COPIES * FLOAT_BYTES * model.members
     one_hot = model.input_encoding == "one_hot"
@@ -320,11 +319,9 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
 
 def check_training_fits(variant: Variant, meta: Meta, data_dir: Path, device: torch.device) -> None:
     """Refuse a variant whose weights, optimiser state and activations cannot fit (GPU and RAM on CUDA)."""
-    needs = training_needs(variant, meta, data_dir)
-    purpose = f"to train {variant.name}"
+    needs, purpose = training_needs(variant, meta, data_dir), f"to train {variant.name}"
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         check_fits([need for need in needs if need.on_device], int(free), f"GPU memory ({device})", purpose)
-        check_fits([need for need in needs if not need.on_device], available_memory(), "memory", purpose)
-    else:
-        check_fits(needs, available_memory(), "memory", purpose)
+        needs = [need for need in needs if not need.on_device]
+    check_fits(needs, available_memory(), "memory", purpose)
