@@ -20,9 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     variant, runtime = read_variant(args.params)
     environment.configure(runtime)
-    from rnnlab.training.train import TrainingOutputs, train_variant  # loads torch: after configure
+    from rnnlab.training.train import train_variant  # loads torch: after configure
 
-    train_variant(variant, args.data, TrainingOutputs(args.model, args.history, args.timings))
+    train_variant(variant, args.data, args.model, args.history, args.timings)
 
 
 if __name__ == "__main__":

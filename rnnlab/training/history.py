@@ -1,15 +1,8 @@
-"""The per-epoch training history: logged with DVCLive while training runs, read back from its files.
+"""The per-epoch training history, logged with DVCLive while training runs and read back from its files.
 
-Layout of one variant's DVCLive directory (dvc.yaml `live` var, `<live>/<variant>/`):
-- `plots/metrics/<metric>.tsv`: a header `step<TAB><metric>`, then one line per finished epoch
-  (step = epoch number, 1-based). Written as each epoch ends, so `dvc plots show`, `dvc exp show`
-  and the VS Code DVC extension see a run while it trains. No timestamps: the files must have the
-  same bytes on a rerun (they are DVC outputs).
-- `metrics.json`: during training the latest epoch; when training ends, the epoch whose weights the
-  checkpoint holds (the best one, or the last with `train.keep: last`), with `step` = that epoch.
-
-`parse_metric_tsv` reads a metric file's text, so a caller can feed it `git show REV:<path>` output
-(`metric_file` gives the path); `read_history` reads a whole directory into one row per epoch.
+One variant's directory (dvc.yaml `live` var): `plots/metrics/<metric>.tsv` (`step<TAB><metric>`, a line per
+finished epoch, no timestamps so reruns give the same bytes) and `metrics.json` (the latest epoch while training,
+then the epoch whose weights the checkpoint holds, `step` = that epoch).
 """
 
 from __future__ import annotations
@@ -50,24 +43,16 @@ class EpochRecord:
 
 
 def metric_file(directory: Path | str, metric: str) -> Path:
-    """Where DVCLive keeps one metric's per-epoch values inside a variant's directory."""
     return Path(directory) / "plots" / "metrics" / f"{metric}.tsv"
 
 
-def summary_file(directory: Path | str) -> Path:
-    return Path(directory) / "metrics.json"
-
-
 class EpochLog:
-    """DVCLive logger for one training run; the train stage passes `log_epoch` to rnnlab.training.train.fit."""
+    """DVCLive logger of one training run into an absent or empty directory (no earlier run's files linger)."""
 
     def __init__(self, directory: Path) -> None:
-        """Log into `directory`, which must be absent or empty (outputs_together gives the train stage one):
-        files of an earlier run (e.g. a metric no longer logged) must not linger."""
         from dvclive import Live  # imports DVC: only the train stage pays for it
 
-        # dvcyaml=False: dvc.yaml declares these files itself. save_dvc_exp=False and report=None:
-        # nothing but the metric files is written, nothing touches git.
+        # dvc.yaml declares these files itself; nothing but the metric files is written, nothing touches git.
         try:
             self.live = Live(str(directory), dvcyaml=False, save_dvc_exp=False, report=None, monitor_system=False)
         except Exception as error:  # DVCLive reads the git HEAD, and fails in a repository without commits
@@ -82,13 +67,12 @@ class EpochLog:
         self.live.step = record.epoch
         for name in HISTORY_METRICS:
             self.live.log_metric(name, getattr(record, name), timestamp=False)  # timestamps would break reruns
-        self.live.next_step()  # writes metrics.json with this epoch and tells VS Code a step finished
+        self.live.next_step()  # writes metrics.json and tells VS Code a step finished
 
     def finish(self, best: EpochRecord | None) -> None:
         """Make metrics.json the best epoch's values (none if no epoch finished) and close the run."""
         values = asdict(best) if best is not None else {}
-        epoch = values.pop("epoch", None)
-        self.live.summary = {**({STEP: epoch} if epoch is not None else {}), **values}
+        self.live.summary = {STEP: values.pop("epoch"), **values} if values else {}
         self.live.end()  # end() takes the step from the summary, so it stays the best epoch
 
 
@@ -107,10 +91,7 @@ def parse_metric_tsv(text: str, metric: str, source: str = "metric file") -> lis
 
 
 def read_history(directory: Path | str) -> list[dict[str, Any]]:
-    """One row per finished epoch, {"epoch": n, <metric>: value, ...}, from a DVCLive directory.
-
-    An empty list when training stopped before the first epoch finished (divergence).
-    """
+    """One row per finished epoch, {"epoch": n, <metric>: value, ...}; none when the first epoch diverged."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"training history not found at {directory}. {RERUN}")

@@ -1,12 +1,7 @@
 """Train one variant, top-down: the memory check, the seeded model, the loop, the checkpoint and the history.
 
-The variant's config is its task's baseline `model`/`train` sections with the variant's overrides
-applied, as the params stage resolved it. The checkpoint and the DVCLive history (rnnlab/training/history.py)
-are written aside and renamed into place when training has ended, so a failed or interrupted run
-leaves the ones from before it; one process at a time writes them (rnnlab.core.files.exclusive_writer).
-
-The loop sees (tokens, lengths, labels) tensors and a model that maps (tokens, lengths) to logits;
-it knows neither the dataset nor the cell type.
+The checkpoint and the DVCLive history are written aside and renamed into place when training has ended, so a
+failed run leaves the ones from before it. The loop knows neither the dataset nor the cell type.
 """
 
 from __future__ import annotations
@@ -32,46 +27,40 @@ from rnnlab.runtime.environment import record_training, result_environment, setu
 from rnnlab.training.history import EpochLog, EpochRecord
 
 
-@dataclass(frozen=True)
-class TrainingOutputs:
-    model: Path  # the checkpoint
-    history: Path  # the DVCLive directory
-    timings: Path | None = None  # machine-dependent seconds (not a DVC output)
-
-
 @dataclass
 class FitResult:
     history: list[EpochRecord]
     best_state: dict[str, torch.Tensor]
     best_epoch: int
     diverged: bool
-    # Machine-dependent, so kept apart from the history (a DVC output that must reproduce bit for bit).
-    epoch_seconds: list[float]
+    epoch_seconds: list[float]  # machine-dependent: kept out of the history, a DVC output
 
 
-def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) -> None:
+def train_variant(variant: Variant, data_dir: Path, checkpoint: Path, history_dir: Path, timings: Path | None = None) -> None:
+    """Train `variant` on `data_dir`'s arrays into `checkpoint` and the DVCLive `history_dir`; `timings` (seconds,
+    machine-dependent) is no DVC output."""
     device = setup_torch(variant.train.device, variant.train.threads)
     meta = load_meta(data_dir)
     check_training_fits(variant, meta, data_dir, device)  # before any big allocation
-    if outputs.timings is not None:
-        check_writable(outputs.timings)  # written last: a read-only folder must not fail the run after training
-    # The lock before anything is written; the history in place when there is none to keep, so DVC
-    # and VS Code follow it as it grows.
+    if timings is not None:
+        check_writable(timings)  # written last: a read-only folder must not fail the run after training
+    # The lock before anything is written; the history written in place when there is none to keep (VS Code follows it).
     with (
-        exclusive_writer(outputs.history, f"training run of {variant.name}"),
-        outputs_together(outputs.model, outputs.history, live=outputs.history) as staged,
+        exclusive_writer(history_dir, f"training run of {variant.name}"),
+        outputs_together(checkpoint, history_dir, live=history_dir) as staged,
     ):
         train, valid = load_split(data_dir, "train"), load_split(data_dir, "valid")
-        model = initial_model(ModelSpec.from_meta(variant.model, meta), variant.train.seed)
+        spec = ModelSpec(variant.model, meta.input_size, meta.num_classes, meta.sequence_length, meta.class_names, meta.pad)
+        model = initial_model(spec, variant.train.seed)
         print(
             f"train {variant.name} ({variant.task}): {variant.model.cell} hidden {variant.model.hidden_size}"
             f"{f' x {variant.model.members} members' if variant.model.members > 1 else ''}, "
             f"{count_parameters(model):,} parameters, {len(train)} train / {len(valid)} valid, device {device}"
         )
-        history = EpochLog(staged[outputs.history])
+        history = EpochLog(staged[history_dir])
         result = fit(model, train, valid, variant.train, device, on_epoch=history.log_epoch)
         save_checkpoint(
-            staged[outputs.model],
+            staged[checkpoint],
             model,
             result.best_state,
             {
@@ -85,8 +74,8 @@ def train_variant(variant: Variant, data_dir: Path, outputs: TrainingOutputs) ->
             },
         )
         history.finish(next((record for record in result.history if record.epoch == result.best_epoch), None))
-    if outputs.timings is not None:
-        record_training(outputs.timings, variant.name, device.type, result.epoch_seconds, len(train) * train.sequence_length)
+    if timings is not None:
+        record_training(timings, variant.name, device.type, result.epoch_seconds, len(train) * train.sequence_length)
 
 
 def fit(
@@ -98,12 +87,10 @@ def fit(
     log: Callable[[str], None] = print,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
-    """Train for config.epochs, keep the weights of the best validation-accuracy epoch (or the last
-    epoch's, with `train.keep: last`); `on_epoch` gets each finished epoch's record.
+    """Train for config.epochs, keeping the best validation-accuracy epoch's weights (`train.keep: last`: the last).
 
-    An ensemble's members each get their own optimiser, schedule and batch order (seed + i) and
-    train on their own loss, one epoch each in turn; validation scores the ensemble as a whole.
-    On divergence, stop and keep the best weights so far (the initial ones if no epoch finished).
+    Ensemble members each have their own optimiser, schedule and batch order (seed + i) and loss, one epoch each
+    in turn; validation scores the ensemble. On divergence, stop with the best weights so far.
     """
     model.to(device)
     members = members_of(model)
@@ -116,32 +103,19 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         member_stats = []
-        for index, (member, optimizer, generator, scheduler) in enumerate(
-            zip(members, optimizers, generators, schedulers, strict=True)
-        ):
-            member_label = f" member {index + 1}/{len(members)}" if len(members) > 1 else ""
-            stats = train_epoch(
-                member,
-                optimizer,
-                train,
-                config,
-                generator,
-                device,
-                scheduler,
-                description=f"epoch {epoch}/{config.epochs}{member_label}",
-            )
+        for index, member in enumerate(members):
+            label = f"epoch {epoch}/{config.epochs}" + (f" member {index + 1}/{len(members)}" if len(members) > 1 else "")
+            stats = train_epoch(member, optimizers[index], train, config, generators[index], device, schedulers[index], label)
             if stats is None:
                 log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
                 return FitResult(history, best_state, best_epoch, True, epoch_seconds)
             member_stats.append(stats)
         seconds = time.perf_counter() - started
-        # Over ensemble members: means, and the largest gradient norm.
         combined = {key: sum(member[key] for member in member_stats) / len(member_stats) for key in member_stats[0]}
         combined["grad_norm_max"] = max(member["grad_norm_max"] for member in member_stats)
         probabilities, valid_loss = predict(model, valid, max(config.batch_size, 256), device, description=f"epoch {epoch} valid")
         if not math.isfinite(valid_loss):
-            # The epoch's last step can blow the weights up after its finite-loss check; such weights
-            # must never become the "best" checkpoint.
+            # The epoch's last step can blow the weights up after its finite-loss check.
             log(f"epoch {epoch}: validation loss became NaN/inf; stopping (diverged)")
             return FitResult(history, best_state, best_epoch, True, epoch_seconds)
         valid_accuracy = float((probabilities.argmax(dim=1) == valid.y).float().mean())
@@ -169,16 +143,12 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     description: str = "train",
 ) -> dict[str, float] | None:
-    """One pass over `split`; None when the loss or gradient became NaN/inf (divergence).
-
-    On a terminal a bar shows the running loss, accuracy and tokens/s; it only reads values the step
-    computes anyway, so every bit of the weights is the same with or without it.
-    """
+    """One pass over `split`; None when the loss or gradient became NaN/inf (divergence). The bar only reads
+    values the step computes anyway: the weights are the same with or without it."""
     model.train()
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     order = torch.randperm(len(split), generator=generator)
-    loss_sum, correct, steps, clipped, norm_sum, norm_max = 0.0, 0, 0, 0, 0.0, 0.0
-    seen, throughput = 0, Throughput()
+    loss_sum, correct, seen, norms = 0.0, 0, 0, []
     with progress_bar(math.ceil(len(split) / config.batch_size), description) as bar:
         for x, lengths, y in batches(split, config.batch_size, order):
             x, lengths, y = x.to(device), lengths.to(device), y.to(device)
@@ -191,32 +161,26 @@ def train_epoch(
                 return None
             if config.grad_clip > 0 and norm > config.grad_clip:
                 torch.nn.utils.clip_grads_with_norm_(parameters, config.grad_clip, torch.tensor(norm))
-                clipped += 1
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             loss_sum += loss.item() * len(y)
             correct += int((logits.argmax(dim=1) == y).sum())
-            steps += 1
-            norm_sum += norm
-            norm_max = max(norm_max, norm)
+            norms.append(norm)
             seen += len(y)
-            throughput.add(x.numel())
-            show_running(bar, throughput, loss=loss_sum / seen, accuracy=correct / seen)
+            show_running(bar, seen * x.shape[1], loss_sum / seen, correct / seen)
+    clipped = sum(config.grad_clip > 0 and norm > config.grad_clip for norm in norms)
     return {
-        "train_loss": loss_sum / len(split),
-        "train_accuracy": correct / len(split),
-        "grad_norm_mean": norm_sum / steps,
-        "grad_norm_max": norm_max,
-        "clip_fraction": clipped / steps,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "grad_norm_mean": sum(norms) / len(norms),
+        "grad_norm_max": max(norms),
+        "clip_fraction": clipped / len(norms),
     }
 
 
 def make_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """`train.optimizer` with `train.lr` and `train.weight_decay`."""
-    if config.optimizer == "rmsprop":
-        # Keras's RMSprop defaults (rho 0.9, epsilon 1e-7), not torch's (alpha 0.99, eps 1e-8): the
-        # Keras write-up is the one that used it.
+    if config.optimizer == "rmsprop":  # Keras's defaults (rho 0.9, epsilon 1e-7): a Keras write-up used it
         return torch.optim.RMSprop(parameters, lr=config.lr, alpha=0.9, eps=1e-7, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -224,37 +188,28 @@ def make_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> t
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    train_size: int,
+    optimizer: torch.optim.Optimizer, config: TrainConfig, train_size: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The per-batch learning-rate schedule of `config.lr_schedule`; None for a constant rate."""
+    """The per-batch schedule of `config.lr_schedule`, None for constant; cosine reaches 0 at the run's last step."""
     if config.lr_schedule == "constant":
         return None
-    # T_max = every step of the run: the last batch of the last epoch trains at (almost) 0.
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * math.ceil(train_size / config.batch_size))
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module,
-    split: Split,
-    batch_size: int,
-    device: torch.device,
-    description: str = "predict",
+    model: nn.Module, split: Split, batch_size: int, device: torch.device, description: str = "predict"
 ) -> tuple[torch.Tensor, float]:
     """Class probabilities (N, C) and the mean cross-entropy over the split."""
     model.eval()
     probabilities, total_loss, seen = [], 0.0, 0
-    throughput = Throughput()
     with progress_bar(math.ceil(len(split) / batch_size), description) as bar:
         for x, lengths, y in batches(split, batch_size):
             logits = model(x.to(device), lengths.to(device)).float()
             total_loss += F.cross_entropy(logits, y.to(device), reduction="sum").item()
             probabilities.append(logits.softmax(dim=1).cpu())
             seen += len(y)
-            throughput.add(x.numel())
-            show_running(bar, throughput, loss=total_loss / seen)
+            show_running(bar, seen * x.shape[1], total_loss / seen)
     return torch.cat(probabilities), total_loss / len(split)
 
 
@@ -273,54 +228,26 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def progress_bar(total: int, description: str, unit: str = "batch") -> tqdm:
-    """A transient bar (cleared when done, so the per-epoch line stays the only record)."""
+    """A transient bar: cleared when done, so the per-epoch line stays the only record."""
     # sys.stderr looked up at call time: a test can put a fake terminal there.
     return tqdm(total=total, desc=description, unit=unit, leave=False, disable=None, file=sys.stderr, dynamic_ncols=True)
 
 
-class Throughput:
-    """Tokens per second since creation, for a bar's postfix (never in a DVC output)."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-        self.tokens = 0
-
-    def add(self, tokens: int) -> None:
-        self.tokens += tokens
-
-    def per_second(self) -> float:
-        return self.tokens / max(time.perf_counter() - self.started, 1e-9)
-
-
-def show_running(bar: tqdm, throughput: Throughput, loss: float | None = None, accuracy: float | None = None) -> None:
-    """Advance `bar` by one batch and show the running loss, accuracy and tokens/s."""
+def show_running(bar: tqdm, tokens: int, loss: float, accuracy: float | None = None) -> None:
+    """Advance `bar` by one batch and show the running loss, accuracy and `tokens` (so far) per second."""
     if not bar.disable:  # formatting is skipped when nobody sees it
-        postfix = {}
-        if loss is not None:
-            postfix["loss"] = f"{loss:.4f}"
-        if accuracy is not None:
-            postfix["acc"] = f"{accuracy:.4f}"
-        postfix["tok/s"] = f"{throughput.per_second():,.0f}"
-        bar.set_postfix(postfix, refresh=False)
+        postfix = {"loss": f"{loss:.4f}"} | ({"acc": f"{accuracy:.4f}"} if accuracy is not None else {})
+        bar.set_postfix(postfix | {"tok/s": f"{tokens / max(bar.format_dict['elapsed'], 1e-9):,.0f}"}, refresh=False)
     bar.update(1)
 
 
-# --- memory: what training needs, refused before anything is allocated if it cannot fit ---------------
-# float32 = 4 bytes, token ids int64. Counted: the train and valid arrays; every parameter
-# DEVICE_WEIGHT_COPIES times on the device plus the best-epoch copies in RAM; the activations one step
-# keeps for backward. Ensemble members train one at a time: activations once, weights per member.
-# Not counted: the interpreter and torch themselves (a few hundred MB). tests/stages/test_resources.py
-# checks the estimate against the measured peak of a real run.
-
-# Weight, gradient, Adam's exp_avg and exp_avg_sq, and the two temporaries of Adam's step.
-DEVICE_WEIGHT_COPIES = 6
-# The best epoch's weights in RAM; a new best is copied before the old one is dropped.
-BEST_STATE_COPIES = 2
-# Floats kept per (sample, step, hidden unit, direction, layer), measured as the train stage's peak
-# on CPU (hidden 256, batch 128 x 500 steps): about 4 per gate plus the hidden state.
+# --- memory: what training needs, refused before anything is allocated if it cannot fit. Not counted: the
+# interpreter and torch (a few hundred MB); tests/stages/test_resources.py checks against a measured peak.
+DEVICE_WEIGHT_COPIES = 6  # weight, gradient, Adam's two moments and the two temporaries of its step
+BEST_STATE_COPIES = 2  # a new best epoch's weights are copied before the old ones are dropped
+# Floats per (sample, step, hidden unit, direction, layer), the measured CPU peak: about 4 per gate plus the state.
 RECURRENT_FLOATS = {"rnn": 5, "gru": 12, "lstm": 17}
-# Per (sample, step, input feature): the embedding output, its dropout copy and its gradient; one-hot
-# inputs are made as int64 (2 floats' worth) and then converted to float.
+# Per (sample, step, feature): the embedding, its dropout copy and gradient; one-hot is built as int64 first.
 INPUT_FLOATS = {"embedding": 3, "one_hot": 5}
 
 
@@ -337,10 +264,9 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
     vocabulary = Param("data.vocab_size", meta.input_size, DataConfig.vocab_size)
     hidden, members, batch = param("model", "hidden_size"), param("model", "members"), param("train", "batch_size")
     layers, embedding_dim = param("model", "num_layers"), param("model", "embedding_dim")
-    # The lower layers' sizes grow the same contributors as hidden_size (judged against its default).
-    lower = Param(
-        variant.params_key("model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size
-    )
+    # The lower layers' sizes grow what hidden_size grows (judged against its default).
+    lower_key = variant.params_key("model", "lower_layer_sizes")
+    lower = Param(lower_key, max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
     counts = parameter_counts(model, meta.input_size, meta.num_classes, meta.sequence_length)
     weights = DEVICE_WEIGHT_COPIES * FLOAT_BYTES * model.members
     one_hot = model.input_encoding == "one_hot"
@@ -350,20 +276,20 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
     if model.readout != "last":  # the masked copy of every step's output
         recurrent_floats += steps * model.hidden_size * model.directions
     concat = model.readout == "concat"
+    adam = "weights with gradients and Adam state"
+    bidirectional_fix = ", or set model.bidirectional=false" if model.bidirectional else ""
     needs = [
+        Need(f"embedding {adam}", counts["embedding"] * weights, (embedding_dim, vocabulary, members)),
         Need(
-            "embedding weights with gradients and Adam state", counts["embedding"] * weights, (embedding_dim, vocabulary, members)
-        ),
-        Need(
-            "recurrent weights with gradients and Adam state",
+            f"recurrent {adam}",
             counts["recurrent"] * weights,
-            (hidden, layers, lower, members) + ((vocabulary,) if one_hot else ()),
-            other_fix=", or set model.bidirectional=false" if model.bidirectional else "",
+            (hidden, layers, lower, members) + (vocabulary,) * one_hot,
+            other_fix=bidirectional_fix,
         ),
         Need(
-            "output head weights with gradients and Adam state",
+            f"output head {adam}",
             counts["head"] * weights,
-            (hidden, param("model", "head_size"), members) + ((length,) if concat else ()),
+            (hidden, param("model", "head_size"), members) + (length,) * concat,
             other_fix=", or use a readout other than concat" if concat else "",
         ),
         Need(
@@ -386,24 +312,16 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
     ]
     if data_dir is not None:
         files = [Path(data_dir) / split / f"{name}.npy" for split in ("train", "valid") for name in ("X", "lengths", "y")]
-        needs.append(
-            Need(
-                "train and valid token arrays",
-                sum(path.stat().st_size for path in files if path.is_file()),
-                (length,),
-                on_device=False,
-            )
-        )
+        array_bytes = sum(path.stat().st_size for path in files if path.is_file())
+        needs.append(Need("train and valid token arrays", array_bytes, (length,), on_device=False))
     return [need for need in needs if need.bytes > 0]
 
 
 def check_training_fits(variant: Variant, meta: Meta, data_dir: Path, device: torch.device) -> None:
     """Refuse a variant whose weights, optimiser state and activations cannot fit (GPU and RAM on CUDA)."""
-    needs = training_needs(variant, meta, data_dir)
-    purpose = f"to train {variant.name}"
+    needs, purpose = training_needs(variant, meta, data_dir), f"to train {variant.name}"
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         check_fits([need for need in needs if need.on_device], int(free), f"GPU memory ({device})", purpose)
-        check_fits([need for need in needs if not need.on_device], available_memory(), "memory", purpose)
-    else:
-        check_fits(needs, available_memory(), "memory", purpose)
+        needs = [need for need in needs if not need.on_device]
+    check_fits(needs, available_memory(), "memory", purpose)

@@ -1,4 +1,4 @@
-"""The per-epoch history logged with DVCLive (stages/history.py): it grows while a stage trains, its
+"""The per-epoch history logged with DVCLive (rnnlab/training/history.py): it grows while a stage trains, its
 summary is the best epoch, its bytes reproduce, and the readers parse it from files or from text."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab.core.errors import UserError
-from rnnlab.training.history import HISTORY_METRICS, EpochLog, metric_file, parse_metric_tsv, read_history, summary_file
+from rnnlab.training.history import HISTORY_METRICS, EpochLog, metric_file, parse_metric_tsv, read_history
 from rnnlab.training.train import EpochRecord
 from tests.stages.test_training_faults import tiny_params, workdir  # noqa: F401  (workdir is a fixture)
 from tests.support.stage_runner import REPO, assert_user_error, files_under, run_stage, stage_commands, write_params
@@ -40,9 +40,9 @@ def test_summary_is_the_best_epoch_and_files_carry_no_time(tmp_path: Path, monke
     for epoch, accuracy in ((1, 0.5), (2, 0.9), (3, 0.7)):
         log.log_epoch(record(epoch, accuracy))
         # metrics.json follows the running epoch while training goes on
-        assert json.loads(summary_file(tmp_path / "live").read_text())["step"] == epoch
+        assert json.loads((tmp_path / "live" / "metrics.json").read_text())["step"] == epoch
     log.finish(record(2, 0.9))
-    summary = json.loads(summary_file(tmp_path / "live").read_text())
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert summary == {"step": 2, **{name: getattr(record(2, 0.9), name) for name in HISTORY_METRICS}}
     text = metric_file(tmp_path / "live", "valid_accuracy").read_text()
     assert text.splitlines() == ["step\tvalid_accuracy", "1\t0.5", "2\t0.9", "3\t0.7"]  # no timestamp column
@@ -52,7 +52,7 @@ def test_summary_is_the_best_epoch_and_files_carry_no_time(tmp_path: Path, monke
 def test_a_run_without_a_finished_epoch_has_an_empty_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     EpochLog(tmp_path / "live").finish(None)
-    assert json.loads(summary_file(tmp_path / "live").read_text()) == {}
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {}
     assert read_history(tmp_path / "live") == []
 
 
@@ -82,7 +82,7 @@ def test_stage_history_matches_checkpoint_and_reruns_byte_identical(workdir: Pat
     history = read_history(workdir / "plots/history/good")
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     best_epoch = torch.load(workdir / "models/good.pt", weights_only=True)["best_epoch"]
-    summary = json.loads(summary_file(workdir / "plots/history/good").read_text())
+    summary = json.loads((workdir / "plots/history/good" / "metrics.json").read_text())
     assert summary["step"] == best_epoch and summary["valid_accuracy"] == max(row["valid_accuracy"] for row in history)
     assert run_stage(module, argv, capsys)[0] == 0
     second = {name: (workdir / "plots/history/good" / name).read_bytes() for name in files_under(workdir / "plots/history/good")}
