@@ -24,7 +24,8 @@ SEED_KEY = "train.seed"
 # Every param that only reseeds a run: the IMDB study's, and the order task's (weights and data).
 SEED_KEYS = (SEED_KEY, "order.train.seed", "order.data.seed")
 HEAD_NAME = "(committed)"
-ROW_KEYS = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "epochs_trained")
+# What reports/studies.json keeps of each row.
+ROW_KEYS: tuple[str, ...] = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "epochs_trained")
 ROW_KEYS += ("train_seconds_per_epoch", "parameters", "seed", "diverged", "environment")
 UNPINNED = "earlier, unpinned"
 KERNELS = "rnnlab-gemm"  # the name the reproducible mode's kernels stamp into `environment.math`

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from rnnlab.config.params import Params, did_you_mean, parse_params, parse_params_yaml
 from rnnlab.core.errors import ConfigError
