@@ -123,13 +123,13 @@ def apply_setting(params: dict[str, Any], argument: str) -> dict[str, Any]:
     return result
 
 
-def check_targets(targets: list[str], params: Params, pipeline_file: Path = PIPELINE_FILE) -> None:
+def check_targets(targets: list[str], params: Params) -> None:
     """Each target is a stage of dvc.yaml, or `stage@variant` of a foreach stage over a task's variants."""
-    stages = (yaml.safe_load(pipeline_file.read_text(encoding="utf-8")) or {}).get("stages", {})
+    stages = (yaml.safe_load(PIPELINE_FILE.read_text(encoding="utf-8")) or {}).get("stages", {})
     for target in targets:
         stage, at, key = target.partition("@")
         if stage not in stages or (at and "foreach" not in stages[stage]):
-            raise ConfigError(f"Target '{target}' is not a stage of {pipeline_file}.{did_you_mean(stage, sorted(stages))}")
+            raise ConfigError(f"Target '{target}' is not a stage of {PIPELINE_FILE}.{did_you_mean(stage, sorted(stages))}")
         if at:
             task = TASK_OF_FOREACH.get(str(stages[stage]["foreach"]), "")
             variants = list(params.task(task).variants) if task else []
@@ -140,10 +140,7 @@ def check_targets(targets: list[str], params: Params, pipeline_file: Path = PIPE
 
 
 def experiment_arguments(
-    preset: Preset,
-    base: dict[str, Any],
-    extra: list[str] | None = None,
-    pipeline_file: Path = PIPELINE_FILE,
+    preset: Preset, base: dict[str, Any], extra: list[str] | None = None
 ) -> tuple[list[str], dict[str, Any]]:
     """The `dvc exp run` arguments (-S settings, then targets) for `preset` plus `extra` on top of `base`,
     checked, and the params they give."""
@@ -151,19 +148,6 @@ def experiment_arguments(
     settings = [setting(key, value) for key, value in changed_params(base, merged).items()]
     for argument in extra or []:
         merged = apply_setting(merged, argument)
-    check_targets(preset.targets, parse_params(merged), pipeline_file)  # the whole merged file, as every stage checks it
+    check_targets(preset.targets, parse_params(merged))  # the whole merged file, as every stage checks it
     arguments = [argument for each in [*settings, *(extra or [])] for argument in ("-S", each)]
     return [*arguments, *preset.targets], merged
-
-
-def build_command(
-    preset: Preset,
-    base: dict[str, Any],
-    name: str | None = None,
-    extra: list[str] | None = None,
-    queue: bool = False,
-    pipeline_file: Path = PIPELINE_FILE,
-) -> list[str]:
-    """The `dvc exp run` argv for `preset` on top of the params mapping `base`, after checking it."""
-    arguments, _params = experiment_arguments(preset, base, extra, pipeline_file)
-    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", name or preset.experiment, *arguments]
