@@ -17,7 +17,7 @@ import sys
 
 from rnnlab.config.params import read_params_file
 from rnnlab.core.cli import run_cli
-from rnnlab.experiments.presets import available, build_command, load_preset
+from rnnlab.experiments.presets import available, experiment_arguments, load_preset
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
     args = parser.parse_args(argv)
-    command = build_command(load_preset(args.preset), read_params_file() or {}, args.name, args.extra, args.queue)
+    preset = load_preset(args.preset)
+    arguments, _params = experiment_arguments(preset, read_params_file() or {}, args.extra)
+    command = ["dvc", "exp", "run", *(["--queue"] if args.queue else []), "-n", args.name or preset.experiment, *arguments]
     print(shlex.join(command))
     if args.dry_run:
         return

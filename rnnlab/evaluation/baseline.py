@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -38,27 +39,23 @@ def documents(split: Split) -> list[str]:
     return [" ".join(map(str, row[:length])) for row, length in zip(split.x.tolist(), split.lengths.tolist(), strict=True)]
 
 
-def fit_and_select(
-    config: BaselineConfig, train: Split, valid: Split
-) -> tuple[TfidfVectorizer, LogisticRegression, float, list[dict]]:
+def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[TfidfVectorizer, dict[str, Any]]:
+    """The vectorizer and the best fit on the validation split (the first of equals): C, its model and seconds."""
     vectorizer = TfidfVectorizer(
         tokenizer=str.split, token_pattern=None, lowercase=False, ngram_range=(1, config.ngram_max), sublinear_tf=True
     )
     train_features = vectorizer.fit_transform(documents(train))
     valid_features = vectorizer.transform(documents(valid))
-    search, best = [], None
+    fits = []
     for exponent in range(config.c_grid[0], config.c_grid[1] + 1):
         c_value = 10.0**exponent
         started = time.perf_counter()
         classifier = LogisticRegression(C=c_value, max_iter=config.max_iter).fit(train_features, train.y.numpy())
         seconds = time.perf_counter() - started
         accuracy = float((classifier.predict(valid_features) == valid.y.numpy()).mean())
-        search.append({"C": c_value, "valid_accuracy": accuracy, "seconds": seconds})
         print(f"baseline C={c_value:g}: valid accuracy {accuracy:.4f} ({seconds:.1f}s)")
-        if best is None or accuracy > best[2]:
-            best = (classifier, seconds, accuracy)
-    assert best is not None  # the grid has at least one value (checked in config)
-    return vectorizer, best[0], best[1], search
+        fits.append({"C": c_value, "valid_accuracy": accuracy, "seconds": seconds, "classifier": classifier})
+    return vectorizer, max(fits, key=lambda fit: fit["valid_accuracy"])
 
 
 def baseline_math() -> str:
@@ -67,25 +64,21 @@ def baseline_math() -> str:
 
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
     """Fit on train, choose C on valid, score test once; write metrics and predictions like evaluate does."""
-    for path in (outputs.metrics, outputs.details, outputs.predictions, outputs.timings):
-        if path is not None:
-            check_writable(path)  # before the work, not after it
+    for path in filter(None, (outputs.metrics, outputs.details, outputs.predictions, outputs.timings)):
+        check_writable(path)  # before the work, not after it
     meta = load_meta(data_dir)
     train, valid, test = (load_split(data_dir, split) for split in ("train", "valid", "test"))
-    vectorizer, classifier, fit_seconds, search = fit_and_select(config, train, valid)
+    vectorizer, best = fit_and_select(config, train, valid)
+    classifier = best["classifier"]
     started = time.perf_counter()
     probabilities = classifier.predict_proba(vectorizer.transform(documents(test)))
     eval_seconds = time.perf_counter() - started
     y = test.y.numpy()
-    scores = classification_metrics(y, probabilities, meta.class_names)
-    best = max(search, key=lambda row: row["valid_accuracy"])
+    loss = float(log_loss(y, probabilities, labels=list(range(meta.num_classes))))
     metrics = {
         "variant": NAME,
         "study": "imdb",
-        **{key: scores[key] for key in ("accuracy", "precision", "recall", "f1", "roc_auc")},
-        "loss": float(log_loss(y, probabilities, labels=list(range(meta.num_classes)))),
-        "per_class_accuracy": scores["per_class_accuracy"],
-        "confusion": scores["confusion"],
+        **classification_metrics(y, probabilities, meta.class_names, loss),
         "parameters": int(classifier.coef_.size + classifier.intercept_.size),
         "epochs_trained": 1,
         "best_epoch": 1,
@@ -100,6 +93,6 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
         write_predictions(staged[outputs.predictions], y, probabilities, meta.class_names)
         write_results(staged, outputs, metrics, declared=BASELINE_METRICS)
     if outputs.timings is not None:
-        record_training(outputs.timings, NAME, "cpu", [fit_seconds], int(train.lengths.sum()))
+        record_training(outputs.timings, NAME, "cpu", [best["seconds"]], int(train.lengths.sum()))
         record_evaluation(outputs.timings, NAME, float(test.lengths.sum()) / eval_seconds)
     print(json.dumps({"variant": NAME, "C": best["C"], "accuracy": metrics["accuracy"], "roc_auc": metrics["roc_auc"]}))

@@ -34,14 +34,10 @@ def test_metrics(
     test_probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
     tokens_per_second = len(test) * test.sequence_length / (time.perf_counter() - started)
     probabilities = test_probabilities.double().numpy()
-    scores = classification_metrics(test.y.numpy(), probabilities, model.spec.class_names)
     metrics = {
         "variant": checkpoint["variant"],
         "study": checkpoint["study"],
-        **{key: scores[key] for key in ("accuracy", "precision", "recall", "f1", "roc_auc")},
-        "loss": loss,
-        "per_class_accuracy": scores["per_class_accuracy"],
-        "confusion": scores["confusion"],
+        **classification_metrics(test.y.numpy(), probabilities, model.spec.class_names, loss),
         "parameters": count_parameters(model),
         "epochs_trained": len(history),
         "best_epoch": checkpoint["best_epoch"],
@@ -49,8 +45,7 @@ def test_metrics(
         "diverged": bool(checkpoint["diverged"]),
         "seed": checkpoint["train"]["seed"],
         "cell": model.config.cell,
-        # Where the weights were trained, as far as it decides their bits (checkpoints from before
-        # the environment was recorded: the evaluating process's).
+        # Where the weights were trained, as far as it decides their bits.
         "environment": checkpoint.get("environment") or result_environment(device),
     }
     return metrics, probabilities, tokens_per_second
@@ -61,9 +56,8 @@ def evaluate_variant(
 ) -> dict[str, Any]:
     """Write the variant's metrics, details, predictions and gradient profile (all of them, or none); returns the details."""
     written = [path for path in (outputs.metrics, outputs.details, outputs.predictions, outputs.gradients) if path is not None]
-    for path in (*written, outputs.timings):
-        if path is not None:
-            check_writable(path)  # before the work, not after it
+    for path in filter(None, (*written, outputs.timings)):
+        check_writable(path)  # before the work, not after it
     device = setup_torch(variant.train.device)
     # Refuses a checkpoint trained under other model params (stale or copied in) before any work.
     model, checkpoint = load_checkpoint(model_path, expected=variant.model)

@@ -1,17 +1,10 @@
 """Gradient flow through time: ||dL/dx_t|| per time step, at initialisation and after training.
 
-For a fixed batch of validation sequences (the first GRADIENT_SEQUENCES), the loss gradient with
-respect to the model input x_t (embedding or one-hot vector) at every step t carries the whole
-backpropagation-through-time path from the readout back to t, so it shows vanishing or exploding
-gradients while the fused nn.RNN/LSTM/GRU kernels stay in use (no per-step cell loop).
-
-Steps are aligned by distance from the last real token, steps_back = length - 1 - t, and each
-steps_back is averaged only over the sequences that have it, so padding never blurs the profile.
-The loss is summed over the batch: in eval mode the examples are independent, so each sequence's
-gradient is that of its own loss, and the batch mean is the mean per-sequence gradient norm.
-
-The evaluate stage calls `gradient_report`; it writes scalars into the metrics JSON and one row per
-steps_back into plots/gradients/<variant>.json.
+The gradient of the loss with respect to the input x_t (embedding or one-hot vector) carries the whole
+backpropagation-through-time path from the readout back to t, so it shows vanishing or exploding gradients
+while the fused nn.RNN/LSTM/GRU kernels stay in use. Steps are aligned by steps_back = length - 1 - t and
+averaged only over the sequences that have them, so padding never blurs the profile. The loss is summed over
+the batch: in eval mode the examples are independent, so each sequence's gradient is that of its own loss.
 """
 
 from __future__ import annotations
@@ -36,8 +29,6 @@ NORM_FLOOR = 1e-300
 
 @dataclass(frozen=True)
 class GradientProfile:
-    """Mean ||dL/dx|| by steps_back = 0 .. deepest step any sequence in the batch has."""
-
     norms: torch.Tensor  # (S,) float64, mean over the sequences that have the step
     counts: torch.Tensor  # (S,) how many sequences have the step
 
@@ -61,15 +52,14 @@ def input_gradient_norms(
     dtype = next(model.parameters()).dtype
     inputs = model.embed(tokens).detach().to(dtype).requires_grad_(True)  # (B, T, F)
     logits = model.encode(inputs, lengths)  # (B, C)
-    loss = F.cross_entropy(logits, labels, reduction="sum")  # per-sequence losses, see module doc
+    loss = F.cross_entropy(logits, labels, reduction="sum")  # per-sequence gradients, see the module doc
     (gradient,) = torch.autograd.grad(loss, inputs)  # (B, T, F)
     return gradient.norm(dim=2)  # (B, T)
 
 
 def align_by_steps_back(norms: torch.Tensor, lengths: torch.Tensor) -> GradientProfile:
     """(B, T) per-step norms -> profile by steps_back = length - 1 - t, padding steps excluded."""
-    batch, steps = norms.shape
-    steps_back = torch.arange(steps, device=norms.device)  # (S,) with S = T before trimming
+    steps_back = torch.arange(norms.shape[1], device=norms.device)  # (S,) with S = T before trimming
     positions = (lengths.to(norms.device) - 1).unsqueeze(1) - steps_back.unsqueeze(0)  # (B, S): t of each steps_back
     present = positions >= 0  # (B, S); False past the sequence start
     gathered = norms.gather(1, positions.clamp(min=0)) * present  # (B, S)
@@ -88,12 +78,7 @@ def measure_profile(model: RecurrentClassifier, batch: Split) -> GradientProfile
     return align_by_steps_back(norms, batch.lengths)
 
 
-def first_sequences(split: Split, count: int = GRADIENT_SEQUENCES) -> Split:
-    return Split(x=split.x[:count], lengths=split.lengths[:count], y=split.y[:count])
-
-
 def profile_rows(initial: GradientProfile, trained: GradientProfile) -> list[dict[str, Any]]:
-    """Rows for plots/gradients/<variant>.json, one per steps_back."""
     return [
         {
             "steps_back": steps_back,
@@ -114,13 +99,10 @@ def profile_summary(profile: GradientProfile) -> dict[str, float]:
 
 
 def gradient_report(trained_model: Classifier, seed: int, valid: Split) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Metrics entry {init: {...}, trained: {...}, steps_back_max, sequences} and the plot rows.
-
-    An ensemble is profiled through its first member: each member has its own embedding, so there
-    is no single input to differentiate; its initial weights are member 0's of the seeded builder train used.
-    """
+    """Metrics entry {init, trained, steps_back_max, sequences} and the plot rows. An ensemble is profiled through
+    its first member (each member has its own embedding: no single input to differentiate)."""
     member = cast(RecurrentClassifier, members_of(trained_model)[0])
-    batch = first_sequences(valid)
+    batch = Split(x=valid.x[:GRADIENT_SEQUENCES], lengths=valid.lengths[:GRADIENT_SEQUENCES], y=valid.y[:GRADIENT_SEQUENCES])
     # Two float64 forward/backward passes through every step: seconds for an LSTM, so a bar shows them.
     with progress_bar(2, "gradient diagnostics", unit="model") as bar:
         with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was

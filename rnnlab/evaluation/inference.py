@@ -1,9 +1,7 @@
 """Classify new text with a trained checkpoint, encoded exactly as the pipeline encoded its training data.
 
-The checkpoint must fit what it is given: its model config the variant's in params.yaml, its input
-size the vocabulary file's length (or the order task's symbols), its sequence length and padding the
-data params'. A checkpoint from before `data.vocab_size` changed would otherwise read every token id
-as another word (a silently different probability) or past its embedding (an IndexError).
+The checkpoint must fit the vocabulary and data params it is given: one from before `data.vocab_size` changed
+would otherwise read every token id as another word (a silently different probability) or past its embedding.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnlab.config.params import ORDER_TASK, Params, Task
+from rnnlab.config.params import ORDER_TASK, Params
 from rnnlab.core.errors import UserError
 from rnnlab.core.memory import size_text
 from rnnlab.model.classifier import Classifier, ModelSpec, load_checkpoint
@@ -29,8 +27,7 @@ STDIN = "-"
 
 
 def read_review(source: str) -> str:
-    """The review in file `source` (stdin for "-"), read in chunks and refused past REVIEW_BYTES, the
-    longest review the pipeline reads from the archive, so a huge input cannot exhaust memory."""
+    """The review in file `source` (stdin for "-"), refused past REVIEW_BYTES so a huge input cannot exhaust memory."""
     name = "standard input" if source == STDIN else source
     try:
         if source == STDIN:
@@ -48,7 +45,6 @@ def read_review(source: str) -> str:
 
 
 def check_text_size(text: str) -> None:
-    """A review given on the command line is bounded like one read from a file."""
     if len(text.encode("utf-8", "surrogatepass")) > REVIEW_BYTES:
         raise UserError(
             f"the review is longer than {size_text(REVIEW_BYTES)}, the longest review this pipeline reads "
@@ -86,15 +82,7 @@ def classify(model: Classifier, ids: list[int], pad_index: int) -> np.ndarray:
         return model(tokens, torch.tensor([len(ids)])).softmax(dim=1)[0].numpy()
 
 
-def check_fits_data(spec: ModelSpec, model_path: Path, params: Params, task: Task, vocab_path: Path | None) -> None:
-    """Refuse a checkpoint whose input size, sequence length or padding differ from the data it is given."""
-    if task.name == ORDER_TASK:
-        inputs, source = len(ORDER_SYMBOLS), "the order task's symbols"
-        length, pad, length_key = params.order_data.max_length, "post", "order.data.max_length"
-    else:
-        assert vocab_path is not None
-        inputs, source = len(read_vocab(vocab_path)), f"{vocab_path}"
-        length, pad, length_key = params.data.fix_length, params.data.pad, "data.fix_length"
+def check_fits_data(spec: ModelSpec, model_path: Path, inputs: int, source: str, length: int, pad: str, length_key: str) -> None:
     if spec.input_size != inputs:
         raise UserError(
             f"{model_path} was trained on {spec.input_size} input tokens but {source} has {inputs}: the vocabulary "
@@ -114,12 +102,17 @@ def predict_text(params: Params, variant_name: str, text: str, paths: dict[str, 
     model_path = Path(paths["models"]) / f"{variant.name}.pt"
     # Refuses a checkpoint trained under other model params (another cell, sizes...), as evaluate does.
     model, _checkpoint = load_checkpoint(model_path, expected=variant.model)
-    length = model.spec.sequence_length
-    vocab_path = None if task.name == ORDER_TASK else Path(paths["vocab"])
-    check_fits_data(model.spec, model_path, params, task, vocab_path)
+    spec = model.spec
     if task.name == ORDER_TASK:
-        ids, pad_index = encode_symbols(text, length), ORDER_INDEX["<pad>"]
+        order_length = params.order_data.max_length
+        check_fits_data(
+            spec, model_path, len(ORDER_SYMBOLS), "the order task's symbols", order_length, "post", "order.data.max_length"
+        )
+        ids, pad_index = encode_symbols(text, spec.sequence_length), ORDER_INDEX["<pad>"]
     else:
-        assert vocab_path is not None
-        ids, pad_index = encode_review(text, vocab_path, length, params.data.truncate), read_vocab(vocab_path).index(PAD)
-    return model.spec.class_names, classify(model, ids, pad_index)
+        vocab_path = Path(paths["vocab"])
+        vocab = read_vocab(vocab_path)
+        vocab_size, pad_index = len(vocab), vocab.index(PAD)
+        check_fits_data(spec, model_path, vocab_size, str(vocab_path), params.data.fix_length, params.data.pad, "data.fix_length")
+        ids = encode_review(text, vocab_path, spec.sequence_length, params.data.truncate)
+    return spec.class_names, classify(model, ids, pad_index)

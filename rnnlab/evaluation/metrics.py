@@ -28,7 +28,7 @@ class EvaluationOutputs:
     timings: Path | None = None  # machine-dependent tokens/s (not a DVC output)
 
 
-def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> dict[str, Any]:
+def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...], loss: float) -> dict[str, Any]:
     predicted = probabilities.argmax(axis=1)
     labels = list(range(len(class_names)))
     binary = len(class_names) == 2
@@ -52,6 +52,7 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
         "recall": float(recall),
         "f1": float(f1),
         "roc_auc": None if roc_auc is None else float(roc_auc),
+        "loss": loss,
         "per_class_accuracy": {
             name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)
         },

@@ -1,10 +1,9 @@
 """Collect finished DVC experiments into reports/studies.md and reports/studies.json.
 
-Each experiment contributes the variants its run changed and the params it changed against its
-baseline commit (as the `dvc exp run -S ...` command that reproduces it). Runs that differ only in their
-seeds form a seed spread: mean and sample std of test accuracy per variant, so a reviewer can tell which
-`dvc metrics diff` deltas are noise. Experiment refs are local to the repository that ran them, so runs
-recorded in reports/studies.json whose refs are not here are kept as recorded.
+Each experiment contributes the variants its run changed and the params it changed against its baseline
+commit. Runs that differ only in their seeds form a seed spread (mean and sample std of test accuracy per
+variant), so a reviewer can tell which `dvc metrics diff` deltas are noise. Experiment refs are local to the
+repository that ran them, so runs recorded in reports/studies.json whose refs are not here are kept as recorded.
 """
 
 from __future__ import annotations
@@ -25,30 +24,16 @@ SEED_KEY = "train.seed"
 # Every param that only reseeds a run: the IMDB study's, and the order task's (weights and data).
 SEED_KEYS = (SEED_KEY, "order.train.seed", "order.data.seed")
 HEAD_NAME = "(committed)"
-ROW_KEYS = (
-    "accuracy",
-    "f1",
-    "roc_auc",
-    "best_valid_accuracy",
-    "best_epoch",
-    "epochs_trained",
-    "train_seconds_per_epoch",
-    "parameters",
-    "seed",
-    "diverged",
-    "environment",
-)
-
-
+# What reports/studies.json keeps of each row.
+ROW_KEYS: tuple[str, ...] = ("accuracy", "f1", "roc_auc", "best_valid_accuracy", "best_epoch", "epochs_trained")
+ROW_KEYS += ("train_seconds_per_epoch", "parameters", "seed", "diverged", "environment")
 UNPINNED = "earlier, unpinned"
 KERNELS = "rnnlab-gemm"  # the name the reproducible mode's kernels stamp into `environment.math`
 
 
 def environment_label(environment: dict[str, Any] | None) -> str | None:
-    """Which class of math a row comes from; rows of two classes never share a seed spread. `earlier,
-    unpinned`: before the reproducible mode (bits per machine); `reproducible, MKL`: the mode before rnnlab's
-    kernels (bits per CPU vendor); `reproducible, rnnlab-gemm N`: the kernels. None for the linear
-    baseline's numpy, which says nothing about the kernels."""
+    """The class of math a row comes from (bits per machine, per CPU vendor with MKL, or rnnlab's kernels);
+    rows of two classes never share a seed spread. None for the linear baseline's numpy."""
     environment = environment or {}
     if not environment.get("reproducible"):
         return UNPINNED
@@ -68,16 +53,13 @@ class Run:
     overrides: dict[str, Any]  # dotted param key -> value; "+key" adds, "~key" removes
     metrics: dict[str, dict[str, Any]]  # variant -> the run's details (metrics_at), changed ones only
     all_variants: list[str] = field(default_factory=list)  # the run's params variants (imdb study)
-    seed: Any = None  # the run's train.seed
+    seed: Any = None
     recorded_command: str | None = None  # a run kept from reports/studies.json (its ref is not here)
 
     @property
     def environment(self) -> str:
-        """The class of math the run's rows were made with (environment_label); one per run."""
         labels = {label for m in self.metrics.values() if (label := environment_label(m.get("environment"))) is not None}
-        if UNPINNED in labels:
-            return UNPINNED
-        return " + ".join(sorted(labels)) or "reproducible"
+        return UNPINNED if UNPINNED in labels else " + ".join(sorted(labels)) or "reproducible"
 
     @property
     def command(self) -> str:
@@ -90,8 +72,8 @@ class Run:
 
 
 def metrics_at(repo: Path, commit: str) -> dict[str, dict[str, Any]]:
-    """variant -> every value its stage wrote at `commit`: metrics/details/<variant>.json, or at commits made
-    before the declared metrics were split from the details, metrics/<variant>.json (which held them all)."""
+    """variant -> metrics/details/<variant>.json at `commit`, or metrics/<variant>.json in revisions made
+    before the declared metrics were split from the details."""
     names = git("ls-tree", "-r", "--name-only", commit, "metrics/", cwd=repo).split()
     files = {Path(name).stem: name for name in names if Path(name).parent == Path("metrics") and name.endswith(".json")}
     details = {Path(name).stem: name for name in names if Path(name).parent == Path("metrics/details")}
@@ -103,7 +85,7 @@ def params_at(repo: Path, commit: str) -> dict[str, Any]:
 
 
 def run_seed(overrides: dict[str, Any], params: dict[str, Any]) -> Any:
-    """The seed a run changed (any of SEED_KEYS), else its train.seed: what its seed-spread row lists."""
+    """The seed a run changed, else its train.seed."""
     changed = [overrides[key] for key in SEED_KEYS if key in overrides]
     return changed[0] if changed else train_seed(params)
 
@@ -116,30 +98,20 @@ def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
     """The checked-out commit first, then each experiment (by name, or all of them)."""
     head = git("rev-parse", "HEAD", cwd=repo).strip()
     head_metrics = metrics_at(repo, head)
-    head_params = params_at(repo, head)
-    runs = [Run(HEAD_NAME, head, head, {}, head_metrics, list(head_metrics), train_seed(head_params))]
-    found = experiment_refs(repo)
+    runs = [Run(HEAD_NAME, head, head, {}, head_metrics, list(head_metrics), train_seed(params_at(repo, head)))]
+    found = sorted(experiment_refs(repo), key=lambda ref: ref[0])
     missing = sorted(set(names or ()) - {name for name, _, _ in found})
     if missing:
         known = ", ".join(sorted({name for name, _, _ in found})) or "(none)"
         raise UserError(f"No experiment named {', '.join(missing)}; `dvc exp list -A` lists them. Known: {known}.")
-    for name, baseline, commit in sorted(found, key=lambda ref: ref[0]):
+    for name, baseline, commit in found:
         if names and name not in names:
             continue
-        base_metrics, exp_metrics = metrics_at(repo, baseline), metrics_at(repo, commit)
-        exp_params = params_at(repo, commit)
-        changed = {v: m for v, m in exp_metrics.items() if base_metrics.get(v) != m}
-        overrides = changed_params(params_at(repo, baseline), exp_params)
+        base_metrics, params = metrics_at(repo, baseline), params_at(repo, commit)
+        changed = {v: m for v, m in metrics_at(repo, commit).items() if base_metrics.get(v) != m}
+        overrides = changed_params(params_at(repo, baseline), params)
         runs.append(
-            Run(
-                name,
-                baseline,
-                commit,
-                overrides,
-                changed,
-                list(exp_params.get("variants") or {}),
-                run_seed(overrides, exp_params),
-            )
+            Run(name, baseline, commit, overrides, changed, list(params.get("variants") or {}), run_seed(overrides, params))
         )
     return runs
 
@@ -161,26 +133,17 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
         row_seeds = {row.get("seed") for row in entry["rows"].values()} - {None}
         if seed is None and len(row_seeds) == 1:
             seed = next(iter(row_seeds))
-        runs.append(
-            Run(
-                entry["name"],
-                entry["baseline"],
-                entry["commit"],
-                entry["overrides"],
-                entry["rows"],
-                seed=seed,
-                recorded_command=entry["command"],
-            )
-        )
+        run = Run(entry["name"], entry["baseline"], entry["commit"], entry["overrides"], entry["rows"], seed=seed)
+        run.recorded_command = entry["command"]
+        runs.append(run)
     return runs
 
 
 def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
-    """Per group of runs equal but for their seeds (SEED_KEYS; one run per seed), mean ± std of each variant.
+    """Per group of runs equal but for their seeds (one run per seed), mean ± std of each variant's accuracy.
 
-    Runs of different environments (environment_label) are never grouped together,
-    nor runs that reseeded different things (train.seed vs the order task's seeds); a run that changed
-    no seed (the committed one, with its own seed) joins every group it matches otherwise.
+    Runs of different environments are never grouped together, nor runs that reseeded different things
+    (train.seed vs the order task's seeds); a run that changed no seed joins every group it matches otherwise.
     """
 
     def setting_key(run: Run) -> str:
@@ -191,9 +154,8 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
         return tuple(key for key in SEED_KEYS if key in run.overrides)
 
     groups: dict[tuple[str, tuple[str, ...]], dict[int, Run]] = {}
-    for run in runs:
-        if reseeded(run):
-            groups.setdefault((setting_key(run), reseeded(run)), {}).setdefault(run.seed, run)  # the first run of a seed counts
+    for run in filter(reseeded, runs):
+        groups.setdefault((setting_key(run), reseeded(run)), {}).setdefault(run.seed, run)  # the first run of a seed counts
     for run in runs:
         if not reseeded(run):
             matching = [group for (setting, _keys), group in groups.items() if setting == setting_key(run)]
@@ -205,8 +167,7 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
             continue
         group_setting = json.loads(key)
         members = sorted(by_seed.values(), key=runs.index)  # in the order the runs were given
-        shared = set.intersection(*(set(run.metrics) for run in members))
-        for variant in sorted(shared):
+        for variant in sorted(set.intersection(*(set(run.metrics) for run in members))):
             accuracies = [run.metrics[variant]["accuracy"] for run in members]
             spread.append(
                 {

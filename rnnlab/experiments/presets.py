@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from rnnlab.config.params import Params, did_you_mean, parse_params, parse_params_yaml
 from rnnlab.core.errors import ConfigError
@@ -96,8 +96,7 @@ def setting(key: str, value: Any) -> str:
 
 
 def apply_setting(params: dict[str, Any], argument: str) -> dict[str, Any]:
-    """params with one `-S` argument applied, as DVC applies it: `key=value` changes a key that
-    exists, `+key=value` adds one, `~key` removes one."""
+    """params with one `-S` argument applied as DVC does: `key=value` changes, `+key=value` adds, `~key` removes."""
     removing = argument.startswith("~")
     key, separator, text = argument.lstrip("~").partition("=")
     if not removing and not separator:
@@ -124,57 +123,31 @@ def apply_setting(params: dict[str, Any], argument: str) -> dict[str, Any]:
     return result
 
 
-def foreach_tasks(pipeline_file: Path = PIPELINE_FILE) -> tuple[set[str], dict[str, str]]:
-    """dvc.yaml's plain stage names, and each foreach stage's task."""
-    stages = (yaml.safe_load(pipeline_file.read_text(encoding="utf-8")) or {}).get("stages", {})
-    plain = {name for name, stage in stages.items() if "foreach" not in stage}
-    grouped = {name: TASK_OF_FOREACH.get(str(stage["foreach"]), "") for name, stage in stages.items() if "foreach" in stage}
-    return plain, grouped
-
-
-def check_targets(targets: list[str], params: Params, pipeline_file: Path = PIPELINE_FILE) -> None:
-    plain, grouped = foreach_tasks(pipeline_file)
+def check_targets(targets: list[str], params: Params) -> None:
+    """Each target is a stage of dvc.yaml, or `stage@variant` of a foreach stage over a task's variants."""
+    stages = (yaml.safe_load(PIPELINE_FILE.read_text(encoding="utf-8")) or {}).get("stages", {})
     for target in targets:
         stage, at, key = target.partition("@")
-        if not at and stage in plain | set(grouped):
-            continue
-        if at and stage in grouped:
-            variants = list(params.task(grouped[stage]).variants) if grouped[stage] else []
-            if key in variants:
-                continue
-            raise ConfigError(
-                f"Target '{target}': no variant '{key}' for {stage}.{did_you_mean(key, variants)} Variants: {', '.join(variants)}."
-            )
-        raise ConfigError(
-            f"Target '{target}' is not a stage of {pipeline_file}.{did_you_mean(stage, sorted(plain | set(grouped)))}"
-        )
+        if stage not in stages or (at and "foreach" not in stages[stage]):
+            raise ConfigError(f"Target '{target}' is not a stage of {PIPELINE_FILE}.{did_you_mean(stage, sorted(stages))}")
+        if at:
+            task = TASK_OF_FOREACH.get(str(stages[stage]["foreach"]), "")
+            variants = list(params.task(task).variants) if task else []
+            if key not in variants:
+                raise ConfigError(
+                    f"Target '{target}': no variant '{key}' for {stage}.{did_you_mean(key, variants)} Variants: {', '.join(variants)}."
+                )
 
 
 def experiment_arguments(
-    preset: Preset,
-    base: dict[str, Any],
-    extra: list[str] | None = None,
-    pipeline_file: Path = PIPELINE_FILE,
+    preset: Preset, base: dict[str, Any], extra: list[str] | None = None
 ) -> tuple[list[str], dict[str, Any]]:
-    """The `dvc exp run` arguments (-S settings, then targets) for `preset` plus `extra` on top of the
-    params mapping `base`, after checking them; and the params they give."""
+    """The `dvc exp run` arguments (-S settings, then targets) for `preset` plus `extra` on top of `base`,
+    checked, and the params they give."""
     merged = deep_merge(base, preset.params)
     settings = [setting(key, value) for key, value in changed_params(base, merged).items()]
     for argument in extra or []:
         merged = apply_setting(merged, argument)
-    check_targets(preset.targets, parse_params(merged), pipeline_file)  # the whole merged file, as every stage checks it
+    check_targets(preset.targets, parse_params(merged))  # the whole merged file, as every stage checks it
     arguments = [argument for each in [*settings, *(extra or [])] for argument in ("-S", each)]
     return [*arguments, *preset.targets], merged
-
-
-def build_command(
-    preset: Preset,
-    base: dict[str, Any],
-    name: str | None = None,
-    extra: list[str] | None = None,
-    queue: bool = False,
-    pipeline_file: Path = PIPELINE_FILE,
-) -> list[str]:
-    """The `dvc exp run` argv for `preset` on top of the params mapping `base`, after checking it."""
-    arguments, _params = experiment_arguments(preset, base, extra, pipeline_file)
-    return ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", name or preset.experiment, *arguments]

@@ -19,19 +19,12 @@ def preset_command(preset: Preset) -> str:
     return f"python -m tools.preset {preset.name}"
 
 
-def preset_lines(entries: list[Preset]) -> list[str]:
-    if not entries:
-        return []
-    lines = [
-        "",
-        "## Presets",
-        "",
-        "Named, committed experiment definitions (`presets/<name>.yaml`); the command prints and runs",
-        "the equivalent `dvc exp run` (`--queue` queues it, `--name` and `-S` vary it, `--dry-run` only prints).",
-        "",
-    ]
-    lines += [f"- `{preset_command(entry)}`: {entry.description} (experiment `{entry.experiment}`)" for entry in entries]
-    return lines
+PRESETS_INTRO = """
+## Presets
+
+Named, committed experiment definitions (`presets/<name>.yaml`); the command prints and runs
+the equivalent `dvc exp run` (`--queue` queues it, `--name` and `-S` vary it, `--dry-run` only prints).
+"""
 
 
 def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset] | None = None) -> str:
@@ -79,7 +72,9 @@ def render(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset] 
                 f"{', '.join(map(str, row['seeds']))} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} % | "
                 f"{percent(min(row['accuracies']))} – {percent(max(row['accuracies']))} |"
             )
-    lines += preset_lines(entries or [])
+    if entries:
+        lines += PRESETS_INTRO.split("\n")
+        lines += [f"- `{preset_command(entry)}`: {entry.description} (experiment `{entry.experiment}`)" for entry in entries]
     return "\n".join(lines) + "\n"
 
 
@@ -99,13 +94,8 @@ def to_json(runs: list[Run], spread: list[dict[str, Any]], entries: list[Preset]
         ],
         "seed_spread": spread,
         "presets": [
-            {
-                "name": entry.name,
-                "experiment": entry.experiment,
-                "description": entry.description,
-                "command": preset_command(entry),
-            }
-            for entry in entries or []
+            {"name": e.name, "experiment": e.experiment, "description": e.description, "command": preset_command(e)}
+            for e in entries or []
         ],
     }
 

@@ -1,9 +1,7 @@
 """Seed bands: each variant's test-accuracy mean and std over seeds -> reports/seed_bands.json.
 
-`tools.review` reads the file to tell a real change from seed noise (a band of k seeds has k - 1 degrees
-of freedom: t(2) = 4.30 for 3 seeds, t(9) = 2.26 for 10). The seeds run as queued experiments of the
-checked-out commit; its committed metrics count as the run of its own seed. Not a DVC output: it
-summarises experiments, not this commit's pipeline.
+`tools.review` reads the file to tell a real change from seed noise. The seeds run as queued experiments of
+the checked-out commit, whose own metrics count as its seed's run. Not a DVC output: it summarises experiments.
 """
 
 from __future__ import annotations
@@ -41,21 +39,21 @@ def run_dvc(args: list[str], repo: Path) -> str:
 
 
 def same_results(repo: Path) -> Callable[[str], bool]:
-    """Whether a commit's metrics are the checked-out commit's (itself, or e.g. a docs-only commit before it):
-    its seed experiments then describe this commit too."""
-    head = git("rev-parse", "HEAD", cwd=repo).strip()
-    head_metrics = experiments.metrics_at(repo, head)
-    return functools.lru_cache(maxsize=None)(
-        lambda commit: commit == head or experiments.metrics_at(repo, commit) == head_metrics
-    )
+    """Whether a commit's metrics are the checked-out commit's (e.g. a docs-only commit before it): its seed
+    experiments then describe this commit too."""
+    head_metrics = experiments.metrics_at(repo, head_commit(repo))
+    return functools.cache(lambda commit: experiments.metrics_at(repo, commit) == head_metrics)
+
+
+def head_commit(repo: Path) -> str:
+    return git("rev-parse", "HEAD", cwd=repo).strip()
 
 
 def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
     """Queue one experiment per seed the commit lacks and start the queue; return the names to wait for.
 
-    A seed is not queued again when its experiment already finished on this commit or on one with the
-    same results (collect_bands counts it), or is still queued or running (a rerun after an interrupted
-    wait): DVC refuses a second experiment of the same name on one baseline, and ten seeds take hours.
+    A seed whose experiment finished on a commit with the same results, or is still queued or running, is not
+    queued again: DVC refuses a second experiment of the same name on one baseline, and ten seeds take hours.
     """
     counts = same_results(repo)
     finished = {name for name, baseline, _ in experiment_refs(repo) if counts(baseline)}
@@ -76,12 +74,8 @@ def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) ->
 
 def active_tasks(status_output: str, names: list[str]) -> list[str]:
     """Our experiment names that `dvc queue status` still lists as queued or running."""
-    active: list[str] = []
-    for line in status_output.splitlines():
-        words = line.split()
-        if any(name in words for name in names) and any(status in words for status in ACTIVE_STATUSES):
-            active.extend(name for name in names if name in words)
-    return active
+    rows = [line.split() for line in status_output.splitlines()]
+    return [name for words in rows if set(words) & set(ACTIVE_STATUSES) for name in names if name in words]
 
 
 def wait_for_queue(repo: Path, names: list[str], poll_seconds: float = POLL_SECONDS) -> None:
@@ -91,16 +85,10 @@ def wait_for_queue(repo: Path, names: list[str], poll_seconds: float = POLL_SECO
 
 
 def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
-    """{commit, seeds, variants: {variant: {seeds, runs, accuracies, mean, std, df}}} of the checked-out commit.
-
-    `std` is the sample standard deviation (n - 1) of `accuracies`, and `df` = its seeds - 1, the
-    degrees of freedom the review's t-interval uses.
-
-    Runs of the commit (its own metrics and its experiments) whose only changed param is
-    train.seed, optionally only those seeds. An experiment made on another commit counts only when
-    that commit's metrics are the checked-out ones (a docs-only commit since then changes no result).
-    """
-    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    """{commit, seeds, variants: {variant: {seeds, runs, accuracies, mean, std, df}}} of the checked-out commit,
+    from the runs with its results whose only changed param is train.seed; `df` (seeds - 1) is what the
+    review's t-interval uses."""
+    head = head_commit(repo)
     counts = same_results(repo)
     runs = [run for run in experiments.collect(repo) if counts(run.baseline)]
     seed_runs = [run for run in runs if set(run.overrides) <= {experiments.SEED_KEY} and (seeds is None or run.seed in seeds)]
@@ -126,21 +114,15 @@ def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
     }
 
 
-def committed_seed(repo: Path) -> int:
-    params = experiments.params_at(repo, git("rev-parse", "HEAD", cwd=repo).strip())
-    return int(experiments.train_seed(params) or 0)
-
-
 def record_bands(repo: Path, seeds: list[int], out: Path | None = None, run: bool = False, jobs: int = 1) -> None:
-    """Optionally queue and run the missing seeds, then write the bands of the checked-out commit to
-    `out` (default: dvc.yaml's `seed_bands` var)."""
+    """Optionally queue and run the missing seeds, then write the bands of the checked-out commit to `out`."""
     if len(set(seeds)) < 2:
         raise UserError("a seed band needs two or more different seeds; pass e.g. `--seeds 0 1 2`.")
     out = out or repo / workspace_paths(repo / PIPELINE_FILE).get("seed_bands", "reports/seed_bands.json")
     if run:
-        names = queue_seeds(repo, seeds, committed_seed(repo), jobs)
+        head = head_commit(repo)
+        names = queue_seeds(repo, seeds, int(experiments.train_seed(experiments.params_at(repo, head)) or 0), jobs)
         wait_for_queue(repo, names)
-        head = git("rev-parse", "HEAD", cwd=repo).strip()
         finished = {name for name, baseline, _ in experiment_refs(repo) if baseline == head}
         failed = [name for name in names if name not in finished]
         if failed:

@@ -1,9 +1,5 @@
-"""Static figures with matplotlib (Agg, no display), written as reproducible PNG files.
-
-The same data gives the same bytes with the pinned matplotlib: no software version or timestamp in the
-PNG, a fixed size and DPI, the bundled DejaVu font. Figures are `Figure` objects, not pyplot: no global
-state, and saving uses Agg whatever backend is configured.
-"""
+"""Static figures as reproducible PNG files: no software version or timestamp in the PNG, a fixed size and DPI,
+the bundled DejaVu font; `Figure` objects, not pyplot, so no global state and Agg whatever backend is configured."""
 
 from __future__ import annotations
 
@@ -20,18 +16,7 @@ DPI = 100
 # measuring every tick label to place it (about 30 ms a panel).
 TITLE_Y = 1.0
 # matplotlib's tab10: distinct for up to 10 series; a series' colour index picks from it.
-PALETTE = (
-    "tab:red",
-    "tab:blue",
-    "tab:green",
-    "tab:purple",
-    "tab:orange",
-    "tab:brown",
-    "tab:pink",
-    "tab:cyan",
-    "tab:olive",
-    "tab:gray",
-)
+PALETTE = tuple(f"tab:{name}" for name in ["red", "blue", "green", "purple", "orange", "brown", "pink", "cyan", "olive", "gray"])
 
 
 @dataclass(frozen=True)
@@ -45,15 +30,12 @@ class Series:
 
 
 def save_png(figure: Figure, path: Path | str) -> None:
-    """Write `figure` as PNG atomically; metadata Software=None keeps the bytes version-free."""
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=DPI, metadata={"Software": None})
 
 
 @dataclass(frozen=True)
 class Panel:
-    """One axis of a figure: its lines, labels, and what to say when it has no data."""
-
     series: list[Series]
     title: str
     x_label: str
@@ -104,7 +86,7 @@ def line_figure(
     path: Path | str,
     log_y: bool = False,
 ) -> Figure:
-    """One line per series, legend outside on the right; returns the Figure after saving it."""
+    """One line per series, legend outside on the right."""
     if not any(line.x for line in series):
         raise ValueError("line_figure needs at least one point")
     figure = Figure(figsize=SIZE_INCHES, layout="constrained")
@@ -123,7 +105,7 @@ def fixed_margins(figure: Figure, left: float, right: float, top: float, bottom:
 
 
 def panels_figure(panels: list[Panel], path: Path | str, size_inches: tuple[float, float] = (10.0, 3.6)) -> Figure:
-    """Panels side by side (legends inside, each panel says when it has no data); returns the Figure."""
+    """Panels side by side, legends inside."""
     figure = Figure(figsize=size_inches)
     fixed_margins(figure, left=0.75, right=0.2, top=0.4, bottom=0.6, wspace=0.3)
     for axes, panel in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
@@ -134,8 +116,6 @@ def panels_figure(panels: list[Panel], path: Path | str, size_inches: tuple[floa
 
 @dataclass(frozen=True)
 class Interval:
-    """One row of an interval figure: a point with its interval, and optionally a reference range behind it."""
-
     label: str
     point: float
     low: float

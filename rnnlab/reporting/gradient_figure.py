@@ -1,8 +1,5 @@
-"""One task's gradient profiles (plots/gradients/<variant>.json) -> PNG.
-
-The README shows the order-task picture from a real run: ||dL/dx|| against steps back from the
-last symbol, on a log scale, trained (solid) and at initialisation (dashed), one colour per variant.
-"""
+"""One task's gradient profiles (plots/gradients/<variant>.json) -> PNG: ||dL/dx|| against steps back from the
+last symbol on a log scale, trained (solid) and at initialisation (dashed), one colour per variant."""
 
 from __future__ import annotations
 
@@ -33,15 +30,7 @@ def draw(profiles: dict[str, list[dict[str, Any]]], title: str, path: Path) -> N
 
 
 def draw_task(profiles_dir: Path, variants: list[str], task: str, out: Path) -> None:
-    """Read each variant's profile from `profiles_dir` and draw them into one PNG."""
-    profiles = {
-        name: read_json(profiles_dir / f"{name}.json", f"gradient profile of {name}", "Run its evaluate stage (`dvc repro`).")
-        for name in variants
-    }
-    title = (
-        "Temporal-order task: gradient reaching each input step"
-        if task == "order"
-        else f"{task}: gradient reaching each input step"
-    )
-    draw(profiles, title, out)
+    hint = "Run its evaluate stage (`dvc repro`)."
+    profiles = {name: read_json(profiles_dir / f"{name}.json", f"gradient profile of {name}", hint) for name in variants}
+    draw(profiles, f"{'Temporal-order task' if task == 'order' else task}: gradient reaching each input step", out)
     print(f"gradient_figure: {len(profiles)} variants -> {out}")
