@@ -1,6 +1,6 @@
 """Issue 6, data source: damaged, odd or hostile archives and a bad IMDB_ARCHIVE fail clearly or are ignored.
 
-Each test builds its archive on purpose (tests/fixtures.py plus hand-made tar members) and runs the
+Each test builds its archive on purpose (rnnlab/testing/archive.py plus hand-made tar members) and runs the
 real code: `read_reviews` for what is kept, the download CLI for exit code and message.
 """
 

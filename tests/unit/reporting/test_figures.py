@@ -1,4 +1,4 @@
-"""matplotlib figures (stages/figures.py, stages/gradient_figure.py): read the PNG back and look at it,
+"""matplotlib figures (rnnlab/reporting/figures.py, rnnlab/reporting/gradient_figure.py): read the PNG back and look at it,
 and check that a rerun writes the same bytes (the figure is a DVC output)."""
 
 from __future__ import annotations
