@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
@@ -70,9 +70,8 @@ def repair_hint(data_dir: Path) -> str:
         text = Path("dvc.yaml").read_text(encoding="utf-8")
         variables = pipeline_vars(text)
         for name, body in (yaml.safe_load(text).get("stages") or {}).items():
-            for declared in body.get("outs") or [] if "foreach" not in body else []:
-                declared = str(next(iter(declared)) if isinstance(declared, dict) else declared)
-                resolved = re.sub(r"\$\{(\w+)\}", lambda match: variables.get(match.group(1), match.group(0)), declared)
+            for out in body.get("outs") or [] if "foreach" not in body else []:
+                resolved = Template(str(next(iter(out)) if isinstance(out, dict) else out)).safe_substitute(variables)
                 stage = name if os.path.abspath(resolved) == os.path.abspath(data_dir) else stage
     rebuild = f"`dvc repro {stage}`" if stage else "rerun the stage that writes it (`dvc repro`)"
     return f"Restore it with `dvc checkout {data_dir}`, or rebuild it: {rebuild}."

@@ -162,13 +162,8 @@ def describe_environment(environment: dict[str, Any] | None) -> str | None:
         environment.get("gpu") or environment.get("device", "?"),
         environment.get("cpu_capability", "?"),
         *([environment["math"]] if "math" in environment else []),
-        *([f"{environment['threads']} threads"] if "threads" in environment else []),  # stamps before the kernels
         f"torch {environment.get('torch', '?')}",
-        "cross-vendor reproducible"
-        if environment.get("cross_vendor")
-        else "reproducible"
-        if environment.get("reproducible")
-        else "not reproducible",
+        "reproducible" if environment.get("reproducible") else "not reproducible",
     ]
     return ", ".join(str(part) for part in parts)
 

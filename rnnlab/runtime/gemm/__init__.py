@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -159,8 +158,7 @@ def build() -> Built:
                 return Built(library, 0.0)
             from torch.utils.cpp_extension import include_paths  # ~0.25 s (setuptools): only when compiling
 
-            with tempfile.NamedTemporaryFile(dir=directory, prefix=".build-", suffix=".so", delete=False) as handle:
-                temporary = Path(handle.name)
+            temporary = directory / f".build-{os.getpid()}.so"  # renamed into place once whole
             try:
                 started = time.perf_counter()
                 command = ["g++", *FLAGS, *(f"-I{path}" for path in include_paths()), str(HERE / "gemm.cpp"), "-o",
