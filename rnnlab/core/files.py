@@ -1,10 +1,5 @@
-"""Outputs written whole or not at all, and one writer per output.
-
-Each output is written under a temporary name beside it and renamed onto its path (os.replace) only when the
-stage's work succeeded, so a crash, an interrupt or a full disk never leaves a half-written file where DVC would
-take it for a good output; DVC keeps every cached output, so nothing else needs undoing. Output folders are
-checked for writability before any work and again just before the renames.
-"""
+"""Outputs written whole or not at all (a temporary beside each, renamed onto it with os.replace when the stage's work
+succeeded: DVC keeps every cached output, so nothing else needs undoing), and one writer per output."""
 
 from __future__ import annotations
 
@@ -110,9 +105,8 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
     outputs = [Path(path) for path in paths]
     for path in outputs:
         check_writable(path)
-    in_place = Path(live) if live is not None and not os.path.lexists(live) else None
-    if live is not None and Path(live).is_dir() and not Path(live).is_symlink() and not any(Path(live).iterdir()):
-        in_place = Path(live)
+    empty = live is not None and Path(live).is_dir() and not Path(live).is_symlink() and not any(Path(live).iterdir())
+    in_place = Path(live) if live is not None and (empty or not os.path.lexists(live)) else None
     existed = in_place is not None and in_place.is_dir()
     staged: dict[Path, Path] = {}
     folders: list[Path] = []
