@@ -1,7 +1,6 @@
 """Stage `code`: for every stage module, the md5 of each project file it runs (rnnlab/core/imports.py).
 
-Each other stage depends on its own fingerprint file instead of on the code folders, so it reruns
-exactly when a file it imports changes, complete by construction: the list comes from its imports.
+Each other stage depends on its own fingerprint file, so it reruns exactly when a file it imports changes.
 """
 
 from __future__ import annotations

@@ -13,8 +13,6 @@ from rnnlab.core import files
 from rnnlab.core.errors import UserError
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# Set by DVC in the environment of every stage command it runs (DVC_ROOT too).
-DVC_STAGE_ENV = "DVC_STAGE"
 
 
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -26,12 +24,8 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def stop_with_parent(signal_number: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send `signal_number` to this process when its parent dies (prctl PR_SET_PDEATHSIG).
-
-    `kill -KILL` of `dvc repro` alone would otherwise leave its stage running as an orphan, which the
-    next `dvc repro` races with; SIGTERM stops the stage through the same cleanup as Ctrl-C. 0 clears
-    the request. Returns whether it was made (False off Linux, where this is a no-op).
-    """
+    """Have Linux send `signal_number` (0: none) when the parent dies: `kill -KILL` of `dvc repro` would otherwise leave
+    its stage running as an orphan that the next `dvc repro` races with. Returns whether the request was made."""
     if not sys.platform.startswith("linux"):
         return False
     parent = os.getppid()
@@ -47,18 +41,13 @@ def stop_with_parent(signal_number: int = signal.SIGTERM) -> bool:
 
 
 def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
-    """Run an entry point's main: user errors print one clear line and exit 2; interrupts exit 130.
-
-    SIGTERM is turned into KeyboardInterrupt so `finally` blocks remove temporary files; a stage that
-    DVC runs also gets SIGTERM when `dvc` itself dies (even by SIGKILL), instead of running on alone.
-    """
+    """Run an entry point's main: user errors print one line and exit 2; interrupts (SIGTERM too, so `finally`
+    blocks clean up) exit 130."""
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
-    # A process started as a background job of a non-interactive shell inherits SIGINT ignored, and
-    # Python then keeps ignoring it; a stage must still stop cleanly on Ctrl-C (DVC forwards it).
+    # Also SIGINT: a background job of a non-interactive shell inherits it ignored, and Ctrl-C must still stop it.
     signal.signal(signal.SIGINT, raise_keyboard_interrupt)
-    # Only under DVC: a stage run by hand in the background (`nohup python -m stages.train ... &`)
-    # must outlive the shell that started it.
-    if os.environ.get(DVC_STAGE_ENV):
+    # Only under DVC (which sets DVC_STAGE): a stage run by hand with `nohup ... &` must outlive its shell.
+    if os.environ.get("DVC_STAGE"):
         stop_with_parent(signal.SIGTERM)
     try:
         main(argv)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 
 class UserError(RuntimeError):
-    """A failure a user can act on (bad archive, missing input, bad argument...); the message says what to do."""
+    """A failure a user can act on; the message says what to do."""
 
 
 class ConfigError(UserError, ValueError):
-    """A params.yaml (or preset) problem; the message names the key and the fix."""
+    """A params.yaml (or preset) problem."""
 
 
 class DiskFullError(UserError):
-    """An output could not be written for lack of space; nothing was left in its place."""
+    """An output could not be written for lack of space."""
 
 
 class UnwritableError(UserError):
-    """An output's folder refuses changes (permissions, `chattr +i`, a read-only mount); no output was changed."""
+    """An output's folder refuses changes."""

@@ -1,12 +1,5 @@
-"""Outputs written whole or not at all, and one writer per output.
-
-Each output is written under a temporary name beside it and renamed onto its path (os.replace) only
-when the stage's work succeeded: a crash, an interrupt or a full disk never leaves a half-written
-file where DVC or a later stage would take it for a good output. A stage with several outputs
-renames each in turn at the end; DVC keeps every cached output, so nothing else needs undoing.
-Every output's folder is checked for writability before any work, so a read-only location ends the
-stage with one line (and again just before the renames, for a folder made read-only meanwhile).
-"""
+"""Outputs written whole or not at all (a temporary beside each, renamed onto it with os.replace when the stage's work
+succeeded: DVC keeps every cached output, so nothing else needs undoing), and one writer per output."""
 
 from __future__ import annotations
 
@@ -25,9 +18,9 @@ from filelock import FileLock, Timeout
 
 from rnnlab.core.errors import DiskFullError, UnwritableError, UserError
 
-# A full disk (ENOSPC), a file-size limit (EFBIG, e.g. `ulimit -f`) and a full quota (EDQUOT).
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
-# A folder that refuses changes: its permissions (EACCES), `chattr +i` (EPERM), a read-only mount (EROFS).
+# A full disk, a file-size limit (`ulimit -f`), a full quota.
+DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file size limit reached", errno.EDQUOT: "disk quota exceeded"}
+# A folder that refuses changes: its permissions, `chattr +i`, a read-only mount.
 UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 INTERRUPTED = (
     "interrupted: no output was replaced, each is as it was before this run (nothing is half-written); rerun `dvc repro`."
@@ -35,35 +28,13 @@ INTERRUPTED = (
 
 
 def is_disk_full(error: BaseException) -> bool:
-    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
-
-
-def is_unwritable(error: BaseException) -> bool:
-    return isinstance(error, OSError) and error.errno in UNWRITABLE_ERRNOS
-
-
-def disk_full_cause(error: BaseException) -> OSError | None:
-    """The full-disk OSError behind `error`, if any: torch.save reports a failed write as a bare
-    RuntimeError ("enforce fail at inline_container.cc"), with the OSError only as its context."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and is_disk_full(current):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
+    return isinstance(error, OSError) and error.errno in DISK_FULL
 
 
 def disk_full_error(path: Path, error: OSError, left: str = "no partial output was left behind") -> DiskFullError:
-    code = error.errno if error.errno in DISK_FULL_ERRNOS else errno.ENOSPC
-    reason = {
-        errno.ENOSPC: "no space left on device",
-        errno.EFBIG: "file size limit reached",
-        errno.EDQUOT: "disk quota exceeded",
-    }[code]
+    code = error.errno if error.errno in DISK_FULL else errno.ENOSPC
     return DiskFullError(
-        f"{reason} while writing {path} ({errno.errorcode[code]}: {error.strerror}). Free disk space (or "
+        f"{DISK_FULL[code]} while writing {path} ({errno.errorcode[code]}: {error.strerror}). Free disk space (or "
         f"move the DVC cache to a bigger disk: `dvc cache dir <path>`) and rerun; {left}."
     )
 
@@ -75,16 +46,9 @@ def unwritable_error(path: Path, folder: Path, reason: str) -> UnwritableError:
     )
 
 
-def _unwritable_reason(folder: Path) -> str:
-    with contextlib.suppress(OSError):
-        if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return "a read-only file system"
-    return "no permission to add or remove its entries"
-
-
 def check_writable(path: Path | str) -> None:
-    """Refuse an output that could not be written or replaced: its folder (or the nearest one that
-    exists) must take new entries, and an existing folder output must let its old files go."""
+    """Refuse an output whose folder (or the nearest one that exists) takes no new entries, or an existing
+    folder output whose old files cannot go."""
     path = Path(path)
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
@@ -96,11 +60,15 @@ def check_writable(path: Path | str) -> None:
         folders += [path, *(Path(root) / name for root, names, _files in os.walk(path) for name in names)]
     for candidate in folders:
         if not os.access(candidate, os.W_OK | os.X_OK):
-            raise unwritable_error(path, candidate, _unwritable_reason(candidate))
+            read_only = False
+            with contextlib.suppress(OSError):
+                read_only = bool(os.statvfs(candidate).f_flag & os.ST_RDONLY)
+            reason = "a read-only file system" if read_only else "no permission to add or remove its entries"
+            raise unwritable_error(path, candidate, reason)
 
 
 def _in_user_terms(error: Exception, staged: dict[Path, Path]) -> Exception | None:
-    """A full disk or a refused write as the user's one line, naming the output instead of its temporary name."""
+    """A full disk or a refused write of an output as the user's one line, naming the output, not its temporary."""
 
     def real_names(text: str) -> str:
         for path, temporary in sorted(staged.items(), key=lambda item: -len(str(item[1]))):
@@ -109,11 +77,16 @@ def _in_user_terms(error: Exception, staged: dict[Path, Path]) -> Exception | No
 
     if isinstance(error, (DiskFullError, UnwritableError)):
         return type(error)(real_names(str(error)))
-    cause = disk_full_cause(error)
-    if cause is not None:
-        return disk_full_error(Path(real_names(str(cause.filename))) if cause.filename else next(iter(staged)), cause)
+    # torch.save reports a failed write as a bare RuntimeError, with the OSError only as its context.
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and is_disk_full(cause):
+            return disk_full_error(Path(real_names(str(cause.filename))) if cause.filename else next(iter(staged)), cause)
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
     # Only a refused write of an output: a file the stage cannot read is not this problem.
-    if isinstance(error, OSError) and is_unwritable(error) and error.filename:
+    if isinstance(error, OSError) and error.errno in UNWRITABLE_ERRNOS and error.filename:
         target = Path(os.path.abspath(error.filename))
         if any(Path(os.path.abspath(temporary)) in (target, *target.parents) for temporary in staged.values()):
             named = Path(real_names(str(error.filename)))
@@ -121,29 +94,19 @@ def _in_user_terms(error: Exception, staged: dict[Path, Path]) -> Exception | No
     return None
 
 
-def _replace(new: Path, path: Path) -> None:
-    """Rename `new` onto `path`; an old folder goes into `new`'s temporary folder first (removed with it)."""
-    if path.is_dir() and not path.is_symlink():
-        os.replace(path, new.parent / f"{path.name}.old")
-    os.replace(new, path)
-
-
 @contextlib.contextmanager
 def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iterator[dict[Path, Path]]:
     """Yield where to write each output ({output: temporary path, nothing there yet}); when the block
     succeeds each temporary replaces its output, and when it fails every output stays as it was.
 
-    `live` (the training history) is written in place when there is nothing there to keep (absent, or
-    emptied by DVC before it ran the stage), so `dvc exp show` and the VS Code extension follow it as
-    it grows; a failure leaves it as it was found.
+    `live` (the training history) is written in place when there is nothing there to keep (absent, or emptied
+    by DVC), so `dvc exp show` and the VS Code extension follow it as it grows; a failure removes what it wrote.
     """
     outputs = [Path(path) for path in paths]
     for path in outputs:
         check_writable(path)
-    # Nothing to keep at `live`: absent, or an empty folder (written in place); else aside like the others.
-    in_place = Path(live) if live is not None and not os.path.lexists(live) else None
-    if live is not None and Path(live).is_dir() and not Path(live).is_symlink() and not any(Path(live).iterdir()):
-        in_place = Path(live)
+    empty = live is not None and Path(live).is_dir() and not Path(live).is_symlink() and not any(Path(live).iterdir())
+    in_place = Path(live) if live is not None and (empty or not os.path.lexists(live)) else None
     existed = in_place is not None and in_place.is_dir()
     staged: dict[Path, Path] = {}
     folders: list[Path] = []
@@ -156,7 +119,7 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
                 path.parent.mkdir(parents=True, exist_ok=True)
                 folders.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
             except OSError as error:
-                if is_unwritable(error):
+                if error.errno in UNWRITABLE_ERRNOS:
                     raise unwritable_error(path, path.parent, error.strerror or str(error)) from error
                 raise
             staged[path] = folders[-1] / path.name
@@ -165,7 +128,9 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
             check_writable(path)  # before any output is replaced
         for path in outputs:
             if staged[path] != path:
-                _replace(staged[path], path)
+                if path.is_dir() and not path.is_symlink():  # the old folder goes into the temporary one, removed below
+                    os.replace(path, staged[path].parent / f"{path.name}.old")
+                os.replace(staged[path], path)
     except BaseException as error:
         if in_place is not None:
             shutil.rmtree(in_place, ignore_errors=True)
@@ -187,19 +152,17 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (no file there yet); it replaces `path` only if the block succeeds."""
-    path = Path(path)
+    """A temporary path beside `path` (no file there yet) that replaces `path` only if the block succeeds."""
     with outputs_together(path) as staged:
-        yield staged[path]
+        yield staged[Path(path)]
 
 
 @contextlib.contextmanager
 def atomic_directory(path: Path | str) -> Iterator[Path]:
-    """Yield a new empty folder beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    with outputs_together(path) as staged:
-        staged[path].mkdir()
-        yield staged[path]
+    """A new empty folder beside `path` that replaces `path` only if the block succeeds."""
+    with atomic_path(path) as folder:
+        folder.mkdir()
+        yield folder
 
 
 def write_text(path: Path | str, text: str) -> None:
@@ -208,7 +171,7 @@ def write_text(path: Path | str, text: str) -> None:
 
 
 def write_json(path: Path | str, payload: Any) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def read_json(path: Path | str, what: str, fix: str) -> Any:
@@ -223,8 +186,8 @@ def read_json(path: Path | str, what: str, fix: str) -> Any:
 
 @contextlib.contextmanager
 def exclusive_writer(path: Path | str, what: str) -> Iterator[None]:
-    """Hold a lock on `.<name>.lock` beside `path` while the block runs; a second process gets a
-    UserError naming the first one's PID. DVC's own lock does not cover a stage run by hand."""
+    """Hold `.<name>.lock` beside `path` while the block runs; a second process gets a UserError naming the
+    first one's PID. DVC's own lock does not cover a stage run by hand."""
     path = Path(path)
     lock_path = path.parent / f".{path.name}.lock"
     check_writable(lock_path)

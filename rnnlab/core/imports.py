@@ -1,10 +1,5 @@
-"""Which project files a stage runs: its imports, followed through the project's own packages.
-
-Every `import` and `from ... import` anywhere in a file counts (also inside functions: the stages
-import the torch-using library inside `main`, after configuring the runtime), so the walk is a
-superset of what any run imports. Only this repository's packages are followed. The code stage
-(stages/code.py) fingerprints each stage's files, so a stage reruns exactly when code it runs changes.
-"""
+"""Which project files a stage runs: every `import` in a file (inside functions too: the stages import torch's
+library inside `main`, after configuring the runtime), followed through this repository's own packages."""
 
 from __future__ import annotations
 
@@ -13,9 +8,7 @@ import hashlib
 from pathlib import Path
 
 PROJECT_PACKAGES = ("rnnlab", "stages", "tools", "bench")
-# Sources a Python module compiles and loads at run time (rnnlab/runtime/gemm builds its C++ this way):
-# they sit beside it, and they decide results as much as the Python does.
-COMPILED_SOURCES = (".cpp", ".h")
+COMPILED_SOURCES = (".cpp", ".h")  # beside a module that compiles them at run time (rnnlab/runtime/gemm)
 
 
 def module_file(root: Path, module: str) -> Path | None:
@@ -48,12 +41,8 @@ def imported_modules(path: Path, root: Path) -> set[str]:
 
 
 def project_files(entry: Path, root: Path, memo: dict[Path, list[Path]] | None = None) -> set[Path]:
-    """Every project file `entry` runs, itself included, as paths relative to `root`.
-
-    `memo` (file -> the files it imports) can be shared by the walks of one unchanged tree: the code
-    stage walks eleven entry points through mostly the same modules, and parsing each once instead of
-    once per walk makes the stage (and the review's trust check, which reruns it) ~8x faster.
-    """
+    """Every project file `entry` runs, itself included, relative to `root`. `memo` (file -> the files it imports),
+    shared by the code stage's walks of one tree, parses each module once: ~8x faster."""
     memo = {} if memo is None else memo
     seen: set[Path] = set()
     pending = [entry.resolve()]
@@ -71,8 +60,7 @@ def project_files(entry: Path, root: Path, memo: dict[Path, list[Path]] | None =
 
 
 def fingerprint(entry: Path, root: Path, memo: dict[Path, list[Path]] | None = None) -> dict[str, str]:
-    """md5 of every project file `entry` runs (itself, its packages' __init__ files and the C++ sources
-    beside any module it imports included), by path. `memo`: as project_files'."""
+    """md5 of every project file `entry` runs (its packages' __init__ files and the C++ beside them included), by path."""
     entry = entry.resolve()
     files = project_files(entry, root, memo)
     package = entry.parent

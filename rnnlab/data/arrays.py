@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from string import Template
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import yaml  # type: ignore[import-untyped]  # no stubs installed (types-PyYAML)
+import yaml
 
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_path, read_json
+from rnnlab.core.pipeline import pipeline_vars
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: `xy` only writes arrays, and torch's import costs ~1.4 s
     import torch
@@ -48,12 +49,8 @@ class Meta:
 
 
 class WriteThrough:
-    """A file handle numpy does not recognise as a file, so np.save writes through `write()`.
-
-    Given a real file, np.save uses ndarray.tofile, which reports a full disk as a bare
-    "N requested and M written" OSError without errno; `write()` keeps ENOSPC/EFBIG, so the
-    stage can say what happened. Same bytes, same speed (np.save writes 16 MiB chunks).
-    """
+    """A handle numpy does not take for a file, so np.save calls `write()`, which keeps a full disk's errno
+    (ndarray.tofile, used for real files, raises a bare "N requested and M written"). Same bytes, same speed."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.write = handle.write
@@ -69,28 +66,19 @@ def save_split(directory: Path, x: np.ndarray, lengths: np.ndarray, y: np.ndarra
 def repair_hint(data_dir: Path) -> str:
     """How to get good arrays back: from the DVC cache, or by rerunning the dvc.yaml stage whose outs name them."""
     stage = None
-    with contextlib.suppress(OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
-        document = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8")) or {}
-        variables = {
-            key: value for entry in document.get("vars") or [] if isinstance(entry, dict) for key, value in entry.items()
-        }
-        for name, declared in (
-            (name, out)
-            for name, body in (document.get("stages") or {}).items()
-            if "foreach" not in body
-            for out in body.get("outs") or []
-        ):
-            declared = str(next(iter(declared)) if isinstance(declared, dict) else declared)
-            resolved = re.sub(r"\$\{(\w+)\}", lambda match: str(variables.get(match.group(1), match.group(0))), declared)
-            if os.path.abspath(resolved) == os.path.abspath(data_dir):
-                stage = name
+    with contextlib.suppress(OSError, UserError, AttributeError, TypeError, ValueError):
+        text = Path("dvc.yaml").read_text(encoding="utf-8")
+        variables = pipeline_vars(text)
+        for name, body in (yaml.safe_load(text).get("stages") or {}).items():
+            for out in body.get("outs") or [] if "foreach" not in body else []:
+                resolved = Template(str(next(iter(out)) if isinstance(out, dict) else out)).safe_substitute(variables)
+                stage = name if os.path.abspath(resolved) == os.path.abspath(data_dir) else stage
     rebuild = f"`dvc repro {stage}`" if stage else "rerun the stage that writes it (`dvc repro`)"
     return f"Restore it with `dvc checkout {data_dir}`, or rebuild it: {rebuild}."
 
 
 def read_array(path: Path, dimensions: int, hint: str) -> np.ndarray:
-    """One .npy file as int64, refused with one line unless its header, dtype, dimensions and size on
-    disk are those of an array the pipeline wrote (a truncated or empty file, or another kind of array)."""
+    """One .npy file as int64, refused with one line unless header, dtype, dimensions and size on disk are right."""
     if not path.is_file():
         raise UserError(f"{path} not found. {hint}")
     try:
@@ -130,9 +118,8 @@ def check_range(path: Path, array: np.ndarray, low: int, high: int, what: str, h
 
 
 def load_split(data_dir: Path, split: str) -> Split:
-    """One split's arrays, checked against meta.json: X (N, T) token ids in 0..input_size-1, lengths in
-    1..T, y in 0..classes-1. A damaged file ends the stage with one line naming it and the fix, not a
-    traceback from deep inside training; the checks are vectorised (about 20 ms for 25,000 x 200)."""
+    """One split's arrays, checked against meta.json (vectorised: ~20 ms for 25,000 x 200): X (N, T) token ids in
+    0..input_size-1, lengths in 1..T, y in 0..classes-1. A damaged file is one line naming it and the fix."""
     import torch
 
     meta = load_meta(data_dir)

@@ -1,31 +1,13 @@
-"""Reproducible CPU math: the same params give the same bits on every x86-64 CPU with AVX2 and FMA,
-Intel or AMD, whatever its number of cores and threads.
+"""Reproducible CPU math: the same params give the same bits on every x86-64 CPU with AVX2 and FMA, Intel or AMD,
+whatever its number of cores and threads (measured with `python -m bench --only repro`, docs/reproducibility.md).
 
-What decided the bits before this mode (measured, `python -m bench --only repro`, docs/reproducibility.md):
-- MKL, for every GEMM (and, out of MKL_VERBOSE's sight, tanh/exp/log/sqrt through its vector math
-  library): it picks its code path per processor, so Intel and AMD disagree, and on Intel the thread
-  count changes its bits;
-- oneDNN, which runs nn.LSTM on CPU: its result depends on its ISA and on the thread count;
-- ATen's kernel ISA (AVX-512 / AVX2 / none): vectorised kernels take other code paths;
-- dropout masks: torch's `bernoulli_` draws them with MKL's VSL generator on Intel CPUs and with
-  ATen's own generator elsewhere.
-
-So `runtime.reproducible: true` (the default):
-- routes float32/float64 CPU math to rnnlab's own kernels (rnnlab/runtime/gemm): GEMMs whose every
-  output element is one sequential FMA chain, split over output tiles only; tanh, sigmoid, exp, log
-  and sqrt without MKL; nn.RNN/LSTM/GRU as fused layers. The same bits on any CPU with AVX2+FMA, any
-  thread count, and faster than torch's own kernels (bench);
-- switches oneDNN off and pins ATen's kernels to AVX2 (ATEN_CPU_CAPABILITY), so the remaining ATen
-  kernels run the same code everywhere;
-- the model draws dropout masks with torch.rand (rnnlab/model/classifier.py Dropout);
-- pins numpy's OpenBLAS (the linear baseline) to one kernel family and one thread.
-Where the kernels cannot be used (no C++ compiler, a CPU without AVX2/FMA, CUDA), the stage says so,
-torch's own kernels run, and the metrics' environment stamp names the fallback.
-
-These libraries read their settings once, when they first load, so `configure()` must run before
-torch (or numpy, for the baseline's OpenBLAS) is imported: every entry point (stages/, tools/, bench)
-calls it with its validated params first and imports the torch-using library after. RNNLAB_REPRODUCIBLE
-(0|1) overrides the params (the benchmark compares the two).
+MKL (GEMMs and its vector math), oneDNN (nn.LSTM), ATen's kernel ISA and bernoulli_'s generator each give other
+bits per CPU vendor, ISA or thread count. So `runtime.reproducible: true` (the default) routes float CPU math to
+rnnlab's own kernels (rnnlab/runtime/gemm), switches oneDNN off, pins ATen to AVX2 and numpy's OpenBLAS to one
+kernel family and thread; the model draws dropout masks with torch.rand. Where the kernels cannot run (no g++,
+no AVX2/FMA, CUDA) the stage says so and the environment stamp names the fallback. These libraries read their
+settings when they load, so every entry point calls `configure()` before importing torch or numpy.
+RNNLAB_REPRODUCIBLE (0|1) overrides the params.
 """
 
 from __future__ import annotations
@@ -46,19 +28,14 @@ from rnnlab.core.errors import UserError
 from rnnlab.core.files import write_json
 
 SWITCH = "RNNLAB_REPRODUCIBLE"
-# What the mode pins; each is read by its library when the library loads.
 REPRODUCIBLE_ENVIRONMENT = {
-    "ATEN_CPU_CAPABILITY": "avx2",  # ATen kernels: AVX2 on every machine that has it
-    "ONEDNN_MAX_CPU_ISA": "AVX2",  # belt and braces: oneDNN is switched off in setup (apply_torch_settings)
-    # What MKL still does where the kernels cannot run (the fallback): AVX2 kernels on AVX-512 CPUs too.
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-    "OPENBLAS_CORETYPE": "Haswell",  # numpy/scipy's OpenBLAS (the baseline): one kernel family...
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # belt and braces: oneDNN is switched off in apply_torch_settings
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # what MKL still does in the fallback
+    "OPENBLAS_CORETYPE": "Haswell",  # the baseline's OpenBLAS: one kernel family...
     "OPENBLAS_NUM_THREADS": "1",  # ...and one thread, as its threads split sums (the baseline fits in ~1 s)
 }
-# What the linear baseline computes with, in reproducible mode (its environment stamp).
 BASELINE_MATH = "numpy/scipy OpenBLAS (Haswell kernels, 1 thread)"
-# cuBLAS needs this before CUDA starts for deterministic GEMMs; harmless without a GPU.
-CUDA_ENVIRONMENT = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 
 @dataclass(frozen=True)
@@ -69,40 +46,31 @@ class Mode:
 _state: dict[str, Any] = {"mode": None, "configured_before_torch": None, "kernels": None}
 
 
-def _switch(name: str) -> bool | None:
-    value = os.environ.get(name, "").strip().lower()
-    return False if value in ("0", "false", "off", "no") else True if value in ("1", "true", "on", "yes") else None
-
-
 def requested(config: RuntimeConfig | None = None) -> Mode:
-    """The mode asked for: RNNLAB_REPRODUCIBLE if set, else the params' `runtime` section (default: reproducible)."""
-    override = _switch(SWITCH)
-    return Mode(reproducible=(config or RuntimeConfig()).reproducible if override is None else override)
+    """RNNLAB_REPRODUCIBLE if set, else the params' `runtime` section (default: reproducible)."""
+    override = os.environ.get(SWITCH, "").strip().lower()
+    if override in ("0", "false", "off", "no", "1", "true", "on", "yes"):
+        return Mode(reproducible=override in ("1", "true", "on", "yes"))
+    return Mode(reproducible=(config or RuntimeConfig()).reproducible)
 
 
 def configure(config: RuntimeConfig | None = None) -> None:
-    """Set the math libraries' environment for params.yaml's `runtime` section; a no-op after the first
-    call in a process. Entry points call it before anything imports torch or numpy."""
+    """Set the math libraries' environment for params.yaml's `runtime` section; a no-op after the first call."""
     if _state["mode"] is not None:
         return
-    mode = requested(config)
-    _state["mode"] = mode
+    chosen = _state["mode"] = requested(config)
     _state["configured_before_torch"] = "torch" not in sys.modules
-    for name, value in CUDA_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-    if not mode.reproducible:
-        return
-    for name, value in REPRODUCIBLE_ENVIRONMENT.items():
-        # A machine that sets OPENBLAS_CORETYPE does so because other kernels are broken there; keep it.
-        if name == "OPENBLAS_CORETYPE" and name in os.environ:
-            continue
-        os.environ[name] = value
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read when CUDA starts
+    if chosen.reproducible:
+        for name, value in REPRODUCIBLE_ENVIRONMENT.items():
+            # A machine that sets OPENBLAS_CORETYPE does so because other kernels are broken there; keep it.
+            if not (name == "OPENBLAS_CORETYPE" and name in os.environ):
+                os.environ[name] = value
 
 
 def mode() -> Mode:
     """The configured mode (the default one if no entry point configured it)."""
-    if _state["mode"] is None:
-        configure()
+    configure()
     return _state["mode"]
 
 
@@ -110,14 +78,15 @@ def apply_torch_settings(device_type: str) -> list[str]:
     """Torch-side settings of the mode, after import; returns warnings for the stage to print."""
     import torch
 
-    warnings: list[str] = []
-    if device_type == "cuda":
-        configure_cuda_determinism(torch)
+    if device_type == "cuda":  # what PyTorch offers; an op without a deterministic kernel warns, not stops
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     if not mode().reproducible:
-        return warnings
-    # oneDNN's LSTM kernels give other bits per ISA and per thread count; the fused layers do not.
+        return []
     torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module-level flag torch types as ContextProp
     capability = torch.backends.cpu.get_cpu_capability()
+    warnings: list[str] = []
     if not _state["configured_before_torch"]:
         warnings.append(
             "warning: torch was imported before rnnlab.runtime.environment.configure() set the reproducible-mode "
@@ -129,48 +98,21 @@ def apply_torch_settings(device_type: str) -> list[str]:
             "but may differ from those of AVX2 machines (the committed results)."
         )
     if device_type == "cpu":
-        warnings += enable_kernels()
+        from rnnlab.runtime import gemm
+
+        _state["kernels"] = gemm.enable()
+        if not _state["kernels"].active:
+            warnings.append(f"warning: reproducible math is not available here: {_state['kernels'].fallback_reason}.")
     return warnings
-
-
-def enable_kernels() -> list[str]:
-    """rnnlab's deterministic kernels in place of ATen's (rnnlab/runtime/gemm); a warning if they can't be."""
-    from rnnlab.runtime import gemm
-
-    status = gemm.enable()
-    _state["kernels"] = status
-    return [] if status.active else [f"warning: reproducible math is not available here: {status.fallback_reason}."]
-
-
-def configure_cuda_determinism(torch: Any) -> None:
-    """What PyTorch offers for run-to-run determinism on CUDA (README: what it does and does not cover).
-
-    warn_only: an op without a deterministic CUDA kernel warns instead of stopping the run.
-    """
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux /proc/cpuinfo), else what platform knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def math_library(device_type: str) -> str:
     """Who computes the products and the transcendental functions, as far as it decides the bits."""
-    if device_type == "cuda":
-        return "cuBLAS/cuDNN, deterministic algorithms"
+    kernels = _state["kernels"]
     if device_type != "cpu":
-        return f"torch on {device_type}"
+        return "cuBLAS/cuDNN, deterministic algorithms" if device_type == "cuda" else f"torch on {device_type}"
     if not mode().reproducible:
         return "torch (MKL, oneDNN): machine-dependent"
-    kernels = _state["kernels"]
     if kernels is None:
         return "torch (MKL): kernels not enabled"
     if kernels.active:
@@ -179,13 +121,9 @@ def math_library(device_type: str) -> str:
 
 
 def result_environment(device: Any, math: str | None = None) -> dict[str, Any]:
-    """What decides a result's bits: in the metrics JSON, so `dvc metrics diff` shows a change of it.
-
-    The math library (rnnlab's kernels, or the fallback), ATen's kernel ISA, torch and the C library
-    (the scalar tails of ATen's vectorised loops call its exp/log), the device. Nothing that does not
-    decide the bits: the CPU model, its vendor and the thread count are recorded with the timings.
-    `math` names another math library (the linear baseline's numpy/scipy).
-    """
+    """What decides a result's bits, in the metrics so `dvc metrics diff` shows a change of it: the math library
+    (or `math`, the baseline's), ATen's ISA, torch, the C library (ATen's scalar tails call its exp/log), the
+    device. The CPU model and thread count decide no bit: they go with the timings."""
     import torch
 
     device_type = getattr(device, "type", str(device))
@@ -206,8 +144,10 @@ def machine_environment() -> dict[str, Any]:
     """The machine a run happened on: beside the timings, which depend on it."""
     import torch
 
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").is_file() else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
     return {
-        "cpu_model": cpu_model(),
+        "cpu_model": names[0] if names else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
@@ -222,27 +162,16 @@ def describe_environment(environment: dict[str, Any] | None) -> str | None:
         environment.get("gpu") or environment.get("device", "?"),
         environment.get("cpu_capability", "?"),
         *([environment["math"]] if "math" in environment else []),
-        *([f"{environment['threads']} threads"] if "threads" in environment else []),  # stamps before the kernels
         f"torch {environment.get('torch', '?')}",
-        "cross-vendor reproducible"
-        if environment.get("cross_vendor")
-        else "reproducible"
-        if environment.get("reproducible")
-        else "not reproducible",
+        "reproducible" if environment.get("reproducible") else "not reproducible",
     ]
     return ", ".join(str(part) for part in parts)
 
 
 def setup_torch(device_name: str, threads: int = 0) -> torch.device:
-    """Torch's process-wide settings for a stage: call first in its work, before any parallel torch op
-    starts the OpenMP workers (they inherit the floating-point mode when they are created).
-
-    Flushing denormals matters: vanishing gradients (the subject of this project) underflow into
-    denormal floats, which x86 CPUs process ~10x slower (one vanilla-RNN step: 1.16 s with, 0.12 s without).
-    Threads: RNNLAB_THREADS wins, then `threads` (train.threads), then torch's default of one per core;
-    in reproducible mode the count changes no bit. Then the mode's kernels in place of ATen's. Random
-    draws are seeded where they start (rnnlab.model.classifier.initial_model), not here.
-    """
+    """Torch's process-wide settings for a stage, before any parallel op starts the OpenMP workers (they
+    inherit the floating-point mode). Denormals are flushed: vanishing gradients underflow into them, which
+    x86 CPUs process ~10x slower (one vanilla-RNN step: 1.16 s with, 0.12 s without)."""
     import torch
 
     threads = thread_count(threads)
@@ -267,8 +196,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def thread_count(threads: int) -> int:
-    """RNNLAB_THREADS if set, else `threads` (train.threads); 0 = torch's default of one per core. More
-    threads than cores only slow torch down, and far more crash its thread pool: 0..cores is allowed."""
+    """RNNLAB_THREADS if set, else train.threads; 0 = torch's default of one per core. More threads than
+    cores only slow torch down, and far more crash its thread pool."""
     cores = os.cpu_count() or 1
     text = os.environ.get("RNNLAB_THREADS", "").strip()
     if text:
@@ -282,9 +211,8 @@ def thread_count(threads: int) -> int:
     return threads
 
 
-# Machine-dependent measurements (seconds, tokens/s) live in their own files (reports/timings/<variant>.json),
-# deliberately not declared in dvc.yaml: DVC records every declared output's hash in dvc.lock, so a file that
-# changes with the machine would make every rerun look like a change. The report reads both.
+# Timings (reports/timings/<variant>.json) are deliberately not DVC outputs: a file that changes with the machine
+# would make every rerun look like a change in dvc.lock. The report reads them beside the metrics.
 
 
 def read_timings(path: Path) -> dict[str, Any]:
@@ -298,21 +226,12 @@ def read_timings(path: Path) -> dict[str, Any]:
 def record_training(path: Path, variant: str, device: str, epoch_seconds: list[float], tokens_per_epoch: int) -> None:
     """Start a variant's timings afresh: its training just ran on this machine."""
     mean = sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None
-    write_json(
-        path,
-        {
-            "variant": variant,
-            "device": device,
-            "machine": machine_environment(),
-            "train_seconds_per_epoch": mean,
-            "train_tokens_per_second": tokens_per_epoch / mean if mean else None,
-            "epoch_seconds": [round(seconds, 3) for seconds in epoch_seconds],
-        },
-    )
+    timings = {"variant": variant, "device": device, "machine": machine_environment(), "train_seconds_per_epoch": mean}
+    timings["train_tokens_per_second"] = tokens_per_epoch / mean if mean else None
+    write_json(path, timings | {"epoch_seconds": [round(seconds, 3) for seconds in epoch_seconds]})
 
 
 def record_evaluation(path: Path, variant: str, eval_tokens_per_second: float) -> None:
     """Add the evaluation speed to what training recorded (or start the file if there is none)."""
     timings = read_timings(path) or {"variant": variant, "machine": machine_environment()}
-    timings["eval_tokens_per_second"] = eval_tokens_per_second
-    write_json(path, timings)
+    write_json(path, timings | {"eval_tokens_per_second": eval_tokens_per_second})

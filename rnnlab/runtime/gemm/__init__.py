@@ -1,41 +1,31 @@
 """Deterministic CPU math for torch: the same bits on every x86-64 CPU with AVX2+FMA, any thread count.
 
-`enable()` builds (once, cached) and loads a small C++ library that takes over ATen's CPU kernels,
-float32 and float64 only (other dtypes keep ATen's):
-- mm, addmm, bmm, baddbmm, addmv (and their out= / in-place forms): every output element is one
-  sequential FMA chain over k, so neither MKL's per-CPU code path nor the thread split matters;
-- tanh, sigmoid, exp, log, sqrt: ATen sends all but sigmoid to MKL's vector math library, which
-  MKL_VERBOSE does not show (elementwise.h says why each is replaced);
-- with fused_recurrent (the default), nn.RNN/LSTM/GRU.forward runs each layer as one C++ autograd
-  node (FusedLayer): the same forward bits as torch's own loop on these kernels, gradients summed
-  in another (fixed) order, and train steps faster than unpinned torch's (bench/gemm_speed.py).
-
-Call it after `import torch` and before the first operation whose bits matter. It never raises:
-when the library can't be used, the status says why and torch's own kernels stay in place.
-RNNLAB_GEMM=0 skips it. The products run on AVX-512F tiles where the CPU has them, AVX2 tiles
-elsewhere or with RNNLAB_GEMM_ISA=avx2: the same bits either way (avx512.h), only the speed differs.
+`enable()` builds (once, cached) and loads a small C++ library that takes over ATen's float32/float64 CPU kernels:
+mm, addmm, bmm, baddbmm, addmv (every output element one sequential FMA chain over k, so neither MKL's per-CPU
+path nor the thread split matters); tanh, sigmoid, exp, log, sqrt (elementwise.h says why); and, with
+fused_recurrent, nn.RNN/LSTM/GRU.forward as one C++ autograd node per layer (FusedLayer). It never raises: when
+the library can't be used, the status says why and torch's own kernels stay. RNNLAB_GEMM=0 skips it; the products
+run on AVX-512F tiles where the CPU has them, else (or with RNNLAB_GEMM_ISA=avx2) on AVX2 tiles: same bits.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 NAME = "rnnlab-gemm 1"  # gemm.cpp kVersion: bumped whenever the numerics change
 ISA = "AVX2+FMA"
-SWITCH = "RNNLAB_GEMM"
 ISA_SWITCH = "RNNLAB_GEMM_ISA"  # auto (default), avx2 or avx512f: which micro-kernels run
 FALLBACK = "torch's own MKL kernels run instead (their bits depend on the machine)"
 
@@ -46,11 +36,9 @@ class GemmStatus:
     name: str
     isa: str
     fallback_reason: str | None = None  # one line, when not active
-    fused_recurrent: bool = False  # nn.RNN/LSTM/GRU.forward through FusedLayer
+    fused_recurrent: bool = False
     tiles: str | None = None  # the micro-kernels in use, "avx512f" or "avx2": speed only, not in the stamp
     library: Path | None = None
-    compile_seconds: float = 0.0  # 0.0 when the build came from the cache
-    load_seconds: float = 0.0  # building (if needed) + loading the library
 
 
 _loaded: GemmStatus | None = None  # building and loading: once per process
@@ -60,8 +48,7 @@ _status: GemmStatus | None = None  # what is in place now
 def enable(fused_recurrent: bool = True) -> GemmStatus:
     """Route float32/float64 CPU math to the deterministic kernels; idempotent, never raises."""
     global _loaded, _status
-    if _loaded is None:
-        _loaded = _load()
+    _loaded = _loaded or _load()
     _status = _loaded
     if _loaded.active:
         torch.ops.rnnlab_gemm.set_enabled(True)
@@ -80,20 +67,7 @@ def disable() -> None:
 
 
 def status() -> GemmStatus | None:
-    """The status of the last enable(), or None before it."""
     return _status
-
-
-def unusable_reason() -> str | None:
-    """Why this machine can't run the kernels, or None."""
-    if os.environ.get(SWITCH, "").strip().lower() in ("0", "false", "off", "no"):
-        return f"{SWITCH}=0 in the environment"
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"not an x86-64 CPU ({platform.machine()})"
-    missing = {"avx2", "fma"} - cpu_flags()
-    if missing:
-        return f"the CPU lacks {' and '.join(sorted(missing)).upper()}"
-    return None
 
 
 def cpu_flags() -> set[str]:
@@ -101,20 +75,29 @@ def cpu_flags() -> set[str]:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+
+
+def unusable_reason() -> str | None:
+    if os.environ.get("RNNLAB_GEMM", "").strip().lower() in ("0", "false", "off", "no"):
+        return "RNNLAB_GEMM=0 in the environment"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"not an x86-64 CPU ({platform.machine()})"
+    missing = {"avx2", "fma"} - cpu_flags()
+    return f"the CPU lacks {' and '.join(sorted(missing)).upper()}" if missing else None
+
+
+def inactive(reason: str) -> GemmStatus:
+    return GemmStatus(False, NAME, ISA, f"{reason}; {FALLBACK}")
 
 
 def _load() -> GemmStatus:
     reason = unusable_reason()
     if reason is not None:
         return inactive(reason)
-    started = time.perf_counter()
     try:
-        built = build()
-        torch.ops.load_library(str(built.path))
+        library = build().path
+        torch.ops.load_library(str(library))
         version = torch.ops.rnnlab_gemm.version()
     except BuildError as error:
         return inactive(str(error))
@@ -127,136 +110,76 @@ def _load() -> GemmStatus:
         tiles = torch.ops.rnnlab_gemm.select_isa(requested)
     except RuntimeError as error:  # an unknown name, or avx512f on a CPU without it
         return inactive(f"{ISA_SWITCH}={requested}: {str(error).splitlines()[0]}")
-    return GemmStatus(True, NAME, ISA, tiles=tiles, library=built.path, compile_seconds=built.compile_seconds,
-                      load_seconds=time.perf_counter() - started)  # fmt: skip
+    return GemmStatus(True, NAME, ISA, tiles=tiles, library=library)
 
 
-def inactive(reason: str) -> GemmStatus:
-    return GemmStatus(False, NAME, ISA, f"{reason}; {FALLBACK}")
-
-
-# --- the build: one g++ call, cached in $XDG_CACHE_HOME/rnn-lab/gemm/<key>/ (default ~/.cache/...) per
-# (sources, flags, torch, compiler); under a file lock, into a temporary file renamed into place.
+# The build: one g++ call, cached in $XDG_CACHE_HOME/rnn-lab/gemm/<key>/ per (sources, flags, torch, compiler).
 # Not torch.utils.cpp_extension.load: same flags, same bits (measured), but every process that loads the
 # cached library pays ~0.5 s for it (setuptools, a ninja check) against ~0.04 s here, in every stage and test.
 
 HERE = Path(__file__).resolve().parent
-# Every C++ file beside this module (the code stage fingerprints the same ones: rnnlab/core/imports.py).
 SOURCES = tuple(sorted(path.name for path in HERE.iterdir() if path.suffix in (".cpp", ".h")))
-LIBRARY_NAME = "librnnlab_gemm.so"
-COMPILER = "g++"
-# -ffp-contract=off and no -ffast-math: the compiler must not fuse the epilogue's multiply and add
-# or reassociate anything; every FMA in the result is one the source asks for. -fopenmp: ATen's
-# parallel_for is a header template around `#pragma omp parallel` (it joins torch's own libgomp).
-FLAGS = (
-    "-O3",
-    "-std=c++20",  # the standard torch 2.13 and its headers are built with
-    "-mavx2",
-    "-mfma",
-    "-ffp-contract=off",
-    "-fno-fast-math",
-    "-fopenmp",
-    "-fPIC",
-    "-shared",
-    "-fvisibility=hidden",
-)
-ERROR_LINES = 6
+TORCH_LIBRARIES = str(Path(torch.__file__).resolve().parent / "lib")
+# -ffp-contract=off and no -ffast-math: every FMA in the result is one the source asks for, nothing is
+# reassociated. -fopenmp: ATen's parallel_for is a header template around `#pragma omp parallel`.
+FLAGS = ("-O3", "-std=c++20", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", "-fPIC", "-shared",
+         "-fvisibility=hidden", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}")  # fmt: skip
 
 
 class BuildError(Exception):
     """The library could not be built; the message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class Built:
+class Built(NamedTuple):
     path: Path
     compile_seconds: float  # 0.0 when it came from the cache
 
 
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rnn-lab" / "gemm"
-
-
-def torch_library_dir() -> str:
-    return str(Path(torch.__file__).resolve().parent / "lib")
-
-
 def compiler_version() -> str:
-    if shutil.which(COMPILER) is None:
-        raise BuildError(f"no {COMPILER} on PATH (install it: apt-get install g++)")
-    result = subprocess.run([COMPILER, "--version"], capture_output=True, text=True, check=False)
-    return result.stdout
-
-
-def abi_flag() -> str:
-    return f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
-
-
-def command(output: Path, include_paths: list[str]) -> list[str]:
-    library_dir = torch_library_dir()
-    return [
-        COMPILER, *FLAGS, abi_flag(), *(f"-I{path}" for path in include_paths), str(HERE / "gemm.cpp"),
-        "-o", str(output), f"-L{library_dir}", f"-Wl,-rpath,{library_dir}", "-ltorch_cpu", "-lc10",
-    ]  # fmt: skip
-
-
-def cache_key() -> str:
-    """Hash of what decides the library's bytes: sources, flags, torch (version, location), compiler."""
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        digest.update((HERE / name).read_bytes())
-    for part in (*FLAGS, abi_flag(), torch.__version__, torch_library_dir(), compiler_version()):
-        digest.update(part.encode())
-    return digest.hexdigest()[:16]
-
-
-def compile_library(target: Path) -> float:
-    """g++ into a temporary file beside `target`, renamed into place; returns the compile seconds.
-
-    Include paths from torch.utils.cpp_extension, imported only here: it costs ~0.25 s (setuptools),
-    too much for every process that loads a cached build.
-    """
-    from torch.utils.cpp_extension import include_paths
-
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".build-", suffix=".so", delete=False) as handle:
-        temporary = Path(handle.name)
-    try:
-        started = time.perf_counter()
-        result = subprocess.run(command(temporary, include_paths()), capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - started
-        if result.returncode != 0:
-            errors = [line for line in result.stderr.splitlines() if line.strip()][-ERROR_LINES:]
-            raise BuildError(f"{COMPILER} failed: " + " | ".join(errors))
-        os.replace(temporary, target)
-        return seconds
-    finally:
-        temporary.unlink(missing_ok=True)
+    if shutil.which("g++") is None:
+        raise BuildError("no g++ on PATH (install it: apt-get install g++)")
+    return subprocess.run(["g++", "--version"], capture_output=True, text=True, check=False).stdout
 
 
 def build() -> Built:
-    """The cached library, building it first if needed (under a lock: once, even with racing processes)."""
-    directory = cache_root() / cache_key()
-    library = directory / LIBRARY_NAME
-    if library.is_file():
-        return Built(library, 0.0)
+    """The cached library, compiled first if needed (under a lock: once, even with racing processes)."""
+    digest = hashlib.sha256(b"".join((HERE / name).read_bytes() for name in SOURCES))
+    for part in (*FLAGS, torch.__version__, TORCH_LIBRARIES, compiler_version()):
+        digest.update(part.encode())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    directory = cache / "rnn-lab" / "gemm" / digest.hexdigest()[:16]
+    library = directory / "librnnlab_gemm.so"
     try:
+        if library.is_file():
+            return Built(library, 0.0)
         directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / "lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(directory / "lock"):
             if library.is_file():  # another process built it while we waited
                 return Built(library, 0.0)
-            return Built(library, compile_library(library))
+            from torch.utils.cpp_extension import include_paths  # ~0.25 s (setuptools): only when compiling
+
+            temporary = directory / f".build-{os.getpid()}.so"  # renamed into place once whole
+            try:
+                started = time.perf_counter()
+                command = ["g++", *FLAGS, *(f"-I{path}" for path in include_paths()), str(HERE / "gemm.cpp"), "-o",
+                           str(temporary), f"-L{TORCH_LIBRARIES}", f"-Wl,-rpath,{TORCH_LIBRARIES}", "-ltorch_cpu", "-lc10"]  # fmt: skip
+                result = subprocess.run(command, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    raise BuildError(
+                        "g++ failed: " + " | ".join([line for line in result.stderr.splitlines() if line.strip()][-6:])
+                    )
+                os.replace(temporary, library)
+                return Built(library, time.perf_counter() - started)
+            finally:
+                temporary.unlink(missing_ok=True)
     except OSError as error:
         raise BuildError(f"the build cache {directory} is not usable ({error}); set XDG_CACHE_HOME") from error
 
 
-# --- nn.RNN / nn.LSTM / nn.GRU forward on CPU through the fused layers of recurrent.h. `install()` replaces
-# the classes' `forward` (state_dict, parameters, checkpoints untouched) with one that runs each layer and
-# direction as one autograd node: forward over time in C++, backward through time in C++ with one
-# weight-gradient product per weight. Calls it can't take (packed sequences, unbatched input, LSTM
-# projections, GPU, other dtypes, tracing) run torch's own forward. Forward results equal torch's (ATen's
-# loop on the same GEMM) bit for bit; gradients are deterministic but summed in another order than ATen's.
+# nn.RNN / nn.LSTM / nn.GRU forward on CPU through the fused layers of recurrent.h: `install()` replaces the classes'
+# `forward` (state_dict and checkpoints untouched) with one that runs each layer and direction as one autograd node.
+# Calls it can't take (packed sequences, unbatched input, LSTM projections, GPU, other dtypes, tracing) run torch's
+# own forward. Forward results equal torch's loop on the same GEMM bit for bit; gradients are summed in another order.
 
 CLASSES: tuple[type[nn.RNNBase], ...] = (nn.RNN, nn.LSTM, nn.GRU)
 _original: dict[type[nn.RNNBase], Any] = {}
@@ -266,24 +189,13 @@ class FusedLayer(torch.autograd.Function):
     """One layer-direction over a time-major sequence: (T, B, I) -> output (T, B, H), h_n, c_n."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        cell: str,
-        reverse: bool,
-        x: torch.Tensor,
-        h0: torch.Tensor,
-        c0: torch.Tensor | None,
-        w_ih: torch.Tensor,
-        w_hh: torch.Tensor,
-        b_ih: torch.Tensor | None,
-        b_hh: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, ...]:
+    def forward(ctx: Any, cell: str, reverse: bool, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
+                w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor | None, b_hh: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # fmt: skip
         output, h_n, c_n, time_major, *saved = torch.ops.rnnlab_gemm.recurrent_forward(
             cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse
         )
         ctx.cell, ctx.reverse, ctx.has_bias = cell, reverse, b_ih is not None
-        # time_major: the forward's contiguous copy of a batch-first x (None when x was contiguous),
-        # kept so that backward's weight-gradient product reads it without copying again.
+        # time_major: the forward's contiguous copy of a batch-first x, kept for backward's weight-gradient product.
         ctx.save_for_backward(x if time_major is None else time_major, h0, c0, w_ih, w_hh, output, *saved)
         return (output, h_n, c_n) if c0 is not None else (output, h_n)
 
@@ -292,22 +204,11 @@ class FusedLayer(torch.autograd.Function):
         ctx: Any, grad_output: torch.Tensor, grad_hn: torch.Tensor, grad_cn: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, ...]:
         x, h0, c0, w_ih, w_hh, output, *saved = ctx.saved_tensors
+        # needs_input_grad[2]: no input gradient for a one-hot input (the order task)
         grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, *grad_biases = torch.ops.rnnlab_gemm.recurrent_backward(
-            ctx.cell,
-            grad_output,
-            grad_hn,
-            grad_cn,
-            x,
-            h0,
-            c0,
-            w_ih,
-            w_hh,
-            ctx.has_bias,
-            ctx.reverse,
-            output,
-            saved,
+            ctx.cell, grad_output, grad_hn, grad_cn, x, h0, c0, w_ih, w_hh, ctx.has_bias, ctx.reverse, output, saved,
             ctx.needs_input_grad[2],
-        )  # no input gradient for a one-hot input (the order task)
+        )  # fmt: skip
         biases = grad_biases if ctx.has_bias else [None, None]
         return None, None, grad_x, grad_h0, grad_c0 if c0 is not None else None, grad_w_ih, grad_w_hh, *biases
 
@@ -328,7 +229,8 @@ def fusable(module: nn.RNNBase, input: Any, hx: Any) -> bool:
 def fused_forward(self: nn.RNNBase, input: torch.Tensor, hx: Any = None) -> tuple[torch.Tensor, Any]:
     """Drop-in nn.RNN/LSTM/GRU.forward: same arguments, same results and state_dict."""
     if not fusable(self, input, hx):
-        return _original[_base(self)](self, input, hx)
+        base = next(cls for cls in type(self).__mro__ if cls in _original)  # the patched class a subclass inherits
+        return _original[base](self, input, hx)
     lstm = self.mode == "LSTM"
     directions = 2 if self.bidirectional else 1
     if hx is None:
@@ -350,18 +252,12 @@ def fused_forward(self: nn.RNNBase, input: torch.Tensor, hx: Any = None) -> tupl
             finals.append(tuple(final))
         sequence = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
         if self.dropout and self.training and layer < self.num_layers - 1:
-            # Between stacked layers, as torch's own forward, but the mask from torch.rand: F.dropout's
-            # bernoulli_ draws with MKL's generator on Intel CPUs and ATen's elsewhere (as the model's Dropout).
+            # The mask from torch.rand, as the model's Dropout: F.dropout's bernoulli_ draws with MKL's generator on Intel.
             keep = torch.rand(sequence.shape, dtype=sequence.dtype) >= self.dropout
             sequence = sequence * (keep.to(sequence.dtype) / (1.0 - self.dropout))
     output = sequence.transpose(0, 1) if self.batch_first else sequence
     h_n = torch.stack([final[0] for final in finals])
     return output, ((h_n, torch.stack([final[1] for final in finals])) if lstm else h_n)
-
-
-def _base(module: nn.RNNBase) -> type[nn.RNNBase]:
-    """The patched torch class a subclass inherits its forward from."""
-    return next(cls for cls in type(module).__mro__ if cls in _original)
 
 
 def install() -> None:
@@ -373,7 +269,6 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Give the classes their own forward back."""
     for cls, forward in list(_original.items()):
         cls.forward = forward
         del _original[cls]
