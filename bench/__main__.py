@@ -22,14 +22,23 @@ SECTIONS = ("text", "train", "readout", "activation", "fused", "denormal", "repr
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="RNN Lab speed benchmark (issue 7)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats, no queue: a smoke run")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: stable ratios on a shared CPU; the stages use RNNLAB_THREADS)")
-    parser.add_argument("--denormal-threads", type=int, default=2,
-                        help="torch threads in the denormal subprocesses (>= 2 also shows a flush set too late)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: stable ratios on a shared CPU; the stages use RNNLAB_THREADS)",
+    )
+    parser.add_argument(
+        "--denormal-threads",
+        type=int,
+        default=2,
+        help="torch threads in the denormal subprocesses (>= 2 also shows a flush set too late)",
+    )
     parser.add_argument("--reviews", type=Path, default=Path("data/reviews.jsonl"), help="canonical reviews file")
     parser.add_argument("--skip-dvc", action="store_true", help="leave out the DVC measurements (dvc, sweep)")
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all)"
+    )
     parser.add_argument("--profile", action="store_true", help="also print the profiler tables: fused RNN vs RNNCell loop")
     return parser.parse_args()
 
@@ -67,8 +76,10 @@ def main() -> None:
     sizes = default_sizes(arguments.quick)
     repeats, steps = (1, 1) if arguments.quick else (3, 2)
     started = time.perf_counter()
-    print(f"RNN Lab benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"RNN Lab benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"sizes: {sizes.describe()}; each ratio compares runs interleaved in this process, best of {repeats}", flush=True)
     table = Table()
     chosen = set(arguments.only.split(",")) - ({"dvc", "sweep"} if arguments.skip_dvc else set())
@@ -84,10 +95,16 @@ def main() -> None:
     if "fused" in chosen:
         bench_fused_vs_loop(sizes, repeats, table)
     if "denormal" in chosen:
-        bench_denormal(arguments.quick, arguments.denormal_threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm"))
+        bench_denormal(
+            arguments.quick, arguments.denormal_threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm")
+        )
     if "repro" in chosen:
-        bench_reproducibility(arguments.quick, steps=2 if arguments.quick else 6, table=table,
-                              cells=("rnn",) if arguments.quick else ("rnn", "lstm", "gru"))
+        bench_reproducibility(
+            arguments.quick,
+            steps=2 if arguments.quick else 6,
+            table=table,
+            cells=("rnn",) if arguments.quick else ("rnn", "lstm", "gru"),
+        )
     if "review" in chosen:
         bench_review(arguments.quick, table)
     if "dvc" in chosen:

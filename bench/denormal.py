@@ -51,8 +51,20 @@ def worker(mode: str, cell: str, quick: bool, threads: int, steps: int) -> dict[
 
 
 def measure(mode: str, cell: str, quick: bool, threads: int, steps: int) -> float:
-    command = [sys.executable, "-m", "bench.denormal", "--mode", mode, "--cell", cell,
-               "--threads", str(threads), "--steps", str(steps), *(["--quick"] if quick else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.denormal",
+        "--mode",
+        mode,
+        "--cell",
+        cell,
+        "--threads",
+        str(threads),
+        "--steps",
+        str(steps),
+        *(["--quick"] if quick else []),
+    ]
     completed = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])["seconds_per_step"]
 

@@ -40,8 +40,10 @@ def grid(tag: str, seed: int) -> list[Experiment]:
     """Four runs whose checkpoints differ in size, so a clobbered result shows in its parameter count."""
     settings: list[dict[str, object]] = [{"cell": "rnn"}, {"cell": "lstm"}, {"cell": "gru"}, {"cell": "rnn", "hidden_size": 16}]
     return [
-        Experiment(f"{tag}-{index}", {**{f"variants.relu.model.{key}": value for key, value in setting.items()},
-                                      "variants.relu.train.seed": seed})
+        Experiment(
+            f"{tag}-{index}",
+            {**{f"variants.relu.model.{key}": value for key, value in setting.items()}, "variants.relu.train.seed": seed},
+        )
         for index, setting in enumerate(settings)
     ]
 
@@ -53,13 +55,20 @@ def bench_dvc(quick: bool, table: Table) -> None:
         order_variants = None
         if quick:  # one variant per study: a smoke run of the same commands
             variants, order_variants = {"relu": QUEUE_VARIANT}, {"order_rnn": {"model": {"cell": "rnn"}}}
-        repo = make_pipeline_repo(Path(temporary) / "repo", archive, variants={**variants, "relu": QUEUE_VARIANT},
-                                  order_variants=order_variants)
+        repo = make_pipeline_repo(
+            Path(temporary) / "repo", archive, variants={**variants, "relu": QUEUE_VARIANT}, order_variants=order_variants
+        )
         order_count = len(read_params_file(repo.root / "params.yaml")["order"]["variants"])
         started = time.perf_counter()
         first = repo.run("repro")
-        table.add(Row("dvc", f"first dvc repro (tiny params, {len(variants)} + {order_count} order variants)",
-                      seconds(time.perf_counter() - started), f"{len(stages_run(first.stdout))} stages ran"))
+        table.add(
+            Row(
+                "dvc",
+                f"first dvc repro (tiny params, {len(variants)} + {order_count} order variants)",
+                seconds(time.perf_counter() - started),
+                f"{len(stages_run(first.stdout))} stages ran",
+            )
+        )
         repo.commit("first run")
         bench_noop_repro(repo, table)
         bench_noop_against_reference(Path(temporary), archive, variants, order_variants, repo, table, rounds=3 if quick else 7)
@@ -72,29 +81,58 @@ def bench_noop_repro(repo: DvcRepo, table: Table, repeats: int = 3) -> None:
     outputs: list[str] = []
     best = min(time_once(lambda: outputs.append(repo.run("repro").stdout)) for _ in range(repeats))
     reran = sorted({name for output in outputs for name in stages_run(output)})
-    table.add(Row("dvc", "no-op dvc repro, all variants (best of 3)", seconds(best),
-                  f"{len(reran)} stages ran", f"<= {NOOP_TARGET_SECONDS} s, 0 stages",
-                  verdict(best <= NOOP_TARGET_SECONDS and not reran)))
+    table.add(
+        Row(
+            "dvc",
+            "no-op dvc repro, all variants (best of 3)",
+            seconds(best),
+            f"{len(reran)} stages ran",
+            f"<= {NOOP_TARGET_SECONDS} s, 0 stages",
+            verdict(best <= NOOP_TARGET_SECONDS and not reran),
+        )
+    )
 
 
-def bench_noop_against_reference(base: Path, archive: Path, variants: dict[str, Any], order_variants: dict[str, Any] | None,
-                                 current: DvcRepo, table: Table, rounds: int) -> None:
+def bench_noop_against_reference(
+    base: Path,
+    archive: Path,
+    variants: dict[str, Any],
+    order_variants: dict[str, Any] | None,
+    current: DvcRepo,
+    table: Table,
+    rounds: int,
+) -> None:
     """No-op `dvc repro` here vs at REFERENCE_COMMIT, same tiny params and archive, interleaved rounds."""
     source = export_commit(REFERENCE_COMMIT, base / "reference-tree")
-    reference = make_pipeline_repo(base / "reference-repo", archive, variants={**variants, "relu": QUEUE_VARIANT},
-                                   order_variants=order_variants, source=source)
+    reference = make_pipeline_repo(
+        base / "reference-repo",
+        archive,
+        variants={**variants, "relu": QUEUE_VARIANT},
+        order_variants=order_variants,
+        source=source,
+    )
     reference.run("repro")
     reference.commit("first run")
     outputs: list[str] = []
-    timings = time_interleaved({
-        "reference": lambda: outputs.append(reference.run("repro").stdout),
-        "current": lambda: outputs.append(current.run("repro").stdout),
-    }, repeats=rounds)
+    timings = time_interleaved(
+        {
+            "reference": lambda: outputs.append(reference.run("repro").stdout),
+            "current": lambda: outputs.append(current.run("repro").stdout),
+        },
+        repeats=rounds,
+    )
     reran = sorted({name for output in outputs for name in stages_run(output)})
     ratio = timings["current"].median / timings["reference"].median
-    table.add(Row("dvc", f"no-op dvc repro, this layout vs {REFERENCE_COMMIT} (median of {rounds}, interleaved)",
-                  f"{seconds(timings['current'].median)} vs {seconds(timings['reference'].median)}",
-                  f"{ratio:.2f}x time", f"<= {NOOP_TARGET_RATIO}x, 0 stages", verdict(ratio <= NOOP_TARGET_RATIO and not reran)))
+    table.add(
+        Row(
+            "dvc",
+            f"no-op dvc repro, this layout vs {REFERENCE_COMMIT} (median of {rounds}, interleaved)",
+            f"{seconds(timings['current'].median)} vs {seconds(timings['reference'].median)}",
+            f"{ratio:.2f}x time",
+            f"<= {NOOP_TARGET_RATIO}x, 0 stages",
+            verdict(ratio <= NOOP_TARGET_RATIO and not reran),
+        )
+    )
 
 
 def bench_exp_run_lstm(repo: DvcRepo, variants: list[str], table: Table) -> None:
@@ -106,10 +144,16 @@ def bench_exp_run_lstm(repo: DvcRepo, variants: list[str], table: Table) -> None
     # `report` aggregates every metrics file, so it reruns after them: downstream, never upstream.
     downstream = {"report"}
     retrained = [name for name in ran if name not in downstream]
-    table.add(Row("dvc", "dvc exp run -S model.cell=lstm: 'Running stage' lines", f"{len(ran)} in {seconds(elapsed)}",
-                  ", ".join(sorted(set(ran) - expected)) or "only train@/evaluate@",
-                  f"all {len(expected)} train+evaluate x {len(variants)}, nothing upstream",
-                  verdict(set(retrained) == expected and len(retrained) == len(expected))))
+    table.add(
+        Row(
+            "dvc",
+            "dvc exp run -S model.cell=lstm: 'Running stage' lines",
+            f"{len(ran)} in {seconds(elapsed)}",
+            ", ".join(sorted(set(ran) - expected)) or "only train@/evaluate@",
+            f"all {len(expected)} train+evaluate x {len(variants)}, nothing upstream",
+            verdict(set(retrained) == expected and len(retrained) == len(expected)),
+        )
+    )
     # Back to the committed baseline: a queued experiment would otherwise carry this one's changes.
     repo.run("git", "checkout", "--", ".")
     repo.run("checkout", "--force")
@@ -189,8 +233,9 @@ def check_no_clobbering(repo: DvcRepo, experiments: list[Experiment]) -> str:
             problems.append(f"{experiment.name}: no parameter count in metrics/details/relu.json at {result['rev']}")
         setting = tuple(sorted((key, value) for key, value in experiment.overrides.items() if not key.endswith("seed")))
         counts_by_setting.setdefault(setting, set()).add(count)
-    if any(len(counts) != 1 for counts in counts_by_setting.values()) or \
-            len({frozenset(counts) for counts in counts_by_setting.values()}) != len(counts_by_setting):
+    if any(len(counts) != 1 for counts in counts_by_setting.values()) or len(
+        {frozenset(counts) for counts in counts_by_setting.values()}
+    ) != len(counts_by_setting):
         problems.append(f"parameter counts do not match the queued settings: {counts_by_setting}")
     return "; ".join(problems)
 
@@ -200,9 +245,18 @@ def bench_queue(repo: DvcRepo, table: Table) -> None:
     serial = queue_and_run(repo, serial_grid, jobs=1)
     parallel = queue_and_run(repo, parallel_grid, jobs=2)
     problems = check_no_clobbering(repo, serial_grid + parallel_grid)
-    table.add(Row("dvc queue", f"{len(serial_grid)} queued experiments (train+evaluate@relu each), -j 1", seconds(serial), "1.0x"))
-    table.add(Row("dvc queue", f"{len(parallel_grid)} queued experiments (train+evaluate@relu each), -j 2", seconds(parallel),
-                  f"{serial / parallel:.2f}x speedup", "all results in dvc exp show, none clobbered",
-                  verdict(not problems)))
+    table.add(
+        Row("dvc queue", f"{len(serial_grid)} queued experiments (train+evaluate@relu each), -j 1", seconds(serial), "1.0x")
+    )
+    table.add(
+        Row(
+            "dvc queue",
+            f"{len(parallel_grid)} queued experiments (train+evaluate@relu each), -j 2",
+            seconds(parallel),
+            f"{serial / parallel:.2f}x speedup",
+            "all results in dvc exp show, none clobbered",
+            verdict(not problems),
+        )
+    )
     if problems:
         print(f"queue check problems: {problems}")

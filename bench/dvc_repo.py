@@ -29,8 +29,15 @@ TINY_PARAMS: dict[str, Any] = {
     "model": {"embedding_dim": 8, "hidden_size": 8, "head_size": 8},
     "train": {"epochs": 1, "batch_size": 32},
     "order": {
-        "data": {"train_size": 64, "valid_size": 32, "test_size": 32, "min_length": 12, "max_length": 16,
-                 "early_window": [2, 4], "late_window": [6, 9]},
+        "data": {
+            "train_size": 64,
+            "valid_size": 32,
+            "test_size": 32,
+            "min_length": 12,
+            "max_length": 16,
+            "early_window": [2, 4],
+            "late_window": [6, 9],
+        },
         "train": {"epochs": 1, "batch_size": 32},
     },
 }
@@ -48,9 +55,17 @@ def dvc_environment(archive: Path) -> dict[str, str]:
     per stage so parallel runs do not oversubscribe the cores; the synthetic archive instead of a download."""
     environment = dict(os.environ)
     environment["PATH"] = str(Path(sys.executable).parent) + os.pathsep + environment.get("PATH", "")
-    environment.update({"RNNLAB_THREADS": "1", "IMDB_ARCHIVE": str(archive), "DVC_NO_ANALYTICS": "1",
-                        "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-                        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"})
+    environment.update(
+        {
+            "RNNLAB_THREADS": "1",
+            "IMDB_ARCHIVE": str(archive),
+            "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "bench",
+            "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+            "GIT_COMMITTER_NAME": "bench",
+            "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+        }
+    )
     environment.pop("PYTHONPATH", None)  # stages must come from the temporary repository
     return environment
 
@@ -94,9 +109,14 @@ def copy_pipeline(root: Path, source: Path = PROJECT_ROOT) -> None:
             shutil.copy2(source / name, root / name)
 
 
-def make_pipeline_repo(root: Path, archive: Path, variants: dict[str, Any] | None = None,
-                       order_variants: dict[str, Any] | None = None, source: Path = PROJECT_ROOT,
-                       sizes: dict[str, Any] = TINY_PARAMS) -> DvcRepo:
+def make_pipeline_repo(
+    root: Path,
+    archive: Path,
+    variants: dict[str, Any] | None = None,
+    order_variants: dict[str, Any] | None = None,
+    source: Path = PROJECT_ROOT,
+    sizes: dict[str, Any] = TINY_PARAMS,
+) -> DvcRepo:
     """git init + dvc init a copy of the pipeline in `source` (this checkout) at `root` with `sizes`
     (TINY_PARAMS; {} keeps the real ones) and optionally fewer variants."""
     copy_pipeline(root, source)

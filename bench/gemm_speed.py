@@ -260,8 +260,10 @@ def main() -> None:
         return
     ours, torch_ = Worker("ours", args.aten_loop), Worker("torch")
     loop = "torch's recurrent loop" if args.aten_loop else "fused recurrent layers"
-    print(f"ours: rnnlab-gemm ({ours.tiles} tiles), {loop}, ATen {ours.capability}, oneDNN off | "
-          f"torch: MKL + oneDNN, ATen {torch_.capability}")
+    print(
+        f"ours: rnnlab-gemm ({ours.tiles} tiles), {loop}, ATen {ours.capability}, oneDNN off | "
+        f"torch: MKL + oneDNN, ATen {torch_.capability}"
+    )
     print(f"median of {args.rounds} interleaved rounds; target ours/torch <= {TARGET} (acceptable <= {ACCEPTABLE})")
     runs = [(IMDB, cell, threads) for threads in args.threads for cell in args.cells]
     if not args.no_order:

@@ -27,8 +27,10 @@ class Sizes:
     train: TrainConfig
 
     def describe(self) -> str:
-        return (f"B={self.batch_size}, T={self.sequence_length}, E={self.model.embedding_dim}, "
-                f"H={self.model.hidden_size}, head={self.model.head_size}, vocab={self.vocab_size}")
+        return (
+            f"B={self.batch_size}, T={self.sequence_length}, E={self.model.embedding_dim}, "
+            f"H={self.model.hidden_size}, head={self.model.head_size}, vocab={self.vocab_size}"
+        )
 
 
 def default_sizes(quick: bool) -> Sizes:

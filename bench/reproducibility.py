@@ -32,8 +32,17 @@ UNPINNED = {"RNNLAB_REPRODUCIBLE": "0"}
 REPRODUCIBLE = {"RNNLAB_REPRODUCIBLE": "1"}
 SPEED_TARGET, SPEED_LIMIT = gemm_speed.TARGET, gemm_speed.ACCEPTABLE  # reproducible / unpinned train step
 # What the worker's environment must not inherit: every knob a setting below turns.
-KNOBS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "MKL_VERBOSE",
-         "RNNLAB_REPRODUCIBLE", "RNNLAB_GEMM", "RNNLAB_THREADS", "OMP_NUM_THREADS")
+KNOBS = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_VERBOSE",
+    "RNNLAB_REPRODUCIBLE",
+    "RNNLAB_GEMM",
+    "RNNLAB_THREADS",
+    "OMP_NUM_THREADS",
+)
 
 
 @dataclass(frozen=True)
@@ -51,8 +60,10 @@ SETTINGS = (
     REFERENCE,
     Setting("reproducible mode, one core", REPRODUCIBLE, threads=(2,), cores=1),
     # MKL's own switches: with MKL off the path, none may change a bit (they did before the kernels).
-    *(Setting(f"reproducible mode, {mkl}", REPRODUCIBLE, threads=(2,), mkl=mkl) for mkl in (
-        "MKL_CBWR=COMPATIBLE", "MKL_ENABLE_INSTRUCTIONS=SSE4_2", "MKL_ENABLE_INSTRUCTIONS=AVX512")),
+    *(
+        Setting(f"reproducible mode, {mkl}", REPRODUCIBLE, threads=(2,), mkl=mkl)
+        for mkl in ("MKL_CBWR=COMPATIBLE", "MKL_ENABLE_INSTRUCTIONS=SSE4_2", "MKL_ENABLE_INSTRUCTIONS=AVX512")
+    ),
     UNPINNED_SETTING,
     Setting("unpinned, MKL AVX2 instructions only", {**UNPINNED, "MKL_ENABLE_INSTRUCTIONS": "AVX2"}, threads=(1,)),
     Setting("reproducible mode, kernels off (RNNLAB_GEMM=0: ATen + MKL)", {**REPRODUCIBLE, "RNNLAB_GEMM": "0"}, threads=(1, 2)),
@@ -96,22 +107,38 @@ def worker(cell: str, threads: int, quick: bool, steps: int, cores: int | None, 
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().numpy().tobytes())
-    return {"hash": digest.hexdigest()[:12], "capability": str(torch.backends.cpu.get_cpu_capability()),
-            "math": environment.math_library("cpu")}
+    return {
+        "hash": digest.hexdigest()[:12],
+        "capability": str(torch.backends.cpu.get_cpu_capability()),
+        "math": environment.math_library("cpu"),
+    }
 
 
 def measure(setting: Setting, cell: str, threads: int, quick: bool, steps: int) -> dict[str, object]:
     environment = {key: value for key, value in os.environ.items() if key not in KNOBS}
     environment.update(setting.environment)
-    command = [sys.executable, "-m", "bench.reproducibility", "--worker", "--cell", cell, "--threads", str(threads),
-               "--steps", str(steps), *(["--quick"] if quick else []),
-               *(["--cores", str(setting.cores)] if setting.cores else []), *(["--mkl", setting.mkl] if setting.mkl else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.reproducibility",
+        "--worker",
+        "--cell",
+        cell,
+        "--threads",
+        str(threads),
+        "--steps",
+        str(steps),
+        *(["--quick"] if quick else []),
+        *(["--cores", str(setting.cores)] if setting.cores else []),
+        *(["--mkl", setting.mkl] if setting.mkl else []),
+    ]
     completed = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def bench_reproducibility(quick: bool, steps: int, table: Table, cells: tuple[str, ...] = ("rnn", "lstm", "gru"),
-                          speed_rounds: int = 5) -> None:
+def bench_reproducibility(
+    quick: bool, steps: int, table: Table, cells: tuple[str, ...] = ("rnn", "lstm", "gru"), speed_rounds: int = 5
+) -> None:
     for cell in cells:
         outcome = Outcome()
         for setting in QUICK_SETTINGS if quick else SETTINGS:
@@ -127,9 +154,21 @@ def add_hash_rows(cell: str, outcome: Outcome, table: Table) -> None:
     for (name, threads), digest in outcome.hashes.items():
         same = "reference" if (name, threads) == (REFERENCE.name, 1) else "= reference" if digest == reference else "differs"
         table.add(Row("repro", f"{cell}, {name}, {threads} thread(s): weights sha256", digest, same))
-    pinned = {key: digest for key, digest in outcome.hashes.items() if key[0].startswith("reproducible mode") and "kernels off" not in key[0]}
-    table.add(Row("repro", f"{cell}: reproducible mode over threads, one core, MKL settings",
-                  f"{len(set(pinned.values()))} hash(es) in {len(pinned)} runs", "", "1 hash", verdict(len(set(pinned.values())) == 1)))
+    pinned = {
+        key: digest
+        for key, digest in outcome.hashes.items()
+        if key[0].startswith("reproducible mode") and "kernels off" not in key[0]
+    }
+    table.add(
+        Row(
+            "repro",
+            f"{cell}: reproducible mode over threads, one core, MKL settings",
+            f"{len(set(pinned.values()))} hash(es) in {len(pinned)} runs",
+            "",
+            "1 hash",
+            verdict(len(set(pinned.values())) == 1),
+        )
+    )
 
 
 def bench_speed(cells: tuple[str, ...], rounds: int, table: Table) -> None:
@@ -140,9 +179,16 @@ def bench_speed(cells: tuple[str, ...], rounds: int, table: Table) -> None:
     try:
         for task, cell, threads in runs:
             ratio, mine, unpinned = gemm_speed.measure(ours, theirs, task, cell, threads, rounds)
-            table.add(Row("repro", f"{task.name} {cell}: train step, {threads} thread(s), reproducible vs unpinned (median of {rounds})",
-                          f"{seconds(mine)} vs {seconds(unpinned)}", f"{ratio:.2f}x time",
-                          f"<= {SPEED_TARGET:.1f}x ({SPEED_LIMIT}x at most)", verdict(ratio <= SPEED_LIMIT)))
+            table.add(
+                Row(
+                    "repro",
+                    f"{task.name} {cell}: train step, {threads} thread(s), reproducible vs unpinned (median of {rounds})",
+                    f"{seconds(mine)} vs {seconds(unpinned)}",
+                    f"{ratio:.2f}x time",
+                    f"<= {SPEED_TARGET:.1f}x ({SPEED_LIMIT}x at most)",
+                    verdict(ratio <= SPEED_LIMIT),
+                )
+            )
     finally:
         ours.close()
         theirs.close()

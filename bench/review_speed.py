@@ -60,19 +60,39 @@ def run_review(head: str, out: Path) -> str:
 def bench_review(quick: bool, table: Table) -> None:
     experiment = changed_head(PROJECT_ROOT)
     if experiment is None:
-        table.add(Row("review", "4 changed variants vs none", "skipped: no experiment to review here "
-                      "(dvc exp run --queue -n review-bench -S train.epochs=2 makes one)"))
+        table.add(
+            Row(
+                "review",
+                "4 changed variants vs none",
+                "skipped: no experiment to review here (dvc exp run --queue -n review-bench -S train.epochs=2 makes one)",
+            )
+        )
         return
     with tempfile.TemporaryDirectory(prefix="rnnlab-bench-review-") as temporary:
         same, changed = Path(temporary) / "same", Path(temporary) / "changed"
         summary = run_review(experiment, changed)  # also the warm-up: page cache, the compiled .pyc files
         charts = len(list(changed.glob("*.png")))
-        timings = time_interleaved({"same": lambda: run_review("HEAD", same), "changed": lambda: run_review(experiment, changed)},
-                                   repeats=1 if quick else REPEATS, warmup=0)
+        timings = time_interleaved(
+            {"same": lambda: run_review("HEAD", same), "changed": lambda: run_review(experiment, changed)},
+            repeats=1 if quick else REPEATS,
+            warmup=0,
+        )
     best, median = timings["changed"].best / timings["same"].best, timings["changed"].median / timings["same"].median
-    table.add(Row("review", "python -m tools.review HEAD HEAD (best / median)",
-                  f"{seconds(timings['same'].best)} / {seconds(timings['same'].median)}"))
-    table.add(Row("review", f"python -m tools.review HEAD {experiment}, {charts} charts (best / median)",
-                  f"{seconds(timings['changed'].best)} / {seconds(timings['changed'].median)}",
-                  f"{best:.2f}x / {median:.2f}x HEAD HEAD", f"<= {TARGET_RATIO}x", verdict(median <= TARGET_RATIO)))
+    table.add(
+        Row(
+            "review",
+            "python -m tools.review HEAD HEAD (best / median)",
+            f"{seconds(timings['same'].best)} / {seconds(timings['same'].median)}",
+        )
+    )
+    table.add(
+        Row(
+            "review",
+            f"python -m tools.review HEAD {experiment}, {charts} charts (best / median)",
+            f"{seconds(timings['changed'].best)} / {seconds(timings['changed'].median)}",
+            f"{best:.2f}x / {median:.2f}x HEAD HEAD",
+            f"<= {TARGET_RATIO}x",
+            verdict(median <= TARGET_RATIO),
+        )
+    )
     print(f"  [review] {experiment}: {summary}", flush=True)

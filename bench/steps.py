@@ -59,9 +59,16 @@ def bench_pipeline_vs_bare(sizes: Sizes, steps: int, repeats: int, table: Table)
         pipeline_step, bare_step = timings["pipeline"].best / steps, timings["bare"].best / steps
         overhead = pipeline_step / bare_step - 1
         step_seconds[cell] = pipeline_step
-        table.add(Row("train step", f"{cell}: pipeline step vs bare fused {cell.upper()} loop",
-                      f"{seconds(pipeline_step)} vs {seconds(bare_step)}", f"{overhead:+.1%} overhead",
-                      f"<= {OVERHEAD_TARGET:.0%}", verdict(overhead <= OVERHEAD_TARGET)))
+        table.add(
+            Row(
+                "train step",
+                f"{cell}: pipeline step vs bare fused {cell.upper()} loop",
+                f"{seconds(pipeline_step)} vs {seconds(bare_step)}",
+                f"{overhead:+.1%} overhead",
+                f"<= {OVERHEAD_TARGET:.0%}",
+                verdict(overhead <= OVERHEAD_TARGET),
+            )
+        )
     return step_seconds
 
 
@@ -77,19 +84,32 @@ def bench_tokens_per_second(sizes: Sizes, train_step_seconds: dict[str, float], 
     for cell in CELLS:
         train_rate = tokens_per_train_step / train_step_seconds[cell]
         eval_rate = len(eval_split) * sizes.sequence_length / timings[cell].best
-        table.add(Row("tokens/s", f"{cell}: train (B={sizes.batch_size}) / eval (B={sizes.eval_batch_size})",
-                      f"{train_rate:,.0f} / {eval_rate:,.0f}", f"eval {eval_rate / train_rate:.1f}x train"))
+        table.add(
+            Row(
+                "tokens/s",
+                f"{cell}: train (B={sizes.batch_size}) / eval (B={sizes.eval_batch_size})",
+                f"{train_rate:,.0f} / {eval_rate:,.0f}",
+                f"eval {eval_rate / train_rate:.1f}x train",
+            )
+        )
 
 
 def bench_readouts(sizes: Sizes, steps: int, repeats: int, table: Table) -> None:
     split = synthetic_split(steps * sizes.batch_size, sizes, seed=2)
-    runners = {readout: pipeline_epoch_runner(pipeline_model(sizes, cell="rnn", readout=readout), split, sizes)
-               for readout in READOUTS}
+    runners = {
+        readout: pipeline_epoch_runner(pipeline_model(sizes, cell="rnn", readout=readout), split, sizes) for readout in READOUTS
+    }
     timings = time_interleaved(runners, repeats=repeats)
     last = timings["last"].best
     for readout in READOUTS:
-        table.add(Row("readout", f"rnn train step, readout={readout}", seconds(timings[readout].best / steps),
-                      f"{timings[readout].best / last:.2f}x last"))
+        table.add(
+            Row(
+                "readout",
+                f"rnn train step, readout={readout}",
+                seconds(timings[readout].best / steps),
+                f"{timings[readout].best / last:.2f}x last",
+            )
+        )
 
 
 WRITEUP_RELU_SPEEDUP = 1.246  # the activation write-up: "ReLU trained 1.246x faster"
@@ -107,15 +127,23 @@ def bench_activations(sizes: Sizes, steps: int, repeats: int, table: Table) -> N
     """
     rounds = max(repeats, 3) * 3  # paired ratios: more, shorter rounds beat a few best-of timings
     split = synthetic_split(steps * sizes.batch_size, sizes, seed=3)
-    runners = {activation: pipeline_epoch_runner(pipeline_model(sizes, activation=activation), split, sizes)
-               for activation in ACTIVATIONS}
+    runners = {
+        activation: pipeline_epoch_runner(pipeline_model(sizes, activation=activation), split, sizes)
+        for activation in ACTIVATIONS
+    }
     timings = time_interleaved(runners, repeats=rounds)
     relu = timings["relu"]
     for activation in ACTIVATIONS:
         ratios = sorted(other / own for other, own in zip(timings[activation].samples, relu.samples, strict=True))
-        table.add(Row("activation", f"train step, head activation {activation}", seconds(timings[activation].median / steps),
-                      f"{statistics.median(ratios):.3f}x relu (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})",
-                      f"write-up: others {WRITEUP_RELU_SPEEDUP}x relu" if activation != "relu" else ""))
+        table.add(
+            Row(
+                "activation",
+                f"train step, head activation {activation}",
+                seconds(timings[activation].median / steps),
+                f"{statistics.median(ratios):.3f}x relu (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})",
+                f"write-up: others {WRITEUP_RELU_SPEEDUP}x relu" if activation != "relu" else "",
+            )
+        )
     step = statistics.median(relu.samples) / steps
     head_input = torch.randn(sizes.batch_size, max(sizes.model.head_size, 1), requires_grad=True)
     calls = 200
@@ -124,13 +152,20 @@ def bench_activations(sizes: Sizes, steps: int, repeats: int, table: Table) -> N
         def run() -> None:
             for _ in range(calls):
                 module(head_input).sum().backward()
+
         return run
 
     own = time_interleaved({name: forward_backward(module()) for name, module in ACTIVATIONS.items()}, repeats=rounds)
     for activation in ACTIVATIONS:
         per_call = own[activation].median / calls
-        table.add(Row("activation", f"{activation} forward+backward on the head ({sizes.batch_size}x{sizes.model.head_size})",
-                      seconds(per_call), f"at most {100 * per_call / step:.3f} % of a train step"))
+        table.add(
+            Row(
+                "activation",
+                f"{activation} forward+backward on the head ({sizes.batch_size}x{sizes.model.head_size})",
+                seconds(per_call),
+                f"at most {100 * per_call / step:.3f} % of a train step",
+            )
+        )
 
 
 class CellLoop(nn.Module):
@@ -174,8 +209,10 @@ def fused_vs_loop(batch: int, steps: int, features: int, hidden: int, repeats: i
         raise AssertionError(f"fused nn.RNN and the RNNCell loop disagree by {difference}")
     timings = time_interleaved(
         {
-            "fused_train": lambda: train(fused_last), "loop_train": lambda: train(lambda: loop(inputs)),
-            "fused_eval": lambda: evaluate(fused_last), "loop_eval": lambda: evaluate(lambda: loop(inputs)),
+            "fused_train": lambda: train(fused_last),
+            "loop_train": lambda: train(lambda: loop(inputs)),
+            "fused_eval": lambda: evaluate(fused_last),
+            "loop_eval": lambda: evaluate(lambda: loop(inputs)),
             "matmuls": lambda: recurrent_matmuls(batch, steps, hidden),
         },
         repeats=repeats,
@@ -198,15 +235,32 @@ def bench_fused_vs_loop(sizes: Sizes, repeats: int, table: Table) -> None:
     for label, shape in shapes.items():
         result = fused_vs_loop(*shape, repeats=repeats)
         train_ratio = result["loop_train"] / result["fused_train"]
-        table.add(Row("fused vs cell", f"vanilla RNN train step, {label}: fused vs RNNCell loop",
-                      f"{seconds(result['fused_train'])} vs {seconds(result['loop_train'])}",
-                      f"{train_ratio:.2f}x faster", f">= {FUSED_SPEEDUP_TARGET:.0f}x",
-                      verdict(train_ratio >= FUSED_SPEEDUP_TARGET)))
-        table.add(Row("fused vs cell", f"vanilla RNN eval forward, {label}: fused vs RNNCell loop",
-                      f"{seconds(result['fused_eval'])} vs {seconds(result['loop_eval'])}",
-                      f"{result['loop_eval'] / result['fused_eval']:.2f}x faster"))
-        table.add(Row("fused vs cell", f"{label}: the 3T recurrent matmuls alone (floor)",
-                      seconds(result["matmuls"]), f"{result['matmuls'] / result['fused_train']:.0%} of fused step"))
+        table.add(
+            Row(
+                "fused vs cell",
+                f"vanilla RNN train step, {label}: fused vs RNNCell loop",
+                f"{seconds(result['fused_train'])} vs {seconds(result['loop_train'])}",
+                f"{train_ratio:.2f}x faster",
+                f">= {FUSED_SPEEDUP_TARGET:.0f}x",
+                verdict(train_ratio >= FUSED_SPEEDUP_TARGET),
+            )
+        )
+        table.add(
+            Row(
+                "fused vs cell",
+                f"vanilla RNN eval forward, {label}: fused vs RNNCell loop",
+                f"{seconds(result['fused_eval'])} vs {seconds(result['loop_eval'])}",
+                f"{result['loop_eval'] / result['fused_eval']:.2f}x faster",
+            )
+        )
+        table.add(
+            Row(
+                "fused vs cell",
+                f"{label}: the 3T recurrent matmuls alone (floor)",
+                seconds(result["matmuls"]),
+                f"{result['matmuls'] / result['fused_train']:.0%} of fused step",
+            )
+        )
 
 
 def profile_fused_vs_loop(sizes: Sizes, top: int = 6) -> str:
@@ -219,11 +273,15 @@ def profile_fused_vs_loop(sizes: Sizes, top: int = 6) -> str:
     loop = CellLoop(fused)
     inputs = torch.randn(*shape)
     reports = []
-    for label, run in (("fused nn.RNN", lambda: fused(inputs)[0][:, -1].sum().backward()),
-                       ("RNNCell loop", lambda: loop(inputs).sum().backward())):
+    for label, run in (
+        ("fused nn.RNN", lambda: fused(inputs)[0][:, -1].sum().backward()),
+        ("RNNCell loop", lambda: loop(inputs).sum().backward()),
+    ):
         run()  # warm up
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             run()
-        reports.append(f"--- {label}: one train step, top {top} ops by self CPU time\n"
-                       + profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+        reports.append(
+            f"--- {label}: one train step, top {top} ops by self CPU time\n"
+            + profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+        )
     return "\n".join(reports)

@@ -35,8 +35,9 @@ def sweep(cluster: Sandbox, repo: DvcRepo, *arguments: str) -> tuple[float, dict
     """Wall seconds of `python -m tools.sweep ARGUMENTS` on the cluster, and its last experiment's node steps."""
     environment = cluster.environment(**repo.git_identity())
     started = time.perf_counter()
-    result = cluster.run([sys.executable, "-m", "tools.sweep", "--address", cluster.head_address, *arguments],
-                         repo.root, environment)
+    result = cluster.run(
+        [sys.executable, "-m", "tools.sweep", "--address", cluster.head_address, *arguments], repo.root, environment
+    )
     wall = time.perf_counter() - started
     pushed = [line for line in result.stderr.splitlines() if ": pushed by " in line]
     return wall, {step: float(seconds) for step, seconds in STEP.findall(pushed[-1].split("(", 1)[-1])} if pushed else {}
@@ -46,10 +47,22 @@ def cost_rows(label: str, wall: float, steps: dict[str, float], table: Table) ->
     overhead = sum(seconds for step, seconds in steps.items() if step != "run")
     run = steps.get("run", 0.0)
     detail = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps.items())
-    table.add(Row("sweep", f"one experiment, {label}: node steps ({detail})", f"{overhead:.1f} s + run {run:.1f} s",
-                  f"overhead {overhead / max(run, 1e-9):.2f}x the run"))
-    table.add(Row("sweep", f"one experiment, {label}: the driver's wall time (checks, Ray, pull back)", f"{wall:.1f} s",
-                  f"{wall - overhead - run:.1f} s beside the node's steps"))
+    table.add(
+        Row(
+            "sweep",
+            f"one experiment, {label}: node steps ({detail})",
+            f"{overhead:.1f} s + run {run:.1f} s",
+            f"overhead {overhead / max(run, 1e-9):.2f}x the run",
+        )
+    )
+    table.add(
+        Row(
+            "sweep",
+            f"one experiment, {label}: the driver's wall time (checks, Ray, pull back)",
+            f"{wall:.1f} s",
+            f"{wall - overhead - run:.1f} s beside the node's steps",
+        )
+    )
 
 
 def publish(repo: DvcRepo, cluster: Sandbox, folder: Path, stages: list[str]) -> None:
@@ -81,13 +94,27 @@ def bench_sweep(quick: bool, table: Table) -> None:
                 two.append(sweep(cluster, tiny, "-n", f"two{round_}", "--seeds", seeds, TARGET)[0])
                 cluster.kill_node(second)
             ratio = min(two) / min(one)
-            table.add(Row("sweep", "4 tiny experiments: two 1-CPU nodes vs one", f"{min(two):.1f} s vs {min(one):.1f} s",
-                          f"{ratio:.2f}x the time", f"<= {TARGET_RATIO}x", verdict(ratio <= TARGET_RATIO)))
+            table.add(
+                Row(
+                    "sweep",
+                    "4 tiny experiments: two 1-CPU nodes vs one",
+                    f"{min(two):.1f} s vs {min(one):.1f} s",
+                    f"{ratio:.2f}x the time",
+                    f"<= {TARGET_RATIO}x",
+                    verdict(ratio <= TARGET_RATIO),
+                )
+            )
 
             real_archive = Path(os.environ.get("IMDB_ARCHIVE") or REAL_ARCHIVE)
             if quick or not real_archive.is_file():
-                table.add(Row("sweep", "one experiment, real data", "skipped",
-                              "--quick" if quick else f"no IMDB archive at {real_archive} (set IMDB_ARCHIVE)"))
+                table.add(
+                    Row(
+                        "sweep",
+                        "one experiment, real data",
+                        "skipped",
+                        "--quick" if quick else f"no IMDB archive at {real_archive} (set IMDB_ARCHIVE)",
+                    )
+                )
                 return
             real = make_pipeline_repo(folder / "real", real_archive, variants=VARIANTS, order_variants=ORDER_VARIANTS, sizes={})
             publish(real, cluster, folder, ["xy"])

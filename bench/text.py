@@ -60,8 +60,11 @@ def tokenize_with_bytes_translate(text: str) -> list[str]:
 
 def bench_text(reviews: Path, repeats: int, table: Table, with_processes: bool = True) -> None:
     if not reviews.is_file():
-        table.add(Row("text", f"preprocess + xy: {reviews} missing", "skipped",
-                      target="see README: IMDB_ARCHIVE=... dvc repro download"))
+        table.add(
+            Row(
+                "text", f"preprocess + xy: {reviews} missing", "skipped", target="see README: IMDB_ARCHIVE=... dvc repro download"
+            )
+        )
         return
     with tempfile.TemporaryDirectory(prefix="rnnlab-bench-text-") as temporary:
         work = Path(temporary)
@@ -70,15 +73,28 @@ def bench_text(reviews: Path, repeats: int, table: Table, with_processes: bool =
             repeats=repeats,
         )
         stages_time, floor_time = timings["stages"].best, timings["floor"].best
-        table.add(Row("text", f"preprocess + xy, in process ({reviews.name})", seconds(stages_time),
-                      f"{stages_time / floor_time:.1f}x read+split", f"<= {TARGET_SECONDS:.0f} s",
-                      verdict(stages_time <= TARGET_SECONDS)))
+        table.add(
+            Row(
+                "text",
+                f"preprocess + xy, in process ({reviews.name})",
+                seconds(stages_time),
+                f"{stages_time / floor_time:.1f}x read+split",
+                f"<= {TARGET_SECONDS:.0f} s",
+                verdict(stages_time <= TARGET_SECONDS),
+            )
+        )
         table.add(Row("text", "floor: read jsonl + str.split every text", seconds(floor_time), "1.0x"))
         if not with_processes:
             return bench_tokenizers(reviews, repeats, table)
         process_time = time_interleaved({"processes": lambda: run_stage_processes(reviews, work)}, 1, warmup=0)
-        table.add(Row("text", "preprocess + xy as 2 stage processes (imports incl.)",
-                      seconds(process_time["processes"].best), f"{process_time['processes'].best / floor_time:.1f}x read+split"))
+        table.add(
+            Row(
+                "text",
+                "preprocess + xy as 2 stage processes (imports incl.)",
+                seconds(process_time["processes"].best),
+                f"{process_time['processes'].best / floor_time:.1f}x read+split",
+            )
+        )
     bench_tokenizers(reviews, repeats, table)
 
 
@@ -96,7 +112,19 @@ def bench_tokenizers(reviews: Path, repeats: int, table: Table) -> None:
         repeats=repeats,
     )
     split_time = timings["split"].best
-    table.add(Row("text", "tokenize all texts (str.translate, current)", seconds(timings["current"].best),
-                  f"{timings['current'].best / split_time:.1f}x str.split"))
-    table.add(Row("text", "tokenize all texts (bytes.translate, candidate)", seconds(timings["bytes"].best),
-                  f"{timings['bytes'].best / split_time:.1f}x str.split"))
+    table.add(
+        Row(
+            "text",
+            "tokenize all texts (str.translate, current)",
+            seconds(timings["current"].best),
+            f"{timings['current'].best / split_time:.1f}x str.split",
+        )
+    )
+    table.add(
+        Row(
+            "text",
+            "tokenize all texts (bytes.translate, candidate)",
+            seconds(timings["bytes"].best),
+            f"{timings['bytes'].best / split_time:.1f}x str.split",
+        )
+    )

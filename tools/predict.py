@@ -13,7 +13,7 @@ import sys
 
 from rnnlab.config.params import load_params
 from rnnlab.core.cli import run_cli
-from rnnlab.core.pipeline import workspace_paths
+from rnnlab.core.files import workspace_paths
 from rnnlab.runtime import environment
 
 

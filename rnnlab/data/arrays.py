@@ -14,8 +14,7 @@ import numpy as np
 import yaml
 
 from rnnlab.core.errors import UserError
-from rnnlab.core.files import atomic_path, read_json
-from rnnlab.core.pipeline import pipeline_vars
+from rnnlab.core.files import atomic_path, pipeline_vars, read_json
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: `xy` only writes arrays, and torch's import costs ~1.4 s
     import torch

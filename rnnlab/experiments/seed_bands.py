@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.core.errors import UserError
-from rnnlab.core.files import write_json
+from rnnlab.core.files import PIPELINE_FILE, workspace_paths, write_json
 from rnnlab.core.git import experiment_refs, git
-from rnnlab.core.pipeline import PIPELINE_FILE, workspace_paths
 from rnnlab.experiments import collect as experiments
 
 DEFAULT_SEEDS = tuple(range(10))

@@ -28,8 +28,12 @@ def add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def make_archive(
-    path: Path, per_folder: int = 50, seed: int = 0, official_extras: bool = False,
-    extra_members: list[tuple[str, bytes]] | None = None, splits: tuple[str, ...] = ("train", "test"),
+    path: Path,
+    per_folder: int = 50,
+    seed: int = 0,
+    official_extras: bool = False,
+    extra_members: list[tuple[str, bytes]] | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
 ) -> Path:
     """Write a .tar.gz in the official layout aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt."""
     rng = random.Random(seed)
@@ -76,7 +80,9 @@ def make_bomb(path: Path, zero_members: list[tuple[str, int]], per_folder: int =
         for label in ("pos", "neg"):
             for review_id in range(per_folder):
                 rating = 8 if label == "pos" else 2
-                add_file(tar, f"aclImdb/{split}/{label}/{review_id}_{rating}.txt", review_text(rng, label == "pos").encode("utf-8"))
+                add_file(
+                    tar, f"aclImdb/{split}/{label}/{review_id}_{rating}.txt", review_text(rng, label == "pos").encode("utf-8")
+                )
     reviews = body.getvalue()  # the members only: closing would add the end-of-archive blocks, and more members follow
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     zero_run = compressor.compress(bytes(ZERO_RUN)) + compressor.flush(zlib.Z_FULL_FLUSH)

@@ -29,9 +29,12 @@ BUCKET = "rnnlab"
 S3_ENDPOINT = "http://127.0.0.1:8333"  # inside the namespace
 START_SECONDS = 90
 # A dead node is noticed in about 3 s instead of Ray's default 30 s or so.
-RAY_SETTINGS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_period_ms": "1000",
-                "RAY_health_check_failure_threshold": "3",
-                "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "true"}
+RAY_SETTINGS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+    "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "true",
+}
 
 
 def kill_tree(pid: int) -> None:
@@ -66,8 +69,9 @@ class Sandbox:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.holder = subprocess.Popen(["unshare", "-n", "--", "sh", "-c", "ip link set lo up && echo up && exec sleep infinity"],
-                                       stdout=subprocess.PIPE)
+        self.holder = subprocess.Popen(
+            ["unshare", "-n", "--", "sh", "-c", "ip link set lo up && echo up && exec sleep infinity"], stdout=subprocess.PIPE
+        )
         assert self.holder.stdout is not None
         if self.holder.stdout.readline().strip() != b"up":
             self.close()
@@ -90,8 +94,14 @@ class Sandbox:
         environment = dict(os.environ)
         environment.pop("PYTHONPATH", None)
         environment["PATH"] = str(Path(sys.executable).parent) + os.pathsep + environment.get("PATH", "")
-        environment.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, DVC_NO_ANALYTICS="1",
-                           RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token), **RAY_SETTINGS)
+        environment.update(
+            AWS_ACCESS_KEY_ID=ACCESS_KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+            DVC_NO_ANALYTICS="1",
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN_PATH=str(self.token),
+            **RAY_SETTINGS,
+        )
         environment.update(extra)
         return environment
 
@@ -101,10 +111,12 @@ class Sandbox:
         self.started.append(process)
         return process
 
-    def run(self, argv: list[str], cwd: Path, environment: dict[str, str] | None = None, timeout: float = 900,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.command(*argv), cwd=cwd, env=environment or self.environment(), text=True,
-                                capture_output=True, timeout=timeout)
+    def run(
+        self, argv: list[str], cwd: Path, environment: dict[str, str] | None = None, timeout: float = 900, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            self.command(*argv), cwd=cwd, env=environment or self.environment(), text=True, capture_output=True, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
@@ -115,14 +127,40 @@ class Sandbox:
     def start_s3(self) -> None:
         """SeaweedFS (master, volume, filer, S3 gateway in one process) with one key pair and one bucket."""
         config = self.folder / "s3.json"
-        config.write_text(json.dumps({"identities": [{"name": "sweep", "credentials": [
-            {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List"]}]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "sweep",
+                            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                            "actions": ["Admin", "Read", "Write", "List"],
+                        }
+                    ]
+                }
+            )
+        )
         data = self.folder / "s3"
         data.mkdir(exist_ok=True)
         weed = str(Path(sys.executable).parent / "weed")
-        self.start([weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer", "-s3",
-                    f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-                    "-volume.max=4"], self.folder / "s3.log", self.environment())
+        self.start(
+            [
+                weed,
+                "server",
+                f"-dir={data}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-filer",
+                "-s3",
+                f"-s3.config={config}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+                "-volume.max=4",
+            ],
+            self.folder / "s3.log",
+            self.environment(),
+        )
         self.python(f"""
             import time, botocore.session
             client = botocore.session.get_session().create_client(
@@ -154,17 +192,28 @@ class Sandbox:
         """A worker node of `cpus` CPUs; `cores` (e.g. "1") pins it and all it runs to those cores, as a
         machine of that size would be (the benchmark's two nodes on one 2-core machine)."""
         self.workers_started += 1  # a new name, so a new folder: never a dead node's
-        return self.add_node(f"worker{self.workers_started}", [f"--address={self.head_address}", f"--num-cpus={cpus}"],
-                             wait, cores, **environment)
+        return self.add_node(
+            f"worker{self.workers_started}", [f"--address={self.head_address}", f"--num-cpus={cpus}"], wait, cores, **environment
+        )
 
-    def add_node(self, name: str, arguments: list[str], wait: bool = True, cores: str | None = None,
-                 **environment: str) -> Node:
+    def add_node(self, name: str, arguments: list[str], wait: bool = True, cores: str | None = None, **environment: str) -> Node:
         folder = self.folder / name
         (folder / "work").mkdir(parents=True, exist_ok=True)
         ray = str(Path(sys.executable).parent / "ray")
-        process = self.start([*(["taskset", "-c", cores] if cores else []), ray, "start", "--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-                              f"--temp-dir={self.ray_folder / name}", *arguments], folder / "node.log",
-                             self.environment(RNNLAB_SWEEP_DIR=str(folder / "work"), **environment))
+        process = self.start(
+            [
+                *(["taskset", "-c", cores] if cores else []),
+                ray,
+                "start",
+                "--block",
+                "--disable-usage-stats",
+                "--node-ip-address=127.0.0.1",
+                f"--temp-dir={self.ray_folder / name}",
+                *arguments,
+            ],
+            folder / "node.log",
+            self.environment(RNNLAB_SWEEP_DIR=str(folder / "work"), **environment),
+        )
         node = Node(name, process, folder)
         self.nodes.append(node)
         if wait and name != "head":

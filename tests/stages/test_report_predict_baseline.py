@@ -14,7 +14,7 @@ import yaml
 
 from rnnlab.config.params import ModelConfig
 from rnnlab.core.errors import UserError
-from rnnlab.core.pipeline import workspace_paths
+from rnnlab.core.files import workspace_paths
 from rnnlab.data.arrays import Split
 from rnnlab.evaluation import inference
 from rnnlab.evaluation.baseline import documents
