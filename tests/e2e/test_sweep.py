@@ -202,10 +202,10 @@ def test_an_experiment_whose_node_dies_is_retried_on_another(project: Project) -
 
 def test_ctrl_c_cancels_the_sweep_and_leaves_nothing_running_on_the_nodes(project: Project) -> None:
     before = remote_experiments(project)
-    # Epochs enough that the runs are surely training when Ctrl-C comes (a tiny run ends in seconds)
-    process = project.start_sweep("--seeds", "6-7", "-S", "train.epochs=5000", TARGET)
+    # Epochs enough that a run cannot finish and push between its "dvc exp run" line and the signal
+    process = project.start_sweep("--seeds", "6-7", "-S", "train.epochs=300", TARGET)
     try:
-        read_until(process, "training relu: epoch")
+        read_until(process, "dvc exp run")
         process.send_signal(signal.SIGINT)
         _output, errors = process.communicate(timeout=120)
     finally:
