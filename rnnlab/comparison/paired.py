@@ -38,7 +38,6 @@ class Comparison:
     base_only_correct: int  # McNemar's b: the base right, the head wrong
     head_only_correct: int  # McNemar's c
     p_value: float  # McNemar's exact p when paired, a two-proportion z-test's otherwise
-    unpaired_variance: float  # binomial variance of the difference of two independent accuracies
 
 
 def wilson(successes: float, n: float) -> tuple[float, float]:
@@ -66,13 +65,12 @@ def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = T
     base, head = np.asarray(base_correct, dtype=bool), np.asarray(head_correct, dtype=bool)
     base_hits, head_hits = int(base.sum()), int(head.sum())
     base_p, head_p = base_hits / len(base), head_hits / len(head)
-    variance = base_p * (1 - base_p) / len(base) + head_p * (1 - head_p) / len(head)
     if not paired:  # Newcombe's interval of independent proportions, a two-proportion z-test
         low, high = newcombe_interval(head_hits, len(head), base_hits, len(base), phi=0.0)
         pooled = (head_hits + base_hits) / (len(head) + len(base))
         scale = math.sqrt(pooled * (1 - pooled) * (1 / len(head) + 1 / len(base)))
         p_value = float(2.0 * special.ndtr(-abs(head_p - base_p) / scale)) if scale else float(head_p == base_p)
-        return Comparison(head_p - base_p, low, high, False, 0, 0, p_value, variance)
+        return Comparison(head_p - base_p, low, high, False, 0, 0, p_value)
     both = int(np.sum(base & head))
     base_only, head_only, both_wrong = base_hits - both, head_hits - both, len(base) - base_hits - head_hits + both
     # The pairs' correlation phi from the 2x2 table; the same outcome everywhere leaves nothing to resample.
@@ -80,7 +78,7 @@ def compare(base_correct: np.ndarray, head_correct: np.ndarray, paired: bool = T
     phi = (both * both_wrong - head_only * base_only) / math.sqrt(margins) if margins else 0.0
     low, high = newcombe_interval(head_hits, len(base), base_hits, len(base), phi) if head_only or base_only else (0.0, 0.0)
     p_value = mcnemar_exact(base_only, head_only)
-    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only, p_value, variance)
+    return Comparison((head_hits - base_hits) / len(base), low, high, True, base_only, head_only, p_value)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from rnnlab.comparison.revision import Freshness, Revision, read_predictions, va
 from rnnlab.comparison.verdicts import ALPHA, Row, gather
 from rnnlab.core.errors import UserError
 
+COMMITTED = "(committed)"  # how reports/seed_bands.json names its commit's own run
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflows find their earlier comment by this line
 METRIC_TITLES = {"f1": "F1", "roc_auc": "ROC-AUC", "loss": "loss"}
 BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
@@ -54,7 +56,7 @@ def summary_line(rows: list[Row]) -> str:
     described = []
     for name in verdicts.ORDER[1:]:
         variants = [row.variant for row in rows if row.verdict == name]
-        listed = name in (verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED)
+        listed = name in (verdicts.CHANGED_WITHOUT_BAND, verdicts.NOT_RERUN, verdicts.NOT_JUDGED, verdicts.CANNOT_TELL)
         described += [f"{len(variants)} *{name}*" + (f" ({quoted(variants)})" if listed else "")] if variants else []
     return line + (" Also " + ", ".join(described) + "." if described else "")
 
@@ -73,19 +75,31 @@ def environment_line(rows: list[Row]) -> str:
     return f"**⚠ Environment differs** for {len(differing)} of {len(rows)} variants: {described}. A different environment alone changes results like a reseed does, so these are judged by seed noise only (without a seed band: *{verdicts.NOT_JUDGED}*)."
 
 
+def seeds_cell(row: Row) -> str:
+    if row.band is None:
+        return "– (no seed band)"
+    return f"head {row.head_runs.describe()} vs band {row.band.describe()}"
+
+
+def p_cell(row: Row) -> str:
+    if row.verdict == verdicts.CANNOT_TELL:
+        needed = "more than 100" if row.seeds_needed is None else str(row.seeds_needed)
+        return f"– (needs {needed} head seeds)"
+    return "–" if row.p_value is None or row.adjusted_p is None else f"{row.p_value:.2g} → {row.adjusted_p:.2g}"
+
+
 def table(rows: list[Row]) -> list[str]:
-    header = "| variant | test accuracy | Δ accuracy (pts), 95 %: test sampling + seed | seed std (pts) | p → Holm | Δ (pts), 95 %: test sampling only; McNemar p (only head right vs only base right) "
-    lines = [header + "".join(f"| {METRIC_TITLES[name]} (Δ, 95 %) " for name in METRICS) + "| verdict |", "|---" * 10 + "|"]
+    header = "| variant | test accuracy | test accuracy over seeds (%) | rank p → Holm | Δ (pts), 95 %: test sampling only; McNemar p (only head right vs only base right) "
+    lines = [header + "".join(f"| {METRIC_TITLES[name]} (Δ, 95 %) " for name in METRICS) + "| verdict |", "|---" * 9 + "|"]
     for row in rows:
-        change, bounds, old, new = row.comparison, row.combined_interval, row.base.get("accuracy"), row.head.get("accuracy")
+        change, old, new = row.comparison, row.base.get("accuracy"), row.head.get("accuracy")
         accuracy = percent(new) if old == new else f"{percent(old)} → {percent(new)}"
-        combined = "– (no seed band)" if bounds is None else interval(change.difference, *bounds)
-        band = "–" if row.band is None else f"{100 * row.band.std:.2f} ({row.band.runs} seeds)"
-        p = "–" if row.p_value is None else f"{row.p_value:.2g} → {row.adjusted_p:.2g}"
         counts = f"{change.head_only_correct} vs {change.base_only_correct}" if change.paired else "unpaired: test sets differ"
         sampling = f"{interval(change.difference, change.low, change.high)}, p {change.p_value:.2g} ({counts})"
         metrics = "".join(f"| {metric_cell(row.metric_changes[name])} " for name in METRICS)
-        lines.append(f"| `{row.variant}` | {accuracy} | {combined} | {band} | {p} | {sampling} {metrics}| **{row.verdict}** |")
+        lines.append(
+            f"| `{row.variant}` | {accuracy} | {seeds_cell(row)} | {p_cell(row)} | {sampling} {metrics}| **{row.verdict}** |"
+        )
     return lines
 
 
@@ -116,17 +130,20 @@ def timings_section(rows: list[Row], base: Revision, head: Revision) -> list[str
     return [*lines, "", "</details>", ""] if len(lines) > 4 else []
 
 
-def method_section(bands: dict[str, Any] | None, where: str) -> list[str]:
-    source = "none committed (`python -m tools.seed_bands --run` makes them)"
-    if bands:
-        source = f"`reports/seed_bands.json` at {where} (commit {str(bands.get('commit'))[:7]}, `python -m tools.seed_bands`)"
+def method_section(rows: list[Row]) -> list[str]:
+    held = [
+        f"  - `{row.variant}`: band {', '.join(row.band.names)}; head {', '.join(row.head_runs.names)}"
+        for row in rows
+        if row.band and row.verdict in (verdicts.CHANGED, verdicts.WITHIN_SEED_NOISE, verdicts.CANNOT_TELL)
+    ]
     return [
         "<details><summary>How to read it</summary>",
         "",
         f"- *{verdicts.NO_CHANGE}*: the same predicted class for every test example and the same metrics (to {verdicts.METRICS_TOLERANCE:g}); *{verdicts.NOT_RERUN}*: dvc.lock shows that a side's results are not what its own params and code give.",
-        f"- **Test sampling + seed**: Δ ± t(k−1, 0.975) · s · √2, s the variant's seed std over k seeds: a reseed alone moves Δ that much 95 % of the time. p: Δ's t-test against reseeding, Holm-adjusted over the review; *{verdicts.CHANGED}* when ≤ {ALPHA:g}.",
+        f"- **Rank p**: the head's runs (its own, and experiments here with the same inputs and other seeds: a sweep's or the queue's) against the base's seed band, by the exact permutation test of their rank sum (no assumed shape); Holm-adjusted over the review, *{verdicts.CHANGED}* when ≤ {ALPHA:g}. n head runs against m band runs cannot go below p = 2 / C(m + n, n): with fewer the verdict is *{verdicts.CANNOT_TELL}* and says how many seeds it needs (`python -m tools.sweep --seeds`, or `dvc exp run --queue -S train.seed=N`).",
         "- **Test sampling only**: Newcombe's paired score interval and McNemar's exact test (only one model right), the verdict without a seed band. F1, ROC-AUC, loss: paired 95 % intervals (delta method; DeLong for ROC-AUC).",
-        f"- Seed bands: {source}.",
+        f"- Seed bands: `reports/seed_bands.json` at the base or the head (`python -m tools.seed_bands`), the one made with the base's inputs (its `key`); {'the runs each judgement rests on:' if held else 'none for these variants.'}",
+        *held,
         "",
         "</details>",
     ]
@@ -148,17 +165,17 @@ def charts_section(names: list[str], url: str | None, within_noise: list[str], b
 
 
 def draw_deltas(path: Path, rows: list[Row]) -> None:
-    """head - base accuracy (points) with its test-sampling interval, over the range a reseed alone covers 95 % of
-    the time (grey, centred on 0); red: the variants judged changed."""
+    """head - base accuracy (points) with its test-sampling interval, over the band's runs minus the base (grey:
+    where a reseed of the base lands); red: the variants judged changed."""
     from rnnlab.reporting.figures import Interval, interval_figure  # matplotlib loads only when a chart is drawn
 
     bars = []
     for row in rows:
-        change, half = row.comparison, row.reseed_halfwidth
-        seed = None if half is None else (-100 * half, 100 * half)
+        change, base = row.comparison, row.base.get("accuracy") or 0.0
+        seed = None if row.band is None else (100 * (min(row.band.accuracies) - base), 100 * (max(row.band.accuracies) - base))
         points = (100 * change.difference, 100 * change.low, 100 * change.high)
         bars.append(Interval(row.variant, *points, seed, row.verdict in verdicts.MOVED))
-    labels = {"interval_label": "Δ, test-sampling 95 % interval", "reference_label": "a reseed alone, 95 %"}
+    labels = {"interval_label": "Δ, test-sampling 95 % interval", "reference_label": "the seed band's runs − base"}
     interval_figure(bars, "Δ test accuracy, head − base", "points", path, **labels, highlight_label="changed (Holm)")
 
 
@@ -194,22 +211,40 @@ def not_rerun_reason(variant: str, sides: list[tuple[str, Revision, Freshness]])
     return None
 
 
+def base_band(variant: str, base: Revision, head: Revision, band_files: list[tuple[dict[str, Any], str]]) -> verdicts.Runs | None:
+    """The variant's seed band made with the base's inputs (its config key), from the base's or the head's
+    reports/seed_bands.json; a band without a key (an older file) counts only at its own commit."""
+    key = revisions.config_key(base, variant)
+    for bands, where in band_files:
+        entry = bands["variants"].get(variant)
+        if (
+            key is not None
+            and isinstance(entry, dict)
+            and entry.get("key", key if bands.get("commit") == base.commit else None) == key
+        ):
+            head_name = COMMITTED if head.commit == bands.get("commit") else head.label
+            return verdicts.seed_band(entry, variant, f"reports/seed_bands.json at {where}", head_name)
+    return None
+
+
 def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | None = None) -> tuple[str, list[Row]]:
     """The report's Markdown and its rows; charts are drawn into `out` (a folder that exists)."""
     if base.commit is None:
         raise UserError("the base must be a git revision or a DVC experiment; only the head can be the workspace.")
     old, new = revisions.variant_metrics(base), revisions.variant_metrics(head)
-    bands = revisions.seed_bands(head)
-    bands, bands_where = (bands, head.title) if bands else (revisions.seed_bands(base), base.title)
+    band_files = [(bands, revision.title) for revision in (base, head) if (bands := revisions.seed_bands(revision))]
     sides = [("head", head, Freshness(head)), ("base", base, Freshness(base))]
     gathered = []
     for variant in sorted(set(old) & set(new)):
-        where = f"reports/seed_bands.json at {bands_where}"
-        band = verdicts.seed_band((bands or {}).get("variants", {}).get(variant), variant, where)
+        band = base_band(variant, base, head, band_files)
         base_predictions = read_predictions(base, variant, old[variant])
         head_predictions = read_predictions(head, variant, new[variant])
         reason = not_rerun_reason(variant, sides)
-        gathered.append(gather(variant, old[variant], new[variant], base_predictions, head_predictions, band, reason))
+        row = gather(variant, old[variant], new[variant], base_predictions, head_predictions, band, reason)
+        if band and not row.identical and reason is None:  # a judged variant: its other seeds' experiments join its run
+            runs = revisions.seed_runs(head, variant, row.head_runs.accuracies[0], set(band.names))
+            row = replace(row, head_runs=verdicts.Runs(tuple(name for name, _ in runs), tuple(value for _, value in runs)))
+        gathered.append(row)
     rows = sorted(verdicts.judge(gathered), key=lambda row: (row.head.get("study", "imdb") != "imdb", row.variant))
     # Charts: deltas.png when any prediction changed, then the curves of the variants that moved, were added or removed.
     charts = ["deltas.png"] if any(not row.identical for row in rows) else []
@@ -239,4 +274,4 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
         lines += [*table(unchanged), "", "</details>", ""]
     within_noise = [row.variant for row in rows if row.verdict in (verdicts.WITHIN_SEED_NOISE, verdicts.WITHIN_TEST_SAMPLING)]
     lines += [*charts_section(charts, artifact_url, within_noise, base, head), "", *timings_section(rows, base, head)]
-    return "\n".join([*lines, *method_section(bands, bands_where)]) + "\n", rows
+    return "\n".join([*lines, *method_section(rows)]) + "\n", rows

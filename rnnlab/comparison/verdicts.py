@@ -1,21 +1,24 @@
 """Per variant, one verdict, in this order: *not rerun* (a side's results are not its own params' and code's);
-*no change* (the same predicted class for every test example, the same metrics); with a seed band, changed or
-within seed noise by the Holm-adjusted reseed p-value; without one, the same by McNemar's p, or *not judged* when
-the environments differ (that alone changes results like a reseed).
+*no change* (the same predicted class for every test example, the same metrics); with a seed band, changed, within
+seed noise, or *cannot tell* when the head has too few seeds; without one, the same by McNemar's p, or *not judged*
+when the environments differ (that alone changes results like a reseed).
 
-The seed-noise rule: under pure reseeding, head - base is the difference of two independent runs, variance
-2 sigma^2 (sigma: the seed-to-seed std of test accuracy, test sampling inside it). With sigma estimated by a band's
-std s over k seeds, d / (s sqrt 2) ~ Student t(k - 1); one review's p-values are adjusted together (Holm), keeping
-the chance of any false "changed" at ALPHA. The calibration tests check both by simulation."""
+The seed-noise rule assumes no shape: IMDB's seed spread is skewed (a cluster, then runs that did not take off).
+Under pure reseeding, the head's runs and the band's runs of the base are exchangeable, so every split of them
+into the two sets is equally likely: the exact permutation p of the head's rank sum (Wilcoxon-Mann-Whitney) is
+valid whatever the distribution. n head runs among m band runs can reach p = 2 / C(m + n, n) at best, so one
+run against 10 seeds can never be called changed at 5 %: the verdict then names the seeds it needs. One
+review's p-values are adjusted together (Holm), keeping the chance of any false "changed" at ALPHA."""
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import special  # not scipy.stats: its import alone costs about a second
 
 from rnnlab.comparison.paired import Comparison, MetricChange, compare, metric_changes
 from rnnlab.comparison.revision import Predictions
@@ -25,34 +28,52 @@ NOT_RERUN = "not rerun"
 NO_CHANGE = "no change"
 WITHIN_SEED_NOISE = "within seed noise"
 CHANGED = "changed beyond seed noise"
+CANNOT_TELL = "too few seeds to tell"
 WITHIN_TEST_SAMPLING = "within test-sampling noise (no seed band)"
 CHANGED_WITHOUT_BAND = "changed beyond test-sampling noise (no seed band)"
 NOT_JUDGED = "not judged (environment differs, no seed band)"
-ORDER = (CHANGED, CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, NO_CHANGE)
+ORDER = (CHANGED, CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED, CANNOT_TELL, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, NO_CHANGE)
 MOVED = (CHANGED, CHANGED_WITHOUT_BAND)
-CURVE_VERDICTS = (*MOVED, NOT_JUDGED)  # whose curves are drawn: a change within noise has curves that differ by noise
+CURVE_VERDICTS = (
+    *MOVED,
+    NOT_JUDGED,
+    CANNOT_TELL,
+)  # whose curves are drawn: a change within noise has curves that differ by noise
 QUALITY_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
 METRICS_TOLERANCE = 1e-4  # the report shows 4 decimals; summation order moves a loss's last digits, not these
 ALPHA = 0.05  # family-wise: the chance that a review of pure reseeds says "changed" for any variant
-Values = np.ndarray | float  # one value, or many reviews at once (the calibration tests)
+MAX_SEEDS = 100
 
 
-def reseed_scale(std: Values, extra_variance: Values) -> np.ndarray:  # the std of head - base under reseeding
-    return np.sqrt(2.0 * np.square(std) + extra_variance)
+def rank_sum_p_value(head: Sequence[float], band: Sequence[float]) -> float:
+    """Two-sided exact permutation p of the head runs' rank sum among head + band runs (ties: mid-ranks).
+
+    Doubled mid-ranks are integers; ways[j, s] counts the subsets of j runs whose doubled ranks sum to s, so
+    ways[n] / C(m + n, n) is the rank sum's distribution when every split is equally likely."""
+    values = np.asarray([*head, *band], dtype=float)
+    below = (values[None, :] < values[:, None]).sum(axis=1)
+    tied = (values[None, :] == values[:, None]).sum(axis=1)
+    doubled = 2 * below + tied + 1  # (N,) twice each run's mid-rank
+    n, total = len(head), int(doubled.sum())
+    ways = np.zeros((n + 1, total + 1))
+    ways[0, 0] = 1.0
+    for rank in doubled:
+        ways[1:, rank:] = ways[1:, rank:] + ways[:-1, : total + 1 - rank]
+    counts = ways[n]
+    center = n * (len(values) + 1)  # the doubled rank sum's mean
+    extreme = np.abs(np.arange(total + 1) - center) >= abs(int(doubled[:n].sum()) - center) - 1e-9
+    return float(min(1.0, counts[extreme].sum() / counts.sum()))
 
 
-def reseed_halfwidth(std: Values, df: Values, extra_variance: Values = 0.0) -> np.ndarray:
-    """Half-width of the 95 % interval a reseed alone stays inside: t(df, 0.975) * scale."""
-    return special.stdtrit(df, 0.975) * reseed_scale(std, extra_variance)
+def smallest_p(head_runs: int, band_runs: int) -> float:
+    """The smallest two-sided p `head_runs` runs can reach against `band_runs`: all of them beyond the band."""
+    return min(1.0, 2 / math.comb(head_runs + band_runs, head_runs))
 
 
-def reseed_p_value(difference: Values, std: Values, df: Values, extra_variance: Values = 0.0) -> np.ndarray:
-    """Two-sided p-value of `difference` under "a reseed of the same config" (Student t, `df` = seeds - 1).
-    A band with no spread (every seed gives the same accuracy) makes any change real (p = 0), no change p = 1."""
-    difference, scale = np.asarray(difference, dtype=float), reseed_scale(std, extra_variance)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = 2.0 * special.stdtr(df, -np.abs(difference) / scale)
-    return np.where(scale > 0, p, np.where(difference == 0, 1.0, 0.0))
+def seeds_needed(band_runs: int, tests: int = 1) -> int | None:
+    """Head seeds that can show a change against a band of `band_runs` in a review of `tests` judged variants
+    (Holm's first step compares the smallest p with ALPHA / tests); None beyond MAX_SEEDS."""
+    return next((n for n in range(1, MAX_SEEDS + 1) if smallest_p(n, band_runs) * tests <= ALPHA), None)
 
 
 def holm(p_values: np.ndarray | list[float]) -> np.ndarray:
@@ -71,22 +92,38 @@ def holm(p_values: np.ndarray | list[float]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SeedBand:
-    """A variant's sample std (n - 1) of test accuracy over `runs` seeds (reports/seed_bands.json)."""
+class Runs:
+    """Test accuracies of one config over seeds, with the runs they come from (experiment names)."""
 
-    std: float
-    runs: int
+    names: tuple[str, ...]
+    accuracies: tuple[float, ...]
+
+    def __len__(self) -> int:
+        return len(self.accuracies)
+
+    def describe(self) -> str:
+        points = sorted(100 * value for value in self.accuracies)
+        spread = (
+            f"{points[0]:.2f}"
+            if len(points) == 1
+            else f"{points[0]:.2f}–{points[-1]:.2f}, median {statistics.median(points):.2f}"
+        )
+        return f"{spread} ({len(points)} run{'s' if len(points) > 1 else ''})"
 
 
-def seed_band(entry: Any, variant: str, where: str) -> SeedBand | None:
-    """A band from its file entry's `accuracies` (None without an entry)."""
-    if entry is None:
-        return None
-    accuracies = entry.get("accuracies") if isinstance(entry, dict) else None
-    if not isinstance(accuracies, list) or len(accuracies) < 2 or any(type(x) not in (int, float) for x in accuracies):
-        message = "needs the `accuracies` of two or more seeds; refresh it with `python -m tools.seed_bands`."
+def seed_band(entry: dict[str, Any], variant: str, where: str, head_name: str | None = None) -> Runs:
+    """A band from its reports/seed_bands.json entry, less the head's own run when the band holds it (reviewing
+    one of the band's experiments against the commit)."""
+    names, accuracies = entry.get("runs"), entry.get("accuracies")
+    if not isinstance(names, list) or not isinstance(accuracies, list) or len(names) != len(accuracies) or len(names) < 2:
+        message = "needs the `runs` and `accuracies` of two or more seeds; refresh it with `python -m tools.seed_bands`."
         raise UserError(f"{where}: the band of {variant} {message}")
-    return SeedBand(statistics.stdev(accuracies), len(accuracies))
+    if any(type(value) not in (int, float) for value in accuracies):
+        raise UserError(
+            f"{where}: the band of {variant} has an accuracy that is not a number; refresh it with `python -m tools.seed_bands`."
+        )
+    kept = [(str(name), float(value)) for name, value in zip(names, accuracies, strict=True) if name != head_name]
+    return Runs(tuple(name for name, _ in kept), tuple(value for _, value in kept))
 
 
 @dataclass(frozen=True)
@@ -100,27 +137,21 @@ class Row:
     not_rerun: str | None  # why one side's results are not its own params' and code's
     environment_difference: str | None  # the stamp keys that differ; None when the stamps are equal
     comparison: Comparison  # test sampling only
-    band: SeedBand | None
-    reseed_halfwidth: float | None  # 95 % half-width of a reseed's change (t(k-1) s sqrt 2)
+    band: Runs | None  # the base config's runs over seeds
+    head_runs: Runs  # the head's run, then its other seeds' (a sweep's or the queue's experiments)
     metric_changes: dict[str, MetricChange]
     adjusted_p: float | None = None  # Holm over the review's tested variants
+    seeds_needed: int | None = None  # head seeds this review needs to tell, when it has fewer
     verdict: str = ""
 
     @property
-    def combined_interval(self) -> tuple[float, float] | None:
-        """The change's 95 % interval with test sampling and seed noise together."""
-        difference, half = self.comparison.difference, self.reseed_halfwidth
-        return None if half is None else (difference - half, difference + half)
-
-    @property
     def p_value(self) -> float | None:
-        """Reseed p when banded, test sampling's otherwise; None when not tested."""
+        """The rank test's p when banded, test sampling's otherwise; None when not tested."""
         if self.not_rerun is not None or self.identical or (self.band is None and self.environment_difference is not None):
             return None
         if self.band is None:
             return self.comparison.p_value
-        extra = 0.0 if self.comparison.paired else self.comparison.unpaired_variance
-        return float(reseed_p_value(self.comparison.difference, self.band.std, self.band.runs - 1, extra))
+        return rank_sum_p_value(self.head_runs.accuracies, self.band.accuracies)
 
 
 def environment_difference(base: dict[str, Any], head: dict[str, Any]) -> str | None:
@@ -142,31 +173,33 @@ def same_metrics(base: dict[str, Any], head: dict[str, Any]) -> bool:
 
 
 def gather(
-    variant: str, old: dict, new: dict, base: Predictions, head: Predictions, band: SeedBand | None, not_rerun: str | None
+    variant: str, old: dict, new: dict, base: Predictions, head: Predictions, band: Runs | None, not_rerun: str | None
 ) -> Row:
-    """A variant's row from its metrics (`old`, `new`) and its predictions at each side."""
+    """A variant's row from its metrics (`old`, `new`) and its predictions at each side; its seed runs are its own."""
     paired = np.array_equal(base.actual, head.actual)  # the same test examples in the same order, else the data changed
     identical = paired and np.array_equal(base.predicted, head.predicted) and same_metrics(old, new)
     comparison = compare(base.correct, head.correct, paired=paired)
-    extra = 0.0 if paired else comparison.unpaired_variance
-    halfwidth = None if band is None else float(reseed_halfwidth(band.std, band.runs - 1, extra))
     changes, environment = metric_changes(base, head, old, new, paired), environment_difference(old, new)
-    return Row(variant, old, new, identical, not_rerun, environment, comparison, band, halfwidth, changes)
+    own = Runs(("head",), (float(new["accuracy"]),))
+    return Row(variant, old, new, identical, not_rerun, environment, comparison, band, own, changes)
 
 
-def verdict(row: Row, adjusted_p: float | None) -> str:
+def verdict(row: Row, adjusted_p: float | None, tests: int) -> Row:
     changed = adjusted_p is not None and adjusted_p <= ALPHA
     if row.not_rerun is not None or row.identical:
-        return NOT_RERUN if row.not_rerun is not None else NO_CHANGE
+        return replace(row, verdict=NOT_RERUN if row.not_rerun is not None else NO_CHANGE)
     if row.band is not None:
-        return CHANGED if changed else WITHIN_SEED_NOISE
+        if smallest_p(len(row.head_runs), len(row.band)) * tests > ALPHA:
+            return replace(row, verdict=CANNOT_TELL, adjusted_p=adjusted_p, seeds_needed=seeds_needed(len(row.band), tests))
+        return replace(row, verdict=CHANGED if changed else WITHIN_SEED_NOISE, adjusted_p=adjusted_p)
     if row.environment_difference is not None:
-        return NOT_JUDGED
-    return CHANGED_WITHOUT_BAND if changed else WITHIN_TEST_SAMPLING
+        return replace(row, verdict=NOT_JUDGED)
+    return replace(row, verdict=CHANGED_WITHOUT_BAND if changed else WITHIN_TEST_SAMPLING, adjusted_p=adjusted_p)
 
 
 def judge(rows: list[Row]) -> list[Row]:
     """The verdicts of one review: the tested variants' p-values adjusted together (Holm)."""
-    adjusted = holm([np.nan if row.p_value is None else row.p_value for row in rows]).tolist() if rows else []
-    adjusted_p = [None if np.isnan(value) else float(value) for value in adjusted]
-    return [replace(row, adjusted_p=value, verdict=verdict(row, value)) for row, value in zip(rows, adjusted_p, strict=True)]
+    p_values = [np.nan if row.p_value is None else row.p_value for row in rows]
+    adjusted = holm(p_values).tolist() if rows else []
+    tests = sum(not np.isnan(p) for p in p_values)
+    return [verdict(row, None if np.isnan(value) else float(value), tests) for row, value in zip(rows, adjusted, strict=True)]

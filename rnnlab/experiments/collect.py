@@ -163,11 +163,12 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
                 group.setdefault(run.seed, run)
     spread = []
     for (key, _reseeded), by_seed in groups.items():
-        if len(by_seed) < 2:
-            continue
         group_setting = json.loads(key)
-        members = sorted(by_seed.values(), key=runs.index)  # in the order the runs were given
-        for variant in sorted(set.intersection(*(set(run.metrics) for run in members))):
+        for variant in sorted(set.union(*(set(run.metrics) for run in by_seed.values()))):
+            # in the order the runs were given; a run of `evaluate@relu` alone counts for relu only
+            members = sorted((run for run in by_seed.values() if variant in run.metrics), key=runs.index)
+            if len(members) < 2:
+                continue
             accuracies = [run.metrics[variant]["accuracy"] for run in members]
             spread.append(
                 {

@@ -7,6 +7,8 @@ the checked-out commit, whose own metrics count as its seed's run. Not a DVC out
 from __future__ import annotations
 
 import functools
+import json
+import statistics
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rnnlab.comparison.revision import Revision, config_key
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import PIPELINE_FILE, workspace_paths, write_json
 from rnnlab.core.git import experiment_refs, git
@@ -83,50 +86,74 @@ def wait_for_queue(repo: Path, names: list[str], poll_seconds: float = POLL_SECO
         time.sleep(poll_seconds)
 
 
-def collect_bands(repo: Path, seeds: list[int] | None = None) -> dict[str, Any]:
-    """{commit, seeds, variants: {variant: {seeds, runs, accuracies, mean, std, df}}} of the checked-out commit,
-    from the runs with its results whose only changed param is train.seed; `df` (seeds - 1) is what the
-    review's t-interval uses."""
+def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{commit, seeds, variants: {variant: {key, seeds, runs, accuracies, mean, std}}} of the checked-out commit:
+    its own run, the runs `recorded` in an earlier file of a commit with the same results (their experiments may
+    be gone), and every finished experiment here of a commit with its results whose only changed param is
+    train.seed, per variant it retrained (a run of `evaluate@relu` counts for relu); one run per seed. `key` is
+    the inputs the runs share (revision.config_key): the review uses a band only for a base with that key."""
     head = head_commit(repo)
     counts = same_results(repo)
-    runs = [run for run in experiments.collect(repo) if counts(run.baseline)]
-    seed_runs = [run for run in runs if set(run.overrides) <= {experiments.SEED_KEY} and (seeds is None or run.seed in seeds)]
-    spread = [row for row in experiments.seed_spread(seed_runs) if row["overrides"] == {}]
-    if not spread:
-        seeds = sorted({run.seed for run in seed_runs}, key=str)
-        raise UserError(
-            f"only seed(s) {', '.join(map(str, seeds)) or '(none)'} found for commit {head[:7]}: a band needs two "
-            "or more; run the other seeds with `python -m tools.seed_bands --run`."
-        )
-    variants = {
-        row["variant"]: {
-            **{key: row[key] for key in ("seeds", "runs", "accuracies", "mean", "std")},
-            "df": len(row["accuracies"]) - 1,
+    found: dict[str, dict[Any, tuple[str, float]]] = {}
+    if recorded and counts(str(recorded.get("commit"))):
+        for variant, entry in (recorded.get("variants") or {}).items():
+            for seed, name, accuracy in zip(entry["seeds"], entry["runs"], entry["accuracies"], strict=True):
+                if seeds is None or seed in seeds:
+                    found.setdefault(variant, {})[seed] = (name, accuracy)
+    for run in experiments.collect(repo):
+        if counts(run.baseline) and set(run.overrides) <= {experiments.SEED_KEY}:
+            for variant, metrics in run.metrics.items():
+                if metrics.get("seed") == run.seed and (seeds is None or run.seed in seeds):
+                    found.setdefault(variant, {}).setdefault(run.seed, (run.name, metrics["accuracy"]))
+    checked_out = Revision(repo, "HEAD", head)
+    variants: dict[str, dict[str, Any]] = {}
+    for variant, by_seed in sorted(found.items()):
+        if len(by_seed) < 2 or (key := config_key(checked_out, variant)) is None:
+            continue
+        ordered = sorted(by_seed.items(), key=lambda item: str(item[0]).zfill(6))
+        accuracies = [accuracy for _, (_, accuracy) in ordered]
+        variants[variant] = {
+            "key": key,
+            "seeds": [seed for seed, _ in ordered],
+            "runs": [name for _, (name, _) in ordered],
+            "accuracies": accuracies,
+            "mean": statistics.fmean(accuracies),
+            "std": statistics.stdev(accuracies),
         }
-        for row in spread
-    }
+    if not variants:
+        raise UserError(
+            f"no variant has two or more seeds for commit {head[:7]}: run the other seeds with `python -m tools.seed_bands --run`."
+        )
     return {
         "commit": head,
         "made_by": "python -m tools.seed_bands",
-        "seeds": sorted({seed for row in spread for seed in row["seeds"]}),
+        "seeds": sorted({seed for entry in variants.values() for seed in entry["seeds"]}, key=str),
         "variants": variants,
     }
 
 
-def record_bands(repo: Path, seeds: list[int], out: Path | None = None, run: bool = False, jobs: int = 1) -> None:
-    """Optionally queue and run the missing seeds, then write the bands of the checked-out commit to `out`."""
-    if len(set(seeds)) < 2:
+def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = None, run: bool = False, jobs: int = 1) -> None:
+    """Optionally queue and run the missing seeds (0-9 unless `seeds`), then write the bands of the checked-out
+    commit to `out`, keeping the runs it recorded before; `seeds` limits the band to those seeds."""
+    if seeds is not None and len(set(seeds)) < 2:
         raise UserError("a seed band needs two or more different seeds; pass e.g. `--seeds 0 1 2`.")
     out = out or repo / workspace_paths(repo / PIPELINE_FILE).get("seed_bands", "reports/seed_bands.json")
     if run:
         head = head_commit(repo)
-        names = queue_seeds(repo, seeds, int(experiments.train_seed(experiments.params_at(repo, head)) or 0), jobs)
+        committed_seed = int(experiments.train_seed(experiments.params_at(repo, head)) or 0)
+        names = queue_seeds(repo, list(seeds or DEFAULT_SEEDS), committed_seed, jobs)
         wait_for_queue(repo, names)
         finished = {name for name, baseline, _ in experiment_refs(repo) if baseline == head}
         failed = [name for name in names if name not in finished]
         if failed:
             raise UserError(f"experiment(s) {', '.join(failed)} did not finish; `dvc queue logs {failed[0]}` says why.")
-    bands = collect_bands(repo, seeds)
+    try:
+        recorded = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{out} is not a seed bands file ({error}); restore it with `git checkout {out}`.") from error
+    bands = collect_bands(repo, seeds, recorded)
     write_json(out, bands)
-    summary = ", ".join(f"{v} {100 * b['mean']:.2f} ± {100 * b['std']:.2f} %" for v, b in bands["variants"].items())
-    print(f"seed_bands: seeds {bands['seeds']} of {bands['commit'][:7]}: {summary} -> {out}")
+    summary = ", ".join(
+        f"{v} {len(b['runs'])} runs, {100 * b['mean']:.2f} ± {100 * b['std']:.2f} %" for v, b in bands["variants"].items()
+    )
+    print(f"seed_bands: {bands['commit'][:7]}: {summary} -> {out}")

@@ -225,3 +225,21 @@ def test_ci_review_step_answers_with_a_comment_when_the_review_fails(reviews: Re
     comment = (repo.path / "comment" / "comment.md").read_text(encoding="utf-8")
     assert comment.startswith(MARKER) and "**Summary: 0 of 5 beyond seed noise.**" in comment
     assert comment.endswith("_No DVC remote is configured._\n")
+
+
+def test_a_reseed_against_a_seed_band_asks_for_more_seeds(reviews: Reviews) -> None:
+    """relu's seed 1 joins the band (`tools.seed_bands`), seed 2 is reviewed against the commit: a pure reseed, one
+    run against two, which no rank rule can judge: the review says so and how many seeds it would take. (Last
+    in this module: it commits.)"""
+    repo = reviews.repo
+    for seed in (1, 2):
+        repo.dvc("exp", "run", "--temp", "-n", f"relu-s{seed}", "-S", f"train.seed={seed}", "evaluate@relu")
+    repo.run(sys.executable, "-m", "tools.seed_bands", "--seeds", "0", "1")
+    band = yaml.safe_load((repo.path / "reports" / "seed_bands.json").read_text(encoding="utf-8"))["variants"]["relu"]
+    assert band["runs"] == ["(committed)", "relu-s1"] and band["seeds"] == [0, 1]
+    repo.commit("relu's seed band")
+    repo.run(*REVIEW, "HEAD", "relu-s2", "--out", "review-reseed")
+    markdown = (repo.path / "review-reseed" / "review.md").read_text(encoding="utf-8")
+    relu = rows(markdown)["relu"]
+    assert relu.endswith(f"**{verdicts.CANNOT_TELL}** |") and "| – (needs 8 head seeds) |" in relu, relu  # 2 / C(10, 2) < 0.05
+    assert "  - `relu`: band (committed), relu-s1; head relu-s2" in markdown

@@ -3,14 +3,20 @@ against a brute-force paired bootstrap), Holm, and the verdict order. Fast: no r
 
 from __future__ import annotations
 
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
 from rnnlab.comparison import paired, verdicts
 from rnnlab.comparison.paired import metric_changes
-from rnnlab.comparison.revision import Predictions
-from rnnlab.comparison.verdicts import SeedBand
+from rnnlab.comparison.revision import Predictions, Revision, config_key, seed_runs
+from rnnlab.comparison.verdicts import Runs
+from tests.unit.experiments.test_studies import PARAMS, commit, experiment, git, with_changes
 
 # -- accuracy: Newcombe's paired interval and McNemar -------------------------------------------------
 
@@ -137,17 +143,43 @@ def test_holm_adjusts_a_known_family_and_skips_the_untested() -> None:
     assert adjusted[0] == pytest.approx(0.02) and np.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.03)
 
 
-def test_reseed_interval_uses_the_band_degrees_of_freedom() -> None:
-    # 3 seeds: t(2, 0.975) = 4.303; 10 seeds: t(9, 0.975) = 2.262; both times s sqrt(2).
-    assert verdicts.reseed_halfwidth(0.01, 2) == pytest.approx(4.3027 * 0.01 * np.sqrt(2), rel=1e-4)
-    assert verdicts.reseed_halfwidth(0.01, 9) == pytest.approx(2.2622 * 0.01 * np.sqrt(2), rel=1e-4)
-    assert verdicts.reseed_p_value(4.3027 * 0.01 * np.sqrt(2), 0.01, 2) == pytest.approx(0.05, abs=1e-4)
-    assert verdicts.reseed_p_value([0.0, 0.01], 0.0, 4).tolist() == [1.0, 0.0]  # a deterministic variant: any change is real
+def brute_force_p(head: list[float], band: list[float]) -> float:
+    """Every split of the runs into |head| and |band|, the head's mid-rank sum against the observed one."""
+    values = np.array(head + band)
+    ranks = np.array([np.mean(np.flatnonzero(np.sort(values) == value)) + 1 for value in values])
+    center, observed = len(head) * (len(values) + 1) / 2, ranks[: len(head)].sum()
+    sums = [ranks[list(chosen)].sum() for chosen in itertools.combinations(range(len(values)), len(head))]
+    return float(np.mean([abs(total - center) >= abs(observed - center) - 1e-9 for total in sums]))
 
 
-def row(difference_examples: int, band: SeedBand | None, *, identical: bool = False, not_rerun: str | None = None,
-        environment: dict | None = None, n: int = 2_000) -> verdicts.Row:
-    """A variant whose head gets `difference_examples` more test examples right than its base."""
+@pytest.mark.parametrize("seed", range(6))
+def test_rank_p_value_is_the_exact_permutation_p_ties_included(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    head = rng.choice([0.60, 0.62, 0.65, 0.66, 0.70], size=1 + seed % 4).tolist()  # few values: many ties
+    band = rng.choice([0.60, 0.62, 0.65, 0.66, 0.70], size=7 + seed % 3).tolist()
+    assert verdicts.rank_sum_p_value(head, band) == pytest.approx(brute_force_p(head, band))
+
+
+def test_what_n_head_seeds_can_show_against_a_band() -> None:
+    band = [0.60 + 0.01 * seed for seed in range(10)]
+    assert verdicts.rank_sum_p_value([0.50], band) == pytest.approx(2 / 11)  # below all ten: still 18 %
+    assert verdicts.rank_sum_p_value([0.50, 0.51], band) == pytest.approx(2 / 66)
+    assert verdicts.smallest_p(1, 10) == pytest.approx(2 / 11) and verdicts.smallest_p(3, 10) == pytest.approx(2 / 286)
+    assert [verdicts.seeds_needed(10), verdicts.seeds_needed(10, tests=4), verdicts.seeds_needed(30)] == [2, 3, 2]
+    assert verdicts.seeds_needed(39) == 1  # 2 / 40: one run beyond a band of 39 is a 5 % event
+
+
+def runs(*accuracies: float) -> Runs:
+    return Runs(tuple(f"seed{index}" for index in range(len(accuracies))), accuracies)
+
+
+BAND = runs(*(0.60 + 0.01 * seed for seed in range(10)))  # 60 .. 69 %
+
+
+def row(difference_examples: int, band: Runs | None, *, identical: bool = False, not_rerun: str | None = None,
+        environment: dict | None = None, n: int = 2_000, head_runs: Runs | None = None) -> verdicts.Row:
+    """A variant whose head gets `difference_examples` more test examples right than its base; its seed runs
+    `head_runs` (default: its own run only)."""
     actual = np.array(["pos", "neg"] * (n // 2))
     base_predicted = actual.copy()
     base_predicted[:400] = np.where(actual[:400] == "pos", "neg", "pos")  # the base misses the first 400
@@ -161,19 +193,26 @@ def row(difference_examples: int, band: SeedBand | None, *, identical: bool = Fa
     stamp = {"torch": "2.13.0", "device": "cpu"}
     base_metrics = {"accuracy": float(base.correct.mean()), "environment": stamp}
     head_metrics = {"accuracy": float(head.correct.mean()), "environment": environment or stamp}
-    return verdicts.gather("v", base_metrics, head_metrics, base, head, band, not_rerun)
+    row = verdicts.gather("v", base_metrics, head_metrics, base, head, band, not_rerun)
+    return replace(row, head_runs=head_runs) if head_runs else row
 
 
-@pytest.mark.parametrize(("changed_examples", "band", "expected"), [
-    (200, SeedBand(0.01, 10), verdicts.CHANGED),          # +10 points, s = 1 point, 10 seeds
-    (200, SeedBand(0.03, 3), verdicts.WITHIN_SEED_NOISE),       # +10 points, s = 3 points, 3 seeds: t(2) * 4.2 = 18
-    (-200, SeedBand(0.01, 10), verdicts.CHANGED),
-    (0, SeedBand(0.01, 10), verdicts.WITHIN_SEED_NOISE),  # different predictions, same accuracy
-    (100, None, verdicts.CHANGED_WITHOUT_BAND),
-    (4, None, verdicts.WITHIN_TEST_SAMPLING),
+@pytest.mark.parametrize(("head_runs", "expected"), [
+    (runs(0.90), verdicts.CANNOT_TELL),                    # one run far above: 2 / 11 at best
+    (runs(0.90, 0.91), verdicts.CHANGED),                  # two runs above all ten: 2 / 66
+    (runs(0.50, 0.52, 0.55), verdicts.CHANGED),
+    (runs(0.90, 0.61), verdicts.WITHIN_SEED_NOISE),        # enough seeds, and they disagree
+    (runs(0.645, 0.655, 0.665), verdicts.WITHIN_SEED_NOISE),
 ])
-def test_verdict_of_one_variant(changed_examples: int, band: SeedBand | None, expected: str) -> None:
-    judged, = verdicts.judge([row(changed_examples, band)])
+def test_verdict_of_one_variant_with_a_band(head_runs: Runs, expected: str) -> None:
+    judged, = verdicts.judge([row(200, BAND, head_runs=head_runs)])
+    assert judged.verdict == expected
+    assert judged.seeds_needed == (2 if expected == verdicts.CANNOT_TELL else None)
+
+
+@pytest.mark.parametrize(("changed_examples", "expected"), [(100, verdicts.CHANGED_WITHOUT_BAND), (4, verdicts.WITHIN_TEST_SAMPLING)])
+def test_verdict_without_a_band_is_mcnemars(changed_examples: int, expected: str) -> None:
+    judged, = verdicts.judge([row(changed_examples, None)])
     assert judged.verdict == expected
 
 
@@ -186,26 +225,28 @@ def test_not_rerun_comes_first_and_no_change_needs_identical_predictions() -> No
 def test_another_environment_is_judged_by_seed_noise_only() -> None:
     other = {"torch": "2.14.0", "device": "cpu"}
     assert verdicts.judge([row(100, None, environment=other)])[0].verdict == verdicts.NOT_JUDGED
-    assert verdicts.judge([row(200, SeedBand(0.01, 10), environment=other)])[0].verdict == verdicts.CHANGED
+    assert verdicts.judge([row(200, BAND, environment=other, head_runs=runs(0.9, 0.91))])[0].verdict == verdicts.CHANGED
     assert verdicts.environment_difference({"environment": {"a": 1, "b": 2}}, {"environment": {"a": 1, "b": 3, "c": 0}}) == "b, c"
     assert verdicts.environment_difference({}, {"environment": {"a": 1}}) == "not recorded at the base"
 
 
 def test_one_review_is_one_family() -> None:
-    """Alone, a 2.4-sigma-ish change is flagged; beside three other changed variants, Holm asks for more."""
-    band = SeedBand(0.01, 10)
-    alone, = verdicts.judge([row(66, band)])
-    assert alone.verdict == verdicts.CHANGED and alone.adjusted_p == pytest.approx(alone.p_value)
-    family = verdicts.judge([row(66, band), row(1, band), row(2, band), row(3, band)])
-    assert family[0].verdict == verdicts.WITHIN_SEED_NOISE and family[0].adjusted_p == pytest.approx(4 * family[0].p_value)
+    """Two seeds above the band are enough alone (2 / 66); beside three other judged variants Holm's first step
+    needs p <= 0.0125, which two seeds cannot reach: the review asks for three."""
+    alone, = verdicts.judge([row(200, BAND, head_runs=runs(0.9, 0.91))])
+    assert alone.verdict == verdicts.CHANGED and alone.adjusted_p == pytest.approx(2 / 66)
+    family = verdicts.judge([row(200, BAND, head_runs=runs(0.9, 0.91)), *(row(k, BAND, head_runs=runs(0.9, 0.91)) for k in (1, 2, 3))])
+    assert {judged.verdict for judged in family} == {verdicts.CANNOT_TELL} and family[0].seeds_needed == 3
+    three = verdicts.judge([row(200, BAND, head_runs=runs(0.9, 0.91, 0.92)), *(row(k, BAND, head_runs=runs(0.645, 0.655, 0.665)) for k in (1, 2, 3))])
+    assert [judged.verdict for judged in three] == [verdicts.CHANGED] + [verdicts.WITHIN_SEED_NOISE] * 3
 
 
-def test_a_band_is_read_from_its_accuracies() -> None:
-    band = verdicts.seed_band({"seeds": [0, 1, 2], "accuracies": [0.64, 0.66, 0.68], "std": 99.0}, "relu", "bands")
-    assert band == SeedBand(pytest.approx(0.02), 3) and band.runs == 3
-    assert verdicts.seed_band(None, "relu", "bands") is None
-    with pytest.raises(verdicts.UserError, match=r"bands: the band of relu needs the `accuracies` of two or more seeds"):
-        verdicts.seed_band({"std": 0.01, "accuracies": [0.6]}, "relu", "bands")
+def test_a_band_is_read_from_its_runs_less_the_heads_own() -> None:
+    entry = {"seeds": [0, 1, 2], "runs": ["(committed)", "default-seed1", "default-seed2"], "accuracies": [0.64, 0.66, 0.68]}
+    assert verdicts.seed_band(entry, "relu", "bands") == Runs(("(committed)", "default-seed1", "default-seed2"), (0.64, 0.66, 0.68))
+    assert verdicts.seed_band(entry, "relu", "bands", head_name="default-seed1").names == ("(committed)", "default-seed2")
+    with pytest.raises(verdicts.UserError, match=r"bands: the band of relu needs the `runs` and `accuracies` of two or more seeds"):
+        verdicts.seed_band({"runs": ["a"], "accuracies": [0.6]}, "relu", "bands")
 
 
 def test_metrics_equal_to_the_tolerance_are_no_change() -> None:
@@ -213,3 +254,20 @@ def test_metrics_equal_to_the_tolerance_are_no_change() -> None:
     base = {"accuracy": 0.8652, "loss": 0.34906327813786875, "roc_auc": 0.9397319168}
     assert verdicts.same_metrics(base, {**base, "loss": 0.3490632781378724})
     assert not verdicts.same_metrics(base, {**base, "loss": 0.3480632781378724})
+
+
+def test_the_heads_seed_runs_are_the_experiments_with_its_inputs_and_other_seeds(tmp_path: Path) -> None:
+    """A sweep of readout=max over seeds 0-2: reviewing one of them finds the other two, not the baseline, not a
+    run that also changed lr, and not a run named in the base's band."""
+    git(tmp_path, "init", "-q")
+    baseline = commit(tmp_path, PARAMS, {"relu": 0.70, "tanh": 0.60}, "baseline")
+    made = {name: experiment(tmp_path, baseline, name, with_changes(model={"readout": "max"}, train={"seed": seed, **extra}),
+                             {"relu": accuracy})
+            for name, seed, accuracy, extra in [("max-s0", 0, 0.80, {}), ("max-s1", 1, 0.81, {}), ("max-s2", 2, 0.82, {}),
+                                                ("max-lr", 1, 0.5, {"lr": 0.1}), ("max-s3", 3, 0.83, {})]}
+    head = Revision(tmp_path, "max-s0", made["max-s0"])
+    assert seed_runs(head, "relu", 0.80, exclude={"max-s3"}) == [("max-s0", 0.80), ("max-s1", 0.81), ("max-s2", 0.82)]
+    assert config_key(head, "relu") != config_key(Revision(tmp_path, "HEAD", baseline), "relu")
+    assert config_key(head, "tanh") == config_key(Revision(tmp_path, "HEAD", baseline), "tanh")  # not retrained
+    (tmp_path / "data" / "params" / "variants" / "tanh.json").write_text(json.dumps({"model": {"readout": "max"}, "train": {"seed": 0}}))
+    assert config_key(Revision(tmp_path, "workspace", None), "tanh") is None  # params changed, stage not rerun

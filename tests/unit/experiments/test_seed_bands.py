@@ -43,7 +43,7 @@ def test_bands_from_the_commit_and_its_seed_experiments(repo: tuple[Path, str]) 
 
 def test_a_commit_without_seed_runs_names_the_command(repo: tuple[Path, str]) -> None:
     path, _ = repo
-    with pytest.raises(UserError, match=r"only seed\(s\) 0 found for commit \w{7}.*`python -m tools.seed_bands --run`"):
+    with pytest.raises(UserError, match=r"no variant has two or more seeds for commit \w{7}.*`python -m tools.seed_bands --run`"):
         seed_bands.collect_bands(path)
 
 
@@ -76,7 +76,7 @@ def test_run_queues_the_missing_seeds_waits_and_records(repo: tuple[Path, str], 
     assert calls.count(["queue", "status"]) == 4 and ["queue", "start", "-j", "1"] in calls
     written = json.loads(out.read_text())
     assert written["variants"]["tanh"]["std"] == pytest.approx(0.02) and written["commit"] == baseline
-    assert written["variants"]["tanh"]["df"] == 2  # 3 seeds: the review's t-interval has 2 degrees of freedom
+    assert written["variants"]["tanh"]["key"]  # the inputs the runs share: the review matches it to the base's
 
 
 def test_ten_seeds_queue_only_what_is_missing(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,7 +104,7 @@ def test_ten_seeds_queue_only_what_is_missing(repo: tuple[Path, str], monkeypatc
     assert queued == [f"default-seed{seed}" for seed in range(3, 10)]  # 0 committed, 1 finished, 2 still running
     written = json.loads(out.read_text())
     assert written["seeds"] == list(range(10))
-    assert written["variants"]["relu"]["df"] == 9 and len(written["variants"]["relu"]["accuracies"]) == 10
+    assert len(written["variants"]["relu"]["accuracies"]) == 10
 
 
 def test_a_failed_experiment_is_named(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,3 +152,20 @@ def test_run_after_a_docs_only_commit_queues_only_the_seeds_no_commit_with_its_r
     seed_bands_tool.main(["--run", "--seeds", "0", "1", "2", "--repo", str(path), "--out", str(out)])
     assert [args[4] for args in calls if args[:3] == ["exp", "run", "--queue"]] == ["default-seed2"]
     assert json.loads(out.read_text())["variants"]["relu"]["runs"] == ["(committed)", "default-seed1", "default-seed2"]
+
+
+def test_a_band_grows_with_finished_runs_of_any_seed_and_keeps_what_it_recorded(repo: tuple[Path, str]) -> None:
+    """Seeds 0-1 recorded, their experiments since gone (another clone ran them); seeds 10 and 11 ran later with
+    `evaluate@relu` only (tanh keeps the baseline's seed-0 results, which are not a seed-10 run)."""
+    path, baseline = repo
+    out = path.parent / "bands.json"  # outside the repository: the fixture's commits add every file there
+    experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
+    seed_bands_tool.main(["--repo", str(path), "--out", str(out)])
+    git(path, "update-ref", "-d", f"refs/exps/{baseline[:2]}/{baseline[2:]}/default-seed1")
+    for seed, accuracy in ((10, 0.61), (11, 0.69)):
+        experiment(path, baseline, f"relu-seed{seed}", with_changes(train={"seed": seed}), {"relu": accuracy})
+    seed_bands_tool.main(["--repo", str(path), "--out", str(out)])
+    relu, tanh = (json.loads(out.read_text())["variants"][variant] for variant in ("relu", "tanh"))
+    assert relu["runs"] == ["(committed)", "default-seed1", "relu-seed10", "relu-seed11"]
+    assert relu["accuracies"] == [0.70, 0.66, 0.61, 0.69] and relu["seeds"] == [0, 1, 10, 11]
+    assert tanh["runs"] == ["(committed)", "default-seed1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -25,6 +26,24 @@ def commit(repo: Path, params: dict, metrics: dict[str, float], message: str, de
     """A commit of the pipeline's results: declared metrics plus details, or (details=False) the layout of
     revisions made before the split, every key in the metrics file."""
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    # What the review's config key reads: dvc.yaml's vars, each variant's resolved params and its stages' inputs.
+    layout = {"params": "data/params", "metrics": "metrics", "details": "metrics/details", "predictions": "plots/predictions",
+              "live": "plots/history"}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": [layout], "stages": {"code": {"cmd": "true"}, "params": {"cmd": "true"}}}))
+    (repo / "data" / "params" / "variants").mkdir(parents=True, exist_ok=True)
+    for variant in metrics:
+        resolved = {**params, "model": {**params["model"], **(params["variants"].get(variant) or {}).get("model", {})}}
+        resolved.pop("variants")
+        (repo / "data" / "params" / "variants" / f"{variant}.json").write_text(json.dumps(resolved))
+    lock = {f"train@{variant}": {"deps": [{"path": "data/code/train.json", "md5": "c0de"}, {
+        "path": f"data/params/variants/{variant}.json",
+        "md5": hashlib.md5((repo / "data" / "params" / "variants" / f"{variant}.json").read_bytes()).hexdigest()}],
+        "outs": [{"path": f"models/{variant}.pt", "md5": f"{params['train']['seed']}{accuracy}"}]} for variant, accuracy in metrics.items()}
+    lock |= {f"evaluate@{variant}": {"deps": [{"path": f"models/{variant}.pt", "md5": f"{params['train']['seed']}{accuracy}"}]}
+             for variant, accuracy in metrics.items()}
+    if (repo / "dvc.lock").is_file():  # the variants this run did not retrain keep their entries
+        lock = {**yaml.safe_load((repo / "dvc.lock").read_text())["stages"], **lock}
+    (repo / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": lock}))
     (repo / "metrics" / "details").mkdir(parents=True, exist_ok=True)
     for variant, accuracy in metrics.items():
         payload = {"variant": variant, "accuracy": accuracy, "seed": params["train"]["seed"], "f1": accuracy}
