@@ -17,6 +17,7 @@ from rnnlab.config.params import load_params
 from rnnlab.runtime import environment
 
 SECTIONS = ("text", "train", "readout", "activation", "fused", "denormal", "repro", "review", "dvc", "sweep")
+OPT_IN = ("gpu",)  # run only when named: `--only gpu` on a GPU machine
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -37,7 +38,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--reviews", type=Path, default=Path("data/reviews.jsonl"), help="canonical reviews file")
     parser.add_argument("--skip-dvc", action="store_true", help="leave out the DVC measurements (dvc, sweep)")
     parser.add_argument(
-        "--only", default=",".join(SECTIONS), help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all)"
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of: {', '.join(SECTIONS + OPT_IN)} (default: all but gpu)",
     )
     parser.add_argument("--profile", action="store_true", help="also print the profiler tables: fused RNN vs RNNCell loop")
     return parser.parse_args()
@@ -56,21 +59,7 @@ def main() -> None:
 
     torch.manual_seed(0)
 
-    from bench.denormal import bench_denormal
-    from bench.dvc_bench import bench_dvc
     from bench.models import default_sizes
-    from bench.reproducibility import bench_reproducibility
-    from bench.review_speed import bench_review
-    from bench.steps import (
-        bench_activations,
-        bench_fused_vs_loop,
-        bench_pipeline_vs_bare,
-        bench_readouts,
-        bench_tokens_per_second,
-        profile_fused_vs_loop,
-    )
-    from bench.sweep_speed import bench_sweep
-    from bench.text import bench_text
     from bench.timing import Table
 
     sizes = default_sizes(arguments.quick)
@@ -83,8 +72,24 @@ def main() -> None:
     print(f"sizes: {sizes.describe()}; each ratio compares runs interleaved in this process, best of {repeats}", flush=True)
     table = Table()
     chosen = set(arguments.only.split(",")) - ({"dvc", "sweep"} if arguments.skip_dvc else set())
+    # Each section imports what it measures: the GPU check runs where DVC, Ray and the S3 server are not installed.
+    if "gpu" in chosen:
+        from bench.gpu import bench_gpu
+
+        bench_gpu(sizes, steps, repeats, table)
     if "text" in chosen:
+        from bench.text import bench_text
+
         bench_text(arguments.reviews, repeats, table, with_processes=not arguments.quick)
+    if chosen & {"train", "readout", "activation", "fused"} or arguments.profile:
+        from bench.steps import (
+            bench_activations,
+            bench_fused_vs_loop,
+            bench_pipeline_vs_bare,
+            bench_readouts,
+            bench_tokens_per_second,
+            profile_fused_vs_loop,
+        )
     if "train" in chosen:
         train_step_seconds = bench_pipeline_vs_bare(sizes, steps, repeats, table)
         bench_tokens_per_second(sizes, train_step_seconds, steps, repeats, table)
@@ -95,10 +100,14 @@ def main() -> None:
     if "fused" in chosen:
         bench_fused_vs_loop(sizes, repeats, table)
     if "denormal" in chosen:
+        from bench.denormal import bench_denormal
+
         bench_denormal(
             arguments.quick, arguments.denormal_threads, steps, table, cells=("rnn",) if arguments.quick else ("rnn", "lstm")
         )
     if "repro" in chosen:
+        from bench.reproducibility import bench_reproducibility
+
         bench_reproducibility(
             arguments.quick,
             steps=2 if arguments.quick else 6,
@@ -106,10 +115,16 @@ def main() -> None:
             cells=("rnn",) if arguments.quick else ("rnn", "lstm", "gru"),
         )
     if "review" in chosen:
+        from bench.review_speed import bench_review
+
         bench_review(arguments.quick, table)
     if "dvc" in chosen:
+        from bench.dvc_bench import bench_dvc
+
         bench_dvc(arguments.quick, table)
     if "sweep" in chosen:
+        from bench.sweep_speed import bench_sweep
+
         bench_sweep(arguments.quick, table)
     print()
     print(table.render())
