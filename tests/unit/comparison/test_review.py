@@ -150,6 +150,19 @@ def test_report_with_a_seed_band_and_a_changed_environment(repo: Path) -> None:
     assert f"Training curves of the changes within noise (`tanh`) are not drawn: `dvc plots diff {head_commit}` draws every variant's." in markdown
 
 
+@pytest.mark.parametrize("key", ["another model's inputs", None])
+def test_a_band_of_other_inputs_or_an_older_band_elsewhere_is_not_used(repo: Path, key: str | None) -> None:
+    """A band measured on another config cannot judge this one: it is used only with the base's key, and one
+    without a key (an older file) only at its own commit."""
+    write_variant(repo, "relu", ACTUAL, ACTUAL)
+    write_lock(repo, ["relu", "tanh"])
+    entry = {"seeds": [0, 1, 2], "runs": ["(committed)", "s1", "s2"], "accuracies": [0.86, 0.87, 0.88], **({"key": key} if key else {})}
+    (repo / "reports").mkdir(exist_ok=True)
+    (repo / "reports" / "seed_bands.json").write_text(json.dumps({"commit": "f" * 40, "variants": {"relu": entry}}))
+    relu = table_rows(review(repo, "main"))["relu"]
+    assert "| – (no seed band) |" in relu and relu.endswith("(no seed band)** |"), relu
+
+
 def test_the_environment_is_read_from_the_details_file(repo: Path) -> None:
     """metrics/<variant>.json holds what is compared; the stamp and the rest are in metrics/details/<variant>.json."""
     (repo / "metrics" / "details").mkdir()
