@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.archive import make_archive
 from bench.dvc_repo import PROJECT_ROOT, DvcRepo, export_commit, make_pipeline_repo, stages_run
 from bench.timing import Row, Table, seconds, time_interleaved, time_once, verdict
 from rnnlab.config.params import read_params_file
-from rnnlab.testing.archive import make_archive
 
 NOOP_TARGET_SECONDS = 1.5
 # The pipeline before the library moved out of stages/ (issue 22): its no-op `dvc repro` is the

@@ -6,7 +6,7 @@
 - 4 tiny experiments on two 1-CPU worker nodes against one (issue 30's target: <= 0.6x the time),
   alternated, each side's best of `repeats`.
 
-The nodes run in a network namespace with only loopback (rnnlab/testing/cluster.py), as in the tests.
+The nodes run in a network namespace with only loopback (bench/cluster.py), as in the tests.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.archive import make_archive
+from bench.cluster import S3_ENDPOINT, Sandbox
 from bench.dvc_repo import PROJECT_ROOT, DvcRepo, make_pipeline_repo, share
 from bench.timing import Row, Table, verdict
-from rnnlab.testing.archive import make_archive
-from rnnlab.testing.cluster import S3_ENDPOINT, Sandbox
 
 TARGET_RATIO = 0.6
 TARGET = "evaluate@relu"

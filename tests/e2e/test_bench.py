@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rnnlab.testing.archive import make_archive
+from bench.archive import make_archive
 from rnnlab.text.archive import read_reviews, write_reviews
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ a forced rerun for determinism, an experiment that changes the cell, then metric
 Each step is a module fixture that depends on the previous one, so the order holds whichever
 test is selected.
 
-The data is a synthetic archive in the official layout (rnnlab/testing/archive.py), read through
+The data is a synthetic archive in the official layout (bench/archive.py), read through
 IMDB_ARCHIVE; the model is tiny and trains for one epoch.
 """
 
@@ -26,7 +26,7 @@ import yaml
 
 from bench.dvc_repo import copy_pipeline
 from rnnlab.config.params import load_params
-from rnnlab.testing.archive import make_archive
+from bench.archive import make_archive
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.dvc_repo import make_pipeline_repo, stages_run
-from rnnlab.testing.archive import make_archive
+from bench.archive import make_archive
 
 ONE_VARIANT = {"relu": {"model": {"activation": "relu"}}}
 ONE_ORDER_VARIANT = {"order_rnn": {"model": {"cell": "rnn"}}}

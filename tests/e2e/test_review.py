@@ -26,7 +26,7 @@ import yaml
 from bench.dvc_repo import copy_pipeline
 from rnnlab.comparison import verdicts
 from rnnlab.comparison.render import MARKER
-from rnnlab.testing.archive import make_archive
+from bench.archive import make_archive
 from tests.e2e.test_pipeline import PipelineRepo, patch_params
 from tests.pipeline.test_review_workflow import WORKFLOW, run_step
 

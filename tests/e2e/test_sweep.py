@@ -2,7 +2,7 @@
 
 The cluster is a head and two worker nodes, separate process trees each with its own working folder,
 the DVC remote a SeaweedFS S3 server, all in a network namespace that has only loopback
-(rnnlab/testing/cluster.py). The project is this checkout's pipeline with tiny params; its results are
+(bench/cluster.py). The project is this checkout's pipeline with tiny params; its results are
 committed and pushed before the sweeps, as a user would. The nodes have no IMDB archive: a node that
 downloaded or preprocessed again would fail.
 """
@@ -25,8 +25,8 @@ import yaml
 
 from bench.dvc_repo import DvcRepo, make_pipeline_repo, share
 from rnnlab.core.git import experiment_refs
-from rnnlab.testing.archive import make_archive
-from rnnlab.testing.cluster import S3_ENDPOINT, Sandbox, running_commands, workers
+from bench.archive import make_archive
+from bench.cluster import S3_ENDPOINT, Sandbox, running_commands, workers
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespaces are Linux's")  # e2e: tests/conftest.py
 

@@ -73,7 +73,7 @@ def test_an_edit_changes_exactly_the_fingerprints_of_the_stages_that_run_the_fil
     before = prints()
     with (tmp_path / "rnnlab/evaluation/metrics.py").open("a") as handle:
         handle.write("\n# an edit\n")
-    with (tmp_path / "rnnlab/testing/archive.py").open("a") as handle:  # no stage runs it
+    with (tmp_path / "rnnlab/comparison/render.py").open("a") as handle:  # no stage runs it
         handle.write("\n# an edit\n")
     after = prints()
     assert {name for name in before if before[name] != after[name]} == {"evaluate", "baseline"}

@@ -1,6 +1,6 @@
 """Issue 6, data source: damaged, odd or hostile archives and a bad IMDB_ARCHIVE fail clearly or are ignored.
 
-Each test builds its archive on purpose (rnnlab/testing/archive.py plus hand-made tar members) and runs the
+Each test builds its archive on purpose (bench/archive.py plus hand-made tar members) and runs the
 real code: `read_reviews` for what is kept, the download CLI for exit code and message.
 """
 
@@ -18,7 +18,7 @@ import pytest
 
 from rnnlab.config.params import DataConfig
 from rnnlab.core.memory import size_text
-from rnnlab.testing.archive import add_file, make_archive, make_bomb
+from bench.archive import add_file, make_archive, make_bomb
 from rnnlab.text import archive as imdb_archive
 from rnnlab.text.archive import read_reviews, write_reviews
 from rnnlab.text.encode import TokenIds, encode_split

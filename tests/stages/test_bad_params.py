@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from rnnlab.testing.archive import make_archive
+from bench.archive import make_archive
 from tests.support.stage_runner import (
     REPO,
     assert_user_error,

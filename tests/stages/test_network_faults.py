@@ -18,7 +18,7 @@ import pytest
 
 from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
-from rnnlab.testing.archive import make_archive
+from bench.archive import make_archive
 from rnnlab.text.fetch import cache_dir, download
 from tests.support.stage_runner import (
     assert_user_error,

@@ -103,7 +103,7 @@ def test_a_folder_made_read_only_mid_train_keeps_the_previous_outputs(trained: P
 
 def test_download_into_a_read_only_folder_reads_no_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str], read_only: ReadOnly) -> None:  # noqa: F811
-    from rnnlab.testing.archive import make_archive
+    from bench.archive import make_archive
 
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, tiny_params())

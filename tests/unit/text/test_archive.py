@@ -9,7 +9,7 @@ import pytest
 
 from rnnlab.config.params import DownloadConfig
 from rnnlab.core.errors import UserError
-from rnnlab.testing.archive import make_archive
+from bench.archive import make_archive
 from rnnlab.text.archive import read_reviews, write_reviews
 from rnnlab.text.fetch import ARCHIVE_ENV, resolve_archive
 
