@@ -16,6 +16,7 @@ from rnnlab.comparison.paired import METRICS, MetricChange
 from rnnlab.comparison.revision import Freshness, Revision, read_predictions, variant_json
 from rnnlab.comparison.verdicts import ALPHA, Row, gather
 from rnnlab.core.errors import UserError
+from rnnlab.experiments.seed_bands import config_key, seed_runs
 
 COMMITTED = "(committed)"  # how reports/seed_bands.json names its commit's own run
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflows find their earlier comment by this line
@@ -214,7 +215,7 @@ def not_rerun_reason(variant: str, sides: list[tuple[str, Revision, Freshness]])
 def base_band(variant: str, base: Revision, head: Revision, band_files: list[tuple[dict[str, Any], str]]) -> verdicts.Runs | None:
     """The variant's seed band made with the base's inputs (its config key), from the base's or the head's
     reports/seed_bands.json; a band without a key (an older file) counts only at its own commit."""
-    key = revisions.config_key(base, variant)
+    key = config_key(base, variant)
     for bands, where in band_files:
         entry = bands["variants"].get(variant)
         if (
@@ -242,7 +243,7 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
         reason = not_rerun_reason(variant, sides)
         row = gather(variant, old[variant], new[variant], base_predictions, head_predictions, band, reason)
         if band and not row.identical and reason is None:  # a judged variant: its other seeds' experiments join its run
-            runs = revisions.seed_runs(head, variant, row.head_runs.accuracies[0], set(band.names))
+            runs = seed_runs(head, variant, row.head_runs.accuracies[0], set(band.names))
             row = replace(row, head_runs=verdicts.Runs(tuple(name for name, _ in runs), tuple(value for _, value in runs)))
         gathered.append(row)
     rows = sorted(verdicts.judge(gathered), key=lambda row: (row.head.get("study", "imdb") != "imdb", row.variant))

@@ -34,11 +34,8 @@ CHANGED_WITHOUT_BAND = "changed beyond test-sampling noise (no seed band)"
 NOT_JUDGED = "not judged (environment differs, no seed band)"
 ORDER = (CHANGED, CHANGED_WITHOUT_BAND, NOT_RERUN, NOT_JUDGED, CANNOT_TELL, WITHIN_SEED_NOISE, WITHIN_TEST_SAMPLING, NO_CHANGE)
 MOVED = (CHANGED, CHANGED_WITHOUT_BAND)
-CURVE_VERDICTS = (
-    *MOVED,
-    NOT_JUDGED,
-    CANNOT_TELL,
-)  # whose curves are drawn: a change within noise has curves that differ by noise
+# Whose curves are drawn: a change within noise has curves that differ by noise.
+CURVE_VERDICTS = (*MOVED, NOT_JUDGED, CANNOT_TELL)
 QUALITY_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "loss")
 METRICS_TOLERANCE = 1e-4  # the report shows 4 decimals; summation order moves a loss's last digits, not these
 ALPHA = 0.05  # family-wise: the chance that a review of pure reseeds says "changed" for any variant
@@ -103,25 +100,21 @@ class Runs:
 
     def describe(self) -> str:
         points = sorted(100 * value for value in self.accuracies)
-        spread = (
-            f"{points[0]:.2f}"
-            if len(points) == 1
-            else f"{points[0]:.2f}–{points[-1]:.2f}, median {statistics.median(points):.2f}"
-        )
-        return f"{spread} ({len(points)} run{'s' if len(points) > 1 else ''})"
+        if len(points) == 1:
+            return f"{points[0]:.2f} (1 run)"
+        return f"{points[0]:.2f}–{points[-1]:.2f}, median {statistics.median(points):.2f} ({len(points)} runs)"
 
 
 def seed_band(entry: dict[str, Any], variant: str, where: str, head_name: str | None = None) -> Runs:
     """A band from its reports/seed_bands.json entry, less the head's own run when the band holds it (reviewing
     one of the band's experiments against the commit)."""
-    names, accuracies = entry.get("runs"), entry.get("accuracies")
-    if not isinstance(names, list) or not isinstance(accuracies, list) or len(names) != len(accuracies) or len(names) < 2:
-        message = "needs the `runs` and `accuracies` of two or more seeds; refresh it with `python -m tools.seed_bands`."
-        raise UserError(f"{where}: the band of {variant} {message}")
-    if any(type(value) not in (int, float) for value in accuracies):
-        raise UserError(
-            f"{where}: the band of {variant} has an accuracy that is not a number; refresh it with `python -m tools.seed_bands`."
+    names, accuracies = entry.get("runs") or [], entry.get("accuracies") or []
+    numbers = isinstance(accuracies, list) and all(type(value) in (int, float) for value in accuracies)
+    if not numbers or not isinstance(names, list) or len(names) != len(accuracies) or len(names) < 2:
+        message = (
+            "needs the `runs` and `accuracies` (numbers) of two or more seeds; refresh it with `python -m tools.seed_bands`."
         )
+        raise UserError(f"{where}: the band of {variant} {message}")
     kept = [(str(name), float(value)) for name, value in zip(names, accuracies, strict=True) if name != head_name]
     return Runs(tuple(name for name, _ in kept), tuple(value for _, value in kept))
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rnnlab.comparison.revision import Revision, config_key
+from rnnlab.comparison.revision import Revision, load_yaml, md5
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import PIPELINE_FILE, workspace_paths, write_json
 from rnnlab.core.git import experiment_refs, git
@@ -157,3 +157,47 @@ def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = 
         f"{v} {len(b['runs'])} runs, {100 * b['mean']:.2f} ± {100 * b['std']:.2f} %" for v, b in bands["variants"].items()
     )
     print(f"seed_bands: {bands['commit'][:7]}: {summary} -> {out}")
+
+
+def variant_params(revision: Revision, variant: str, paths: dict[str, str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(its params file, its resolved params, its details), with `paths` the revision's layout."""
+    params_file = f"{paths.get('params', 'data/params')}/variants/{variant}.json"
+    details = revision.read_json(f"{paths['details']}/{variant}.json") if "details" in paths else None
+    return params_file, revision.read_json(params_file) or {}, details or {}
+
+
+def config_key(revision: Revision, variant: str, paths: dict[str, str] | None = None) -> str | None:
+    """What fixes a variant's result but its seed: the md5 of each input of the variant's stages in dvc.lock, its
+    resolved params less train.seed, and the math it ran with. None when its results are not that run's: a run
+    of other variants' stages leaves this one's lock entry (and results) from params it no longer has."""
+    params_file, params, details = variant_params(revision, variant, paths or revision.paths)
+    if (params.get("train") or {}).pop("seed", None) != details.get("seed"):
+        return None
+    lock = load_yaml(revision.read_text("dvc.lock") or "{}", f"dvc.lock at {revision.title}") or {}
+    stages = {name: stage for name, stage in (lock.get("stages") or {}).items() if name.endswith(f"@{variant}")}
+    made = {out["path"] for stage in stages.values() for out in stage.get("outs") or []}  # the model: it differs per seed
+    deps = [(name, dep) for name, stage in stages.items() for dep in stage.get("deps") or [] if dep["path"] not in made]
+    if any(dep["path"] == params_file and dep.get("md5") != md5(revision.read_bytes(params_file)) for _, dep in deps):
+        return None
+    inputs = {f"{name}:{dep['path']}": dep.get("md5") for name, dep in deps if dep["path"] != params_file}
+    return json.dumps([inputs, params, (details.get("environment") or {}).get("math")], sort_keys=True)
+
+
+def seed_runs(head: Revision, variant: str, accuracy: float, exclude: set[str]) -> list[tuple[str, float]]:
+    """The head's run of `variant` (its `accuracy`), then the experiments here that ran it with the same inputs
+    and other seeds (a sweep's, or the queue's), one per seed; runs named in `exclude` (the base's band) are
+    left out."""
+    _, params, details = variant_params(head, variant, head.paths)
+    runs, seeds, key = [(head.label, accuracy)], {details.get("seed")}, None
+    for name, _baseline, commit in sorted(experiment_refs(head.repo)):
+        if commit == head.commit or name in exclude:
+            continue
+        other = Revision(head.repo, name, commit)
+        _, other_params, found = variant_params(other, variant, head.paths)
+        if found.get("seed") in seeds or any(other_params.get(part) != params.get(part) for part in ("model", "data")):
+            continue  # a cheap first look: most experiments change the model or the data
+        key = key or config_key(head, variant)
+        if key is not None and config_key(other, variant, head.paths) == key:
+            runs.append((name, float(found["accuracy"])))
+            seeds.add(found.get("seed"))
+    return runs

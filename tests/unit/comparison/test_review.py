@@ -17,7 +17,8 @@ import yaml
 
 from rnnlab.comparison import verdicts
 from rnnlab.comparison.render import MARKER, build_report
-from rnnlab.comparison.revision import OLDEST, config_key, resolve
+from rnnlab.comparison.revision import OLDEST, resolve
+from rnnlab.experiments.seed_bands import config_key
 from rnnlab.core.cli import run_cli
 from rnnlab.core.errors import UserError
 from tools import review as review_tool

@@ -14,7 +14,8 @@ from sklearn import metrics as skm
 
 from rnnlab.comparison import paired, verdicts
 from rnnlab.comparison.paired import metric_changes
-from rnnlab.comparison.revision import Predictions, Revision, config_key, seed_runs
+from rnnlab.comparison.revision import Predictions, Revision
+from rnnlab.experiments.seed_bands import config_key, seed_runs
 from rnnlab.comparison.verdicts import Runs
 from tests.unit.experiments.test_studies import PARAMS, commit, experiment, git, with_changes
 
@@ -245,7 +246,7 @@ def test_a_band_is_read_from_its_runs_less_the_heads_own() -> None:
     entry = {"seeds": [0, 1, 2], "runs": ["(committed)", "default-seed1", "default-seed2"], "accuracies": [0.64, 0.66, 0.68]}
     assert verdicts.seed_band(entry, "relu", "bands") == Runs(("(committed)", "default-seed1", "default-seed2"), (0.64, 0.66, 0.68))
     assert verdicts.seed_band(entry, "relu", "bands", head_name="default-seed1").names == ("(committed)", "default-seed2")
-    with pytest.raises(verdicts.UserError, match=r"bands: the band of relu needs the `runs` and `accuracies` of two or more seeds"):
+    with pytest.raises(verdicts.UserError, match=r"bands: the band of relu needs the `runs` and `accuracies` \(numbers\) of two or more seeds"):
         verdicts.seed_band({"runs": ["a"], "accuracies": [0.6]}, "relu", "bands")
 
 
