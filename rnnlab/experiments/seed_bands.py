@@ -1,4 +1,5 @@
-"""Seed bands: each variant's test-accuracy mean and std over seeds -> reports/seed_bands.json.
+"""Seed bands: each variant's test accuracies over seeds, with their runs -> reports/seed_bands.json; and which
+runs are seeds of one config (config_key), for the bands and for the review's head runs alike.
 
 `tools.review` reads the file to tell a real change from seed noise. The seeds run as queued experiments of
 the checked-out commit, whose own metrics count as its seed's run. Not a DVC output: it summarises experiments.
@@ -91,7 +92,7 @@ def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str
     its own run, the runs `recorded` in an earlier file of a commit with the same results (their experiments may
     be gone), and every finished experiment here of a commit with its results whose only changed param is
     train.seed, per variant it retrained (a run of `evaluate@relu` counts for relu); one run per seed. `key` is
-    the inputs the runs share (revision.config_key): the review uses a band only for a base with that key."""
+    the inputs the runs share (config_key below): the review uses a band only for a base with that key."""
     head = head_commit(repo)
     counts = same_results(repo)
     found: dict[str, dict[Any, tuple[str, float]]] = {}
