@@ -215,14 +215,11 @@ def not_rerun_reason(variant: str, sides: list[tuple[str, Revision, Freshness]])
 def base_band(variant: str, base: Revision, head: Revision, band_files: list[tuple[dict[str, Any], str]]) -> verdicts.Runs | None:
     """The variant's seed band made with the base's inputs (its config key), from the base's or the head's
     reports/seed_bands.json; a band without a key (an older file) counts only at its own commit."""
-    key = config_key(base, variant)
+    if (key := config_key(base, variant)) is None:
+        return None
     for bands, where in band_files:
         entry = bands["variants"].get(variant)
-        if (
-            key is not None
-            and isinstance(entry, dict)
-            and entry.get("key", key if bands.get("commit") == base.commit else None) == key
-        ):
+        if isinstance(entry, dict) and (entry["key"] == key if "key" in entry else bands.get("commit") == base.commit):
             head_name = COMMITTED if head.commit == bands.get("commit") else head.label
             return verdicts.seed_band(entry, variant, f"reports/seed_bands.json at {where}", head_name)
     return None

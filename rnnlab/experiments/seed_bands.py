@@ -189,16 +189,15 @@ def seed_runs(head: Revision, variant: str, accuracy: float, exclude: set[str]) 
     and other seeds (a sweep's, or the queue's), one per seed; runs named in `exclude` (the base's band) are
     left out."""
     _, params, details = variant_params(head, variant, head.paths)
-    runs, seeds, key = [(head.label, accuracy)], {details.get("seed")}, None
-    for name, _baseline, commit in sorted(experiment_refs(head.repo)):
+    runs, seeds, key = [(head.label, accuracy)], {details.get("seed")}, config_key(head, variant)
+    for name, _baseline, commit in sorted(experiment_refs(head.repo)) if key is not None else []:
         if commit == head.commit or name in exclude:
             continue
         other = Revision(head.repo, name, commit)
         _, other_params, found = variant_params(other, variant, head.paths)
         if found.get("seed") in seeds or any(other_params.get(part) != params.get(part) for part in ("model", "data")):
             continue  # a cheap first look: most experiments change the model or the data
-        key = key or config_key(head, variant)
-        if key is not None and config_key(other, variant, head.paths) == key:
+        if config_key(other, variant, head.paths) == key:
             runs.append((name, float(found["accuracy"])))
             seeds.add(found.get("seed"))
     return runs
