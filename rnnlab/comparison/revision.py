@@ -9,7 +9,6 @@ import functools
 import hashlib
 import io
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -206,7 +205,6 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
     outs = [out["path"] for name in GENERATED for out in stages[name].get("outs") or []]
     deps = [dep["path"] for name in GENERATED for dep in stages[name].get("deps") or []]
     inputs = [dep for dep in deps if not any(under(dep, out) for out in outs)]
-    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     with tempfile.TemporaryDirectory(prefix="rnnlab-review-") as temporary:
         root = Path(temporary)
         if revision.commit is not None:  # the stages' inputs as committed
@@ -226,7 +224,7 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
         for name in GENERATED:
             command = shlex.split(stages[name]["cmd"])
             command[0] = sys.executable if command[0] == "python" else command[0]
-            result = subprocess.run(command, cwd=root, capture_output=True, text=True, env=environment)
+            result = subprocess.run(command, cwd=root, capture_output=True, text=True)
             if result.returncode != 0:
                 message = (result.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
                 fix = "fix it there, or review another revision"
