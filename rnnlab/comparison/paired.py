@@ -11,7 +11,6 @@ second class's for two classes, macro averages otherwise.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,19 +116,16 @@ def roc_auc_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: 
     return auc, np.where(positive, (below - auc) / share, (1.0 - above - auc) / (1.0 - share))
 
 
-def loss_influence(actual: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray, k: int) -> Influence | None:
-    losses = -np.log(np.maximum(probabilities[np.arange(len(actual)), actual], PROBABILITY_FLOOR))
-    return float(losses.mean()), losses - losses.mean()
-
-
-INFLUENCES: dict[str, Callable] = {"f1": f1_influence, "roc_auc": roc_auc_influence, "loss": loss_influence}
-
-
 def influence(name: str, predictions: Predictions) -> Influence | None:
     """The metric and its per-example influence: the positive (second) class's of two, else the classes' mean."""
-    actual, predicted = predictions.codes
-    classes = [1] if len(predictions.classes) == 2 or name == "loss" else range(len(predictions.classes))
-    results = [INFLUENCES[name](actual, predicted, predictions.probabilities, k) for k in classes]
+    classes = np.array(predictions.classes)
+    actual, predicted = ((names[:, None] == classes).argmax(axis=1) for names in (predictions.actual, predictions.predicted))
+    if name == "loss":
+        losses = -np.log(np.maximum(predictions.probabilities[np.arange(len(actual)), actual], PROBABILITY_FLOOR))
+        return float(losses.mean()), losses - losses.mean()
+    of_class = f1_influence if name == "f1" else roc_auc_influence
+    scored = [1] if len(classes) == 2 else range(len(classes))
+    results = [of_class(actual, predicted, predictions.probabilities, k) for k in scored]
     found = [result for result in results if result is not None]
     if len(found) < len(results):
         return None

@@ -4,11 +4,12 @@ predictions; each row carries the test-sampling interval (paired.py), the seed-n
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from rnnlab.comparison import revision as revisions
 from rnnlab.comparison import verdicts
@@ -18,9 +19,7 @@ from rnnlab.comparison.verdicts import ALPHA, Row, gather
 from rnnlab.core.errors import UserError
 from rnnlab.experiments.seed_bands import config_key, seed_runs
 
-COMMITTED = "(committed)"  # how reports/seed_bands.json names its commit's own run
 MARKER = "<!-- rnn-lab-review -->"  # the CI workflows find their earlier comment by this line
-METRIC_TITLES = {"f1": "F1", "roc_auc": "ROC-AUC", "loss": "loss"}
 BASE_COLOR, HEAD_COLOR = 9, 1  # indexes into rnnlab.reporting.figures.PALETTE: gray, blue
 RERUN = "run `dvc repro` there and commit `dvc.lock` with the results"
 TIMINGS = "Timings: seconds per training epoch (machine-dependent: not comparable across machines)"
@@ -29,10 +28,6 @@ CHARTS = "every variant's Δ accuracy with its intervals; per variant beyond noi
 
 def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f} %"
-
-
-def interval(difference: float, low: float, high: float) -> str:
-    return f"{100 * difference:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
 
 
 def quoted(names: list[str]) -> str:
@@ -44,8 +39,7 @@ def metric_cell(change: MetricChange) -> str:
         return "–" if change.base is None and change.head is None else f"{change.base} → {change.head}"
     if abs(change.head - change.base) <= verdicts.METRICS_TOLERANCE:
         return f"{change.head:.4f}"
-    spread = f" [{change.low:+.4f}, {change.high:+.4f}]" if change.low is not None and change.high is not None else ""
-    spread = f"; interval n/a: {change.unavailable}" if change.unavailable else spread
+    spread = f"; interval n/a: {change.unavailable}" if change.unavailable else f" [{change.low:+.4f}, {change.high:+.4f}]"
     return f"{change.base:.4f} → {change.head:.4f} ({change.head - change.base:+.4f}{spread})"
 
 
@@ -76,31 +70,24 @@ def environment_line(rows: list[Row]) -> str:
     return f"**⚠ Environment differs** for {len(differing)} of {len(rows)} variants: {described}. A different environment alone changes results like a reseed does, so these are judged by seed noise only (without a seed band: *{verdicts.NOT_JUDGED}*)."
 
 
-def seeds_cell(row: Row) -> str:
-    if row.band is None:
-        return "– (no seed band)"
-    return f"head {row.head_runs.describe()} vs band {row.band.describe()}"
-
-
 def p_cell(row: Row) -> str:
     if row.verdict == verdicts.CANNOT_TELL:
-        needed = "more than 100" if row.seeds_needed is None else str(row.seeds_needed)
-        return f"– (needs {needed} head seeds)"
+        return f"– (needs {row.seeds_needed or 'more than 100'} head seeds)"
     return "–" if row.p_value is None or row.adjusted_p is None else f"{row.p_value:.2g} → {row.adjusted_p:.2g}"
 
 
 def table(rows: list[Row]) -> list[str]:
     header = "| variant | test accuracy | test accuracy over seeds (%) | rank p → Holm | Δ (pts), 95 %: test sampling only; McNemar p (only head right vs only base right) "
-    lines = [header + "".join(f"| {METRIC_TITLES[name]} (Δ, 95 %) " for name in METRICS) + "| verdict |", "|---" * 9 + "|"]
+    lines = [header + "| F1 (Δ, 95 %) | ROC-AUC (Δ, 95 %) | loss (Δ, 95 %) | verdict |", "|---" * 9 + "|"]  # paired.METRICS
     for row in rows:
         change, old, new = row.comparison, row.base.get("accuracy"), row.head.get("accuracy")
         accuracy = percent(new) if old == new else f"{percent(old)} → {percent(new)}"
         counts = f"{change.head_only_correct} vs {change.base_only_correct}" if change.paired else "unpaired: test sets differ"
-        sampling = f"{interval(change.difference, change.low, change.high)}, p {change.p_value:.2g} ({counts})"
+        interval = f"{100 * change.difference:+.2f} [{100 * change.low:+.2f}, {100 * change.high:+.2f}]"
+        sampling = f"{interval}, p {change.p_value:.2g} ({counts})"
+        seeds = "– (no seed band)" if row.band is None else f"head {row.head_runs.describe()} vs band {row.band.describe()}"
         metrics = "".join(f"| {metric_cell(row.metric_changes[name])} " for name in METRICS)
-        lines.append(
-            f"| `{row.variant}` | {accuracy} | {seeds_cell(row)} | {p_cell(row)} | {sampling} {metrics}| **{row.verdict}** |"
-        )
+        lines.append(f"| `{row.variant}` | {accuracy} | {seeds} | {p_cell(row)} | {sampling} {metrics}| **{row.verdict}** |")
     return lines
 
 
@@ -132,11 +119,8 @@ def timings_section(rows: list[Row], base: Revision, head: Revision) -> list[str
 
 
 def method_section(rows: list[Row]) -> list[str]:
-    held = [
-        f"  - `{row.variant}`: band {', '.join(row.band.names)}; head {', '.join(row.head_runs.names)}"
-        for row in rows
-        if row.band and row.verdict in (verdicts.CHANGED, verdicts.WITHIN_SEED_NOISE, verdicts.CANNOT_TELL)
-    ]
+    judged = [(row.variant, row.band, row.head_runs) for row in rows if row.band and row.adjusted_p is not None]  # by a band
+    held = [f"  - `{variant}`: band {', '.join(band.names)}; head {', '.join(head.names)}" for variant, band, head in judged]
     return [
         "<details><summary>How to read it</summary>",
         "",
@@ -150,8 +134,13 @@ def method_section(rows: list[Row]) -> list[str]:
     ]
 
 
-def charts_section(names: list[str], url: str | None, within_noise: list[str], base: Revision, head: Revision) -> list[str]:
-    """`within_noise`: the variants whose results differ but whose verdict is within noise (no curves drawn)."""
+def charts(rows: list[Row], one_sided: list[str], base: Revision, head: Revision, out: Path, url: str | None) -> list[str]:
+    """Draws deltas.png when any prediction changed, then the curves of the variants that moved or are on one side only."""
+    names = ["deltas.png"] if any(not row.identical for row in rows) else []
+    if names:
+        draw_deltas(out / "deltas.png", rows)
+    curves = [row.variant for row in rows if row.verdict in verdicts.CURVE_VERDICTS] + one_sided
+    names += [name for variant in curves if (name := draw_variant(out, variant, base, head))]
     if not names:
         return ["**Charts:** none (no variant changed)."]
     if url:  # a PR comment cannot show files the workflow made without an image host
@@ -159,9 +148,10 @@ def charts_section(names: list[str], url: str | None, within_noise: list[str], b
     else:
         lines = [f"**Charts** ({CHARTS}):", "", *(f"![{name}]({name})" for name in names)]
     command = " ".join(["dvc plots diff", *(revision.commit[:7] for revision in (base, head) if revision.commit)])
-    if within_noise:
-        curves = f"Training curves of the changes within noise ({quoted(within_noise)}) are not drawn"
-        lines += ["", f"{curves}: `{command}` draws every variant's."]
+    noise = (verdicts.WITHIN_SEED_NOISE, verdicts.WITHIN_TEST_SAMPLING)
+    if within_noise := [row.variant for row in rows if row.verdict in noise]:
+        curves_note = f"Training curves of the changes within noise ({quoted(within_noise)}) are not drawn"
+        lines += ["", f"{curves_note}: `{command}` draws every variant's."]
     return lines
 
 
@@ -186,12 +176,14 @@ def draw_variant(out: Path, variant: str, base: Revision, head: Revision) -> str
 
     accuracy, gradient = [], []
     for side, revision, color in (("base", base, BASE_COLOR), ("head", head, HEAD_COLOR)):
-        label, history = f"{side} {revision.label}", revisions.epoch_history(revision, variant)
+        label, history = f"{side} {revision.label}", f"{revision.paths['live']}/{variant}/plots/metrics/valid_accuracy.tsv"
+        epochs = list(csv.DictReader(io.StringIO(revision.read_text(history) or ""), delimiter="\t"))  # DVCLive's TSV
         profiles = [variant_json(revision, key, variant) for key in ("gradients", "order_gradients")]
         profile = next((rows for rows in profiles if isinstance(rows, list)), [])
-        if history:
-            epochs, values = [epoch for epoch, _ in history], [100 * value for _, value in history]
-            accuracy.append(Series(label, epochs, values, color, style={"marker": "o"}))
+        if epochs:
+            numbers: list[float] = [int(row["step"]) for row in epochs]
+            values = [100 * float(row["valid_accuracy"]) for row in epochs]
+            accuracy.append(Series(label, numbers, values, color, style={"marker": "o"}))
         for state, dashed in (("trained", False), ("init", True)) if profile else ():
             steps, norms = [row["steps_back"] for row in profile], [row[f"log10_grad_norm_{state}"] for row in profile]
             gradient.append(Series(f"{label} {state}", steps, norms, color, dashed=dashed))
@@ -212,16 +204,18 @@ def not_rerun_reason(variant: str, sides: list[tuple[str, Revision, Freshness]])
     return None
 
 
-def base_band(variant: str, base: Revision, head: Revision, band_files: list[tuple[dict[str, Any], str]]) -> verdicts.Runs | None:
+def base_band(variant: str, base: Revision, head: Revision) -> verdicts.Runs | None:
     """The variant's seed band made with the base's inputs (its config key), from the base's or the head's
     reports/seed_bands.json; a band without a key (an older file) counts only at its own commit."""
     if (key := config_key(base, variant)) is None:
         return None
-    for bands, where in band_files:
-        entry = bands["variants"].get(variant)
+    for revision in (base, head):
+        bands = revision.read_json(revision.paths["seed_bands"]) if "seed_bands" in revision.paths else {}
+        variants = bands.get("variants") if isinstance(bands, dict) else None
+        entry = variants.get(variant) if isinstance(variants, dict) else None
         if isinstance(entry, dict) and (entry["key"] == key if "key" in entry else bands.get("commit") == base.commit):
-            head_name = COMMITTED if head.commit == bands.get("commit") else head.label
-            return verdicts.seed_band(entry, variant, f"reports/seed_bands.json at {where}", head_name)
+            head_name = "(committed)" if head.commit == bands.get("commit") else head.label  # the band's name for its commit
+            return verdicts.seed_band(entry, variant, f"reports/seed_bands.json at {revision.title}", head_name)
     return None
 
 
@@ -230,11 +224,10 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
     if base.commit is None:
         raise UserError("the base must be a git revision or a DVC experiment; only the head can be the workspace.")
     old, new = revisions.variant_metrics(base), revisions.variant_metrics(head)
-    band_files = [(bands, revision.title) for revision in (base, head) if (bands := revisions.seed_bands(revision))]
     sides = [("head", head, Freshness(head)), ("base", base, Freshness(base))]
     gathered = []
     for variant in sorted(set(old) & set(new)):
-        band = base_band(variant, base, head, band_files)
+        band = base_band(variant, base, head)
         base_predictions = read_predictions(base, variant, old[variant])
         head_predictions = read_predictions(head, variant, new[variant])
         reason = not_rerun_reason(variant, sides)
@@ -244,20 +237,14 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
             row = replace(row, head_runs=verdicts.Runs(tuple(name for name, _ in runs), tuple(value for _, value in runs)))
         gathered.append(row)
     rows = sorted(verdicts.judge(gathered), key=lambda row: (row.head.get("study", "imdb") != "imdb", row.variant))
-    # Charts: deltas.png when any prediction changed, then the curves of the variants that moved, were added or removed.
-    charts = ["deltas.png"] if any(not row.identical for row in rows) else []
-    if charts:
-        draw_deltas(out / "deltas.png", rows)
-    curves = [row.variant for row in rows if row.verdict in verdicts.CURVE_VERDICTS] + sorted(set(old) ^ set(new))
-    charts += [name for variant in curves if (name := draw_variant(out, variant, base, head))]
     lines = [MARKER, f"## RNN Lab review: {base.title} → {head.title}", "", summary_line(rows), "", environment_line(rows), ""]
     if unchecked := [f"{side} ({revision.title})" for side, revision, check in sides if not check.checked]:
         has = "has" if len(unchecked) == 1 else "have"
         what = "no dvc.lock, so whether the results are current for their params and code is unknown."
         lines += [f"**Not checked:** {' and '.join(unchecked)} {has} {what}", ""]
     if stale := [f"- `{row.variant}`: {row.not_rerun}" for row in rows if row.verdict == verdicts.NOT_RERUN]:
-        lines += [f"**Not rerun** (dvc.lock: these results are not what the revision's own params and code give; {RERUN}):", ""]
-        lines += [*stale, ""]
+        what = f"dvc.lock: these results are not what the revision's own params and code give; {RERUN}"
+        lines += [f"**Not rerun** ({what}):", "", *stale, ""]
     added = [f"`{name}` ({percent(new[name].get('accuracy'))})" for name in sorted(set(new) - set(old))]
     removed = [f"`{name}` (was {percent(old[name].get('accuracy'))})" for name in sorted(set(old) - set(new))]
     lines += [f"**Variants added:** {', '.join(added)}."] if added else []
@@ -270,6 +257,5 @@ def build_report(base: Revision, head: Revision, out: Path, artifact_url: str | 
         names, plural = ", ".join(row.variant for row in unchanged), "s" if len(unchanged) > 1 else ""
         lines += [f"<details><summary>{len(unchanged)} variant{plural} with no change ({names})</summary>", ""]
         lines += [*table(unchanged), "", "</details>", ""]
-    within_noise = [row.variant for row in rows if row.verdict in (verdicts.WITHIN_SEED_NOISE, verdicts.WITHIN_TEST_SAMPLING)]
-    lines += [*charts_section(charts, artifact_url, within_noise, base, head), "", *timings_section(rows, base, head)]
+    lines += [*charts(rows, sorted(set(old) ^ set(new)), base, head, out, artifact_url), "", *timings_section(rows, base, head)]
     return "\n".join([*lines, *method_section(rows)]) + "\n", rows

@@ -9,7 +9,6 @@ import functools
 import hashlib
 import io
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ import numpy as np
 import yaml
 
 from rnnlab.core.errors import UserError
+from rnnlab.core.git import experiment_refs
 
 WORKSPACE = "workspace"
 RERUN = "rerun its evaluate stage (`dvc repro`) and commit it"
@@ -110,10 +110,7 @@ def resolve(repo: Path, name: str | None) -> Revision:
     found = git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
     if found.returncode == 0:
         return Revision(repo, name, found.stdout.strip())
-    # A DVC experiment is the git ref refs/exps/<xx>/<rest of its baseline's sha>/<name>.
-    listed = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").stdout
-    refs = [line.split() for line in listed.splitlines()]
-    commits = [commit for ref, commit in refs if len(ref.split("/")) == 5 and ref.endswith(f"/{name}")]
+    commits = [commit for experiment, _, commit in experiment_refs(repo) if experiment == name]
     if len(commits) > 1:
         raise UserError(f"{len(commits)} DVC experiments are named {name!r}; name one by its commit (`dvc exp show`).")
     if not commits:
@@ -140,7 +137,6 @@ def variant_metrics(revision: Revision) -> dict[str, dict[str, Any]]:
 class Predictions:
     """One evaluate's per-example test outcomes, in test order."""
 
-    path: str
     actual: np.ndarray  # class names, one per test example
     predicted: np.ndarray
     classes: tuple[str, ...]  # the p_<class> columns' order (the positive class is the second of two)
@@ -149,11 +145,6 @@ class Predictions:
     @property
     def correct(self) -> np.ndarray:
         return self.actual == self.predicted
-
-    @property
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        index = {name: position for position, name in enumerate(self.classes)}
-        return np.array([index[name] for name in self.actual]), np.array([index[name] for name in self.predicted])
 
 
 def read_predictions(revision: Revision, variant: str, metrics: dict[str, Any]) -> Predictions:
@@ -178,22 +169,12 @@ def read_predictions(revision: Revision, variant: str, metrics: dict[str, Any]) 
     if not abs(accuracy - stated) <= 0.5 / len(actual):
         mismatch = f"{path} at {revision.title} gives test accuracy {100 * accuracy:.2f} % but {metrics_file} says {100 * stated:.2f} %: they are not from the same run (or one was edited); rerun the variant's evaluate stage (`dvc repro`) and commit both files."
         raise UserError(mismatch)
-    return Predictions(path, actual, predicted, classes, probabilities)
-
-
-def epoch_history(revision: Revision, variant: str) -> list[tuple[float, float]]:
-    text = revision.read_text(f"{revision.paths['live']}/{variant}/plots/metrics/valid_accuracy.tsv") or ""
-    return [(int(row["step"]), float(row["valid_accuracy"])) for row in csv.DictReader(io.StringIO(text), delimiter="\t")]
+    return Predictions(actual, predicted, classes, probabilities)
 
 
 def variant_json(revision: Revision, key: str, variant: str) -> Any:
     """The variant's file in the folder dvc.yaml's var `key` names (gradients, timings...), or None."""
     return revision.read_json(f"{revision.paths[key]}/{variant}.json") if key in revision.paths else None
-
-
-def seed_bands(revision: Revision) -> dict[str, Any] | None:
-    data = revision.read_json(revision.paths["seed_bands"]) if "seed_bands" in revision.paths else None
-    return data if isinstance(data, dict) and isinstance(data.get("variants"), dict) else None
 
 
 def md5(data: bytes | None) -> str | None:
@@ -212,10 +193,7 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def changed_keys(ran: bytes, now: bytes) -> list[str]:
     """`key: old → new` for each leaf that differs between two JSON files (the file names, for a code fingerprint)."""
-    try:
-        old, new = flatten(json.loads(ran)), flatten(json.loads(now))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return []
+    old, new = flatten(json.loads(ran)), flatten(json.loads(now))
     keys = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
     if all(key.startswith("files.") for key in keys):
         return [key.removeprefix("files.") for key in keys]
@@ -227,7 +205,6 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
     outs = [out["path"] for name in GENERATED for out in stages[name].get("outs") or []]
     deps = [dep["path"] for name in GENERATED for dep in stages[name].get("deps") or []]
     inputs = [dep for dep in deps if not any(under(dep, out) for out in outs)]
-    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     with tempfile.TemporaryDirectory(prefix="rnnlab-review-") as temporary:
         root = Path(temporary)
         if revision.commit is not None:  # the stages' inputs as committed
@@ -247,7 +224,7 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
         for name in GENERATED:
             command = shlex.split(stages[name]["cmd"])
             command[0] = sys.executable if command[0] == "python" else command[0]
-            result = subprocess.run(command, cwd=root, capture_output=True, text=True, env=environment)
+            result = subprocess.run(command, cwd=root, capture_output=True, text=True)
             if result.returncode != 0:
                 message = (result.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
                 fix = "fix it there, or review another revision"
@@ -283,14 +260,14 @@ class Freshness:
         if outputs[0] not in self.outputs:
             why = "a variant removed from params.yaml leaves its outputs: delete them, or run `dvc repro`"
             return [f"no stage in dvc.lock writes {outputs[0]} ({why})"]
+        why = "(dvc.lock records another md5): edited by hand, or written without `dvc repro`/`dvc commit`"
         recorded = {path: self.outputs[path][1] for path in outputs if path in self.outputs}
         edited = [path for path, written in recorded.items() if written != md5(self.revision.read_bytes(path))]
-        why = "(dvc.lock records another md5): edited by hand, or written without `dvc repro`/`dvc commit`"
         reasons = [f"{path} is not the file its stage wrote {why}" for path in edited]
         order, pending = [], [self.outputs[outputs[0]][0]]
         while pending:  # the variant's stage and every stage upstream of it, the generated ones aside
             name = pending.pop(0)
-            if name not in order and name not in GENERATED and name in self.stages:
+            if name not in order and name not in GENERATED:
                 order.append(name)
                 pending += [producer for dep in self.stages[name].get("deps") or [] if (producer := self.producer(dep["path"]))]
         for name in reversed(order):  # the most upstream first: the cause before its consequences
@@ -312,9 +289,4 @@ class Freshness:
         if path in self.outputs:
             producer, written = self.outputs[path]
             return [] if written == recorded else [f"`{stage}` ran on another {path} than `{producer}` last wrote"]
-        if recorded is None or recorded.endswith(".dir") or producer is not None:
-            return []  # a folder, or inside another stage's output (checked through that stage)
-        current = md5(self.revision.read_bytes(path))
-        if current is None:
-            return [f"{path}, which `{stage}` ran with, no longer exists"]
-        return [] if current == recorded else [f"{path} changed since `{stage}` ran"]
+        return []  # inside another stage's output, checked through that stage (the pipeline's other inputs are generated)

@@ -1,14 +1,9 @@
-"""Per variant, one verdict, in this order: *not rerun* (a side's results are not its own params' and code's);
-*no change* (the same predicted class for every test example, the same metrics); with a seed band, changed, within
-seed noise, or *cannot tell* when the head has too few seeds; without one, the same by McNemar's p, or *not judged*
-when the environments differ (that alone changes results like a reseed).
+"""Per variant, one verdict (`verdict` gives their order; docs/review.md, "The verdict", says why).
 
-The seed-noise rule assumes no shape: IMDB's seed spread is skewed (a cluster, then runs that did not take off).
-Under pure reseeding, the head's runs and the band's runs of the base are exchangeable, so every split of them
-into the two sets is equally likely: the exact permutation p of the head's rank sum (Wilcoxon-Mann-Whitney) is
-valid whatever the distribution. n head runs among m band runs can reach p = 2 / C(m + n, n) at best, so one
-run against 10 seeds can never be called changed at 5 %: the verdict then names the seeds it needs. One
-review's p-values are adjusted together (Holm), keeping the chance of any false "changed" at ALPHA."""
+The seed-noise rule assumes no shape (IMDB's seed spread is skewed): under pure reseeding the head's runs and the
+base's band are exchangeable, so the exact permutation p of the head's rank sum (Wilcoxon-Mann-Whitney) is valid
+whatever the distribution. n head runs among m band runs reach p = 2 / C(m + n, n) at best: with fewer, the verdict
+names the seeds it needs. One review's p-values are adjusted together (Holm): any false "changed" at most ALPHA."""
 
 from __future__ import annotations
 
@@ -73,18 +68,14 @@ def seeds_needed(band_runs: int, tests: int = 1) -> int | None:
     return next((n for n in range(1, MAX_SEEDS + 1) if smallest_p(n, band_runs) * tests <= ALPHA), None)
 
 
-def holm(p_values: np.ndarray | list[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values along the last axis (reject where adjusted <= ALPHA); NaN marks "not tested".
-    Sorted ascending, the i-th smallest of m is multiplied by (m - i + 1), then made non-decreasing: this controls
-    the family-wise error rate under any dependence between the tests."""
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (reject where adjusted <= ALPHA); NaN marks "not tested". The i-th smallest
+    of m is multiplied by m - i + 1, then made non-decreasing: the family-wise error rate under any dependence."""
     p = np.asarray(p_values, dtype=float)
-    tested = ~np.isnan(p)
-    order = np.argsort(np.where(tested, p, np.inf), axis=-1, kind="stable")
-    ranked = np.take_along_axis(p, order, axis=-1)
-    multipliers = tested.sum(axis=-1, keepdims=True) - np.arange(p.shape[-1])  # m, m-1, ...; the untested sort last
-    running_max = np.fmax.accumulate(ranked * multipliers, axis=-1)  # fmax skips NaN, so put it back after
-    adjusted = np.empty_like(p)
-    np.put_along_axis(adjusted, order, np.where(np.isnan(ranked), np.nan, np.minimum(1.0, running_max)), axis=-1)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]  # the tested, smallest p first
+    adjusted = np.full(len(p), np.nan)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(p[order] * (len(order) - np.arange(len(order)))))
     return adjusted
 
 
@@ -94,9 +85,6 @@ class Runs:
 
     names: tuple[str, ...]
     accuracies: tuple[float, ...]
-
-    def __len__(self) -> int:
-        return len(self.accuracies)
 
     def describe(self) -> str:
         points = sorted(100 * value for value in self.accuracies)
@@ -111,10 +99,8 @@ def seed_band(entry: dict[str, Any], variant: str, where: str, head_name: str | 
     names, accuracies = entry.get("runs") or [], entry.get("accuracies") or []
     numbers = isinstance(accuracies, list) and all(type(value) in (int, float) for value in accuracies)
     if not numbers or not isinstance(names, list) or len(names) != len(accuracies) or len(names) < 2:
-        message = (
-            "needs the `runs` and `accuracies` (numbers) of two or more seeds; refresh it with `python -m tools.seed_bands`."
-        )
-        raise UserError(f"{where}: the band of {variant} {message}")
+        needs = "needs the `runs` and `accuracies` (numbers) of two or more seeds"
+        raise UserError(f"{where}: the band of {variant} {needs}; refresh it with `python -m tools.seed_bands`.")
     kept = [(str(name), float(value)) for name, value in zip(names, accuracies, strict=True) if name != head_name]
     return Runs(tuple(name for name, _ in kept), tuple(value for _, value in kept))
 
@@ -182,8 +168,9 @@ def verdict(row: Row, adjusted_p: float | None, tests: int) -> Row:
     if row.not_rerun is not None or row.identical:
         return replace(row, verdict=NOT_RERUN if row.not_rerun is not None else NO_CHANGE)
     if row.band is not None:
-        if smallest_p(len(row.head_runs), len(row.band)) * tests > ALPHA:
-            return replace(row, verdict=CANNOT_TELL, adjusted_p=adjusted_p, seeds_needed=seeds_needed(len(row.band), tests))
+        band_runs = len(row.band.accuracies)
+        if smallest_p(len(row.head_runs.accuracies), band_runs) * tests > ALPHA:
+            return replace(row, verdict=CANNOT_TELL, adjusted_p=adjusted_p, seeds_needed=seeds_needed(band_runs, tests))
         return replace(row, verdict=CHANGED if changed else WITHIN_SEED_NOISE, adjusted_p=adjusted_p)
     if row.environment_difference is not None:
         return replace(row, verdict=NOT_JUDGED)
@@ -192,7 +179,6 @@ def verdict(row: Row, adjusted_p: float | None, tests: int) -> Row:
 
 def judge(rows: list[Row]) -> list[Row]:
     """The verdicts of one review: the tested variants' p-values adjusted together (Holm)."""
-    p_values = [np.nan if row.p_value is None else row.p_value for row in rows]
-    adjusted = holm(p_values).tolist() if rows else []
-    tests = sum(not np.isnan(p) for p in p_values)
-    return [verdict(row, None if np.isnan(value) else float(value), tests) for row, value in zip(rows, adjusted, strict=True)]
+    adjusted = holm([np.nan if row.p_value is None else row.p_value for row in rows]).tolist()
+    tests = sum(not np.isnan(value) for value in adjusted)
+    return [verdict(row, None if np.isnan(value) else value, tests) for row, value in zip(rows, adjusted, strict=True)]

@@ -75,7 +75,7 @@ def test_mcnemar_exact_on_a_known_table() -> None:
 
 def predictions(actual: np.ndarray, probabilities: np.ndarray, classes: tuple[str, ...]) -> Predictions:
     names = np.array(classes)
-    return Predictions("p.csv", names[actual], names[probabilities.argmax(axis=1)], classes, probabilities)
+    return Predictions(names[actual], names[probabilities.argmax(axis=1)], classes, probabilities)
 
 
 def two_models(rng: np.random.Generator, n: int, classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -189,8 +189,8 @@ def row(difference_examples: int, band: Runs | None, *, identical: bool = False,
         head_predicted[400:440] = np.where(actual[400:440] == "pos", "neg", "pos")  # 40 new misses...
         fixed = 40 + difference_examples                                          # ... and this many fixes
         head_predicted[:fixed] = actual[:fixed]
-    base = Predictions("b.csv", actual, base_predicted, ("neg", "pos"), np.eye(2)[(base_predicted == "pos").astype(int)])
-    head = Predictions("h.csv", actual, head_predicted, ("neg", "pos"), np.eye(2)[(head_predicted == "pos").astype(int)])
+    base = Predictions(actual, base_predicted, ("neg", "pos"), np.eye(2)[(base_predicted == "pos").astype(int)])
+    head = Predictions(actual, head_predicted, ("neg", "pos"), np.eye(2)[(head_predicted == "pos").astype(int)])
     stamp = {"torch": "2.13.0", "device": "cpu"}
     base_metrics = {"accuracy": float(base.correct.mean()), "environment": stamp}
     head_metrics = {"accuracy": float(head.correct.mean()), "environment": environment or stamp}
