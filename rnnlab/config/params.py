@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 import reprlib
 import typing
@@ -17,12 +16,12 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
-from ruamel.yaml import YAML, MappingNode, Node, SequenceNode
+from ruamel.yaml import YAML, MappingNode, SequenceNode
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
 from rnnlab.core.errors import ConfigError, UserError
-from rnnlab.core.files import atomic_directory, write_json
+from rnnlab.core.files import atomic_directory, read_json, write_json
 
 STRICT = ConfigDict(strict=True, extra="forbid")  # YAML's `1` is not `true`, nor "256" an integer
 
@@ -31,11 +30,12 @@ def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value  # YAML and JSON give lists
 
 
-IntPair = Annotated[tuple[int, int], BeforeValidator(_as_tuple)]
+# A field's description is how a message states its rule or type, where the bound or type alone would not.
+IntPair = Annotated[tuple[int, int], BeforeValidator(_as_tuple), Field(description="a list of two integers [first, last]")]
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
-Sizes = Annotated[tuple[Positive, ...], BeforeValidator(_as_tuple)]
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]  # a dropout probability
+Sizes = Annotated[tuple[Positive, ...], BeforeValidator(_as_tuple), Field(description="a list of integers such as [64]")]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0, description="in [0, 1)")]  # a dropout probability
 
 
 class Section:
@@ -47,10 +47,7 @@ class Section:
 
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> typing.Self:
-        raw = {} if raw is None else raw
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"{where} must be a mapping of keys to values, got {type(raw).__name__}.")
-        raw = {str(key): value for key, value in raw.items()}
+        raw = _mapping(raw, cls.__pydantic_fields__, where, cls.RETIRED)
         try:
             return cls(**raw)
         except ValidationError as error:
@@ -77,7 +74,7 @@ class DownloadConfig(Section):
 
 @dataclass(frozen=True, config=STRICT)
 class DataConfig(Section):
-    valid_ratio: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    valid_ratio: Annotated[float, Field(gt=0.0, lt=1.0, description="in (0, 1)")] = 0.2
     split_seed: NonNegative = 0
     vocab_size: Positive = 10000
     min_freq: Positive = 10
@@ -90,9 +87,9 @@ class DataConfig(Section):
 class OrderDataConfig(Section):
     """The temporal-order task (Hochreiter & Schmidhuber 1997, experiment 6a)."""
 
-    train_size: Annotated[int, Field(ge=4, description="(one per class)")] = 10000
-    valid_size: Annotated[int, Field(ge=4, description="(one per class)")] = 2000
-    test_size: Annotated[int, Field(ge=4, description="(one per class)")] = 2000
+    train_size: Annotated[int, Field(ge=4, description=">= 4 (one per class)")] = 10000
+    valid_size: Annotated[int, Field(ge=4, description=">= 4 (one per class)")] = 2000
+    test_size: Annotated[int, Field(ge=4, description=">= 4 (one per class)")] = 2000
     min_length: Positive = 70
     max_length: int = 80
     early_window: IntPair = (10, 20)
@@ -136,7 +133,7 @@ class ModelConfig(Section):
     readout: Literal["last", "mean", "max", "mean_max", "concat"] = "last"
     last_at_padded_end: bool = False  # True reproduces the write-ups' bug: "last" read at a padding step
     activation: Literal["relu", "sigmoid", "tanh", "leaky_relu"] = "relu"
-    head_size: Annotated[int, Field(ge=0, description="(0 = no hidden head layer)")] = 256
+    head_size: Annotated[int, Field(ge=0, description=">= 0 (0 = no hidden head layer)")] = 256
     members: Positive = 1  # an ensemble of independently initialised copies, probabilities averaged
     init: Literal["torch", "keras"] = "torch"  # keras: glorot/orthogonal weights, zero biases, forget-gate bias 1
 
@@ -160,11 +157,11 @@ class TrainConfig(Section):
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"  # rmsprop with Keras's defaults (rho 0.9, epsilon 1e-7)
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: from lr to 0, stepped after every batch
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    grad_clip: Annotated[float, Field(ge=0.0, description="(0 disables clipping)")] = 0.0  # max global gradient norm
+    grad_clip: Annotated[float, Field(ge=0.0, description=">= 0 (0 disables clipping)")] = 0.0  # max global gradient norm
     keep: Literal["best", "last"] = "best"  # the best validation epoch's weights, or the last epoch's (Keras's fit)
     seed: NonNegative = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: Annotated[int, Field(ge=0, description="(0 = torch's default)")] = 0  # no bit changes in reproducible mode
+    threads: Annotated[int, Field(ge=0, description=">= 0 (0 = torch's default)")] = 0  # no bit changes in reproducible mode
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -209,42 +206,24 @@ def did_you_mean(value: object, choices: Iterable[object]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _rule(metadata: list[Any], context: dict[str, Any]) -> str:
-    """`in (0, 1)`, `in [0, 1)` or `>= 1`, from the field's bounds (a list item's: the error's)."""
-    limits = {name: getattr(item, name) for item in metadata for name in BOUNDS if hasattr(item, name)} or context
-    low, high = ([name for name in limits if name in pair] for pair in (("ge", "gt"), ("le", "lt")))
-    if low and high:
-        opening, closing = "(" if low[0] == "gt" else "[", ")" if high[0] == "lt" else "]"
-        return f"in {opening}{limits[low[0]]:g}, {limits[high[0]]:g}{closing}"
-    return " and ".join(f"{BOUNDS[name]} {limits[name]:g}" for name in low + high)
-
-
-def _message(section: type[Section], raw: dict[str, Any], error: ValidationError, where: str) -> str:
-    # An unknown key first: a misspelt key is the likelier cause of the other errors.
-    first = sorted(error.errors(), key=lambda item: item["type"] != "unexpected_keyword_argument")[0]
+def _message(section: type[Section], raw: Mapping[str, Any], error: ValidationError, where: str) -> str:
+    first = error.errors()[0]
     kind, location, context = first["type"], first["loc"], first.get("ctx", {})
     if kind == "value_error":  # a rule that ties several keys together
         return f"{where}.{context['error']}"
-    key, fields = str(location[0]), section.__pydantic_fields__
-    place = f"{where}.{key}"
-    if kind == "unexpected_keyword_argument":
-        if key in section.RETIRED:
-            return f"{place} {section.RETIRED[key]}"
-        return f"Unknown key '{place}' in params.yaml.{did_you_mean(key, fields)} Valid keys: {', '.join(fields)}."
-    value, annotation, note = raw[key], fields[key].annotation, fields[key].description
+    key = str(location[0])
+    place, value, field = f"{where}.{key}", raw[key], section.__pydantic_fields__[key]
     if kind == "string_pattern_mismatch":
-        return f"{place} must be {note}, got '{value}'."
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        holds = "must hold integers" if len(location) > 1 else "must be"
-        return f"{place} {holds} {_rule(fields[key].metadata, context)}{f' {note}' if note else ''}, got {value}."
-    if typing.get_origin(annotation) is Literal and isinstance(value, str):
-        choices = typing.get_args(annotation)
+        return f"{place} must be {field.description}, got '{value}'."
+    bounds = [f"{BOUNDS[name]} {limit:g}" for name, limit in context.items() if name in BOUNDS]
+    if bounds:  # a list item's bound is the error's; a field's description states both ends or a note
+        holds = f"must hold integers {bounds[0]}" if len(location) > 1 else f"must be {field.description or bounds[0]}"
+        return f"{place} {holds}, got {value}."
+    if typing.get_origin(field.annotation) is Literal and isinstance(value, str):
+        choices = typing.get_args(field.annotation)
         return f"Invalid {place}: '{value}'.{did_you_mean(value, choices)} Valid choices: {', '.join(choices)}."
-    if typing.get_origin(annotation) is tuple:
-        words = "a list of two integers [first, last]" if annotation == tuple[int, int] else "a list of integers such as [64]"
-    elif kind in TYPE_WORDS:
-        words = TYPE_WORDS[kind]
-    else:
+    words = field.description if typing.get_origin(field.annotation) is tuple else TYPE_WORDS.get(kind)
+    if words is None:
         return f"{place}: {first['msg']}, got {SHORT.repr(value)}."
     return f"{place} must be {words}, got {SHORT.repr(value)}."
 
@@ -268,11 +247,8 @@ class Variant:
     def params_key(self, section: str, key: str) -> str:
         """Where in params.yaml this variant's `section.key` is set: its own override, or the task's section."""
         prefix = "" if self.task == IMDB_TASK else f"{self.task}."
-        return (
-            f"{prefix}variants.{self.name}.{section}.{key}"
-            if f"{section}.{key}" in self.overrides
-            else f"{prefix}{section}.{key}"
-        )
+        own = f"variants.{self.name}." if f"{section}.{key}" in self.overrides else ""
+        return f"{prefix}{own}{section}.{key}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,14 +281,17 @@ class Params:
         raise ConfigError(f"Unknown variant '{name}'.{did_you_mean(name, every)} Variants: {', '.join(every)}.")
 
 
-def _mapping(raw: Any, allowed: Iterable[str], where: str) -> Mapping[str, Any]:
-    """`raw` (None: empty) as a mapping whose keys are all `allowed`."""
+def _mapping(raw: Any, allowed: Iterable[str], where: str, retired: Mapping[str, str] | None = None) -> Mapping[str, Any]:
+    """`raw` (None: empty) as a mapping whose keys are all `allowed`; checked before pydantic, as a misspelt key is
+    the likelier cause of any other error."""
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where or 'params.yaml'} must be a mapping of {', '.join(allowed)}.")
+        raise ConfigError(f"{where or 'params.yaml'} must be a mapping of keys to values, got {type(raw).__name__}.")
     for key in raw:
+        place = f"{where}.{key}" if where else key
+        if retired and key in retired:
+            raise ConfigError(f"{place} {retired[key]}")
         if key not in allowed:
-            place = f"{where}.{key}" if where else key
             raise ConfigError(
                 f"Unknown key '{place}' in params.yaml.{did_you_mean(key, allowed)} Valid keys: {', '.join(allowed)}."
             )
@@ -326,21 +305,19 @@ def _parse_task(name: str, raw: Mapping[str, Any], prefix: str) -> Task:
     if not isinstance(listed, Mapping):
         raise ConfigError(f"{prefix}variants must map variant names to overrides, e.g. `relu: {{model: {{activation: relu}}}}`.")
     variants = {}
+    override_keys = {"model": ModelConfig.__pydantic_fields__, "train": TrainConfig.__pydantic_fields__}
     for variant, overrides in listed.items():
         place = f"{prefix}variants.{variant}"
         if not isinstance(variant, str) or not VARIANT_NAME.match(variant):
             raise ConfigError(f"Variant name {variant!r} in {prefix}variants must use letters, digits, '_' or '-' only.")
         overrides = _mapping(overrides, ("model", "train"), place)
-        model_keys, train_keys = (
-            _mapping(overrides.get(part), type(base).__pydantic_fields__, f"{place}.{part}")
-            for part, base in (("model", model), ("train", train))
-        )
+        changed = {part: _mapping(overrides.get(part), fields, f"{place}.{part}") for part, fields in override_keys.items()}
         variants[variant] = Variant(
             variant,
-            ModelConfig.from_dict({**model.to_dict(), **model_keys}, f"{place}.model"),
-            TrainConfig.from_dict({**train.to_dict(), **train_keys}, f"{place}.train"),
+            ModelConfig.from_dict({**model.to_dict(), **changed["model"]}, f"{place}.model"),
+            TrainConfig.from_dict({**train.to_dict(), **changed["train"]}, f"{place}.train"),
             name,
-            frozenset([*(f"model.{key}" for key in model_keys), *(f"train.{key}" for key in train_keys)]),
+            frozenset(f"{part}.{key}" for part, keys in changed.items() for key in keys),
         )
     return Task(name, model, train, variants)
 
@@ -364,29 +341,25 @@ def parse_params(raw: Any) -> Params:
     )
 
 
-def _find_mapping(node: Node, start: tuple[int, int], path: list[str], seen: set[int]) -> tuple[list[str], Node] | None:
-    """The mapping that starts at `start` (line, column) and its keys from the top; each node once (aliases)."""
-    if id(node) in seen:
-        return None
-    seen.add(id(node))
-    if isinstance(node, MappingNode) and (node.start_mark.line, node.start_mark.column) == start:
-        return path, node
-    children = (
-        [(str(key.value), value) for key, value in node.value]
-        if isinstance(node, MappingNode)
-        else [(str(index), item) for index, item in enumerate(node.value)]
-        if isinstance(node, SequenceNode)
-        else []
-    )
-    return next(filter(None, (_find_mapping(child, start, [*path, key], seen) for key, child in children)), None)
-
-
 def _duplicate_message(text: str, error: DuplicateKeyError, name: str) -> str:
-    """ruamel's DuplicateKeyError (ten lines) as one: both lines and where the mapping is."""
-    mark = error.context_mark
-    path, mapping = _find_mapping(YAML(typ="safe").compose(text), (mark.line, mark.column), [], set()) or ([], None)
+    """ruamel's DuplicateKeyError (ten lines) as one: both lines and where the mapping is. The walk enters only
+    the child whose text holds that mapping, so aliases (an alias bomb too) are never expanded."""
+    fallback = f"{name} line {error.problem_mark.line + 1}: {error.problem}. Keep one of them."
+    target = error.context_mark.index  # where the mapping with the repeated key starts
+    node = YAML(typ="safe").compose(text)
+    path: list[str] = []
+    while not (isinstance(node, MappingNode) and node.start_mark.index == target):
+        if isinstance(node, MappingNode):
+            children = [(str(key.value), value) for key, value in node.value]
+        else:
+            children = [(str(index), item) for index, item in enumerate(node.value)] if isinstance(node, SequenceNode) else []
+        holding = [(key, child) for key, child in children if child.start_mark.index <= target < child.end_mark.index]
+        if not holding:
+            return fallback
+        path.append(holding[0][0])
+        node = holding[0][1]
     first_lines: dict[str, int] = {}
-    for key, _value in mapping.value if mapping is not None else []:
+    for key, _value in node.value:
         if key.value in first_lines:
             place = f"under '{'.'.join(path)}'" if path else "at the top level"
             return (
@@ -394,7 +367,7 @@ def _duplicate_message(text: str, error: DuplicateKeyError, name: str) -> str:
                 f"(first on line {first_lines[key.value]}). Keep one of them."
             )
         first_lines[key.value] = key.start_mark.line + 1
-    return f"{name} line {error.problem_mark.line + 1}: {error.problem}. Keep one of them."
+    return fallback
 
 
 def parse_params_yaml(text: str, name: str = str(PARAMS_FILE)) -> Any:
@@ -458,35 +431,28 @@ def write_resolved(params: Params, out_dir: Path) -> int:
     return len(files)
 
 
-def read_resolved(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
+def _resolved(path: Path, name: str) -> Any:
+    """Section `name` of a resolved file, as JSON gave it."""
+    if not Path(path).is_file():
         raise UserError(f"{path} not found: it is written by the params stage. {RERUN}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not valid JSON ({error}). {RERUN}") from error
-    if not isinstance(raw, dict):
-        raise UserError(f"{path} is not a resolved params file. {RERUN}")
-    return raw
-
-
-def read_section(path: Path, name: str, section: type[S], raw: dict[str, Any] | None = None) -> S:
-    """One section of a resolved file (`raw`: the file, if already read), checked like params.yaml."""
-    raw = read_resolved(path) if raw is None else raw
-    if name not in raw:
+    raw = read_json(path, "resolved params", RERUN)
+    if not isinstance(raw, dict) or name not in raw:
         raise UserError(f"{path} has no '{name}' section. {RERUN}")
-    return section.from_dict(raw[name], f"{path}: {name}")
+    return raw[name]
+
+
+def read_section(path: Path, name: str, section: type[S]) -> S:
+    """One section of a resolved file (a few hundred bytes, read once per section), checked like params.yaml."""
+    return section.from_dict(_resolved(path, name), f"{path}: {name}")
 
 
 def read_baseline(path: Path) -> tuple[BaselineConfig, RuntimeConfig]:
-    raw = read_resolved(path)
-    return read_section(path, "baseline", BaselineConfig, raw), read_section(path, "runtime", RuntimeConfig, raw)
+    return read_section(path, "baseline", BaselineConfig), read_section(path, "runtime", RuntimeConfig)
 
 
 def read_task_variants(path: Path) -> tuple[str, list[str]]:
     """(task name, its variant names) from tasks/<task>.json."""
-    task = read_resolved(path).get("task")
+    task = _resolved(path, "task")
     if not isinstance(task, dict) or not isinstance(task.get("variants"), list):
         raise UserError(f"{path} has no task with a variant list. {RERUN}")
     return str(task.get("name")), [str(name) for name in task["variants"]]
@@ -494,10 +460,9 @@ def read_task_variants(path: Path) -> tuple[str, list[str]]:
 
 def read_variant(path: Path) -> tuple[Variant, RuntimeConfig]:
     """A variant as its train and evaluate stages see it, and the runtime it runs under."""
-    raw = read_resolved(path)
-    identity = raw.get("variant")
+    identity = _resolved(path, "variant")
     if not isinstance(identity, dict) or not {"name", "task", "overrides"} <= set(identity):
         raise UserError(f"{path} does not name its variant. {RERUN}")
-    model, train = read_section(path, "model", ModelConfig, raw), read_section(path, "train", TrainConfig, raw)
+    model, train = read_section(path, "model", ModelConfig), read_section(path, "train", TrainConfig)
     variant = Variant(str(identity["name"]), model, train, str(identity["task"]), frozenset(map(str, identity["overrides"])))
-    return variant, read_section(path, "runtime", RuntimeConfig, raw)
+    return variant, read_section(path, "runtime", RuntimeConfig)

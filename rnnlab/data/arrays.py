@@ -150,13 +150,8 @@ def load_meta(data_dir: Path) -> Meta:
     hint = repair_hint(Path(data_dir))
     raw = read_json(path, "dataset metadata", hint)
     try:
-        meta = Meta(
-            input_size=_count(raw["input_size"]),
-            num_classes=_count(raw["num_classes"]),
-            class_names=tuple(str(name) for name in raw["class_names"]),
-            sequence_length=_count(raw["sequence_length"]),
-            pad=str(raw.get("pad", "post")),
-        )
+        input_size, num_classes, steps = (_count(raw[key]) for key in ("input_size", "num_classes", "sequence_length"))
+        meta = Meta(input_size, num_classes, tuple(str(name) for name in raw["class_names"]), steps, str(raw.get("pad", "post")))
     except (KeyError, TypeError, ValueError) as error:
         missing = f"no {error}" if isinstance(error, KeyError) else str(error)
         raise UserError(f"{path} is damaged ({missing}). {hint}") from error

@@ -53,14 +53,6 @@ def write_order_data(config: OrderDataConfig, out_dir: Path) -> None:
                 f"order {split}: {len(y)} sequences, lengths {lengths.min()}-{lengths.max()}, "
                 f"e.g. {''.join(SYMBOLS[symbol] for symbol in x[0, : lengths[0]])} -> {CLASS_NAMES[y[0]]}"
             )
-        write_json(
-            out / "meta.json",
-            {
-                "input_size": len(SYMBOLS),
-                "num_classes": len(CLASS_NAMES),
-                "class_names": list(CLASS_NAMES),
-                "sequence_length": config.max_length,
-                "pad_index": INDEX["<pad>"],
-            },
-        )
+        meta = {"input_size": len(SYMBOLS), "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES)}
+        write_json(out / "meta.json", meta | {"sequence_length": config.max_length, "pad_index": INDEX["<pad>"]})
     print("\n".join(summaries))

@@ -39,14 +39,16 @@ HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDT
 CHUNK = 64 * 1024
 INFLATE_BYTES = 1 * MiB
 FIX = f"Download it again, or point {ARCHIVE_ENV} at the official archive"
+REVIEW_NOTE = "REVIEW_BYTES in rnnlab/text/archive.py; the longest real one is 13,704 bytes"
 
 
 class ArchiveLimitError(Exception):
     """The archive would expand past a limit; read_reviews names the archive and the fix."""
 
 
-def _too_big(kind: str, member: tarfile.TarInfo, limit: int, whose: str) -> ArchiveLimitError:
-    return ArchiveLimitError(f"{kind} {member.name} declares {size_text(member.size)}, more than the {size_text(limit)} {whose}")
+def _too_big(kind: str, member: tarfile.TarInfo, limit: int, whose: str, note: str) -> ArchiveLimitError:
+    size, most = size_text(member.size), size_text(limit)
+    return ArchiveLimitError(f"{kind} {member.name} declares {size}, more than the {most} {whose} may have ({note})")
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,7 @@ def read_reviews(archive: Path) -> list[Review]:
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=BoundedTarInfo) as tar:
                 for member in tar:
                     if member.size > MEMBER_BYTES:  # before its data is read or skipped
-                        raise _too_big(
-                            "member", member, MEMBER_BYTES, "any member may have (MEMBER_BYTES in rnnlab/text/archive.py)"
-                        )
+                        raise _too_big("member", member, MEMBER_BYTES, "any member", "MEMBER_BYTES in rnnlab/text/archive.py")
                     review = _review_from_member(tar, member)
                     if review is not None:
                         reviews.append(review)
@@ -136,8 +136,7 @@ def read_review_bytes(handle: IO[bytes], name: str) -> bytes:
         count += len(chunk)
         if count > REVIEW_BYTES:
             raise ArchiveLimitError(
-                f"{name} is longer than {size_text(REVIEW_BYTES)}, the longest review this pipeline reads "
-                f"(REVIEW_BYTES in rnnlab/text/archive.py; the longest real one is 13,704 bytes)"
+                f"{name} is longer than {size_text(REVIEW_BYTES)}, the longest review this pipeline reads ({REVIEW_NOTE})"
             )
         chunks.append(chunk)
     return b"".join(chunks)
@@ -169,12 +168,7 @@ def _review_from_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Review
             f"layout; download it again or remove that file."
         )
     if member.size > REVIEW_BYTES:
-        raise _too_big(
-            "review",
-            member,
-            REVIEW_BYTES,
-            "a review may have (REVIEW_BYTES in rnnlab/text/archive.py; the longest real one is 13,704 bytes)",
-        )
+        raise _too_big("review", member, REVIEW_BYTES, "a review", REVIEW_NOTE)
     handle = tar.extractfile(member)
     assert handle is not None  # a regular file
     split, label, review_id, rating = match.groups()
