@@ -17,9 +17,9 @@ import yaml
 
 from rnnlab.config.params import Params, did_you_mean, parse_params, parse_params_yaml
 from rnnlab.core.errors import ConfigError
+from rnnlab.core.files import PIPELINE_FILE
 
 PRESETS_DIR = Path("presets")
-PIPELINE_FILE = Path("dvc.yaml")
 PRESET_KEYS = ("experiment", "description", "params", "targets")
 # Which params mapping a foreach stage iterates over, so a target `stage@variant` can be checked.
 TASK_OF_FOREACH = {"${variants}": "imdb", "${order.variants}": "order"}
@@ -64,10 +64,8 @@ def load_preset(name: str, directory: Path = PRESETS_DIR) -> Preset:
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(dict(base))
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
+        nested = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = deep_merge(merged[key], value) if nested else copy.deepcopy(value)
     return merged
 
 

@@ -25,11 +25,6 @@ from rnnlab.experiments import collect as experiments
 
 DEFAULT_SEEDS = tuple(range(10))
 POLL_SECONDS = 30.0
-ACTIVE_STATUSES = ("Queued", "Running")
-
-
-def experiment_name(seed: int) -> str:
-    return f"default-seed{seed}"
 
 
 def run_dvc(args: list[str], repo: Path) -> str:
@@ -41,6 +36,10 @@ def run_dvc(args: list[str], repo: Path) -> str:
     return result.stdout
 
 
+def head_commit(repo: Path) -> str:
+    return git("rev-parse", "HEAD", cwd=repo).strip()
+
+
 def same_results(repo: Path) -> Callable[[str], bool]:
     """Whether a commit's metrics are the checked-out commit's (e.g. a docs-only commit before it): its seed
     experiments then describe this commit too."""
@@ -48,8 +47,10 @@ def same_results(repo: Path) -> Callable[[str], bool]:
     return functools.cache(lambda commit: experiments.metrics_at(repo, commit) == head_metrics)
 
 
-def head_commit(repo: Path) -> str:
-    return git("rev-parse", "HEAD", cwd=repo).strip()
+def active_tasks(repo: Path, names: list[str]) -> list[str]:
+    """Our experiment names that `dvc queue status` still lists as queued or running."""
+    rows = [set(line.split()) for line in run_dvc(["queue", "status"], repo).splitlines()]
+    return [name for words in rows if words & {"Queued", "Running"} for name in names if name in words]
 
 
 def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
@@ -57,34 +58,19 @@ def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) ->
 
     A seed whose experiment finished on a commit with the same results, or is still queued or running, is not
     queued again: DVC refuses a second experiment of the same name on one baseline, and ten seeds take hours.
+    The committed metrics are the committed seed's run.
     """
     counts = same_results(repo)
     finished = {name for name, baseline, _ in experiment_refs(repo) if counts(baseline)}
-    pending = set(active_tasks(run_dvc(["queue", "status"], repo), [experiment_name(seed) for seed in seeds]))
-    names, queued = [], False
-    for seed in seeds:
-        name = experiment_name(seed)
-        if seed == committed_seed or name in finished:
-            continue  # the committed metrics are this seed's run; or it ran already
-        if name not in pending:
-            run_dvc(["exp", "run", "--queue", "-n", name, "-S", f"{experiments.SEED_KEY}={seed}"], repo)
-            queued = True
-        names.append(name)
+    wanted = {f"default-seed{seed}": seed for seed in seeds if seed != committed_seed}
+    names = [name for name in wanted if name not in finished]
+    pending = active_tasks(repo, names)
+    queued = [name for name in names if name not in pending]
+    for name in queued:
+        run_dvc(["exp", "run", "--queue", "-n", name, "-S", f"{experiments.SEED_KEY}={wanted[name]}"], repo)
     if queued:
         run_dvc(["queue", "start", "-j", str(jobs)], repo)
     return names
-
-
-def active_tasks(status_output: str, names: list[str]) -> list[str]:
-    """Our experiment names that `dvc queue status` still lists as queued or running."""
-    rows = [line.split() for line in status_output.splitlines()]
-    return [name for words in rows if set(words) & set(ACTIVE_STATUSES) for name in names if name in words]
-
-
-def wait_for_queue(repo: Path, names: list[str], poll_seconds: float = POLL_SECONDS) -> None:
-    while active := active_tasks(run_dvc(["queue", "status"], repo), names):
-        print(f"seed_bands: waiting for {', '.join(active)} (`dvc queue logs <name>` shows progress)", flush=True)
-        time.sleep(poll_seconds)
 
 
 def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -125,12 +111,8 @@ def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str
         raise UserError(
             f"no variant has two or more seeds for commit {head[:7]}: run the other seeds with `python -m tools.seed_bands --run`."
         )
-    return {
-        "commit": head,
-        "made_by": "python -m tools.seed_bands",
-        "seeds": sorted({seed for entry in variants.values() for seed in entry["seeds"]}, key=str),
-        "variants": variants,
-    }
+    every_seed = sorted({seed for entry in variants.values() for seed in entry["seeds"]}, key=str)
+    return {"commit": head, "made_by": "python -m tools.seed_bands", "seeds": every_seed, "variants": variants}
 
 
 def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = None, run: bool = False, jobs: int = 1) -> None:
@@ -143,7 +125,9 @@ def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = 
         head = head_commit(repo)
         committed_seed = int(experiments.train_seed(experiments.params_at(repo, head)) or 0)
         names = queue_seeds(repo, list(seeds or DEFAULT_SEEDS), committed_seed, jobs)
-        wait_for_queue(repo, names)
+        while active := active_tasks(repo, names):
+            print(f"seed_bands: waiting for {', '.join(active)} (`dvc queue logs <name>` shows progress)", flush=True)
+            time.sleep(POLL_SECONDS)
         finished = {name for name, baseline, _ in experiment_refs(repo) if baseline == head}
         failed = [name for name in names if name not in finished]
         if failed:

@@ -8,25 +8,22 @@ from typing import Any
 
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import read_json
-from rnnlab.reporting.figures import Series, line_figure
-
-
-def profile_series(name: str, rows: list[dict[str, Any]], color: int) -> list[Series]:
-    """The trained and initial profile of one variant; the rows hold log10 norms, the axis is log."""
-    try:
-        steps = [row["steps_back"] for row in rows]
-        trained = [10.0 ** row["log10_grad_norm_trained"] for row in rows]
-        initial = [10.0 ** row["log10_grad_norm_init"] for row in rows]
-    except (KeyError, TypeError) as error:
-        raise UserError(f"gradient profile of {name} lacks {error}; rerun its evaluate stage (`dvc repro`).") from error
-    return [Series(f"{name} trained", steps, trained, color), Series(f"{name} init", steps, initial, color, dashed=True)]
+from rnnlab.reporting.figures import Panel, Series, line_figure
 
 
 def draw(profiles: dict[str, list[dict[str, Any]]], title: str, path: Path) -> None:
-    series = [line for index, (name, rows) in enumerate(profiles.items()) for line in profile_series(name, rows, index)]
+    series = []
+    for color, (name, rows) in enumerate(profiles.items()):
+        try:  # the rows hold log10 norms, the axis is log
+            steps = [row["steps_back"] for row in rows]
+            trained = [10.0 ** row["log10_grad_norm_trained"] for row in rows]
+            initial = [10.0 ** row["log10_grad_norm_init"] for row in rows]
+        except (KeyError, TypeError) as error:
+            raise UserError(f"gradient profile of {name} lacks {error}; rerun its evaluate stage (`dvc repro`).") from error
+        series += [Series(f"{name} trained", steps, trained, color), Series(f"{name} init", steps, initial, color, dashed=True)]
     if not any(line.x for line in series):
         raise UserError("the gradient profiles hold no steps; rerun the evaluate stages (`dvc repro`).")
-    line_figure(series, title, "steps back from the last symbol", "mean ||dL/dx_t||", path, log_y=True)
+    line_figure(Panel(series, title, "steps back from the last symbol", "mean ||dL/dx_t||", log_y=True), path)
 
 
 def draw_task(profiles_dir: Path, variants: list[str], task: str, out: Path) -> None:
