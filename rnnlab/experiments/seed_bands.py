@@ -1,8 +1,9 @@
 """Seed bands: each variant's test accuracies over seeds, with their runs -> reports/seed_bands.json; and which
 runs are seeds of one config (config_key), for the bands and for the review's head runs alike.
 
-`tools.review` reads the file to tell a real change from seed noise. The seeds run as queued experiments of
-the checked-out commit, whose own metrics count as its seed's run. Not a DVC output: it summarises experiments.
+`tools.review` reads the file to tell a real change from seed noise. The seeds run as experiments of the
+checked-out commit (`python -m tools.sweep --seeds 0-9`), whose own metrics count as its seed's run. Not a DVC
+output: it summarises experiments.
 """
 
 from __future__ import annotations
@@ -10,10 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,55 +20,6 @@ from rnnlab.core.files import PIPELINE_FILE, workspace_paths, write_json
 from rnnlab.core.git import experiment_refs, git
 from rnnlab.experiments import collect as experiments
 
-DEFAULT_SEEDS = tuple(range(10))
-POLL_SECONDS = 30.0
-
-
-def run_dvc(args: list[str], repo: Path) -> str:
-    """Run `dvc ARGS` in `repo`; its failure becomes a one-line error with dvc's last line."""
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True)
-    if result.returncode != 0:
-        message = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"`dvc {' '.join(args)}` failed: {message}")
-    return result.stdout
-
-
-def head_commit(repo: Path) -> str:
-    return git("rev-parse", "HEAD", cwd=repo).strip()
-
-
-def same_results(repo: Path) -> Callable[[str], bool]:
-    """Whether a commit's metrics are the checked-out commit's (e.g. a docs-only commit before it): its seed
-    experiments then describe this commit too."""
-    head_metrics = experiments.metrics_at(repo, head_commit(repo))
-    return functools.cache(lambda commit: experiments.metrics_at(repo, commit) == head_metrics)
-
-
-def active_tasks(repo: Path, names: list[str]) -> list[str]:
-    """Our experiment names that `dvc queue status` still lists as queued or running."""
-    rows = [set(line.split()) for line in run_dvc(["queue", "status"], repo).splitlines()]
-    return [name for words in rows if words & {"Queued", "Running"} for name in names if name in words]
-
-
-def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
-    """Queue one experiment per seed the commit lacks and start the queue; return the names to wait for.
-
-    A seed whose experiment finished on a commit with the same results, or is still queued or running, is not
-    queued again: DVC refuses a second experiment of the same name on one baseline, and ten seeds take hours.
-    The committed metrics are the committed seed's run.
-    """
-    counts = same_results(repo)
-    finished = {name for name, baseline, _ in experiment_refs(repo) if counts(baseline)}
-    wanted = {f"default-seed{seed}": seed for seed in seeds if seed != committed_seed}
-    names = [name for name in wanted if name not in finished]
-    pending = active_tasks(repo, names)
-    queued = [name for name in names if name not in pending]
-    for name in queued:
-        run_dvc(["exp", "run", "--queue", "-n", name, "-S", f"{experiments.SEED_KEY}={wanted[name]}"], repo)
-    if queued:
-        run_dvc(["queue", "start", "-j", str(jobs)], repo)
-    return names
-
 
 def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
     """{commit, seeds, variants: {variant: {key, seeds, runs, accuracies, mean, std}}} of the checked-out commit:
@@ -79,8 +27,10 @@ def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str
     be gone), and every finished experiment here of a commit with its results whose only changed param is
     train.seed, per variant it retrained (a run of `evaluate@relu` counts for relu); one run per seed. `key` is
     the inputs the runs share (config_key below): the review uses a band only for a base with that key."""
-    head = head_commit(repo)
-    counts = same_results(repo)
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    head_metrics = experiments.metrics_at(repo, head)
+    # A commit with the same metrics (e.g. a docs-only commit before this one): its seed experiments count too.
+    counts = functools.cache(lambda commit: experiments.metrics_at(repo, commit) == head_metrics)
     found: dict[str, dict[Any, tuple[str, float]]] = {}
     if recorded and counts(str(recorded.get("commit"))):
         for variant, entry in (recorded.get("variants") or {}).items():
@@ -109,29 +59,18 @@ def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str
         }
     if not variants:
         raise UserError(
-            f"no variant has two or more seeds for commit {head[:7]}: run the other seeds with `python -m tools.seed_bands --run`."
+            f"no variant has two or more seeds for commit {head[:7]}: run the other seeds with `python -m tools.sweep --seeds 0-9`."
         )
     every_seed = sorted({seed for entry in variants.values() for seed in entry["seeds"]}, key=str)
     return {"commit": head, "made_by": "python -m tools.seed_bands", "seeds": every_seed, "variants": variants}
 
 
-def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = None, run: bool = False, jobs: int = 1) -> None:
-    """Optionally queue and run the missing seeds (0-9 unless `seeds`), then write the bands of the checked-out
-    commit to `out`, keeping the runs it recorded before; `seeds` limits the band to those seeds."""
+def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = None) -> None:
+    """Write the bands of the checked-out commit to `out`, keeping the runs it recorded before; `seeds` limits
+    the band to those seeds."""
     if seeds is not None and len(set(seeds)) < 2:
         raise UserError("a seed band needs two or more different seeds; pass e.g. `--seeds 0 1 2`.")
     out = out or repo / workspace_paths(repo / PIPELINE_FILE).get("seed_bands", "reports/seed_bands.json")
-    if run:
-        head = head_commit(repo)
-        committed_seed = int(experiments.train_seed(experiments.params_at(repo, head)) or 0)
-        names = queue_seeds(repo, list(seeds or DEFAULT_SEEDS), committed_seed, jobs)
-        while active := active_tasks(repo, names):
-            print(f"seed_bands: waiting for {', '.join(active)} (`dvc queue logs <name>` shows progress)", flush=True)
-            time.sleep(POLL_SECONDS)
-        finished = {name for name, baseline, _ in experiment_refs(repo) if baseline == head}
-        failed = [name for name in names if name not in finished]
-        if failed:
-            raise UserError(f"experiment(s) {', '.join(failed)} did not finish; `dvc queue logs {failed[0]}` says why.")
     try:
         recorded = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else None
     except json.JSONDecodeError as error:

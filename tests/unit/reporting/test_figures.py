@@ -13,7 +13,7 @@ from matplotlib import image as mpimg
 
 from rnnlab.core.errors import UserError
 from rnnlab.reporting import gradient_figure
-from rnnlab.reporting.figures import DPI, PALETTE, SIZE_INCHES, Series, line_figure
+from rnnlab.reporting.figures import DPI, PALETTE, SIZE_INCHES, Panel, Series, line_figure
 from tests.support.stage_runner import RESOLVED, assert_user_error, repo_params, run_stage, write_params
 
 
@@ -55,15 +55,13 @@ def test_a_rerun_writes_identical_bytes(tmp_path: Path) -> None:
 
 def test_more_lines_draw_more_ink(tmp_path: Path) -> None:
     one = [Series("a", [0, 1, 2], [1.0, 2.0, 3.0])]
-    line_figure(one, "t", "x", "y", tmp_path / "one.png")
-    line_figure([*one, Series("b", [0, 1, 2], [3.0, 1.0, 2.0], color=1, dashed=True)], "t", "x", "y", tmp_path / "two.png")
+    line_figure(Panel(one, "t", "x", "y"), tmp_path / "one.png")
+    line_figure(Panel([*one, Series("b", [0, 1, 2], [3.0, 1.0, 2.0], color=1, dashed=True)], "t", "x", "y"), tmp_path / "two.png")
     ink = {name: (pixels(tmp_path / f"{name}.png") < 0.95).any(axis=2).sum() for name in ("one", "two")}
     assert ink["two"] > ink["one"]
 
 
-def test_empty_series_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        line_figure([Series("empty", [], [])], "t", "x", "y", tmp_path / "x.png")
+def test_empty_profiles_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no steps"):
         gradient_figure.draw({"order_rnn": []}, "t", tmp_path / "y.png")
     assert not list(tmp_path.iterdir())  # nothing half-written
