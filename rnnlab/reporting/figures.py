@@ -9,7 +9,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from rnnlab.core.files import atomic_path
+from rnnlab.core.errors import UserError
+from rnnlab.core.files import atomic_path, read_json
 
 SIZE_INCHES = (7.6, 4.2)
 DPI = 100
@@ -145,3 +146,27 @@ def interval_figure(
     below = -0.55 / (height - 1.45)  # the legend under the x label, in axes fractions
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, below), ncol=3, frameon=False, fontsize="small")
     save_png(figure, path)
+
+
+def draw_gradients(profiles: dict[str, list[dict[str, Any]]], title: str, path: Path) -> None:
+    """The gradient_figure stage's PNG: each variant's ||dL/dx|| by steps back from the last symbol on a log scale,
+    trained (solid) and at initialisation (dashed) in one colour."""
+    series = []
+    for color, (name, rows) in enumerate(profiles.items()):
+        try:  # the rows hold log10 norms, the axis is log
+            steps = [row["steps_back"] for row in rows]
+            trained = [10.0 ** row["log10_grad_norm_trained"] for row in rows]
+            initial = [10.0 ** row["log10_grad_norm_init"] for row in rows]
+        except (KeyError, TypeError) as error:
+            raise UserError(f"gradient profile of {name} lacks {error}; rerun its evaluate stage (`dvc repro`).") from error
+        series += [Series(f"{name} trained", steps, trained, color), Series(f"{name} init", steps, initial, color, dashed=True)]
+    if not any(line.x for line in series):
+        raise UserError("the gradient profiles hold no steps; rerun the evaluate stages (`dvc repro`).")
+    line_figure(Panel(series, title, "steps back from the last symbol", "mean ||dL/dx_t||", log_y=True), path)
+
+
+def draw_task(profiles_dir: Path, variants: list[str], task: str, out: Path) -> None:
+    hint = "Run its evaluate stage (`dvc repro`)."
+    profiles = {name: read_json(profiles_dir / f"{name}.json", f"gradient profile of {name}", hint) for name in variants}
+    draw_gradients(profiles, f"{'Temporal-order task' if task == 'order' else task}: gradient reaching each input step", out)
+    print(f"gradient_figure: {len(profiles)} variants -> {out}")
