@@ -1,9 +1,7 @@
 """The linear baseline: TF-IDF + logistic regression on the same inputs the recurrent models see.
 
-Each review is its token ids from the xy arrays (10k vocabulary, 200 tokens kept by `data.truncate`,
-`<unk>` kept as a token), so the comparison with the recurrent variants is like for like.
-C is chosen on the validation split only; the test split is scored once, with the chosen C.
-Writes metrics with the same keys as the evaluate stage.
+Each review is its token ids from the xy arrays (10k vocabulary, 200 tokens kept by `data.truncate`, `<unk>` kept
+as a token), so the comparison is like for like. C is chosen on the validation split; the test split is scored once.
 """
 
 from __future__ import annotations
@@ -19,9 +17,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from rnnlab.config.params import BaselineConfig
-from rnnlab.core.files import outputs_together
+from rnnlab.core.files import outputs_together, write_json
 from rnnlab.data.arrays import Split, load_meta, load_split
-from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions, write_results
+from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
 from rnnlab.runtime.environment import BASELINE_MATH, mode, record_evaluation, record_training, result_environment
 
 NAME = "linear_tfidf"
@@ -81,7 +79,8 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
     }
     with outputs_together(*outputs.files) as staged:
         write_predictions(staged[outputs.predictions], y, probabilities, meta.class_names)
-        write_results(staged, outputs, metrics, declared=BASELINE_METRICS)
+        write_json(staged[outputs.details], metrics)
+        write_json(staged[outputs.metrics], {key: metrics[key] for key in BASELINE_METRICS})
     if outputs.timings is not None:
         record_training(outputs.timings, NAME, "cpu", [best["seconds"]], int(train.lengths.sum()))
         record_evaluation(outputs.timings, NAME, float(test.lengths.sum()) / eval_seconds)

@@ -12,7 +12,7 @@ from rnnlab.core.errors import UserError
 from rnnlab.core.files import outputs_together, write_json
 from rnnlab.data.arrays import load_split
 from rnnlab.evaluation.gradients import gradient_report
-from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions, write_results
+from rnnlab.evaluation.metrics import DECLARED_METRICS, EvaluationOutputs, classification_metrics, write_predictions
 from rnnlab.model.classifier import count_parameters, load_checkpoint
 from rnnlab.runtime.environment import record_evaluation, result_environment, setup_torch
 from rnnlab.training.history import best_valid_accuracy, read_history
@@ -58,7 +58,8 @@ def evaluate_variant(
         if outputs.gradients is not None:
             write_json(staged[outputs.gradients], gradient_rows)
         write_predictions(staged[outputs.predictions], test.y.numpy(), probabilities, model.spec.class_names)
-        write_results(staged, outputs, metrics)
+        write_json(staged[outputs.details], metrics)
+        write_json(staged[outputs.metrics], {key: metrics[key] for key in DECLARED_METRICS})
     if outputs.timings is not None:
         record_evaluation(outputs.timings, variant.name, tokens_per_second)
     print(json.dumps({key: metrics[key] for key in ("variant", "accuracy", "f1", "roc_auc", "loss", "diverged")}))

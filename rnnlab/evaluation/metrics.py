@@ -1,8 +1,5 @@
 """Classification metrics with the same keys for every model, and the per-example predictions file.
-
-Precision, recall and F1 are for the positive class when there are two classes and macro averages
-otherwise; ROC-AUC is one-vs-rest macro for more than two classes.
-"""
+Precision, recall and F1: the positive class's with two classes, else macro; ROC-AUC: one-vs-rest macro beyond two."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from rnnlab.core.files import atomic_path, check_writable, write_json
+from rnnlab.core.files import atomic_path, check_writable
 
 # What `dvc metrics show` and `dvc exp show` list per variant: what a reviewer compares.
 DECLARED_METRICS = ("accuracy", "f1", "roc_auc", "loss", "best_epoch")
@@ -68,20 +65,9 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
     }
 
 
-def write_results(
-    staged: dict[Path, Path], outputs: EvaluationOutputs, details: dict[str, Any], declared: tuple[str, ...] = DECLARED_METRICS
-) -> None:
-    """The details file, and the declared metrics taken from it."""
-    write_json(staged[outputs.details], details)
-    write_json(staged[outputs.metrics], {key: details[key] for key in declared})
-
-
 def write_predictions(path: Path, y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> None:
-    """One row per test example: actual and predicted class, then each class's probability (6 decimals).
-
-    `dvc plots` draws the confusion matrix from the actual/predicted columns; `tools.review`
-    compares two revisions example by example from the same file.
-    """
+    """Actual and predicted class, then each class's probability (6 decimals): `dvc plots` draws the confusion
+    matrix from it, `tools.review` compares two revisions example by example."""
     header = ",".join(["actual", "predicted", *(f"p_{name}" for name in class_names)])
     with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as handle:
         handle.write(header + "\n")

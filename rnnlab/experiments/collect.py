@@ -72,20 +72,16 @@ def params_at(repo: Path, commit: str) -> dict[str, Any]:
     return parse_params_yaml(show(repo, commit, "params.yaml"), f"params.yaml at {commit[:7]}") or {}
 
 
-def train_seed(params: dict[str, Any]) -> Any:
-    return (params.get("train") or {}).get("seed")
-
-
 def run_seed(overrides: dict[str, Any], params: dict[str, Any]) -> Any:
     """The seed a run changed, else its train.seed."""
     changed = [overrides[key] for key in SEED_KEYS if key in overrides]
-    return changed[0] if changed else train_seed(params)
+    return changed[0] if changed else (params.get("train") or {}).get("seed")
 
 
 def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
     """The checked-out commit first, then each experiment (by name, or all of them)."""
     head = git("rev-parse", "HEAD", cwd=repo).strip()
-    runs = [Run(HEAD_NAME, head, head, {}, metrics_at(repo, head), train_seed(params_at(repo, head)))]
+    runs = [Run(HEAD_NAME, head, head, {}, metrics_at(repo, head), run_seed({}, params_at(repo, head)))]
     found = sorted(experiment_refs(repo), key=lambda ref: ref[0])
     missing = sorted(set(names or ()) - {name for name, _, _ in found})
     if missing:
@@ -127,10 +123,8 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
 
 def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
     """Per group of runs equal but for their seeds (one run per seed), mean ± std of each variant's accuracy.
-
-    Runs of different environments are never grouped together, nor runs that reseeded different things
-    (train.seed vs the order task's seeds); a run that changed no seed joins every group it matches otherwise.
-    """
+    Runs of other environments, or that reseeded other things (train.seed vs the order task's seeds), never
+    group together; a run that changed no seed joins every group it matches otherwise."""
 
     def setting_key(run: Run) -> str:
         rest = {key: value for key, value in run.overrides.items() if key not in SEED_KEYS}

@@ -1,10 +1,6 @@
-"""Seed bands: each variant's test accuracies over seeds, with their runs -> reports/seed_bands.json; and which
-runs are seeds of one config (config_key), for the bands and for the review's head runs alike.
-
-`tools.review` reads the file to tell a real change from seed noise. The seeds run as experiments of the
-checked-out commit (`python -m tools.sweep --seeds 0-9`), whose own metrics count as its seed's run. Not a DVC
-output: it summarises experiments.
-"""
+"""Seed bands: each variant's test accuracies over seeds -> reports/seed_bands.json, which `tools.review` reads to
+tell a real change from seed noise; and which runs are seeds of one config (config_key), for the bands and the
+review alike. Not a DVC output: it summarises experiments (`python -m tools.sweep --seeds 0-9` runs them)."""
 
 from __future__ import annotations
 
@@ -22,11 +18,10 @@ from rnnlab.experiments import collect as experiments
 
 
 def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
-    """{commit, seeds, variants: {variant: {key, seeds, runs, accuracies, mean, std}}} of the checked-out commit:
-    its own run, the runs `recorded` in an earlier file of a commit with the same results (their experiments may
-    be gone), and every finished experiment here of a commit with its results whose only changed param is
-    train.seed, per variant it retrained (a run of `evaluate@relu` counts for relu); one run per seed. `key` is
-    the inputs the runs share (config_key below): the review uses a band only for a base with that key."""
+    """{commit, seeds, variants: {variant: {key, seeds, runs, accuracies, mean, std}}} of the checked-out commit: its
+    own run, the runs `recorded` for a commit with the same results (their refs may be gone), and each experiment
+    here of such a commit that changed train.seed alone, per variant it retrained; one run per seed. `key`
+    (config_key): the review uses a band only for a base with that key."""
     head = git("rev-parse", "HEAD", cwd=repo).strip()
     head_metrics = experiments.metrics_at(repo, head)
     # A commit with the same metrics (e.g. a docs-only commit before this one): its seed experiments count too.
@@ -66,8 +61,7 @@ def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str
 
 
 def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = None) -> None:
-    """Write the bands of the checked-out commit to `out`, keeping the runs it recorded before; `seeds` limits
-    the band to those seeds."""
+    """Write the checked-out commit's bands (of `seeds` only, if given) to `out`, keeping the runs it recorded."""
     if seeds is not None and len(set(seeds)) < 2:
         raise UserError("a seed band needs two or more different seeds; pass e.g. `--seeds 0 1 2`.")
     out = out or repo / workspace_paths(repo / PIPELINE_FILE).get("seed_bands", "reports/seed_bands.json")
@@ -108,9 +102,8 @@ def config_key(revision: Revision, variant: str, paths: dict[str, str] | None = 
 
 
 def seed_runs(head: Revision, variant: str, accuracy: float, exclude: set[str]) -> list[tuple[str, float]]:
-    """The head's run of `variant` (its `accuracy`), then the experiments here that ran it with the same inputs
-    and other seeds (a sweep's, or the queue's), one per seed; runs named in `exclude` (the base's band) are
-    left out."""
+    """The head's run of `variant` (its `accuracy`), then one experiment here per other seed that ran it with the
+    same inputs (a sweep's), but those named in `exclude` (the base's band)."""
     _, params, details = variant_params(head, variant, head.paths)
     runs, seeds, key = [(head.label, accuracy)], {details.get("seed")}, config_key(head, variant)
     for name, _baseline, commit in sorted(experiment_refs(head.repo)) if key is not None else []:

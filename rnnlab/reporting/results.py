@@ -87,11 +87,6 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render_timings(rows: list[dict[str, Any]]) -> str:
-    flat = [{**row, **row.get("machine", {})} for row in rows]
-    return TIMINGS_INTRO + table(flat, TIMING_COLUMNS) + "\n"
-
-
 def write_report(
     metrics_dir: Path, details_dir: Path, out: Path, timings_dir: Path | None = None, timings_out: Path | None = None
 ) -> None:
@@ -100,4 +95,5 @@ def write_report(
     print(f"report: {len(rows)} variants -> {out}")
     if timings_dir is not None and timings_out is not None:
         timings = [read_timings(timings_dir / f"{variant}.json") for variant in sorted({row["variant"] for row in rows})]
-        write_text(timings_out, render_timings([row for row in timings if row]))
+        flat = [{**row, **row.get("machine", {})} for row in timings if row]
+        write_text(timings_out, TIMINGS_INTRO + table(flat, TIMING_COLUMNS) + "\n")

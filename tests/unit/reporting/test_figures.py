@@ -12,7 +12,7 @@ from matplotlib import colors
 from matplotlib import image as mpimg
 
 from rnnlab.core.errors import UserError
-from rnnlab.reporting.figures import DPI, PALETTE, SIZE_INCHES, Panel, Series, draw_gradients, line_figure
+from rnnlab.reporting.figures import DPI, PALETTE, SIZE_INCHES, draw_gradients
 from tests.support.stage_runner import RESOLVED, assert_user_error, repo_params, run_stage, write_params
 
 
@@ -55,9 +55,9 @@ def test_a_rerun_writes_identical_bytes(tmp_path: Path) -> None:
 
 
 def test_more_lines_draw_more_ink(tmp_path: Path) -> None:
-    one = [Series("a", [0, 1, 2], [1.0, 2.0, 3.0])]
-    line_figure(Panel(one, "t", "x", "y"), tmp_path / "one.png")
-    line_figure(Panel([*one, Series("b", [0, 1, 2], [3.0, 1.0, 2.0], color=1, dashed=True)], "t", "x", "y"), tmp_path / "two.png")
+    one = {"order_rnn": profile_rows(-0.3)}
+    draw_gradients(one, "t", tmp_path / "one.png")
+    draw_gradients({**one, "order_gru": profile_rows(-0.1)}, "t", tmp_path / "two.png")
     ink = {name: (pixels(tmp_path / f"{name}.png") < 0.95).any(axis=2).sum() for name in ("one", "two")}
     assert ink["two"] > ink["one"]
 
