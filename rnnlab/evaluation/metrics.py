@@ -48,6 +48,9 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
         roc_auc = None
     matrix = skm.confusion_matrix(y, predicted, labels=labels)
     totals = matrix.sum(axis=1)
+    per_class = {name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)}
+    # confusion[actual][predicted]
+    confusion = {actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)}
     return {
         "accuracy": float(skm.accuracy_score(y, predicted)),
         "precision": float(precision),
@@ -55,13 +58,8 @@ def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names
         "f1": float(f1),
         "roc_auc": roc_auc,
         "loss": loss,
-        "per_class_accuracy": {
-            name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)
-        },
-        # confusion[actual][predicted]
-        "confusion": {
-            actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)
-        },
+        "per_class_accuracy": per_class,
+        "confusion": confusion,
     }
 
 

@@ -83,13 +83,12 @@ def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
     head = git("rev-parse", "HEAD", cwd=repo).strip()
     runs = [Run(HEAD_NAME, head, head, {}, metrics_at(repo, head), run_seed({}, params_at(repo, head)))]
     found = sorted(experiment_refs(repo), key=lambda ref: ref[0])
-    missing = sorted(set(names or ()) - {name for name, _, _ in found})
-    if missing:
-        known = ", ".join(sorted({name for name, _, _ in found})) or "(none)"
-        raise UserError(f"No experiment named {', '.join(missing)}; `dvc exp list -A` lists them. Known: {known}.")
-    for name, baseline, commit in found:
-        if names and name not in names:
-            continue
+    known = sorted({name for name, _, _ in found})
+    if missing := sorted(set(names or ()) - set(known)):
+        raise UserError(
+            f"No experiment named {', '.join(missing)}; `dvc exp list -A` lists them. Known: {', '.join(known) or '(none)'}."
+        )
+    for name, baseline, commit in (ref for ref in found if not names or ref[0] in names):
         base_metrics, params = metrics_at(repo, baseline), params_at(repo, commit)
         changed = {v: m for v, m in metrics_at(repo, commit).items() if base_metrics.get(v) != m}
         overrides = changed_params(params_at(repo, baseline), params)

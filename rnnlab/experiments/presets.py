@@ -100,16 +100,15 @@ def apply_setting(params: dict[str, Any], argument: str) -> dict[str, Any]:
     if not removing and not separator:
         raise ConfigError(f"-S {argument}: expected key=value, +key=value or ~key.")
     adding = key.startswith("+")
-    parts = key.lstrip("+").split(".")
+    *parents, last = key.lstrip("+").split(".")
     result = copy.deepcopy(params)
     node = result
-    for depth, part in enumerate(parts[:-1]):
+    for depth, part in enumerate(parents):
         if not isinstance(node.get(part), dict):
             if not adding:
-                raise ConfigError(f"-S {argument}: '{'.'.join(parts[: depth + 1])}' is not in params.yaml.")
+                raise ConfigError(f"-S {argument}: '{'.'.join(parents[: depth + 1])}' is not in params.yaml.")
             node[part] = {}
         node = node[part]
-    last = parts[-1]
     if removing:
         node.pop(last, None)
     elif last not in node and not adding:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_path, read_json
@@ -57,8 +58,6 @@ def draw_panel(axes, panel: Panel, legend_outside: bool = True) -> None:  # axes
     axes.set_xlabel(panel.x_label)
     axes.set_ylabel(panel.y_label)
     if panel.integer_x:
-        from matplotlib.ticker import MaxNLocator
-
         ticks = sorted({x for line in panel.series for x in line.x})
         if 0 < len(ticks) <= 20:
             axes.set_xticks(ticks)
