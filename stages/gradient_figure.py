@@ -1,4 +1,4 @@
-"""Stage `gradient_figure`: one task's gradient profiles (plots/gradients/<variant>.json) -> PNG (rnnlab/reporting/)."""
+"""Stage `gradient_figure`: one task's gradient profiles (plots/gradients/<variant>.json) -> PNG (rnnlab/reporting/figures.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rnnlab.config.params import read_task_variants
 from rnnlab.core.cli import run_cli
-from rnnlab.reporting.gradient_figure import draw_task
+from rnnlab.reporting.figures import draw_task
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from rnnlab.core.cli import run_cli
-from rnnlab.experiments.report import write_studies
+from rnnlab.experiments.collect import write_studies
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,2 +1,1 @@
-"""Scoring trained models: metrics and predictions, gradient flow through time, the linear baseline,
-and classifying new text with a checkpoint (inference)."""
+"""Scoring trained models: metrics, predictions, gradient flow through time, the linear baseline, inference."""

@@ -1,9 +1,7 @@
 """The linear baseline: TF-IDF + logistic regression on the same inputs the recurrent models see.
 
-Each review is its token ids from the xy arrays (10k vocabulary, 200 tokens kept by `data.truncate`,
-`<unk>` kept as a token), so the comparison with the recurrent variants is like for like.
-C is chosen on the validation split only; the test split is scored once, with the chosen C.
-Writes metrics with the same keys as the evaluate stage.
+Each review is its token ids from the xy arrays (10k vocabulary, 200 tokens kept by `data.truncate`, `<unk>` kept
+as a token), so the comparison is like for like. C is chosen on the validation split; the test split is scored once.
 """
 
 from __future__ import annotations
@@ -19,19 +17,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from rnnlab.config.params import BaselineConfig
-from rnnlab.core.files import check_writable, outputs_together
+from rnnlab.core.files import outputs_together, write_json
 from rnnlab.data.arrays import Split, load_meta, load_split
-from rnnlab.evaluation.metrics import (
-    DECLARED_METRICS,
-    EvaluationOutputs,
-    classification_metrics,
-    write_predictions,
-    write_results,
-)
+from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
 from rnnlab.runtime.environment import BASELINE_MATH, mode, record_evaluation, record_training, result_environment
 
 NAME = "linear_tfidf"
-BASELINE_METRICS = tuple(key for key in DECLARED_METRICS if key != "best_epoch")  # one fit, no epochs to choose from
+BASELINE_METRICS = ("accuracy", "f1", "roc_auc", "loss")  # the declared metrics but best_epoch: one fit, no epochs
 
 
 def documents(split: Split) -> list[str]:
@@ -58,14 +50,9 @@ def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[
     return vectorizer, max(fits, key=lambda fit: fit["valid_accuracy"])
 
 
-def baseline_math() -> str:
-    return BASELINE_MATH if mode().reproducible else "numpy/scipy OpenBLAS: machine-dependent"
-
-
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
     """Fit on train, choose C on valid, score test once; write metrics and predictions like evaluate does."""
-    for path in filter(None, (outputs.metrics, outputs.details, outputs.predictions, outputs.timings)):
-        check_writable(path)  # before the work, not after it
+    outputs.check_writable()  # before the work, not after it
     meta = load_meta(data_dir)
     train, valid, test = (load_split(data_dir, split) for split in ("train", "valid", "test"))
     vectorizer, best = fit_and_select(config, train, valid)
@@ -75,6 +62,7 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
     eval_seconds = time.perf_counter() - started
     y = test.y.numpy()
     loss = float(log_loss(y, probabilities, labels=list(range(meta.num_classes))))
+    math = BASELINE_MATH if mode().reproducible else "numpy/scipy OpenBLAS: machine-dependent"
     metrics = {
         "variant": NAME,
         "study": "imdb",
@@ -87,11 +75,12 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
         "seed": 0,
         "cell": "linear",
         "gradient": None,  # no recurrence: nothing flows through time
-        "environment": result_environment(torch.device("cpu"), math=baseline_math()),
+        "environment": result_environment(torch.device("cpu"), math=math),
     }
-    with outputs_together(outputs.metrics, outputs.details, outputs.predictions) as staged:  # all or none
+    with outputs_together(*outputs.files) as staged:
         write_predictions(staged[outputs.predictions], y, probabilities, meta.class_names)
-        write_results(staged, outputs, metrics, declared=BASELINE_METRICS)
+        write_json(staged[outputs.details], metrics)
+        write_json(staged[outputs.metrics], {key: metrics[key] for key in BASELINE_METRICS})
     if outputs.timings is not None:
         record_training(outputs.timings, NAME, "cpu", [best["seconds"]], int(train.lengths.sum()))
         record_evaluation(outputs.timings, NAME, float(test.lengths.sum()) / eval_seconds)

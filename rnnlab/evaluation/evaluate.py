@@ -9,11 +9,11 @@ from typing import Any
 
 from rnnlab.config.params import Variant
 from rnnlab.core.errors import UserError
-from rnnlab.core.files import check_writable, outputs_together, write_json
-from rnnlab.data.arrays import Split, load_split
+from rnnlab.core.files import outputs_together, write_json
+from rnnlab.data.arrays import load_split
 from rnnlab.evaluation.gradients import gradient_report
-from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions, write_results
-from rnnlab.model.classifier import Classifier, count_parameters, load_checkpoint
+from rnnlab.evaluation.metrics import DECLARED_METRICS, EvaluationOutputs, classification_metrics, write_predictions
+from rnnlab.model.classifier import count_parameters, load_checkpoint
 from rnnlab.runtime.environment import record_evaluation, result_environment, setup_torch
 from rnnlab.training.history import best_valid_accuracy, read_history
 from rnnlab.training.train import predict
@@ -21,20 +21,24 @@ from rnnlab.training.train import predict
 EVAL_BATCH_SIZE = 500
 
 
-def check_test_split(test: Split, model: Classifier, data_dir: Path, model_path: Path) -> None:
+def evaluate_variant(
+    variant: Variant, data_dir: Path, model_path: Path, history_dir: Path, outputs: EvaluationOutputs
+) -> dict[str, Any]:
+    """Write the variant's metrics, details, predictions and gradient profile (all of them, or none); returns the details."""
+    outputs.check_writable()  # before the work, not after it
+    device = setup_torch(variant.train.device)
+    # Refuses a checkpoint trained under other model params (stale or copied in) before any work.
+    model, checkpoint = load_checkpoint(model_path, expected=variant.model)
+    model.to(device)
+    history = read_history(history_dir)
+    test = load_split(data_dir, "test")
     if test.x.shape[1] != model.spec.sequence_length or int(test.x.max()) >= model.spec.input_size:
         raise UserError(f"{data_dir}/test does not match the data {model_path} was trained on; rerun `dvc repro`.")
-
-
-def test_metrics(
-    model: Classifier, checkpoint: dict[str, Any], history: list[dict[str, Any]], test: Split, device: Any
-) -> tuple[dict[str, Any], Any, float]:
-    """Metrics (only numbers that reproduce), the test probabilities and the evaluation tokens/s."""
     started = time.perf_counter()
     test_probabilities, loss = predict(model, test, EVAL_BATCH_SIZE, device, description="test")
     tokens_per_second = len(test) * test.sequence_length / (time.perf_counter() - started)
     probabilities = test_probabilities.double().numpy()
-    metrics = {
+    metrics = {  # only numbers that reproduce
         "variant": checkpoint["variant"],
         "study": checkpoint["study"],
         **classification_metrics(test.y.numpy(), probabilities, model.spec.class_names, loss),
@@ -48,31 +52,14 @@ def test_metrics(
         # Where the weights were trained, as far as it decides their bits.
         "environment": checkpoint.get("environment") or result_environment(device),
     }
-    return metrics, probabilities, tokens_per_second
-
-
-def evaluate_variant(
-    variant: Variant, data_dir: Path, model_path: Path, history_dir: Path, outputs: EvaluationOutputs
-) -> dict[str, Any]:
-    """Write the variant's metrics, details, predictions and gradient profile (all of them, or none); returns the details."""
-    written = [path for path in (outputs.metrics, outputs.details, outputs.predictions, outputs.gradients) if path is not None]
-    for path in filter(None, (*written, outputs.timings)):
-        check_writable(path)  # before the work, not after it
-    device = setup_torch(variant.train.device)
-    # Refuses a checkpoint trained under other model params (stale or copied in) before any work.
-    model, checkpoint = load_checkpoint(model_path, expected=variant.model)
-    model.to(device)
-    history = read_history(history_dir)
-    test = load_split(data_dir, "test")
-    check_test_split(test, model, data_dir, model_path)
-    metrics, probabilities, tokens_per_second = test_metrics(model, checkpoint, history, test, device)
     # Gradient flow through time: scalars in the metrics, the per-step profile as a plots file.
     metrics["gradient"], gradient_rows = gradient_report(model, checkpoint["train"]["seed"], load_split(data_dir, "valid"))
-    with outputs_together(*written) as staged:
+    with outputs_together(*outputs.files) as staged:
         if outputs.gradients is not None:
             write_json(staged[outputs.gradients], gradient_rows)
-        write_predictions(staged[outputs.predictions], test.y.numpy(), probabilities, tuple(metrics["confusion"]))
-        write_results(staged, outputs, metrics)
+        write_predictions(staged[outputs.predictions], test.y.numpy(), probabilities, model.spec.class_names)
+        write_json(staged[outputs.details], metrics)
+        write_json(staged[outputs.metrics], {key: metrics[key] for key in DECLARED_METRICS})
     if outputs.timings is not None:
         record_evaluation(outputs.timings, variant.name, tokens_per_second)
     print(json.dumps({key: metrics[key] for key in ("variant", "accuracy", "f1", "roc_auc", "loss", "diverged")}))

@@ -1,8 +1,5 @@
 """Classification metrics with the same keys for every model, and the per-example predictions file.
-
-Precision, recall and F1 are for the positive class when there are two classes and macro averages
-otherwise; ROC-AUC is one-vs-rest macro for more than two classes.
-"""
+Precision, recall and F1: the positive class's with two classes, else macro; ROC-AUC: one-vs-rest macro beyond two."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from rnnlab.core.files import atomic_path, write_json
+from rnnlab.core.files import atomic_path, check_writable
 
 # What `dvc metrics show` and `dvc exp show` list per variant: what a reviewer compares.
 DECLARED_METRICS = ("accuracy", "f1", "roc_auc", "loss", "best_epoch")
@@ -27,63 +24,51 @@ class EvaluationOutputs:
     gradients: Path | None = None  # plots JSON: log10 ||dL/dx_t|| by steps back
     timings: Path | None = None  # machine-dependent tokens/s (not a DVC output)
 
+    @property
+    def files(self) -> list[Path]:
+        """The DVC outputs: written all together, or none of them."""
+        return [path for path in (self.metrics, self.details, self.predictions, self.gradients) if path is not None]
+
+    def check_writable(self) -> None:
+        for path in filter(None, (*self.files, self.timings)):
+            check_writable(path)
+
 
 def classification_metrics(y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...], loss: float) -> dict[str, Any]:
     predicted = probabilities.argmax(axis=1)
     labels = list(range(len(class_names)))
     binary = len(class_names) == 2
-    average = "binary" if binary else "macro"
+    # sklearn ignores `labels` for a binary average, and `multi_class` for one column of scores.
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
-        y, predicted, labels=None if binary else labels, average=average, zero_division=0
+        y, predicted, labels=labels, average="binary" if binary else "macro", zero_division=0
     )
     try:
-        roc_auc = (
-            skm.roc_auc_score(y, probabilities[:, 1])
-            if binary
-            else skm.roc_auc_score(y, probabilities, multi_class="ovr", labels=labels)
-        )
+        roc_auc = float(skm.roc_auc_score(y, probabilities[:, 1] if binary else probabilities, multi_class="ovr", labels=labels))
     except ValueError:  # a test set with a single class has no ROC curve
         roc_auc = None
     matrix = skm.confusion_matrix(y, predicted, labels=labels)
     totals = matrix.sum(axis=1)
+    per_class = {name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)}
+    # confusion[actual][predicted]
+    confusion = {actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)}
     return {
         "accuracy": float(skm.accuracy_score(y, predicted)),
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
-        "roc_auc": None if roc_auc is None else float(roc_auc),
+        "roc_auc": roc_auc,
         "loss": loss,
-        "per_class_accuracy": {
-            name: float(matrix[i, i] / totals[i]) if totals[i] else None for i, name in enumerate(class_names)
-        },
-        # confusion[actual][predicted]
-        "confusion": {
-            actual: {pred: int(matrix[i, j]) for j, pred in enumerate(class_names)} for i, actual in enumerate(class_names)
-        },
+        "per_class_accuracy": per_class,
+        "confusion": confusion,
     }
 
 
-def write_results(
-    staged: dict[Path, Path], outputs: EvaluationOutputs, details: dict[str, Any], declared: tuple[str, ...] = DECLARED_METRICS
-) -> None:
-    """The details file, and the declared metrics taken from it."""
-    write_json(staged[outputs.details], details)
-    write_json(staged[outputs.metrics], {key: details[key] for key in declared})
-
-
-PROBABILITY_DIGITS = 6
-
-
 def write_predictions(path: Path, y: np.ndarray, probabilities: np.ndarray, class_names: tuple[str, ...]) -> None:
-    """One row per test example: actual and predicted class, then each class's probability.
-
-    `dvc plots` draws the confusion matrix from the actual/predicted columns; `tools.review`
-    compares two revisions example by example from the same file.
-    """
-    predicted = probabilities.argmax(axis=1)
+    """Actual and predicted class, then each class's probability (6 decimals): `dvc plots` draws the confusion
+    matrix from it, `tools.review` compares two revisions example by example."""
     header = ",".join(["actual", "predicted", *(f"p_{name}" for name in class_names)])
     with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8", newline="\n") as handle:
         handle.write(header + "\n")
-        for actual, guess, row in zip(y.tolist(), predicted.tolist(), probabilities.tolist(), strict=True):
-            values = ",".join(f"{value:.{PROBABILITY_DIGITS}f}" for value in row)
+        for actual, guess, row in zip(y.tolist(), probabilities.argmax(axis=1).tolist(), probabilities.tolist(), strict=True):
+            values = ",".join(f"{value:.6f}" for value in row)
             handle.write(f"{class_names[actual]},{class_names[guess]},{values}\n")

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import shlex
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rnnlab.config.params import parse_params_yaml
 from rnnlab.core.errors import UserError
+from rnnlab.core.files import write_json, write_text
 from rnnlab.core.git import experiment_refs, git, show
-from rnnlab.experiments.presets import changed_params, setting
+from rnnlab.experiments.presets import PRESETS_DIR, Preset, available, changed_params, load_preset, setting
 
 SEED_KEY = "train.seed"
 # Every param that only reseeds a run: the IMDB study's, and the order task's (weights and data).
@@ -51,33 +52,20 @@ class Run:
     baseline: str
     commit: str
     overrides: dict[str, Any]  # dotted param key -> value; "+key" adds, "~key" removes
-    metrics: dict[str, dict[str, Any]]  # variant -> the run's details (metrics_at), changed ones only
-    all_variants: list[str] = field(default_factory=list)  # the run's params variants (imdb study)
+    metrics: dict[str, dict[str, Any]]  # variant -> the run's details, changed ones only
     seed: Any = None
-    recorded_command: str | None = None  # a run kept from reports/studies.json (its ref is not here)
+    command: str = "dvc repro"  # what reproduces it on top of its baseline
 
     @property
     def environment(self) -> str:
         labels = {label for m in self.metrics.values() if (label := environment_label(m.get("environment"))) is not None}
         return UNPINNED if UNPINNED in labels else " + ".join(sorted(labels)) or "reproducible"
 
-    @property
-    def command(self) -> str:
-        if self.recorded_command is not None:
-            return self.recorded_command
-        settings = [arg for key, value in self.overrides.items() for arg in ("-S", shlex.quote(setting(key, value)))]
-        # A run that changed only some of its variants targeted their evaluate stages.
-        targets = [] if set(self.metrics) >= set(self.all_variants) else [f"evaluate@{v}" for v in sorted(self.metrics)]
-        return " ".join(["dvc exp run -n", shlex.quote(self.name), *settings, *targets])
-
 
 def metrics_at(repo: Path, commit: str) -> dict[str, dict[str, Any]]:
-    """variant -> metrics/details/<variant>.json at `commit`, or metrics/<variant>.json in revisions made
-    before the declared metrics were split from the details."""
-    names = git("ls-tree", "-r", "--name-only", commit, "metrics/", cwd=repo).split()
-    files = {Path(name).stem: name for name in names if Path(name).parent == Path("metrics") and name.endswith(".json")}
-    details = {Path(name).stem: name for name in names if Path(name).parent == Path("metrics/details")}
-    return {variant: json.loads(show(repo, commit, details.get(variant, name))) for variant, name in files.items()}
+    """variant -> its metrics/details/<variant>.json at `commit`."""
+    names = git("ls-tree", "--name-only", commit, "metrics/details/", cwd=repo).split()
+    return {Path(name).stem: json.loads(show(repo, commit, name)) for name in names if name.endswith(".json")}
 
 
 def params_at(repo: Path, commit: str) -> dict[str, Any]:
@@ -87,32 +75,28 @@ def params_at(repo: Path, commit: str) -> dict[str, Any]:
 def run_seed(overrides: dict[str, Any], params: dict[str, Any]) -> Any:
     """The seed a run changed, else its train.seed."""
     changed = [overrides[key] for key in SEED_KEYS if key in overrides]
-    return changed[0] if changed else train_seed(params)
-
-
-def train_seed(params: dict[str, Any]) -> Any:
-    return (params.get("train") or {}).get("seed")
+    return changed[0] if changed else (params.get("train") or {}).get("seed")
 
 
 def collect(repo: Path, names: list[str] | None = None) -> list[Run]:
     """The checked-out commit first, then each experiment (by name, or all of them)."""
     head = git("rev-parse", "HEAD", cwd=repo).strip()
-    head_metrics = metrics_at(repo, head)
-    runs = [Run(HEAD_NAME, head, head, {}, head_metrics, list(head_metrics), train_seed(params_at(repo, head)))]
+    runs = [Run(HEAD_NAME, head, head, {}, metrics_at(repo, head), run_seed({}, params_at(repo, head)))]
     found = sorted(experiment_refs(repo), key=lambda ref: ref[0])
-    missing = sorted(set(names or ()) - {name for name, _, _ in found})
-    if missing:
-        known = ", ".join(sorted({name for name, _, _ in found})) or "(none)"
-        raise UserError(f"No experiment named {', '.join(missing)}; `dvc exp list -A` lists them. Known: {known}.")
-    for name, baseline, commit in found:
-        if names and name not in names:
-            continue
+    known = sorted({name for name, _, _ in found})
+    if missing := sorted(set(names or ()) - set(known)):
+        raise UserError(
+            f"No experiment named {', '.join(missing)}; `dvc exp list -A` lists them. Known: {', '.join(known) or '(none)'}."
+        )
+    for name, baseline, commit in (ref for ref in found if not names or ref[0] in names):
         base_metrics, params = metrics_at(repo, baseline), params_at(repo, commit)
         changed = {v: m for v, m in metrics_at(repo, commit).items() if base_metrics.get(v) != m}
         overrides = changed_params(params_at(repo, baseline), params)
-        runs.append(
-            Run(name, baseline, commit, overrides, changed, list(params.get("variants") or {}), run_seed(overrides, params))
-        )
+        settings = [arg for key, value in overrides.items() for arg in ("-S", shlex.quote(setting(key, value)))]
+        # A run that changed only some of its variants targeted their evaluate stages.
+        targets = [] if set(changed) >= set(params.get("variants") or {}) else [f"evaluate@{v}" for v in sorted(changed)]
+        command = " ".join(["dvc exp run -n", shlex.quote(name), *settings, *targets])
+        runs.append(Run(name, baseline, commit, overrides, changed, run_seed(overrides, params), command))
     return runs
 
 
@@ -125,26 +109,21 @@ def recorded_runs(path: Path, present: set[str]) -> list[Run]:
     except (json.JSONDecodeError, AttributeError) as error:
         raise UserError(f"{path} is not a studies report ({error}); restore it with `git checkout {path}`.") from error
     runs = []
-    for entry in recorded:
-        if entry["name"] in present or entry["name"] == HEAD_NAME:
-            continue
+    for entry in (entry for entry in recorded if entry["name"] not in present):
         # The seed it changed, else the one its rows agree on (a recorded run keeps no params file).
-        seed = run_seed(entry["overrides"], {})
         row_seeds = {row.get("seed") for row in entry["rows"].values()} - {None}
-        if seed is None and len(row_seeds) == 1:
-            seed = next(iter(row_seeds))
-        run = Run(entry["name"], entry["baseline"], entry["commit"], entry["overrides"], entry["rows"], seed=seed)
-        run.recorded_command = entry["command"]
-        runs.append(run)
+        agreed = {"train": {"seed": row_seeds.pop()}} if len(row_seeds) == 1 else {}
+        seed = run_seed(entry["overrides"], agreed)
+        runs.append(
+            Run(entry["name"], entry["baseline"], entry["commit"], entry["overrides"], entry["rows"], seed, entry["command"])
+        )
     return runs
 
 
 def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
     """Per group of runs equal but for their seeds (one run per seed), mean ± std of each variant's accuracy.
-
-    Runs of different environments are never grouped together, nor runs that reseeded different things
-    (train.seed vs the order task's seeds); a run that changed no seed joins every group it matches otherwise.
-    """
+    Runs of other environments, or that reseeded other things (train.seed vs the order task's seeds), never
+    group together; a run that changed no seed joins every group it matches otherwise."""
 
     def setting_key(run: Run) -> str:
         rest = {key: value for key, value in run.overrides.items() if key not in SEED_KEYS}
@@ -163,7 +142,7 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
                 group.setdefault(run.seed, run)
     spread = []
     for (key, _reseeded), by_seed in groups.items():
-        group_setting = json.loads(key)
+        shared = json.loads(key)
         for variant in sorted(set.union(*(set(run.metrics) for run in by_seed.values()))):
             # in the order the runs were given; a run of `evaluate@relu` alone counts for relu only
             members = sorted((run for run in by_seed.values() if variant in run.metrics), key=runs.index)
@@ -172,8 +151,8 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
             accuracies = [run.metrics[variant]["accuracy"] for run in members]
             spread.append(
                 {
-                    "overrides": group_setting["overrides"],
-                    "environment": group_setting["environment"],
+                    "overrides": shared["overrides"],
+                    "environment": shared["environment"],
                     "variant": variant,
                     "runs": [run.name for run in members],
                     "seeds": [run.seed for run in members],
@@ -183,3 +162,93 @@ def seed_spread(runs: list[Run]) -> list[dict[str, Any]]:
                 }
             )
     return spread
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f} %"
+
+
+def preset_command(preset: Preset) -> str:
+    return f"python -m tools.preset {preset.name}"
+
+
+STUDIES_INTRO = """# Studies (DVC experiments)
+
+Generated by `python -m tools.studies` from this repository's experiment refs (do not edit by
+hand). Each row is a metrics file an experiment's run changed; the command below the table
+reproduces the experiment on top of its baseline commit. `(committed)` is the checked-out
+pipeline run.
+
+| experiment | variant | test accuracy | F1 | ROC-AUC | best valid acc. | best epoch | parameters | seed | environment |
+|---|---|---|---|---|---|---|---|---|---|"""
+SPREAD_INTRO = """
+## Seed spread (test accuracy)
+
+| runs | changed params besides the seeds | environment | variant | seeds | mean ± std | min – max |
+|---|---|---|---|---|---|---|"""
+PRESETS_INTRO = """
+## Presets
+
+Named, committed experiment definitions (`presets/<name>.yaml`); the command prints and runs
+the equivalent `dvc exp run` (`--queue` queues it, `--name` and `-S` vary it, `--dry-run` only prints).
+"""
+
+
+def render(runs: list[Run], spread: list[dict[str, Any]], presets: list[Preset]) -> str:
+    lines = [STUDIES_INTRO]
+    for run in runs:
+        for variant, m in sorted(
+            run.metrics.items(), key=lambda item: (item[1].get("study", "imdb") != "imdb", -(item[1].get("accuracy") or 0))
+        ):
+            diverged = " (diverged)" if m.get("diverged") else ""
+            lines.append(
+                f"| `{run.name}` | `{variant}`{diverged} | {percent(m.get('accuracy'))} | {m.get('f1', 0):.4f} | "
+                f"{m.get('roc_auc', 0):.4f} | {percent(m.get('best_valid_accuracy'))} | {m.get('best_epoch', '–')} / "
+                f"{m.get('epochs_trained', '–')} | {m.get('parameters', 0):,} | {m.get('seed')} | {run.environment} |"
+            )
+    lines += ["", "## Commands", ""]
+    by_experiment = {preset.experiment: preset for preset in presets}
+    for run in runs[1:]:
+        preset = f" — preset: `{preset_command(by_experiment[run.name])}`" if run.name in by_experiment else ""
+        lines.append(f"- `{run.name}` (experiment {run.commit[:7]}, baseline {run.baseline[:7]}): `{run.command}`{preset}")
+    if spread:
+        lines.append(SPREAD_INTRO)
+    for row in spread:
+        changed = ", ".join(f"`{setting(k, v)}`" for k, v in row["overrides"].items()) or "(none)"
+        lines.append(
+            f"| {', '.join(f'`{name}`' for name in row['runs'])} | {changed} | {row['environment']} | `{row['variant']}` | "
+            f"{', '.join(map(str, row['seeds']))} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} % | "
+            f"{percent(min(row['accuracies']))} – {percent(max(row['accuracies']))} |"
+        )
+    if presets:
+        lines.append(PRESETS_INTRO)
+        lines += [f"- `{preset_command(preset)}`: {preset.description} (experiment `{preset.experiment}`)" for preset in presets]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(runs: list[Run], spread: list[dict[str, Any]], presets: list[Preset]) -> dict[str, Any]:
+    experiments = [
+        {
+            **{key: getattr(run, key) for key in ("name", "commit", "baseline", "overrides", "command", "environment")},
+            "rows": {variant: {key: m.get(key) for key in ROW_KEYS} for variant, m in run.metrics.items()},
+        }
+        for run in runs
+    ]
+    listed = [
+        {**{key: getattr(preset, key) for key in ("name", "experiment", "description")}, "command": preset_command(preset)}
+        for preset in presets
+    ]
+    return {"experiments": experiments, "seed_spread": spread, "presets": listed}
+
+
+def write_studies(repo: Path, out: Path, names: list[str] | None = None) -> None:
+    """Collect the experiments (all, or `names`) and write `out` (Markdown) and its JSON beside it."""
+    runs = collect(repo, names)
+    # A full regeneration keeps what earlier runs recorded but this repository lacks.
+    recorded = [] if names else recorded_runs(out.with_suffix(".json"), {run.name for run in runs})
+    runs += recorded
+    spread = seed_spread(runs)
+    presets = [load_preset(name, repo / PRESETS_DIR) for name in available(repo / PRESETS_DIR)]
+    write_json(out.with_suffix(".json"), to_json(runs, spread, presets))
+    write_text(out, render(runs, spread, presets))
+    print(f"studies: {len(runs) - 1} experiments ({len(recorded)} kept as recorded), {len(spread)} seed-spread rows -> {out}")

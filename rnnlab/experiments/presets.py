@@ -17,9 +17,9 @@ import yaml
 
 from rnnlab.config.params import Params, did_you_mean, parse_params, parse_params_yaml
 from rnnlab.core.errors import ConfigError
+from rnnlab.core.files import PIPELINE_FILE
 
 PRESETS_DIR = Path("presets")
-PIPELINE_FILE = Path("dvc.yaml")
 PRESET_KEYS = ("experiment", "description", "params", "targets")
 # Which params mapping a foreach stage iterates over, so a target `stage@variant` can be checked.
 TASK_OF_FOREACH = {"${variants}": "imdb", "${order.variants}": "order"}
@@ -64,10 +64,8 @@ def load_preset(name: str, directory: Path = PRESETS_DIR) -> Preset:
 def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(dict(base))
     for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
+        nested = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = deep_merge(merged[key], value) if nested else copy.deepcopy(value)
     return merged
 
 
@@ -102,16 +100,15 @@ def apply_setting(params: dict[str, Any], argument: str) -> dict[str, Any]:
     if not removing and not separator:
         raise ConfigError(f"-S {argument}: expected key=value, +key=value or ~key.")
     adding = key.startswith("+")
-    parts = key.lstrip("+").split(".")
+    *parents, last = key.lstrip("+").split(".")
     result = copy.deepcopy(params)
     node = result
-    for depth, part in enumerate(parts[:-1]):
+    for depth, part in enumerate(parents):
         if not isinstance(node.get(part), dict):
             if not adding:
-                raise ConfigError(f"-S {argument}: '{'.'.join(parts[: depth + 1])}' is not in params.yaml.")
+                raise ConfigError(f"-S {argument}: '{'.'.join(parents[: depth + 1])}' is not in params.yaml.")
             node[part] = {}
         node = node[part]
-    last = parts[-1]
     if removing:
         node.pop(last, None)
     elif last not in node and not adding:

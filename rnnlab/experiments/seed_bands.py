@@ -1,19 +1,12 @@
-"""Seed bands: each variant's test accuracies over seeds, with their runs -> reports/seed_bands.json; and which
-runs are seeds of one config (config_key), for the bands and for the review's head runs alike.
-
-`tools.review` reads the file to tell a real change from seed noise. The seeds run as queued experiments of
-the checked-out commit, whose own metrics count as its seed's run. Not a DVC output: it summarises experiments.
-"""
+"""Seed bands: each variant's test accuracies over seeds -> reports/seed_bands.json, which `tools.review` reads to
+tell a real change from seed noise; and which runs are seeds of one config (config_key), for the bands and the
+review alike. Not a DVC output: it summarises experiments (`python -m tools.sweep --seeds 0-9` runs them)."""
 
 from __future__ import annotations
 
 import functools
 import json
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,78 +16,16 @@ from rnnlab.core.files import PIPELINE_FILE, workspace_paths, write_json
 from rnnlab.core.git import experiment_refs, git
 from rnnlab.experiments import collect as experiments
 
-DEFAULT_SEEDS = tuple(range(10))
-POLL_SECONDS = 30.0
-ACTIVE_STATUSES = ("Queued", "Running")
-
-
-def experiment_name(seed: int) -> str:
-    return f"default-seed{seed}"
-
-
-def run_dvc(args: list[str], repo: Path) -> str:
-    """Run `dvc ARGS` in `repo`; its failure becomes a one-line error with dvc's last line."""
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True)
-    if result.returncode != 0:
-        message = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"`dvc {' '.join(args)}` failed: {message}")
-    return result.stdout
-
-
-def same_results(repo: Path) -> Callable[[str], bool]:
-    """Whether a commit's metrics are the checked-out commit's (e.g. a docs-only commit before it): its seed
-    experiments then describe this commit too."""
-    head_metrics = experiments.metrics_at(repo, head_commit(repo))
-    return functools.cache(lambda commit: experiments.metrics_at(repo, commit) == head_metrics)
-
-
-def head_commit(repo: Path) -> str:
-    return git("rev-parse", "HEAD", cwd=repo).strip()
-
-
-def queue_seeds(repo: Path, seeds: list[int], committed_seed: int, jobs: int) -> list[str]:
-    """Queue one experiment per seed the commit lacks and start the queue; return the names to wait for.
-
-    A seed whose experiment finished on a commit with the same results, or is still queued or running, is not
-    queued again: DVC refuses a second experiment of the same name on one baseline, and ten seeds take hours.
-    """
-    counts = same_results(repo)
-    finished = {name for name, baseline, _ in experiment_refs(repo) if counts(baseline)}
-    pending = set(active_tasks(run_dvc(["queue", "status"], repo), [experiment_name(seed) for seed in seeds]))
-    names, queued = [], False
-    for seed in seeds:
-        name = experiment_name(seed)
-        if seed == committed_seed or name in finished:
-            continue  # the committed metrics are this seed's run; or it ran already
-        if name not in pending:
-            run_dvc(["exp", "run", "--queue", "-n", name, "-S", f"{experiments.SEED_KEY}={seed}"], repo)
-            queued = True
-        names.append(name)
-    if queued:
-        run_dvc(["queue", "start", "-j", str(jobs)], repo)
-    return names
-
-
-def active_tasks(status_output: str, names: list[str]) -> list[str]:
-    """Our experiment names that `dvc queue status` still lists as queued or running."""
-    rows = [line.split() for line in status_output.splitlines()]
-    return [name for words in rows if set(words) & set(ACTIVE_STATUSES) for name in names if name in words]
-
-
-def wait_for_queue(repo: Path, names: list[str], poll_seconds: float = POLL_SECONDS) -> None:
-    while active := active_tasks(run_dvc(["queue", "status"], repo), names):
-        print(f"seed_bands: waiting for {', '.join(active)} (`dvc queue logs <name>` shows progress)", flush=True)
-        time.sleep(poll_seconds)
-
 
 def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
-    """{commit, seeds, variants: {variant: {key, seeds, runs, accuracies, mean, std}}} of the checked-out commit:
-    its own run, the runs `recorded` in an earlier file of a commit with the same results (their experiments may
-    be gone), and every finished experiment here of a commit with its results whose only changed param is
-    train.seed, per variant it retrained (a run of `evaluate@relu` counts for relu); one run per seed. `key` is
-    the inputs the runs share (config_key below): the review uses a band only for a base with that key."""
-    head = head_commit(repo)
-    counts = same_results(repo)
+    """{commit, seeds, variants: {variant: {key, seeds, runs, accuracies, mean, std}}} of the checked-out commit: its
+    own run, the runs `recorded` for a commit with the same results (their refs may be gone), and each experiment
+    here of such a commit that changed train.seed alone, per variant it retrained; one run per seed. `key`
+    (config_key): the review uses a band only for a base with that key."""
+    head = git("rev-parse", "HEAD", cwd=repo).strip()
+    head_metrics = experiments.metrics_at(repo, head)
+    # A commit with the same metrics (e.g. a docs-only commit before this one): its seed experiments count too.
+    counts = functools.cache(lambda commit: experiments.metrics_at(repo, commit) == head_metrics)
     found: dict[str, dict[Any, tuple[str, float]]] = {}
     if recorded and counts(str(recorded.get("commit"))):
         for variant, entry in (recorded.get("variants") or {}).items():
@@ -123,31 +54,17 @@ def collect_bands(repo: Path, seeds: list[int] | None = None, recorded: dict[str
         }
     if not variants:
         raise UserError(
-            f"no variant has two or more seeds for commit {head[:7]}: run the other seeds with `python -m tools.seed_bands --run`."
+            f"no variant has two or more seeds for commit {head[:7]}: run the other seeds with `python -m tools.sweep --seeds 0-9`."
         )
-    return {
-        "commit": head,
-        "made_by": "python -m tools.seed_bands",
-        "seeds": sorted({seed for entry in variants.values() for seed in entry["seeds"]}, key=str),
-        "variants": variants,
-    }
+    every_seed = sorted({seed for entry in variants.values() for seed in entry["seeds"]}, key=str)
+    return {"commit": head, "made_by": "python -m tools.seed_bands", "seeds": every_seed, "variants": variants}
 
 
-def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = None, run: bool = False, jobs: int = 1) -> None:
-    """Optionally queue and run the missing seeds (0-9 unless `seeds`), then write the bands of the checked-out
-    commit to `out`, keeping the runs it recorded before; `seeds` limits the band to those seeds."""
+def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = None) -> None:
+    """Write the checked-out commit's bands (of `seeds` only, if given) to `out`, keeping the runs it recorded."""
     if seeds is not None and len(set(seeds)) < 2:
         raise UserError("a seed band needs two or more different seeds; pass e.g. `--seeds 0 1 2`.")
     out = out or repo / workspace_paths(repo / PIPELINE_FILE).get("seed_bands", "reports/seed_bands.json")
-    if run:
-        head = head_commit(repo)
-        committed_seed = int(experiments.train_seed(experiments.params_at(repo, head)) or 0)
-        names = queue_seeds(repo, list(seeds or DEFAULT_SEEDS), committed_seed, jobs)
-        wait_for_queue(repo, names)
-        finished = {name for name, baseline, _ in experiment_refs(repo) if baseline == head}
-        failed = [name for name in names if name not in finished]
-        if failed:
-            raise UserError(f"experiment(s) {', '.join(failed)} did not finish; `dvc queue logs {failed[0]}` says why.")
     try:
         recorded = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else None
     except json.JSONDecodeError as error:
@@ -185,9 +102,8 @@ def config_key(revision: Revision, variant: str, paths: dict[str, str] | None = 
 
 
 def seed_runs(head: Revision, variant: str, accuracy: float, exclude: set[str]) -> list[tuple[str, float]]:
-    """The head's run of `variant` (its `accuracy`), then the experiments here that ran it with the same inputs
-    and other seeds (a sweep's, or the queue's), one per seed; runs named in `exclude` (the base's band) are
-    left out."""
+    """The head's run of `variant` (its `accuracy`), then one experiment here per other seed that ran it with the
+    same inputs (a sweep's), but those named in `exclude` (the base's band)."""
     _, params, details = variant_params(head, variant, head.paths)
     runs, seeds, key = [(head.label, accuracy)], {details.get("seed")}, config_key(head, variant)
     for name, _baseline, commit in sorted(experiment_refs(head.repo)) if key is not None else []:

@@ -6,12 +6,11 @@ bit for bit, timings do not.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rnnlab.core.errors import UserError
-from rnnlab.core.files import write_text
+from rnnlab.core.files import read_json, write_text
 from rnnlab.runtime.environment import describe_environment, read_timings
 
 COLUMNS = (
@@ -52,20 +51,12 @@ are compared only between runs on the same machine.
 STUDY_TITLES = {"imdb": "IMDB sentiment (test split, 25,000 reviews)", "order": "Temporal-order task (test split)"}
 
 
-def read_metrics(directory: Path, details: Path | None = None) -> list[dict[str, Any]]:
-    """One row per variant: its details file, or its metrics file in revisions made before the details split."""
+def read_metrics(directory: Path, details: Path) -> list[dict[str, Any]]:
+    """One row per variant: the details file of each declared metrics file."""
     files = sorted(Path(directory).glob("*.json"))
     if not files:
         raise UserError(f"No metrics files in {directory}; run the evaluate stages first (`dvc repro`).")
-    rows = []
-    for path in files:
-        if details is not None and (details / path.name).is_file():
-            path = details / path.name
-        try:
-            rows.append(json.loads(path.read_text(encoding="utf-8")))
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path} is not valid JSON ({error}); rerun the stage that writes it.") from error
-    return rows
+    return [read_json(details / path.name, f"details of {path.stem}", "Rerun its stage (`dvc repro`).") for path in files]
 
 
 def format_cell(value: Any, pattern: str) -> str:
@@ -96,11 +87,6 @@ def render(rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render_timings(rows: list[dict[str, Any]]) -> str:
-    flat = [{**row, **row.get("machine", {})} for row in rows]
-    return TIMINGS_INTRO + table(flat, TIMING_COLUMNS) + "\n"
-
-
 def write_report(
     metrics_dir: Path, details_dir: Path, out: Path, timings_dir: Path | None = None, timings_out: Path | None = None
 ) -> None:
@@ -108,6 +94,6 @@ def write_report(
     write_text(out, render(rows))
     print(f"report: {len(rows)} variants -> {out}")
     if timings_dir is not None and timings_out is not None:
-        variants = {row["variant"] for row in rows}
-        timings = [read_timings(timings_dir / f"{variant}.json") for variant in sorted(variants)]
-        write_text(timings_out, render_timings([row for row in timings if row]))
+        timings = [read_timings(timings_dir / f"{variant}.json") for variant in sorted({row["variant"] for row in rows})]
+        flat = [{**row, **row.get("machine", {})} for row in timings if row]
+        write_text(timings_out, TIMINGS_INTRO + table(flat, TIMING_COLUMNS) + "\n")

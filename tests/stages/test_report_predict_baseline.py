@@ -35,9 +35,11 @@ def metrics_row(variant: str, accuracy: float | None, study: str = "imdb") -> di
 
 
 def test_report_sorts_by_accuracy_and_separates_studies(tmp_path: Path) -> None:
+    (tmp_path / "details").mkdir()
     for row in (metrics_row("low", 0.5), metrics_row("high", 0.9), metrics_row("order_rnn", 0.25, "order")):
-        (tmp_path / f"{row['variant']}.json").write_text(json.dumps(row))
-    text = report.render(report.read_metrics(tmp_path))
+        (tmp_path / f"{row['variant']}.json").write_text(json.dumps({"accuracy": row["accuracy"]}))
+        (tmp_path / "details" / f"{row['variant']}.json").write_text(json.dumps(row))
+    text = report.render(report.read_metrics(tmp_path, tmp_path / "details"))
     imdb, order = text.split("## Temporal-order task")
     assert imdb.index("| high |") < imdb.index("| low |")
     assert "order_rnn" in order and "order_rnn" not in imdb
@@ -45,18 +47,16 @@ def test_report_sorts_by_accuracy_and_separates_studies(tmp_path: Path) -> None:
     assert "| cpu, AVX2, torch 2.13.0, reproducible |" in text
 
 
-def test_report_reads_the_details_and_a_metrics_file_without_them(tmp_path: Path) -> None:
+def test_report_names_missing_details(tmp_path: Path) -> None:
     (tmp_path / "details").mkdir()
-    for row in (metrics_row("split", 0.9), metrics_row("whole", 0.5)):
-        (tmp_path / f"{row['variant']}.json").write_text(json.dumps(row if row["variant"] == "whole" else {"accuracy": 0.9}))
-    (tmp_path / "details" / "split.json").write_text(json.dumps(metrics_row("split", 0.9)))
-    rows = report.read_metrics(tmp_path, tmp_path / "details")
-    assert rows == [metrics_row("split", 0.9), metrics_row("whole", 0.5)]
+    (tmp_path / "relu.json").write_text(json.dumps({"accuracy": 0.9}))
+    with pytest.raises(UserError, match=r"details of relu not found at .*relu.json. Rerun its stage \(`dvc repro`\)"):
+        report.read_metrics(tmp_path, tmp_path / "details")
 
 
 def test_report_without_metrics_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="dvc repro"):
-        report.read_metrics(tmp_path)
+        report.read_metrics(tmp_path, tmp_path / "details")
 
 
 def test_baseline_documents_drop_padding() -> None:

@@ -1,4 +1,4 @@
-"""rnnlab.experiments.seed_bands (tools.seed_bands): collecting the bands from experiment refs, and the queue it runs (dvc calls recorded)."""
+"""rnnlab.experiments.seed_bands (tools.seed_bands): collecting the bands from experiment refs."""
 
 from __future__ import annotations
 
@@ -37,81 +37,15 @@ def test_bands_from_the_commit_and_its_seed_experiments(repo: tuple[Path, str]) 
     assert bands["variants"]["relu"]["mean"] == pytest.approx(0.68)
     assert bands["variants"]["relu"]["std"] == pytest.approx(0.02)
     assert bands["variants"]["relu"]["runs"] == ["(committed)", "default-seed1", "default-seed2"]
+    assert bands["variants"]["relu"]["key"]  # the inputs the runs share: the review matches it to the base's
     only_two = seed_bands.collect_bands(path, seeds=[0, 2])
     assert only_two["variants"]["tanh"]["seeds"] == [0, 2]
 
 
 def test_a_commit_without_seed_runs_names_the_command(repo: tuple[Path, str]) -> None:
     path, _ = repo
-    with pytest.raises(UserError, match=r"no variant has two or more seeds for commit \w{7}.*`python -m tools.seed_bands --run`"):
+    with pytest.raises(UserError, match=r"no variant has two or more seeds for commit \w{7}.*`python -m tools.sweep --seeds 0-9`"):
         seed_bands.collect_bands(path)
-
-
-def test_run_queues_the_missing_seeds_waits_and_records(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    path, baseline = repo
-    calls: list[list[str]] = []
-    statuses = iter([
-        "Task     Name           Created    Status\n",  # before queueing: nothing pending
-        "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Running\n5d6e7f8  default-seed2  10:00 AM   Queued\n",
-        "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Success\n5d6e7f8  default-seed2  10:00 AM   Running\n",
-        "Task     Name           Created    Status\n1a2b3c4  default-seed1  10:00 AM   Success\n5d6e7f8  default-seed2  10:00 AM   Success\n",
-    ])
-
-    def fake_dvc(args: list[str], repo_path: Path) -> str:
-        calls.append(args)
-        if args[:2] == ["queue", "status"]:
-            return next(statuses)
-        if args[:2] == ["queue", "start"]:  # the queue "runs": the experiments appear as refs
-            experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
-            experiment(path, baseline, "default-seed2", with_changes(train={"seed": 2}), {"relu": 0.68, "tanh": 0.64})
-        return ""
-
-    monkeypatch.setattr(seed_bands, "run_dvc", fake_dvc)
-    monkeypatch.setattr(seed_bands.time, "sleep", lambda seconds: None)
-    out = path / "reports" / "seed_bands.json"
-    seed_bands_tool.main(["--run", "--seeds", "0", "1", "2", "--repo", str(path), "--out", str(out)])
-    queued = [args for args in calls if args[:3] == ["exp", "run", "--queue"]]
-    assert queued == [["exp", "run", "--queue", "-n", "default-seed1", "-S", "train.seed=1"],
-                      ["exp", "run", "--queue", "-n", "default-seed2", "-S", "train.seed=2"]]  # seed 0 is committed
-    assert calls.count(["queue", "status"]) == 4 and ["queue", "start", "-j", "1"] in calls
-    written = json.loads(out.read_text())
-    assert written["variants"]["tanh"]["std"] == pytest.approx(0.02) and written["commit"] == baseline
-    assert written["variants"]["tanh"]["key"]  # the inputs the runs share: the review matches it to the base's
-
-
-def test_ten_seeds_queue_only_what_is_missing(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lead's `--run --seeds 0 ... 9` after an interrupted earlier run: finished and pending seeds are not queued again."""
-    path, baseline = repo
-    experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
-    calls: list[list[str]] = []
-    accuracies = {seed: (0.60 + 0.01 * seed, 0.55 + 0.005 * seed) for seed in range(2, 10)}
-
-    def fake_dvc(args: list[str], repo_path: Path) -> str:
-        calls.append(args)
-        if args[:2] == ["queue", "status"]:
-            started = ["queue", "start", "-j", "2"] in calls
-            return "Task  Name  Created  Status\n" + ("" if started else "0a1b2c3  default-seed2  9:00 AM  Running\n")
-        if args[:2] == ["queue", "start"]:
-            for seed, (relu, tanh) in accuracies.items():
-                experiment(path, baseline, f"default-seed{seed}", with_changes(train={"seed": seed}), {"relu": relu, "tanh": tanh})
-        return ""
-
-    monkeypatch.setattr(seed_bands, "run_dvc", fake_dvc)
-    monkeypatch.setattr(seed_bands.time, "sleep", lambda seconds: None)
-    out = path / "reports" / "seed_bands.json"
-    seed_bands_tool.main(["--run", "--seeds", *map(str, range(10)), "--jobs", "2", "--repo", str(path), "--out", str(out)])
-    queued = [args[4] for args in calls if args[:3] == ["exp", "run", "--queue"]]
-    assert queued == [f"default-seed{seed}" for seed in range(3, 10)]  # 0 committed, 1 finished, 2 still running
-    written = json.loads(out.read_text())
-    assert written["seeds"] == list(range(10))
-    assert len(written["variants"]["relu"]["accuracies"]) == 10
-
-
-def test_a_failed_experiment_is_named(repo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    path, _ = repo
-    monkeypatch.setattr(seed_bands, "run_dvc", lambda args, repo_path: "")
-    with pytest.raises(UserError, match=r"default-seed1, default-seed2 did not finish; `dvc queue logs default-seed1`"):
-        seed_bands_tool.main(["--run", "--seeds", "0", "1", "2", "--repo", str(path), "--out", str(path / "bands.json")])
 
 
 def test_one_seed_is_not_a_band(repo: tuple[Path, str]) -> None:
@@ -128,30 +62,6 @@ def test_a_later_commit_with_the_same_results_keeps_the_seed_runs(repo: tuple[Pa
     git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "docs")
     bands = seed_bands.collect_bands(path)
     assert bands["variants"]["relu"]["runs"] == ["(committed)", "default-seed1"]
-
-
-def test_run_after_a_docs_only_commit_queues_only_the_seeds_no_commit_with_its_results_has(repo: tuple[Path, str],
-                                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Seeds that finished before a docs-only commit count for it (collect_bands uses them): not queued again."""
-    path, baseline = repo
-    experiment(path, baseline, "default-seed1", with_changes(train={"seed": 1}), {"relu": 0.66, "tanh": 0.62})
-    (path / "NOTES.md").write_text("docs only\n")
-    git(path, "add", "-A")
-    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "docs")
-    head = git(path, "rev-parse", "HEAD").strip()
-    calls: list[list[str]] = []
-
-    def fake_dvc(args: list[str], repo_path: Path) -> str:
-        calls.append(args)
-        if args[:2] == ["queue", "start"]:
-            experiment(path, head, "default-seed2", with_changes(train={"seed": 2}), {"relu": 0.68, "tanh": 0.64})
-        return ""
-
-    monkeypatch.setattr(seed_bands, "run_dvc", fake_dvc)
-    out = path / "bands.json"
-    seed_bands_tool.main(["--run", "--seeds", "0", "1", "2", "--repo", str(path), "--out", str(out)])
-    assert [args[4] for args in calls if args[:3] == ["exp", "run", "--queue"]] == ["default-seed2"]
-    assert json.loads(out.read_text())["variants"]["relu"]["runs"] == ["(committed)", "default-seed1", "default-seed2"]
 
 
 def test_a_band_grows_with_finished_runs_of_any_seed_and_keeps_what_it_recorded(repo: tuple[Path, str]) -> None:

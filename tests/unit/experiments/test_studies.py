@@ -22,9 +22,8 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def commit(repo: Path, params: dict, metrics: dict[str, float], message: str, details: bool = True) -> str:
-    """A commit of the pipeline's results: declared metrics plus details, or (details=False) the layout of
-    revisions made before the split, every key in the metrics file."""
+def commit(repo: Path, params: dict, metrics: dict[str, float], message: str) -> str:
+    """A commit of the pipeline's results: declared metrics plus details."""
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     # What the review's config key reads: dvc.yaml's vars, each variant's resolved params and its stages' inputs.
     layout = {"params": "data/params", "metrics": "metrics", "details": "metrics/details", "predictions": "plots/predictions",
@@ -47,10 +46,8 @@ def commit(repo: Path, params: dict, metrics: dict[str, float], message: str, de
     (repo / "metrics" / "details").mkdir(parents=True, exist_ok=True)
     for variant, accuracy in metrics.items():
         payload = {"variant": variant, "accuracy": accuracy, "seed": params["train"]["seed"], "f1": accuracy}
-        declared = {"accuracy": accuracy, "f1": accuracy} if details else payload
-        (repo / "metrics" / f"{variant}.json").write_text(json.dumps(declared))
-        if details:
-            (repo / "metrics" / "details" / f"{variant}.json").write_text(json.dumps(payload))
+        (repo / "metrics" / f"{variant}.json").write_text(json.dumps({"accuracy": accuracy, "f1": accuracy}))
+        (repo / "metrics" / "details" / f"{variant}.json").write_text(json.dumps(payload))
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
     return git(repo, "rev-parse", "HEAD")
@@ -93,15 +90,6 @@ def test_diff_command_and_changed_rows(repo: tuple[Path, str]) -> None:
     assert runs["readout-mean"].command == "dvc exp run -n readout-mean -S model.readout=mean evaluate@relu"
     assert runs["strong"].overrides == {"+variants.strong": {"model": {"cell": "gru"}, "train": {"lr": 0.002}}}
     assert runs["strong"].command.endswith("-S '+variants.strong={model: {cell: gru}, train: {lr: 0.002}}' evaluate@strong")
-
-
-def test_rows_come_from_the_details_and_from_metrics_files_of_revisions_made_before_them(tmp_path: Path) -> None:
-    git(tmp_path, "init", "-q")
-    baseline = commit(tmp_path, PARAMS, {"relu": 0.70, "tanh": 0.60}, "before the details", details=False)
-    experiment(tmp_path, baseline, "mean", with_changes(model={"readout": "mean"}), {"relu": 0.70, "tanh": 0.62})
-    committed, mean = studies.collect(tmp_path)
-    assert committed.metrics["relu"] == {"variant": "relu", "accuracy": 0.70, "seed": 0, "f1": 0.70}
-    assert mean.metrics == {"tanh": {"variant": "tanh", "accuracy": 0.62, "seed": 0, "f1": 0.62}}  # relu: the same values
 
 
 def test_a_run_that_changed_every_variant_needs_no_target(repo: tuple[Path, str]) -> None:

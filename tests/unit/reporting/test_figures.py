@@ -1,4 +1,4 @@
-"""matplotlib figures (rnnlab/reporting/figures.py, rnnlab/reporting/gradient_figure.py): read the PNG back and look at it,
+"""matplotlib figures (rnnlab/reporting/figures.py): read the PNG back and look at it,
 and check that a rerun writes the same bytes (the figure is a DVC output)."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from matplotlib import colors
 from matplotlib import image as mpimg
 
 from rnnlab.core.errors import UserError
-from rnnlab.reporting import gradient_figure
-from rnnlab.reporting.figures import DPI, PALETTE, SIZE_INCHES, Series, line_figure
+from rnnlab.reporting.figures import DPI, PALETTE, SIZE_INCHES, draw_gradients
 from tests.support.stage_runner import RESOLVED, assert_user_error, repo_params, run_stage, write_params
 
 
 def profile_rows(slope: float, steps: int = 60) -> list[dict[str, float]]:
-    return [{"steps_back": step, "log10_grad_norm_init": slope * step, "log10_grad_norm_trained": slope * step / 5,
-             "sequences": 10} for step in range(steps)]
+    return [
+        {"steps_back": step, "log10_grad_norm_init": slope * step, "log10_grad_norm_trained": slope * step / 5, "sequences": 10}
+        for step in range(steps)
+    ]
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -34,7 +35,7 @@ def has_colour(image: np.ndarray, name: str, tolerance: float = 0.02) -> bool:
 
 def test_gradient_figure_reads_back_as_a_drawn_chart(tmp_path: Path) -> None:
     path = tmp_path / "figure.png"
-    gradient_figure.draw({"order_rnn": profile_rows(-0.3), "order_lstm": profile_rows(-0.05)}, "title", path)
+    draw_gradients({"order_rnn": profile_rows(-0.3), "order_lstm": profile_rows(-0.05)}, "title", path)
     image = pixels(path)
     assert image.shape == (round(SIZE_INCHES[1] * DPI), round(SIZE_INCHES[0] * DPI), 3)
     not_white = (image < 0.95).any(axis=2).mean()
@@ -47,36 +48,37 @@ def test_gradient_figure_reads_back_as_a_drawn_chart(tmp_path: Path) -> None:
 
 def test_a_rerun_writes_identical_bytes(tmp_path: Path) -> None:
     profiles = {"order_rnn": profile_rows(-0.3), "order_gru": profile_rows(-0.1)}
-    gradient_figure.draw(profiles, "title", tmp_path / "a.png")
-    gradient_figure.draw(profiles, "title", tmp_path / "b.png")
+    draw_gradients(profiles, "title", tmp_path / "a.png")
+    draw_gradients(profiles, "title", tmp_path / "b.png")
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     assert b"Software" not in (tmp_path / "a.png").read_bytes()  # no matplotlib version in the file
 
 
 def test_more_lines_draw_more_ink(tmp_path: Path) -> None:
-    one = [Series("a", [0, 1, 2], [1.0, 2.0, 3.0])]
-    line_figure(one, "t", "x", "y", tmp_path / "one.png")
-    line_figure([*one, Series("b", [0, 1, 2], [3.0, 1.0, 2.0], color=1, dashed=True)], "t", "x", "y", tmp_path / "two.png")
+    one = {"order_rnn": profile_rows(-0.3)}
+    draw_gradients(one, "t", tmp_path / "one.png")
+    draw_gradients({**one, "order_gru": profile_rows(-0.1)}, "t", tmp_path / "two.png")
     ink = {name: (pixels(tmp_path / f"{name}.png") < 0.95).any(axis=2).sum() for name in ("one", "two")}
     assert ink["two"] > ink["one"]
 
 
-def test_empty_series_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        line_figure([Series("empty", [], [])], "t", "x", "y", tmp_path / "x.png")
+def test_empty_profiles_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no steps"):
-        gradient_figure.draw({"order_rnn": []}, "t", tmp_path / "y.png")
+        draw_gradients({"order_rnn": []}, "t", tmp_path / "y.png")
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-def test_stage_names_a_profile_without_its_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stage_names_a_profile_without_its_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, repo_params())
     (tmp_path / "profiles").mkdir()
     for name in repo_params()["order"]["variants"]:
         rows = profile_rows(-0.1) if name != "order_gru" else [{"steps_back": 0}]
         (tmp_path / "profiles" / f"{name}.json").write_text(json.dumps(rows))
-    code, _out, err = run_stage("stages.gradient_figure", ["--params", f"{RESOLVED}/tasks/order.json", "--profiles", "profiles",
-                                                           "--out", "f.png"], capsys)
+    code, _out, err = run_stage(
+        "stages.gradient_figure", ["--params", f"{RESOLVED}/tasks/order.json", "--profiles", "profiles", "--out", "f.png"], capsys
+    )
     assert_user_error(code, err, "order_gru", "log10_grad_norm_trained", "dvc repro")
     assert not (tmp_path / "f.png").exists()
