@@ -1,7 +1,7 @@
 """Train one variant, top-down: the memory check, the seeded model, the loop, the checkpoint and the history.
 
-The checkpoint and the DVCLive history are written aside and renamed into place when training has ended, so a
-failed run leaves the ones from before it. The loop knows neither the dataset nor the cell type.
+Checkpoint and history are written aside and renamed into place when training has ended, so a failed run leaves
+the ones from before it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 from tqdm import tqdm
 
 from rnnlab.config.params import ORDER_TASK, DataConfig, ModelConfig, TrainConfig, Variant
@@ -95,7 +96,10 @@ def fit(
     model.to(device)
     members = members_of(model)
     optimizers = [make_optimizer(member.parameters(), config) for member in members]
-    schedulers = [make_scheduler(optimizer, config, len(train)) for optimizer in optimizers]
+    total_steps = config.epochs * math.ceil(len(train) / config.batch_size)  # cosine reaches 0 at the run's last step
+    schedulers = [
+        CosineAnnealingLR(optimizer, total_steps) if config.lr_schedule == "cosine" else None for optimizer in optimizers
+    ]
     generators = [torch.Generator().manual_seed(config.seed + index) for index in range(len(members))]
     best_state, best_epoch, best_accuracy = _state_copy(model), 0, -1.0
     history: list[EpochRecord] = []
@@ -140,7 +144,7 @@ def train_epoch(
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: LRScheduler | None = None,
     description: str = "train",
 ) -> dict[str, float] | None:
     """One pass over `split`; None when the loss or gradient became NaN/inf (divergence). The bar only reads
@@ -180,20 +184,10 @@ def train_epoch(
 
 
 def make_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "rmsprop":  # Keras's defaults (rho 0.9, epsilon 1e-7): a Keras write-up used it
-        return torch.optim.RMSprop(parameters, lr=config.lr, alpha=0.9, eps=1e-7, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, train_size: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The per-batch schedule of `config.lr_schedule`, None for constant; cosine reaches 0 at the run's last step."""
-    if config.lr_schedule == "constant":
-        return None
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * math.ceil(train_size / config.batch_size))
+    # rmsprop with Keras's defaults (rho 0.9, epsilon 1e-7): a Keras write-up used it
+    options = {"alpha": 0.9, "eps": 1e-7} if config.optimizer == "rmsprop" else {}
+    optimizer = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}[config.optimizer]
+    return optimizer(parameters, lr=config.lr, weight_decay=config.weight_decay, **options)
 
 
 @torch.no_grad()
@@ -265,26 +259,24 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
     hidden, members, batch = param("model", "hidden_size"), param("model", "members"), param("train", "batch_size")
     layers, embedding_dim = param("model", "num_layers"), param("model", "embedding_dim")
     # The lower layers' sizes grow what hidden_size grows (judged against its default).
-    lower_key = variant.params_key("model", "lower_layer_sizes")
-    lower = Param(lower_key, max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
+    lower = Param(
+        variant.params_key("model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size
+    )
     counts = parameter_counts(model, meta.input_size, meta.num_classes, meta.sequence_length)
     weights = DEVICE_WEIGHT_COPIES * FLOAT_BYTES * model.members
-    one_hot = model.input_encoding == "one_hot"
+    one_hot, concat = model.input_encoding == "one_hot", model.readout == "concat"
     steps = train.batch_size * meta.sequence_length
-    features = meta.input_size if one_hot else model.embedding_dim
     recurrent_floats = steps * sum(model.layer_sizes) * model.directions * RECURRENT_FLOATS[model.cell]
     if model.readout != "last":  # the masked copy of every step's output
         recurrent_floats += steps * model.hidden_size * model.directions
-    concat = model.readout == "concat"
     adam = "weights with gradients and Adam state"
-    bidirectional_fix = ", or set model.bidirectional=false" if model.bidirectional else ""
     needs = [
         Need(f"embedding {adam}", counts["embedding"] * weights, (embedding_dim, vocabulary, members)),
         Need(
             f"recurrent {adam}",
             counts["recurrent"] * weights,
             (hidden, layers, lower, members) + (vocabulary,) * one_hot,
-            other_fix=bidirectional_fix,
+            other_fix=", or set model.bidirectional=false" if model.bidirectional else "",
         ),
         Need(
             f"output head {adam}",
@@ -294,7 +286,7 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
         ),
         Need(
             "input activations (batch x length x features)",
-            steps * features * INPUT_FLOATS[model.input_encoding] * FLOAT_BYTES,
+            steps * (meta.input_size if one_hot else model.embedding_dim) * INPUT_FLOATS[model.input_encoding] * FLOAT_BYTES,
             (batch, length, vocabulary if one_hot else embedding_dim),
             other_fix=", or use model.input_encoding=embedding" if one_hot else "",
         ),
@@ -311,7 +303,7 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
         ),
     ]
     if data_dir is not None:
-        files = [Path(data_dir) / split / f"{name}.npy" for split in ("train", "valid") for name in ("X", "lengths", "y")]
+        files = [data_dir / split / f"{name}.npy" for split in ("train", "valid") for name in ("X", "lengths", "y")]
         array_bytes = sum(path.stat().st_size for path in files if path.is_file())
         needs.append(Need("train and valid token arrays", array_bytes, (length,), on_device=False))
     return [need for need in needs if need.bytes > 0]
