@@ -7,6 +7,7 @@ would otherwise read every token id as another word (a silently different probab
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,8 @@ def read_review(source: str) -> str:
     """The review in file `source` (stdin for "-"), refused past REVIEW_BYTES so a huge input cannot exhaust memory."""
     name = "standard input" if source == STDIN else source
     try:
-        if source == STDIN:
-            raw = read_review_bytes(sys.stdin.buffer, name)
-        else:
-            with Path(source).open("rb") as handle:
-                raw = read_review_bytes(handle, name)
+        with nullcontext(sys.stdin.buffer) if source == STDIN else Path(source).open("rb") as handle:
+            raw = read_review_bytes(handle, name)
     except ArchiveLimitError as error:
         raise UserError(f"{error}. Classify a shorter text.") from error
     except OSError as error:

@@ -85,7 +85,6 @@ def fit(
     valid: Split,
     config: TrainConfig,
     device: torch.device,
-    log: Callable[[str], None] = print,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
     """Train for config.epochs, keeping the best validation-accuracy epoch's weights (`train.keep: last`: the last).
@@ -111,7 +110,7 @@ def fit(
             label = f"epoch {epoch}/{config.epochs}" + (f" member {index + 1}/{len(members)}" if len(members) > 1 else "")
             stats = train_epoch(member, optimizers[index], train, config, generators[index], device, schedulers[index], label)
             if stats is None:
-                log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
+                print(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
                 return FitResult(history, best_state, best_epoch, True, epoch_seconds)
             member_stats.append(stats)
         seconds = time.perf_counter() - started
@@ -120,13 +119,13 @@ def fit(
         probabilities, valid_loss = predict(model, valid, max(config.batch_size, 256), device, description=f"epoch {epoch} valid")
         if not math.isfinite(valid_loss):
             # The epoch's last step can blow the weights up after its finite-loss check.
-            log(f"epoch {epoch}: validation loss became NaN/inf; stopping (diverged)")
+            print(f"epoch {epoch}: validation loss became NaN/inf; stopping (diverged)")
             return FitResult(history, best_state, best_epoch, True, epoch_seconds)
         valid_accuracy = float((probabilities.argmax(dim=1) == valid.y).float().mean())
         record = EpochRecord(epoch=epoch, valid_loss=valid_loss, valid_accuracy=valid_accuracy, **combined)
         history.append(record)
         epoch_seconds.append(seconds)
-        log(
+        print(
             f"epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f} | "
             f"valid loss {valid_loss:.4f} acc {valid_accuracy:.4f} | {seconds:.1f}s, grad norm {record.grad_norm_mean:.3g}"
         )
