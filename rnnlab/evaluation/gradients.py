@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -25,21 +24,6 @@ GRADIENT_SEQUENCES = 100  # first N validation sequences; one forward/backward p
 DECADE_DEPTHS = (50, 150)  # steps back at which the fall from the last step is reported
 # An exactly-zero gradient (e.g. dead relu units) has log10 = -inf, which JSON cannot hold.
 NORM_FLOOR = 1e-300
-
-
-@dataclass(frozen=True)
-class GradientProfile:
-    norms: torch.Tensor  # (S,) float64, mean over the sequences that have the step
-    counts: torch.Tensor  # (S,) how many sequences have the step
-
-    @property
-    def log10_norms(self) -> list[float]:
-        return [math.log10(max(float(norm), NORM_FLOOR)) for norm in self.norms]
-
-    def decades(self, depth: int) -> float:
-        """Orders of magnitude lost from the last step to `depth` steps back (or the deepest step)."""
-        logs = self.log10_norms
-        return logs[0] - logs[min(depth, len(logs) - 1)]
 
 
 def input_gradient_norms(
@@ -57,44 +41,34 @@ def input_gradient_norms(
     return gradient.norm(dim=2)  # (B, T)
 
 
-def align_by_steps_back(norms: torch.Tensor, lengths: torch.Tensor) -> GradientProfile:
-    """(B, T) per-step norms -> profile by steps_back = length - 1 - t, padding steps excluded."""
-    steps_back = torch.arange(norms.shape[1], device=norms.device)  # (S,) with S = T before trimming
-    positions = (lengths.to(norms.device) - 1).unsqueeze(1) - steps_back.unsqueeze(0)  # (B, S): t of each steps_back
-    present = positions >= 0  # (B, S); False past the sequence start
-    gathered = norms.gather(1, positions.clamp(min=0)) * present  # (B, S)
-    counts = present.sum(dim=0)  # (S,)
-    deepest = int(lengths.max()) - 1
-    means = gathered.sum(dim=0) / counts.clamp(min=1)  # (S,)
-    return GradientProfile(norms=means[: deepest + 1].double().cpu(), counts=counts[: deepest + 1].cpu())
+def align_by_steps_back(norms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) per-step norms -> (S,) float64 means by steps_back = length - 1 - t over the sequences that have
+    the step, and (S,) how many do; S = the longest length."""
+    steps_back = torch.arange(norms.shape[1], device=norms.device)  # (T,)
+    positions = (lengths.to(norms.device) - 1).unsqueeze(1) - steps_back.unsqueeze(0)  # (B, T): t of each steps_back
+    present = positions >= 0  # (B, T); False past the sequence start
+    gathered = norms.gather(1, positions.clamp(min=0)) * present  # (B, T)
+    counts = present.sum(dim=0)  # (T,)
+    means = gathered.sum(dim=0) / counts.clamp(min=1)  # (T,)
+    deepest = int(lengths.max())
+    return means[:deepest].double().cpu(), counts[:deepest].cpu()
 
 
-def measure_profile(model: RecurrentClassifier, batch: Split) -> GradientProfile:
-    """Profile of `model` on `batch`, on CPU in float64 so 200-step decay cannot underflow float32."""
+def measure_profile(model: RecurrentClassifier, batch: Split) -> tuple[list[float], list[int]]:
+    """log10 mean norm and sequence count by steps_back, on CPU in float64 so 200-step decay cannot underflow."""
     # A copy: the caller's model keeps its device and dtype. float64 keeps the fused kernels.
     probe = copy.deepcopy(model).to(device="cpu", dtype=torch.float64)
     with torch.enable_grad():
         norms = input_gradient_norms(probe, batch.x, batch.lengths, batch.y)  # (B, T)
-    return align_by_steps_back(norms, batch.lengths)
+    means, counts = align_by_steps_back(norms, batch.lengths)
+    return [math.log10(max(float(norm), NORM_FLOOR)) for norm in means], counts.tolist()
 
 
-def profile_rows(initial: GradientProfile, trained: GradientProfile) -> list[dict[str, Any]]:
-    return [
-        {
-            "steps_back": steps_back,
-            "log10_grad_norm_init": round(init_log, 4),
-            "log10_grad_norm_trained": round(trained_log, 4),
-            "sequences": int(count),
-        }
-        for steps_back, (init_log, trained_log, count) in enumerate(
-            zip(initial.log10_norms, trained.log10_norms, trained.counts.tolist(), strict=False)
-        )
-    ]
-
-
-def profile_summary(profile: GradientProfile) -> dict[str, float]:
-    summary = {f"decades_{depth}": round(profile.decades(depth), 4) for depth in DECADE_DEPTHS}
-    summary["log10_norm_last"] = round(profile.log10_norms[0], 4)  # absolute scale: exploding shows here
+def profile_summary(log10_norms: list[float]) -> dict[str, float]:
+    """Orders of magnitude lost from the last step to each depth (or the deepest step), and the last step's."""
+    last = log10_norms[0]
+    summary = {f"decades_{depth}": round(last - log10_norms[min(depth, len(log10_norms) - 1)], 4) for depth in DECADE_DEPTHS}
+    summary["log10_norm_last"] = round(last, 4)  # absolute scale: exploding shows here
     return summary
 
 
@@ -107,15 +81,24 @@ def gradient_report(trained_model: Classifier, seed: int, valid: Split) -> tuple
     with progress_bar(2, "gradient diagnostics", unit="model") as bar:
         with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
             untrained = cast(RecurrentClassifier, members_of(initial_model(member.spec, seed))[0])
-        initial = measure_profile(untrained, batch)
+        initial, _counts = measure_profile(untrained, batch)
         bar.update(1)
-        trained = measure_profile(member, batch)
+        trained, counts = measure_profile(member, batch)
         bar.update(1)
     metrics = {
         "init": profile_summary(initial),
         "trained": profile_summary(trained),
         # Depths beyond this are read at this step instead (shorter sequences than the depth).
-        "steps_back_max": len(trained.norms) - 1,
+        "steps_back_max": len(trained) - 1,
         "sequences": len(batch),
     }
-    return metrics, profile_rows(initial, trained)
+    rows = zip(initial, trained, counts, strict=True)
+    return metrics, [
+        {
+            "steps_back": steps_back,
+            "log10_grad_norm_init": round(init_log, 4),
+            "log10_grad_norm_trained": round(trained_log, 4),
+            "sequences": count,
+        }
+        for steps_back, (init_log, trained_log, count) in enumerate(rows)
+    ]

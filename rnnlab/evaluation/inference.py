@@ -7,6 +7,7 @@ would otherwise read every token id as another word (a silently different probab
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from rnnlab.config.params import ORDER_TASK, Params
 from rnnlab.core.errors import UserError
 from rnnlab.core.memory import size_text
-from rnnlab.model.classifier import Classifier, ModelSpec, load_checkpoint
+from rnnlab.model.classifier import load_checkpoint
 from rnnlab.order_task.generate import INDEX as ORDER_INDEX
 from rnnlab.order_task.generate import SYMBOLS as ORDER_SYMBOLS
 from rnnlab.text.archive import REVIEW_BYTES, ArchiveLimitError, decode_review, read_review_bytes
@@ -30,11 +31,8 @@ def read_review(source: str) -> str:
     """The review in file `source` (stdin for "-"), refused past REVIEW_BYTES so a huge input cannot exhaust memory."""
     name = "standard input" if source == STDIN else source
     try:
-        if source == STDIN:
-            raw = read_review_bytes(sys.stdin.buffer, name)
-        else:
-            with Path(source).open("rb") as handle:
-                raw = read_review_bytes(handle, name)
+        with nullcontext(sys.stdin.buffer) if source == STDIN else Path(source).open("rb") as handle:
+            raw = read_review_bytes(handle, name)
     except ArchiveLimitError as error:
         raise UserError(f"{error}. Classify a shorter text.") from error
     except OSError as error:
@@ -52,12 +50,12 @@ def check_text_size(text: str) -> None:
         )
 
 
-def encode_review(text: str, vocab_path: Path, length: int, truncate: str = "head") -> list[int]:
+def encode_review(text: str, vocab: list[str], length: int, truncate: str = "head") -> list[int]:
     """Token ids as the xy stage makes them: tokenized, truncated by `data.truncate`, unknown -> <unk>."""
     tokens = tokenize(text)
     if not tokens:
         raise UserError("The text has no words after preprocessing (empty, or punctuation only); give a review to classify.")
-    index = {token: position for position, token in enumerate(read_vocab(vocab_path))}
+    index = {token: position for position, token in enumerate(vocab)}
     return [index.get(token, index[UNK]) for token in kept_tokens(tokens, length, truncate)]
 
 
@@ -73,29 +71,6 @@ def encode_symbols(text: str, length: int) -> list[int]:
     return [ORDER_INDEX[symbol] for symbol in symbols]
 
 
-def classify(model: Classifier, ids: list[int], pad_index: int) -> np.ndarray:
-    length = model.spec.sequence_length
-    tokens = torch.full((1, length), pad_index, dtype=torch.long)
-    tokens[0, : len(ids)] = torch.tensor(ids)
-    model.eval()
-    with torch.no_grad():
-        return model(tokens, torch.tensor([len(ids)])).softmax(dim=1)[0].numpy()
-
-
-def check_fits_data(spec: ModelSpec, model_path: Path, inputs: int, source: str, length: int, pad: str, length_key: str) -> None:
-    if spec.input_size != inputs:
-        raise UserError(
-            f"{model_path} was trained on {spec.input_size} input tokens but {source} has {inputs}: the vocabulary "
-            f"changed after training (data.vocab_size, data.min_freq or the data). Retrain it with `dvc repro`, or "
-            f"restore the vocabulary it was trained on (`dvc checkout`, or the params of that run)."
-        )
-    if spec.sequence_length != length or spec.pad != pad:
-        raise UserError(
-            f"{model_path} was trained on sequences of {spec.sequence_length} steps ({spec.pad}-padded) but params.yaml "
-            f"says {length_key}={length} ({pad}-padded). Retrain it with `dvc repro`, or restore the params it was trained with."
-        )
-
-
 def predict_text(params: Params, variant_name: str, text: str, paths: dict[str, str]) -> tuple[tuple[str, ...], np.ndarray]:
     """Class names and probabilities of `text` under the variant's checkpoint (paths: dvc.yaml's vars)."""
     task, variant = params.find_variant(variant_name)
@@ -104,15 +79,29 @@ def predict_text(params: Params, variant_name: str, text: str, paths: dict[str, 
     model, _checkpoint = load_checkpoint(model_path, expected=variant.model)
     spec = model.spec
     if task.name == ORDER_TASK:
-        order_length = params.order_data.max_length
-        check_fits_data(
-            spec, model_path, len(ORDER_SYMBOLS), "the order task's symbols", order_length, "post", "order.data.max_length"
-        )
-        ids, pad_index = encode_symbols(text, spec.sequence_length), ORDER_INDEX["<pad>"]
+        vocab, source = list(ORDER_SYMBOLS), "the order task's symbols"
+        length, pad, length_key = params.order_data.max_length, "post", "order.data.max_length"
     else:
         vocab_path = Path(paths["vocab"])
-        vocab = read_vocab(vocab_path)
-        vocab_size, pad_index = len(vocab), vocab.index(PAD)
-        check_fits_data(spec, model_path, vocab_size, str(vocab_path), params.data.fix_length, params.data.pad, "data.fix_length")
-        ids = encode_review(text, vocab_path, spec.sequence_length, params.data.truncate)
-    return spec.class_names, classify(model, ids, pad_index)
+        vocab, source = read_vocab(vocab_path), str(vocab_path)
+        length, pad, length_key = params.data.fix_length, params.data.pad, "data.fix_length"
+    if spec.input_size != len(vocab):
+        raise UserError(
+            f"{model_path} was trained on {spec.input_size} input tokens but {source} has {len(vocab)}: the vocabulary "
+            f"changed after training (data.vocab_size, data.min_freq or the data). Retrain it with `dvc repro`, or "
+            f"restore the vocabulary it was trained on (`dvc checkout`, or the params of that run)."
+        )
+    if spec.sequence_length != length or spec.pad != pad:
+        raise UserError(
+            f"{model_path} was trained on sequences of {spec.sequence_length} steps ({spec.pad}-padded) but params.yaml "
+            f"says {length_key}={length} ({pad}-padded). Retrain it with `dvc repro`, or restore the params it was trained with."
+        )
+    if task.name == ORDER_TASK:
+        ids = encode_symbols(text, spec.sequence_length)
+    else:
+        ids = encode_review(text, vocab, spec.sequence_length, params.data.truncate)
+    tokens = torch.full((1, spec.sequence_length), vocab.index(PAD), dtype=torch.long)  # (1, T), post-padded
+    tokens[0, : len(ids)] = torch.tensor(ids)
+    model.eval()
+    with torch.no_grad():
+        return spec.class_names, model(tokens, torch.tensor([len(ids)])).softmax(dim=1)[0].numpy()

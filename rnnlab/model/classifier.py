@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnnlab.config.params import ModelConfig
-from rnnlab.core.errors import ConfigError, UserError
+from rnnlab.core.errors import UserError
 from rnnlab.core.files import atomic_path
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # weight blocks per recurrent layer
@@ -66,7 +66,7 @@ class ModelSpec:
         """The stored spec, checked (ValueError): whole sizes >= 1 and one string name per class."""
         sizes = {key: raw[key] for key in ("input_size", "num_classes", "sequence_length")}
         names = raw["class_names"]
-        if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 1 for value in sizes.values()):
+        if not all(type(value) is int and value >= 1 for value in sizes.values()):
             raise ValueError(f"sizes {sizes} are not whole numbers >= 1")
         if not isinstance(names, list) or len(names) != sizes["num_classes"] or not all(isinstance(name, str) for name in names):
             raise ValueError(f"class_names {names!r} are not {sizes['num_classes']} strings")
@@ -79,16 +79,18 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoi
 
 class Dropout(nn.Module):
     """nn.Dropout with masks from torch.rand: nn.Dropout's `bernoulli_` uses MKL's generator on Intel CPUs
-    and ATen's elsewhere (other masks for one seed); torch.rand is the same serial generator everywhere."""
+    and ATen's elsewhere (other masks for one seed); torch.rand is the same serial generator everywhere.
+    `whole_steps` drops whole time steps of (B, T, F) inputs (word dropout: mask (B, T, 1))."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: float, whole_steps: bool = False) -> None:
         super().__init__()
         self.p = p
+        self.whole_steps = whole_steps
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return inputs
-        return inputs * keep_mask(inputs.shape, self.p, inputs)
+        return inputs * keep_mask(inputs.shape[:2] + (1,) if self.whole_steps else inputs.shape, self.p, inputs)
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
@@ -113,12 +115,10 @@ class StackedRecurrent(nn.Module):
 
     def __init__(self, config: ModelConfig, features: int) -> None:
         super().__init__()
-        directions = config.directions
-        inputs = [features] + [size * directions for size in config.lower_layer_sizes]
-        self.layers = nn.ModuleList(
-            [recurrent_layers(config, size_in, size, 1) for size_in, size in zip(inputs, config.lower_layer_sizes, strict=False)]
-            + [recurrent_layers(config, inputs[-1], config.hidden_size, config.num_layers)]
-        )
+        inputs = [features] + [size * config.directions for size in config.lower_layer_sizes]
+        sizes = [*config.lower_layer_sizes, config.hidden_size]
+        counts = [1] * len(config.lower_layer_sizes) + [config.num_layers]  # only the top module stacks layers
+        self.layers = nn.ModuleList(recurrent_layers(config, *shape) for shape in zip(inputs, sizes, counts, strict=True))
         self.between = Dropout(config.dropout)
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -145,6 +145,7 @@ class RecurrentClassifier(nn.Module):
         embedded = config.input_encoding == "embedding"
         self.embedding = nn.Embedding(spec.input_size, config.embedding_dim) if embedded else None
         features = config.embedding_dim if embedded else spec.input_size
+        self.word_dropout = Dropout(config.word_dropout, whole_steps=True)
         self.embedding_dropout = Dropout(config.embedding_dropout)
         self.rnn: nn.Module = (
             StackedRecurrent(config, features)
@@ -173,49 +174,32 @@ class RecurrentClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.encode(self.embed(tokens), lengths)
 
-    def word_dropout(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Zero whole time steps of (B, T, F) inputs in training (mask (B, T, 1))."""
-        if not self.training or self.config.word_dropout == 0.0:
-            return inputs
-        return inputs * keep_mask(inputs.shape[:2] + (1,), self.config.word_dropout, inputs)
-
-    def first_step(self, lengths: torch.Tensor, steps: int) -> torch.Tensor:
-        """(B,) index of each sequence's first real step."""
-        return steps - lengths if self.spec.pad == "pre" else torch.zeros_like(lengths)
-
     def readout(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, D*H) -> (B, R), reading the real steps only (padding is masked out)."""
         batch, steps, _ = outputs.shape
-        readout = self.config.readout
-        if readout == "last":
-            return self._last(outputs, lengths)
-        positions = torch.arange(steps, device=outputs.device)
-        first = self.first_step(lengths, steps)
-        valid = (positions >= first[:, None]) & (positions < (first + lengths)[:, None])  # (B, T)
-        if readout == "concat":  # every step's state, padding zeroed so it carries no signal: (B, T*D*H)
-            return (outputs * valid.unsqueeze(2)).reshape(batch, -1)
-        kinds = ["mean", "max"] if readout == "mean_max" else [readout]  # mean_max: ULMFiT's concat pooling
-        return torch.cat([self._pool(outputs, lengths, valid, kind) for kind in kinds], dim=1)
-
-    @staticmethod
-    def _pool(outputs: torch.Tensor, lengths: torch.Tensor, valid: torch.Tensor, kind: str) -> torch.Tensor:
-        """(B, T, D*H) -> (B, D*H) over the real steps only; `valid` is the (B, T) mask."""
-        if kind == "mean":
-            summed = (outputs * valid.unsqueeze(2)).sum(dim=1)
-            return summed / lengths.clamp(min=1).unsqueeze(1).to(outputs.dtype)
-        return outputs.masked_fill(~valid.unsqueeze(2), float("-inf")).amax(dim=1)
-
-    def _last(self, outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.config.last_at_padded_end:
+        config = self.config
+        if config.readout == "last" and config.last_at_padded_end:
             return outputs[:, -1]  # the write-ups' bug: a padding step for every short review
-        hidden = self.config.hidden_size
-        first = self.first_step(lengths, outputs.shape[1])  # (B,)
-        index = (first + lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)  # (B, 1, H)
-        forward_last = outputs[..., :hidden].gather(1, index).squeeze(1)  # (B, H)
-        if self.config.directions == 1:
-            return forward_last
-        # The backward direction has read the whole sequence when it reaches the first real step.
-        first_index = first.view(-1, 1, 1).expand(-1, 1, hidden)  # (B, 1, H)
-        return torch.cat([forward_last, outputs[..., hidden:].gather(1, first_index).squeeze(1)], dim=1)
+        first = steps - lengths if self.spec.pad == "pre" else torch.zeros_like(lengths)  # (B,) first real step
+        if config.readout == "last":
+            hidden = config.hidden_size
+            index = (first + lengths - 1).view(-1, 1, 1).expand(-1, 1, hidden)  # (B, 1, H)
+            forward_last = outputs[..., :hidden].gather(1, index).squeeze(1)  # (B, H)
+            if config.directions == 1:
+                return forward_last
+            # The backward direction has read the whole sequence when it reaches the first real step.
+            first_index = first.view(-1, 1, 1).expand(-1, 1, hidden)  # (B, 1, H)
+            return torch.cat([forward_last, outputs[..., hidden:].gather(1, first_index).squeeze(1)], dim=1)
+        positions = torch.arange(steps, device=outputs.device)
+        valid = ((positions >= first[:, None]) & (positions < (first + lengths)[:, None])).unsqueeze(2)  # (B, T, 1)
+        if config.readout == "concat":  # every step's state, padding zeroed so it carries no signal: (B, T*D*H)
+            return (outputs * valid).reshape(batch, -1)
+        pools = []  # mean_max: ULMFiT's concat pooling
+        if config.readout in ("mean", "mean_max"):
+            pools.append((outputs * valid).sum(dim=1) / lengths.clamp(min=1).unsqueeze(1).to(outputs.dtype))
+        if config.readout in ("max", "mean_max"):
+            pools.append(outputs.masked_fill(~valid, float("-inf")).amax(dim=1))
+        return torch.cat(pools, dim=1)
 
 
 def orthogonal_(tensor: torch.Tensor) -> torch.Tensor:
@@ -308,39 +292,34 @@ def save_checkpoint(path: Path, model: Classifier, state_dict: dict[str, torch.T
 def load_checkpoint(path: Path, expected: ModelConfig | None = None) -> tuple[Classifier, dict[str, Any]]:
     """Rebuild the model from the checkpoint's own config, refusing one that differs from `expected`. Checked
     before the model is built: the sizes imply exactly the weights held (absurd sizes allocate nothing)."""
-    path = Path(path)
     if not path.is_file():
         raise UserError(f"Checkpoint {path} not found; train it first (`dvc repro`).")
-    damaged = f"{path} is not an RNN Lab checkpoint or is damaged"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         spec = ModelSpec.from_dict(checkpoint["config"])
         state_dict = checkpoint["state_dict"]
+        if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+            raise ValueError("its state_dict is not a dict of tensors")
+        counts = parameter_counts(spec.model, spec.input_size, spec.num_classes, spec.sequence_length)
+        implied, held = sum(counts.values()) * spec.model.members, sum(value.numel() for value in state_dict.values())
+        if held != implied:
+            raise ValueError(f"its config implies {implied:,} weights but it holds {held:,}")
+        if not all(torch.isfinite(value).all() for value in state_dict.values() if value.is_floating_point()):
+            raise ValueError("it holds NaN or infinite weights: a diverged or damaged model")
     except pickle.UnpicklingError as error:
         raise UserError(
             f"{path} holds Python objects besides tensors and plain data, so it was refused unread "
             f"(checkpoints load with weights_only=True). Use a checkpoint written by the train stage: `dvc repro`."
         ) from error
-    # Truncated zip archives fail with OSError.
-    except (KeyError, TypeError, ValueError, ConfigError, RuntimeError, EOFError, OSError) as error:
-        missing = f"no {error} entry" if isinstance(error, KeyError) else str(error)
-        raise UserError(f"{damaged} ({missing}); retrain with `dvc repro`.") from error
+    except (KeyError, TypeError, ValueError, RuntimeError, EOFError, OSError) as error:  # OSError: a truncated zip
+        problem = f"no {error} entry" if isinstance(error, KeyError) else str(error)
+        raise UserError(f"{path} is not an RNN Lab checkpoint or is damaged ({problem}); retrain with `dvc repro`.") from error
     if expected is not None and expected != spec.model:
         stored, wanted = spec.model.to_dict(), expected.to_dict()
         changes = ", ".join(
             f"{key}: checkpoint {stored[key]!r} vs params {wanted[key]!r}" for key in stored if stored[key] != wanted[key]
         )
         raise UserError(f"{path} was trained with a different model config ({changes}). Retrain it with `dvc repro`.")
-    if not isinstance(state_dict, dict) or not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
-        raise UserError(f"{damaged} (its state_dict is not a dict of tensors); retrain with `dvc repro`.")
-    counts = parameter_counts(spec.model, spec.input_size, spec.num_classes, spec.sequence_length)
-    implied, stored_count = sum(counts.values()) * spec.model.members, sum(value.numel() for value in state_dict.values())
-    if stored_count != implied:
-        raise UserError(
-            f"{path}: its config implies {implied:,} weights but it holds {stored_count:,} (a damaged checkpoint); retrain with `dvc repro`."
-        )
-    if not all(torch.isfinite(value).all() for value in state_dict.values() if value.is_floating_point()):
-        raise UserError(f"{path} holds NaN or infinite weights (a diverged or damaged model); retrain with `dvc repro`.")
     model = build_model(spec)
     try:
         model.load_state_dict(state_dict)

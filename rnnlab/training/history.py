@@ -8,24 +8,13 @@ then the epoch whose weights the checkpoint holds, `step` = that epoch).
 from __future__ import annotations
 
 import csv
-import io
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from rnnlab.core.errors import UserError
 
-# Logged every epoch, in this order; the names are EpochRecord's fields (all but `epoch`).
-HISTORY_METRICS = (
-    "train_loss",
-    "train_accuracy",
-    "valid_loss",
-    "valid_accuracy",
-    "grad_norm_mean",
-    "grad_norm_max",
-    "clip_fraction",
-)
 STEP = "step"
 RERUN = "Rerun the train stage (`dvc repro`)."
 
@@ -40,6 +29,9 @@ class EpochRecord:
     grad_norm_mean: float  # global gradient norm before clipping, averaged over the epoch's steps
     grad_norm_max: float
     clip_fraction: float  # share of steps where clipping fired
+
+
+HISTORY_METRICS = tuple(field.name for field in fields(EpochRecord) if field.name != "epoch")  # logged in this order
 
 
 def metric_file(directory: Path | str, metric: str) -> Path:
@@ -76,23 +68,8 @@ class EpochLog:
         self.live.end()  # end() takes the step from the summary, so it stays the best epoch
 
 
-def parse_metric_tsv(text: str, metric: str, source: str = "metric file") -> list[tuple[int, float]]:
-    """(epoch, value) rows of one DVCLive metric file's text, in file order."""
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t")
-    if reader.fieldnames is None or STEP not in reader.fieldnames or metric not in reader.fieldnames:
-        raise UserError(f"{source} is not a DVCLive history of {metric} (header {reader.fieldnames}). {RERUN}")
-    rows = []
-    for line, row in enumerate(reader, start=2):
-        try:
-            rows.append((int(row[STEP]), float(row[metric])))
-        except (TypeError, ValueError) as error:
-            raise UserError(f"{source} line {line} is not `step<TAB>value`: {error}. {RERUN}") from error
-    return rows
-
-
-def read_history(directory: Path | str) -> list[dict[str, Any]]:
+def read_history(directory: Path) -> list[dict[str, Any]]:
     """One row per finished epoch, {"epoch": n, <metric>: value, ...}; none when the first epoch diverged."""
-    directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"training history not found at {directory}. {RERUN}")
     rows: dict[int, dict[str, Any]] = {}
@@ -100,7 +77,14 @@ def read_history(directory: Path | str) -> list[dict[str, Any]]:
         path = metric_file(directory, metric)
         if not path.is_file():
             continue
-        for epoch, value in parse_metric_tsv(path.read_text(encoding="utf-8"), metric, str(path)):
+        reader = csv.DictReader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t")
+        if reader.fieldnames is None or STEP not in reader.fieldnames or metric not in reader.fieldnames:
+            raise UserError(f"{path} is not a DVCLive history of {metric} (header {reader.fieldnames}). {RERUN}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                epoch, value = int(row[STEP]), float(row[metric])
+            except (TypeError, ValueError) as error:
+                raise UserError(f"{path} line {line} is not `step<TAB>value`: {error}. {RERUN}") from error
             rows.setdefault(epoch, {"epoch": epoch})[metric] = value
     return [rows[epoch] for epoch in sorted(rows)]
 

@@ -1,7 +1,7 @@
 """Train one variant, top-down: the memory check, the seeded model, the loop, the checkpoint and the history.
 
-The checkpoint and the DVCLive history are written aside and renamed into place when training has ended, so a
-failed run leaves the ones from before it. The loop knows neither the dataset nor the cell type.
+Checkpoint and history are written aside and renamed into place when training has ended, so a failed run leaves
+the ones from before it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 from tqdm import tqdm
 
 from rnnlab.config.params import ORDER_TASK, DataConfig, ModelConfig, TrainConfig, Variant
@@ -84,7 +85,6 @@ def fit(
     valid: Split,
     config: TrainConfig,
     device: torch.device,
-    log: Callable[[str], None] = print,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> FitResult:
     """Train for config.epochs, keeping the best validation-accuracy epoch's weights (`train.keep: last`: the last).
@@ -95,7 +95,10 @@ def fit(
     model.to(device)
     members = members_of(model)
     optimizers = [make_optimizer(member.parameters(), config) for member in members]
-    schedulers = [make_scheduler(optimizer, config, len(train)) for optimizer in optimizers]
+    total_steps = config.epochs * math.ceil(len(train) / config.batch_size)  # cosine reaches 0 at the run's last step
+    schedulers = [
+        CosineAnnealingLR(optimizer, total_steps) if config.lr_schedule == "cosine" else None for optimizer in optimizers
+    ]
     generators = [torch.Generator().manual_seed(config.seed + index) for index in range(len(members))]
     best_state, best_epoch, best_accuracy = _state_copy(model), 0, -1.0
     history: list[EpochRecord] = []
@@ -107,7 +110,7 @@ def fit(
             label = f"epoch {epoch}/{config.epochs}" + (f" member {index + 1}/{len(members)}" if len(members) > 1 else "")
             stats = train_epoch(member, optimizers[index], train, config, generators[index], device, schedulers[index], label)
             if stats is None:
-                log(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
+                print(f"epoch {epoch}: loss or gradient became NaN/inf; stopping (diverged)")
                 return FitResult(history, best_state, best_epoch, True, epoch_seconds)
             member_stats.append(stats)
         seconds = time.perf_counter() - started
@@ -116,13 +119,13 @@ def fit(
         probabilities, valid_loss = predict(model, valid, max(config.batch_size, 256), device, description=f"epoch {epoch} valid")
         if not math.isfinite(valid_loss):
             # The epoch's last step can blow the weights up after its finite-loss check.
-            log(f"epoch {epoch}: validation loss became NaN/inf; stopping (diverged)")
+            print(f"epoch {epoch}: validation loss became NaN/inf; stopping (diverged)")
             return FitResult(history, best_state, best_epoch, True, epoch_seconds)
         valid_accuracy = float((probabilities.argmax(dim=1) == valid.y).float().mean())
         record = EpochRecord(epoch=epoch, valid_loss=valid_loss, valid_accuracy=valid_accuracy, **combined)
         history.append(record)
         epoch_seconds.append(seconds)
-        log(
+        print(
             f"epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f} | "
             f"valid loss {valid_loss:.4f} acc {valid_accuracy:.4f} | {seconds:.1f}s, grad norm {record.grad_norm_mean:.3g}"
         )
@@ -140,7 +143,7 @@ def train_epoch(
     config: TrainConfig,
     generator: torch.Generator,
     device: torch.device,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: LRScheduler | None = None,
     description: str = "train",
 ) -> dict[str, float] | None:
     """One pass over `split`; None when the loss or gradient became NaN/inf (divergence). The bar only reads
@@ -180,20 +183,10 @@ def train_epoch(
 
 
 def make_optimizer(parameters: Iterable[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "rmsprop":  # Keras's defaults (rho 0.9, epsilon 1e-7): a Keras write-up used it
-        return torch.optim.RMSprop(parameters, lr=config.lr, alpha=0.9, eps=1e-7, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, train_size: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The per-batch schedule of `config.lr_schedule`, None for constant; cosine reaches 0 at the run's last step."""
-    if config.lr_schedule == "constant":
-        return None
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * math.ceil(train_size / config.batch_size))
+    # rmsprop with Keras's defaults (rho 0.9, epsilon 1e-7): a Keras write-up used it
+    options = {"alpha": 0.9, "eps": 1e-7} if config.optimizer == "rmsprop" else {}
+    optimizer = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}[config.optimizer]
+    return optimizer(parameters, lr=config.lr, weight_decay=config.weight_decay, **options)
 
 
 @torch.no_grad()
@@ -265,26 +258,24 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
     hidden, members, batch = param("model", "hidden_size"), param("model", "members"), param("train", "batch_size")
     layers, embedding_dim = param("model", "num_layers"), param("model", "embedding_dim")
     # The lower layers' sizes grow what hidden_size grows (judged against its default).
-    lower_key = variant.params_key("model", "lower_layer_sizes")
-    lower = Param(lower_key, max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size)
+    lower = Param(
+        variant.params_key("model", "lower_layer_sizes"), max(model.lower_layer_sizes, default=0), ModelConfig.hidden_size
+    )
     counts = parameter_counts(model, meta.input_size, meta.num_classes, meta.sequence_length)
     weights = DEVICE_WEIGHT_COPIES * FLOAT_BYTES * model.members
-    one_hot = model.input_encoding == "one_hot"
+    one_hot, concat = model.input_encoding == "one_hot", model.readout == "concat"
     steps = train.batch_size * meta.sequence_length
-    features = meta.input_size if one_hot else model.embedding_dim
     recurrent_floats = steps * sum(model.layer_sizes) * model.directions * RECURRENT_FLOATS[model.cell]
     if model.readout != "last":  # the masked copy of every step's output
         recurrent_floats += steps * model.hidden_size * model.directions
-    concat = model.readout == "concat"
     adam = "weights with gradients and Adam state"
-    bidirectional_fix = ", or set model.bidirectional=false" if model.bidirectional else ""
     needs = [
         Need(f"embedding {adam}", counts["embedding"] * weights, (embedding_dim, vocabulary, members)),
         Need(
             f"recurrent {adam}",
             counts["recurrent"] * weights,
             (hidden, layers, lower, members) + (vocabulary,) * one_hot,
-            other_fix=bidirectional_fix,
+            other_fix=", or set model.bidirectional=false" if model.bidirectional else "",
         ),
         Need(
             f"output head {adam}",
@@ -294,7 +285,7 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
         ),
         Need(
             "input activations (batch x length x features)",
-            steps * features * INPUT_FLOATS[model.input_encoding] * FLOAT_BYTES,
+            steps * (meta.input_size if one_hot else model.embedding_dim) * INPUT_FLOATS[model.input_encoding] * FLOAT_BYTES,
             (batch, length, vocabulary if one_hot else embedding_dim),
             other_fix=", or use model.input_encoding=embedding" if one_hot else "",
         ),
@@ -311,7 +302,7 @@ def training_needs(variant: Variant, meta: Meta, data_dir: Path | None = None) -
         ),
     ]
     if data_dir is not None:
-        files = [Path(data_dir) / split / f"{name}.npy" for split in ("train", "valid") for name in ("X", "lengths", "y")]
+        files = [data_dir / split / f"{name}.npy" for split in ("train", "valid") for name in ("X", "lengths", "y")]
         array_bytes = sum(path.stat().st_size for path in files if path.is_file())
         needs.append(Need("train and valid token arrays", array_bytes, (length,), on_device=False))
     return [need for need in needs if need.bytes > 0]

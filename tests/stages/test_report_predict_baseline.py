@@ -106,8 +106,8 @@ def test_predict_rejects_text_without_words(predict_repo: Path, text: str) -> No
 @pytest.mark.parametrize(("truncate", "kept"), [("head", ["great", "<unk>"]), ("tail", ["<unk>", "awful"]), ("head_tail", ["great", "awful"])])
 def test_predict_truncates_like_the_xy_stage(predict_repo: Path, truncate: str, kept: list[str]) -> None:
     vocab = Path(workspace_paths()["vocab"])
-    ids = inference.encode_review("Great plot; awful!", vocab, length=2, truncate=truncate)
     names = read_vocab(vocab)
+    ids = inference.encode_review("Great plot; awful!", names, length=2, truncate=truncate)
     assert [names[token_id] for token_id in ids] == kept
 
 

@@ -67,9 +67,8 @@ def test_members_train_independently() -> None:
     the other members neither share its gradients nor its batch order (no dropout, one epoch)."""
     train, valid = tiny_split(40, 1), tiny_split(12, 2)
     single, ensemble = seeded(1), seeded(2)
-    quiet = {"log": lambda _: None}
-    single_result = fit(single, train, valid, TRAIN, torch.device("cpu"), **quiet)
-    ensemble_result = fit(ensemble, train, valid, TRAIN, torch.device("cpu"), **quiet)
+    single_result = fit(single, train, valid, TRAIN, torch.device("cpu"))
+    ensemble_result = fit(ensemble, train, valid, TRAIN, torch.device("cpu"))
     ensemble.load_state_dict(ensemble_result.best_state)
     single.load_state_dict(single_result.best_state)
     for (name, weight), (_, member_weight) in zip(single.state_dict().items(), ensemble.members[0].state_dict().items()):

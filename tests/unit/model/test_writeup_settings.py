@@ -176,7 +176,7 @@ def test_keep_last_returns_the_last_epochs_weights() -> None:
     for keep in ("best", "last"):
         model = build_padded(tiny_config(), pad="post").train()
         config = TrainConfig(epochs=4, batch_size=2, lr=0.05, keep=keep)
-        results[keep] = fit(model, split, split, config, torch.device("cpu"), log=lambda *_: None)
+        results[keep] = fit(model, split, split, config, torch.device("cpu"))
         final = model.state_dict()
         if keep == "last":
             assert results[keep].best_epoch == 4

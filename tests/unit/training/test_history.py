@@ -1,5 +1,5 @@
 """The per-epoch history logged with DVCLive (rnnlab/training/history.py): it grows while a stage trains, its
-summary is the best epoch, its bytes reproduce, and the readers parse it from files or from text."""
+summary is the best epoch, its bytes reproduce, and the reader parses it back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab.core.errors import UserError
-from rnnlab.training.history import HISTORY_METRICS, EpochLog, metric_file, parse_metric_tsv, read_history
+from rnnlab.training.history import HISTORY_METRICS, EpochLog, metric_file, read_history
 from rnnlab.training.train import EpochRecord
 from tests.stages.test_training_faults import tiny_params, workdir  # noqa: F401  (workdir is a fixture)
 from tests.support.stage_runner import REPO, assert_user_error, files_under, run_stage, stage_commands, write_params
@@ -56,20 +56,21 @@ def test_a_run_without_a_finished_epoch_has_an_empty_history(tmp_path: Path, mon
     assert read_history(tmp_path / "live") == []
 
 
-def test_readers_parse_text_and_directories(tmp_path: Path) -> None:
-    # The text form is what `git show REV:plots/history/<variant>/plots/metrics/valid_accuracy.tsv` prints.
-    assert parse_metric_tsv("step\tvalid_accuracy\n1\t0.5\n2\t0.75\n", "valid_accuracy") == [(1, 0.5), (2, 0.75)]
-    with pytest.raises(UserError, match="not a DVCLive history of valid_accuracy"):
-        parse_metric_tsv("step\ttrain_loss\n1\t0.5\n", "valid_accuracy")
-    with pytest.raises(UserError, match="line 3"):
-        parse_metric_tsv("step\tvalid_accuracy\n1\t0.5\n2\tabc\n", "valid_accuracy", "x.tsv")
+def test_reader_parses_the_metric_files_and_names_a_bad_one(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="training history not found"):
         read_history(tmp_path / "missing")
-    metric_file(tmp_path, "valid_accuracy").parent.mkdir(parents=True)
-    metric_file(tmp_path, "valid_accuracy").write_text("step\tvalid_accuracy\n2\t0.75\n1\t0.5\n")
-    metric_file(tmp_path, "train_loss").write_text("step\ttrain_loss\n1\t0.7\n2\t0.6\n")
+    accuracy, loss = metric_file(tmp_path, "valid_accuracy"), metric_file(tmp_path, "train_loss")
+    accuracy.parent.mkdir(parents=True)
+    accuracy.write_text("step\tvalid_accuracy\n2\t0.75\n1\t0.5\n")
+    loss.write_text("step\ttrain_loss\n1\t0.7\n2\t0.6\n")
     assert read_history(tmp_path) == [{"epoch": 1, "train_loss": 0.7, "valid_accuracy": 0.5},
                                       {"epoch": 2, "train_loss": 0.6, "valid_accuracy": 0.75}]
+    loss.write_text("step\tvalid_accuracy\n1\t0.5\n")
+    with pytest.raises(UserError, match="train_loss.tsv is not a DVCLive history of train_loss"):
+        read_history(tmp_path)
+    loss.write_text("step\ttrain_loss\n1\t0.5\n2\tabc\n")
+    with pytest.raises(UserError, match="train_loss.tsv line 3"):
+        read_history(tmp_path)
 
 
 def test_stage_history_matches_checkpoint_and_reruns_byte_identical(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811

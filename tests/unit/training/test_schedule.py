@@ -10,7 +10,7 @@ import torch
 from rnnlab.config.params import ModelConfig, TrainConfig
 from rnnlab.core.errors import ConfigError
 from rnnlab.model.classifier import ModelSpec, RecurrentClassifier
-from rnnlab.training.train import fit, make_scheduler
+from rnnlab.training.train import fit
 from tests.support.splits import tiny_split
 
 TRAIN_SIZE, BATCH_SIZE, EPOCHS = 50, 16, 3  # 4 batches per epoch, the last one partial
@@ -35,7 +35,7 @@ def learning_rates(schedule: str) -> list[float]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.optim.Adam, "step", recording_step)
-        fit(tiny_model(), tiny_split(TRAIN_SIZE, 1), tiny_split(20, 2), config, torch.device("cpu"), log=lambda _: None)
+        fit(tiny_model(), tiny_split(TRAIN_SIZE, 1), tiny_split(20, 2), config, torch.device("cpu"))
     return used
 
 
@@ -52,11 +52,6 @@ def test_cosine_schedule_falls_from_lr_to_near_zero_over_every_step_of_the_run()
     assert rates[STEPS // 2] == pytest.approx(0.005)
     assert rates[-1] == pytest.approx(0.01 * (1 + math.cos(math.pi * (STEPS - 1) / STEPS)) / 2)
     assert rates[-1] < 0.001
-
-
-def test_constant_schedule_makes_no_scheduler() -> None:
-    optimizer = torch.optim.Adam(tiny_model().parameters(), lr=0.01)
-    assert make_scheduler(optimizer, TrainConfig(), TRAIN_SIZE) is None
 
 
 def test_unknown_schedule_is_refused_with_the_choices() -> None:
