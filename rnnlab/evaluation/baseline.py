@@ -28,7 +28,7 @@ from rnnlab.evaluation.metrics import (
     write_predictions,
     write_results,
 )
-from rnnlab.runtime.environment import BASELINE_MATH, mode, record_evaluation, record_training, result_environment
+from rnnlab.runtime.environment import BASELINE_MATH, record_evaluation, record_training, reproducible, result_environment
 
 NAME = "linear_tfidf"
 BASELINE_METRICS = tuple(key for key in DECLARED_METRICS if key != "best_epoch")  # one fit, no epochs to choose from
@@ -59,7 +59,7 @@ def fit_and_select(config: BaselineConfig, train: Split, valid: Split) -> tuple[
 
 
 def baseline_math() -> str:
-    return BASELINE_MATH if mode().reproducible else "numpy/scipy OpenBLAS: machine-dependent"
+    return BASELINE_MATH if reproducible() else "numpy/scipy OpenBLAS: machine-dependent"
 
 
 def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutputs) -> None:
