@@ -86,7 +86,7 @@ def _in_user_terms(error: Exception, staged: dict[Path, Path]) -> Exception | No
     # Only a refused write of an output: a file the stage cannot read is not this problem.
     if isinstance(error, OSError) and error.errno in UNWRITABLE_ERRNOS and error.filename:
         target = Path(os.path.abspath(error.filename))
-        if any(Path(os.path.abspath(temporary)) in (target, *target.parents) for temporary in staged.values()):
+        if any(target.is_relative_to(os.path.abspath(temporary)) for temporary in staged.values()):
             named = Path(real_names(str(error.filename)))
             return unwritable_error(named, named.parent, error.strerror or str(error))
     return None

@@ -139,6 +139,7 @@ def build() -> Path:
 # Calls it can't take (packed sequences, unbatched input, LSTM projections, GPU, other dtypes, tracing) run torch's
 # own forward. Forward results equal torch's loop on the same GEMM bit for bit; gradients are summed in another order.
 
+CLASSES: tuple[type[nn.RNNBase], ...] = (nn.RNN, nn.LSTM, nn.GRU)
 _original: dict[type[nn.RNNBase], Any] = {}  # torch's own forward of each class
 
 
@@ -217,6 +218,6 @@ def fused_forward(self: nn.RNNBase, input: torch.Tensor, hx: Any = None) -> tupl
 
 def install(fused: bool) -> None:
     """Route nn.RNN/LSTM/GRU.forward through the fused layers, or give torch's own back; idempotent."""
-    for cls in (nn.RNN, nn.LSTM, nn.GRU):
+    for cls in CLASSES:
         _original.setdefault(cls, cls.forward)
         cls.forward = fused_forward if fused else _original[cls]
