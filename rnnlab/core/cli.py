@@ -9,10 +9,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rnnlab.core import files
 from rnnlab.core.errors import UserError
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+INTERRUPTED = (
+    "interrupted: no output was replaced, each is as it was before this run (nothing is half-written); rerun `dvc repro`."
+)
 
 
 def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -26,18 +28,14 @@ def raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 def stop_with_parent(signal_number: int = signal.SIGTERM) -> bool:
     """Have Linux send `signal_number` (0: none) when the parent dies: `kill -KILL` of `dvc repro` would otherwise leave
     its stage running as an orphan that the next `dvc repro` races with. Returns whether the request was made."""
-    if not sys.platform.startswith("linux"):
-        return False
     parent = os.getppid()
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0) != 0:
-            return False
+        made = sys.platform.startswith("linux") and ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
-    if signal_number and os.getppid() != parent:  # the parent died just before the request took effect
+    if made and signal_number and os.getppid() != parent:  # the parent died just before the request took effect
         os.kill(os.getpid(), signal_number)
-    return True
+    return made
 
 
 def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
@@ -55,5 +53,5 @@ def run_cli(main: Callable[[list[str] | None], None], argv: list[str] | None = N
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(files.INTERRUPTED, file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)

@@ -1,7 +1,5 @@
 """The errors a user can act on: the command prints their message as one `error:` line and exits 2."""
 
-from __future__ import annotations
-
 
 class UserError(RuntimeError):
     """A failure a user can act on; the message says what to do."""

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 from filelock import FileLock, Timeout
@@ -23,12 +23,9 @@ from rnnlab.core.errors import DiskFullError, UnwritableError, UserError
 DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file size limit reached", errno.EDQUOT: "disk quota exceeded"}
 # A folder that refuses changes: its permissions, `chattr +i`, a read-only mount.
 UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
-INTERRUPTED = (
-    "interrupted: no output was replaced, each is as it was before this run (nothing is half-written); rerun `dvc repro`."
-)
 
 
-def is_disk_full(error: BaseException) -> bool:
+def is_disk_full(error: BaseException) -> TypeGuard[OSError]:
     return isinstance(error, OSError) and error.errno in DISK_FULL
 
 
@@ -82,14 +79,14 @@ def _in_user_terms(error: Exception, staged: dict[Path, Path]) -> Exception | No
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, OSError) and is_disk_full(cause):
+        if is_disk_full(cause):
             return disk_full_error(Path(real_names(str(cause.filename))) if cause.filename else next(iter(staged)), cause)
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     # Only a refused write of an output: a file the stage cannot read is not this problem.
     if isinstance(error, OSError) and error.errno in UNWRITABLE_ERRNOS and error.filename:
         target = Path(os.path.abspath(error.filename))
-        if any(Path(os.path.abspath(temporary)) in (target, *target.parents) for temporary in staged.values()):
+        if any(target.is_relative_to(os.path.abspath(temporary)) for temporary in staged.values()):
             named = Path(real_names(str(error.filename)))
             return unwritable_error(named, named.parent, error.strerror or str(error))
     return None
@@ -108,7 +105,6 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
         check_writable(path)
     empty = live is not None and Path(live).is_dir() and not Path(live).is_symlink() and not any(Path(live).iterdir())
     in_place = Path(live) if live is not None and (empty or not os.path.lexists(live)) else None
-    existed = in_place is not None and in_place.is_dir()
     staged: dict[Path, Path] = {}
     folders: list[Path] = []
     try:
@@ -135,7 +131,7 @@ def outputs_together(*paths: Path | str, live: Path | str | None = None) -> Iter
     except BaseException as error:
         if in_place is not None:
             shutil.rmtree(in_place, ignore_errors=True)
-            if existed:
+            if empty:
                 in_place.mkdir()
         translated = _in_user_terms(error, staged) if isinstance(error, Exception) else None
         if translated is not None:

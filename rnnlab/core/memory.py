@@ -4,9 +4,8 @@ param to lower, instead of an allocator traceback minutes later (estimates check
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -16,29 +15,20 @@ FLOAT_BYTES = 4
 TOKEN_BYTES = 8  # np.int64 / torch.long token ids
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
     """A params.yaml key an estimate grows with, and its default (the most raised one is the culprit)."""
 
     name: str
     value: Any
     default: float
 
-    def raised(self) -> float:
-        return float(self.value) / self.default if self.default else 0.0
 
-
-@dataclass(frozen=True)
-class Need:
+class Need(NamedTuple):
     what: str
     bytes: int
     params: tuple[Param, ...]
     on_device: bool = True  # lives on the training device (the GPU when training on CUDA)
     other_fix: str = ""  # a fix besides lowering the params, e.g. another readout
-
-
-def breakdown(needs: list[Need]) -> dict[str, int]:
-    return {need.what: need.bytes for need in needs}
 
 
 def size_text(count: float) -> str:
@@ -79,13 +69,13 @@ def available_memory() -> int:
     return min(psutil.virtual_memory().available, cgroup if cgroup is not None else 2**63)
 
 
-def check_fits(needs: list[Need], available: int | None, memory: str, task: str) -> None:
+def check_fits(needs: list[Need], available: int, memory: str, task: str) -> None:
     """Raise UserError naming the largest contributor's most raised param if `needs` exceed `available`."""
     total = sum(need.bytes for need in needs)
-    if available is None or total <= available or os.environ.get("RNNLAB_SKIP_MEMORY_CHECK") == "1":
+    if total <= available or os.environ.get("RNNLAB_SKIP_MEMORY_CHECK") == "1":
         return
     largest = max(needs, key=lambda need: need.bytes)
-    culprit = max(largest.params, key=Param.raised)
+    culprit = max(largest.params, key=lambda param: float(param.value) / param.default if param.default else 0.0)
     others = [param.name for param in largest.params if param.name != culprit.name]
     alternatives = (
         f" (or {', '.join(others)}{largest.other_fix})" if others else f" ({largest.other_fix[2:]})" if largest.other_fix else ""

@@ -49,13 +49,12 @@ class ForkedCall(Generic[T]):
         """Wait for the child; return its result or re-raise its exception here."""
         try:
             succeeded, value = self._receiver.recv()
-        except EOFError:
-            self._process.join()
-            raise UserError(f"A worker process died (exit code {self._process.exitcode}); rerun the stage.") from None
+        except EOFError:  # the child died without a word
+            succeeded, value = False, None
         self._process.join()
-        if not succeeded:
-            raise value
-        return value
+        if succeeded:
+            return value
+        raise value or UserError(f"A worker process died (exit code {self._process.exitcode}); rerun the stage.")
 
     def __enter__(self) -> ForkedCall[T]:
         return self

@@ -20,7 +20,7 @@ from rnnlab.config.params import BaselineConfig
 from rnnlab.core.files import outputs_together, write_json
 from rnnlab.data.arrays import Split, load_meta, load_split
 from rnnlab.evaluation.metrics import EvaluationOutputs, classification_metrics, write_predictions
-from rnnlab.runtime.environment import BASELINE_MATH, mode, record_evaluation, record_training, result_environment
+from rnnlab.runtime.environment import BASELINE_MATH, record_evaluation, record_training, reproducible, result_environment
 
 NAME = "linear_tfidf"
 BASELINE_METRICS = ("accuracy", "f1", "roc_auc", "loss")  # the declared metrics but best_epoch: one fit, no epochs
@@ -62,7 +62,7 @@ def run_baseline(config: BaselineConfig, data_dir: Path, outputs: EvaluationOutp
     eval_seconds = time.perf_counter() - started
     y = test.y.numpy()
     loss = float(log_loss(y, probabilities, labels=list(range(meta.num_classes))))
-    math = BASELINE_MATH if mode().reproducible else "numpy/scipy OpenBLAS: machine-dependent"
+    math = BASELINE_MATH if reproducible() else "numpy/scipy OpenBLAS: machine-dependent"
     metrics = {
         "variant": NAME,
         "study": "imdb",

@@ -1,13 +1,8 @@
 """Reproducible CPU math: the same params give the same bits on every x86-64 CPU with AVX2 and FMA, Intel or AMD,
-whatever its number of cores and threads (measured with `python -m bench --only repro`, docs/reproducibility.md).
-
-MKL (GEMMs and its vector math), oneDNN (nn.LSTM), ATen's kernel ISA and bernoulli_'s generator each give other
-bits per CPU vendor, ISA or thread count. So `runtime.reproducible: true` (the default) routes float CPU math to
-rnnlab's own kernels (rnnlab/runtime/gemm), switches oneDNN off, pins ATen to AVX2 and numpy's OpenBLAS to one
-kernel family and thread; the model draws dropout masks with torch.rand. Where the kernels cannot run (no g++,
-no AVX2/FMA, CUDA) the stage says so and the environment stamp names the fallback. These libraries read their
-settings when they load, so every entry point calls `configure()` before importing torch or numpy.
-RNNLAB_REPRODUCIBLE (0|1) overrides the params.
+at any thread count. `runtime.reproducible: true` (the default; RNNLAB_REPRODUCIBLE=0|1 overrides it) routes float
+CPU math to rnnlab's own kernels (rnnlab/runtime/gemm), switches oneDNN off, pins ATen to AVX2 and numpy's OpenBLAS
+to one kernel family and thread (docs/reproducibility.md: what decides the bits, and how it was measured). These
+libraries read their settings when they load, so every entry point calls `configure()` before importing torch or numpy.
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ import json
 import os
 import platform
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,41 +31,36 @@ REPRODUCIBLE_ENVIRONMENT = {
 }
 BASELINE_MATH = "numpy/scipy OpenBLAS (Haswell kernels, 1 thread)"
 
-
-@dataclass(frozen=True)
-class Mode:
-    reproducible: bool = True
+# mode: reproducible or not (None until configured); cpu_math: who computes on the CPU, once the kernels are enabled
+_state: dict[str, Any] = {"mode": None, "configured_before_torch": None, "cpu_math": None}
 
 
-_state: dict[str, Any] = {"mode": None, "configured_before_torch": None, "kernels": None}
-
-
-def requested(config: RuntimeConfig | None = None) -> Mode:
-    """RNNLAB_REPRODUCIBLE if set, else the params' `runtime` section (default: reproducible)."""
+def requested(config: RuntimeConfig | None = None) -> bool:
+    """Whether the math is reproducible: RNNLAB_REPRODUCIBLE if set, else the params' `runtime` section (default: yes)."""
     override = os.environ.get(SWITCH, "").strip().lower()
     if override in ("0", "false", "off", "no", "1", "true", "on", "yes"):
-        return Mode(reproducible=override in ("1", "true", "on", "yes"))
-    return Mode(reproducible=(config or RuntimeConfig()).reproducible)
+        return override in ("1", "true", "on", "yes")
+    return (config or RuntimeConfig()).reproducible
 
 
 def configure(config: RuntimeConfig | None = None) -> None:
     """Set the math libraries' environment for params.yaml's `runtime` section; a no-op after the first call."""
     if _state["mode"] is not None:
         return
-    chosen = _state["mode"] = requested(config)
+    _state["mode"] = requested(config)
     _state["configured_before_torch"] = "torch" not in sys.modules
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read when CUDA starts
-    if chosen.reproducible:
+    if _state["mode"]:
         for name, value in REPRODUCIBLE_ENVIRONMENT.items():
             # A machine that sets OPENBLAS_CORETYPE does so because other kernels are broken there; keep it.
             if not (name == "OPENBLAS_CORETYPE" and name in os.environ):
                 os.environ[name] = value
 
 
-def mode() -> Mode:
+def reproducible() -> bool:
     """The configured mode (the default one if no entry point configured it)."""
     configure()
-    return _state["mode"]
+    return bool(_state["mode"])
 
 
 def apply_torch_settings(device_type: str) -> list[str]:
@@ -82,7 +71,7 @@ def apply_torch_settings(device_type: str) -> list[str]:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    if not mode().reproducible:
+    if not reproducible():
         return []
     torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module-level flag torch types as ContextProp
     capability = torch.backends.cpu.get_cpu_capability()
@@ -100,24 +89,22 @@ def apply_torch_settings(device_type: str) -> list[str]:
     if device_type == "cpu":
         from rnnlab.runtime import gemm
 
-        _state["kernels"] = gemm.enable()
-        if not _state["kernels"].active:
-            warnings.append(f"warning: reproducible math is not available here: {_state['kernels'].fallback_reason}.")
+        kernels = gemm.enable()
+        if kernels.active:
+            _state["cpu_math"] = f"{gemm.NAME} ({gemm.ISA}, fused recurrent layers)"
+        else:
+            _state["cpu_math"] = f"torch (MKL), fallback: {kernels.fallback_reason.split(';')[0]}"
+            warnings.append(f"warning: reproducible math is not available here: {kernels.fallback_reason}.")
     return warnings
 
 
 def math_library(device_type: str) -> str:
     """Who computes the products and the transcendental functions, as far as it decides the bits."""
-    kernels = _state["kernels"]
     if device_type != "cpu":
         return "cuBLAS/cuDNN, deterministic algorithms" if device_type == "cuda" else f"torch on {device_type}"
-    if not mode().reproducible:
+    if not reproducible():
         return "torch (MKL, oneDNN): machine-dependent"
-    if kernels is None:
-        return "torch (MKL): kernels not enabled"
-    if kernels.active:
-        return f"{kernels.name} ({kernels.isa}{', fused recurrent layers' if kernels.fused_recurrent else ''})"
-    return f"torch (MKL), fallback: {kernels.fallback_reason.split(';')[0]}"
+    return _state["cpu_math"] or "torch (MKL): kernels not enabled"
 
 
 def result_environment(device: Any, math: str | None = None) -> dict[str, Any]:
@@ -128,7 +115,7 @@ def result_environment(device: Any, math: str | None = None) -> dict[str, Any]:
 
     device_type = getattr(device, "type", str(device))
     environment = {
-        "reproducible": mode().reproducible,
+        "reproducible": reproducible(),
         "math": math or math_library(device_type),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "torch": str(torch.__version__),  # a str subclass that weights_only loading would refuse
@@ -158,13 +145,10 @@ def describe_environment(environment: dict[str, Any] | None) -> str | None:
     """One short cell: `cpu, AVX2, rnnlab-gemm 1 (...), torch 2.13.0, reproducible` (a GPU is named)."""
     if not environment:
         return None
-    parts = [
-        environment.get("gpu") or environment.get("device", "?"),
-        environment.get("cpu_capability", "?"),
-        *([environment["math"]] if "math" in environment else []),
-        f"torch {environment.get('torch', '?')}",
-        "reproducible" if environment.get("reproducible") else "not reproducible",
-    ]
+    device = environment.get("gpu") or environment.get("device", "?")
+    math = [environment["math"]] if "math" in environment else []  # stamps from before the kernels have none
+    mode = "reproducible" if environment.get("reproducible") else "not reproducible"
+    parts = [device, environment.get("cpu_capability", "?"), *math, f"torch {environment.get('torch', '?')}", mode]
     return ", ".join(str(part) for part in parts)
 
 
@@ -174,7 +158,16 @@ def setup_torch(device_name: str, threads: int = 0) -> torch.device:
     x86 CPUs process ~10x slower (one vanilla-RNN step: 1.16 s with, 0.12 s without)."""
     import torch
 
-    threads = thread_count(threads)
+    cores = os.cpu_count() or 1
+    text = os.environ.get("RNNLAB_THREADS", "").strip()  # overrides train.threads
+    if text:
+        threads = int(text) if text.isdigit() else -1
+    if not 0 <= threads <= cores:  # more threads than cores only slow torch down, and far more crash its thread pool
+        source = f"RNNLAB_THREADS={text}" if text else f"train.threads={threads}"
+        raise UserError(
+            f"{source} is not a thread count for this machine: give a whole number in 1..{cores} "
+            f"(its cores), or 0 for torch's default of one per core."
+        )
     torch.set_flush_denormal(True)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -193,22 +186,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not mps:
         raise UserError("train.device=mps but no Apple MPS device is available here. Set train.device=auto or cpu.")
     return torch.device(("cuda" if cuda else "mps" if mps else "cpu") if name == "auto" else name)
-
-
-def thread_count(threads: int) -> int:
-    """RNNLAB_THREADS if set, else train.threads; 0 = torch's default of one per core. More threads than
-    cores only slow torch down, and far more crash its thread pool."""
-    cores = os.cpu_count() or 1
-    text = os.environ.get("RNNLAB_THREADS", "").strip()
-    if text:
-        threads = int(text) if text.isdigit() else -1
-    if not 0 <= threads <= cores:
-        source = f"RNNLAB_THREADS={text}" if text else f"train.threads={threads}"
-        raise UserError(
-            f"{source} is not a thread count for this machine: give a whole number in 1..{cores} "
-            f"(its cores), or 0 for torch's default of one per core."
-        )
-    return threads
 
 
 # Timings (reports/timings/<variant>.json) are deliberately not DVC outputs: a file that changes with the machine

@@ -94,7 +94,7 @@ def test_xy_message_with_the_issue_numbers(xy_workdir, capsys, monkeypatch):
 
 
 def test_xy_estimate_counts_the_arrays_it_allocates():
-    needs = core_memory.breakdown(xy_needs({"train": 20000, "valid": 5000, "test": 25000}, 200))
+    needs = {need.what: need.bytes for need in xy_needs({"train": 20000, "valid": 5000, "test": 25000}, 200)}
     # test (forked worker) beside train (this process), int64; one 1000-row boolean mask per process
     assert needs == {"int64 token id arrays (reviews x fix_length)": 45000 * 200 * 8, "padding masks": 2 * 1000 * 200}
 
@@ -160,8 +160,8 @@ def test_every_configured_variant_fits_in_a_few_gib():
         imdb = task.name == "imdb"
         meta = Meta(10_002 if imdb else 9, 2 if imdb else 4, ("a", "b"), 200 if imdb else 80)
         for variant in task.variants.values():
-            total = sum(core_memory.breakdown(memory.training_needs(variant, meta)).values())
-            assert total < 4 * GiB, (variant.name, core_memory.breakdown(memory.training_needs(variant, meta)))
+            needs = {need.what: need.bytes for need in memory.training_needs(variant, meta)}
+            assert sum(needs.values()) < 4 * GiB, (variant.name, needs)
 
 
 def test_available_memory_reads_cgroup_limits(tmp_path: Path):

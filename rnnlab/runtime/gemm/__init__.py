@@ -10,15 +10,15 @@ run on AVX-512F tiles where the CPU has them, else (or with RNNLAB_GEMM_ISA=avx2
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -33,41 +33,17 @@ FALLBACK = "torch's own MKL kernels run instead (their bits depend on the machin
 @dataclass(frozen=True)
 class GemmStatus:
     active: bool
-    name: str
-    isa: str
-    fallback_reason: str | None = None  # one line, when not active
-    fused_recurrent: bool = False
+    fallback_reason: str = ""  # one line, when not active
     tiles: str | None = None  # the micro-kernels in use, "avx512f" or "avx2": speed only, not in the stamp
-    library: Path | None = None
-
-
-_loaded: GemmStatus | None = None  # building and loading: once per process
-_status: GemmStatus | None = None  # what is in place now
 
 
 def enable(fused_recurrent: bool = True) -> GemmStatus:
     """Route float32/float64 CPU math to the deterministic kernels; idempotent, never raises."""
-    global _loaded, _status
-    _loaded = _loaded or _load()
-    _status = _loaded
-    if _loaded.active:
+    status = load()
+    if status.active:
         torch.ops.rnnlab_gemm.set_enabled(True)
-        (install if fused_recurrent else uninstall)()
-        _status = replace(_loaded, fused_recurrent=fused_recurrent)
-    return _status
-
-
-def disable() -> None:
-    """Give ATen's own kernels and torch's recurrent forward back (benchmarks); enable() undoes it."""
-    global _status
-    if _loaded is not None and _loaded.active:
-        torch.ops.rnnlab_gemm.set_enabled(False)
-        uninstall()
-        _status = replace(_loaded, active=False, fallback_reason=f"disable() was called; {FALLBACK}")
-
-
-def status() -> GemmStatus | None:
-    return _status
+        install(fused_recurrent)
+    return status
 
 
 def cpu_flags() -> set[str]:
@@ -78,39 +54,30 @@ def cpu_flags() -> set[str]:
     return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
 
 
-def unusable_reason() -> str | None:
-    if os.environ.get("RNNLAB_GEMM", "").strip().lower() in ("0", "false", "off", "no"):
-        return "RNNLAB_GEMM=0 in the environment"
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return f"not an x86-64 CPU ({platform.machine()})"
-    missing = {"avx2", "fma"} - cpu_flags()
-    return f"the CPU lacks {' and '.join(sorted(missing)).upper()}" if missing else None
-
-
 def inactive(reason: str) -> GemmStatus:
-    return GemmStatus(False, NAME, ISA, f"{reason}; {FALLBACK}")
+    return GemmStatus(False, f"{reason}; {FALLBACK}")
 
 
-def _load() -> GemmStatus:
-    reason = unusable_reason()
-    if reason is not None:
-        return inactive(reason)
+@functools.cache  # building and loading: once per process
+def load() -> GemmStatus:
+    if os.environ.get("RNNLAB_GEMM", "").strip().lower() in ("0", "false", "off", "no"):
+        return inactive("RNNLAB_GEMM=0 in the environment")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return inactive(f"not an x86-64 CPU ({platform.machine()})")
+    missing = {"avx2", "fma"} - cpu_flags()
+    if missing:
+        return inactive(f"the CPU lacks {' and '.join(sorted(missing)).upper()}")
     try:
-        library = build().path
-        torch.ops.load_library(str(library))
-        version = torch.ops.rnnlab_gemm.version()
+        torch.ops.load_library(str(build()))  # the cache key covers the sources: its version is NAME (a test checks)
     except BuildError as error:
         return inactive(str(error))
     except (OSError, RuntimeError) as error:  # a damaged cache entry, an ABI mismatch
         return inactive(f"loading the library failed: {str(error).splitlines()[0]}")
-    if version != NAME:
-        return inactive(f"the library says {version!r}, this loader expects {NAME!r}")
     requested = os.environ.get(ISA_SWITCH, "").strip().lower() or "auto"
     try:
-        tiles = torch.ops.rnnlab_gemm.select_isa(requested)
+        return GemmStatus(True, tiles=torch.ops.rnnlab_gemm.select_isa(requested))
     except RuntimeError as error:  # an unknown name, or avx512f on a CPU without it
         return inactive(f"{ISA_SWITCH}={requested}: {str(error).splitlines()[0]}")
-    return GemmStatus(True, NAME, ISA, tiles=tiles, library=library)
 
 
 # The build: one g++ call, cached in $XDG_CACHE_HOME/rnn-lab/gemm/<key>/ per (sources, flags, torch, compiler).
@@ -130,37 +97,28 @@ class BuildError(Exception):
     """The library could not be built; the message is one line for the user."""
 
 
-class Built(NamedTuple):
-    path: Path
-    compile_seconds: float  # 0.0 when it came from the cache
-
-
-def compiler_version() -> str:
+def build() -> Path:
+    """The cached library, compiled first if needed (under a lock: once, even with racing processes)."""
     if shutil.which("g++") is None:
         raise BuildError("no g++ on PATH (install it: apt-get install g++)")
-    return subprocess.run(["g++", "--version"], capture_output=True, text=True, check=False).stdout
-
-
-def build() -> Built:
-    """The cached library, compiled first if needed (under a lock: once, even with racing processes)."""
+    compiler = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=False).stdout
     digest = hashlib.sha256(b"".join((HERE / name).read_bytes() for name in SOURCES))
-    for part in (*FLAGS, torch.__version__, TORCH_LIBRARIES, compiler_version()):
+    for part in (*FLAGS, torch.__version__, TORCH_LIBRARIES, compiler):
         digest.update(part.encode())
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     directory = cache / "rnn-lab" / "gemm" / digest.hexdigest()[:16]
     library = directory / "librnnlab_gemm.so"
     try:
         if library.is_file():
-            return Built(library, 0.0)
+            return library
         directory.mkdir(parents=True, exist_ok=True)
         with FileLock(directory / "lock"):
-            if library.is_file():  # another process built it while we waited
-                return Built(library, 0.0)
+            if library.is_file():  # another process built it while this one waited
+                return library
             from torch.utils.cpp_extension import include_paths  # ~0.25 s (setuptools): only when compiling
 
             temporary = directory / f".build-{os.getpid()}.so"  # renamed into place once whole
             try:
-                started = time.perf_counter()
                 command = ["g++", *FLAGS, *(f"-I{path}" for path in include_paths()), str(HERE / "gemm.cpp"), "-o",
                            str(temporary), f"-L{TORCH_LIBRARIES}", f"-Wl,-rpath,{TORCH_LIBRARIES}", "-ltorch_cpu", "-lc10"]  # fmt: skip
                 result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -169,7 +127,7 @@ def build() -> Built:
                         "g++ failed: " + " | ".join([line for line in result.stderr.splitlines() if line.strip()][-6:])
                     )
                 os.replace(temporary, library)
-                return Built(library, time.perf_counter() - started)
+                return library
             finally:
                 temporary.unlink(missing_ok=True)
     except OSError as error:
@@ -182,7 +140,7 @@ def build() -> Built:
 # own forward. Forward results equal torch's loop on the same GEMM bit for bit; gradients are summed in another order.
 
 CLASSES: tuple[type[nn.RNNBase], ...] = (nn.RNN, nn.LSTM, nn.GRU)
-_original: dict[type[nn.RNNBase], Any] = {}
+_original: dict[type[nn.RNNBase], Any] = {}  # torch's own forward of each class
 
 
 class FusedLayer(torch.autograd.Function):
@@ -217,13 +175,11 @@ def fusable(module: nn.RNNBase, input: Any, hx: Any) -> bool:
     """Whether the fused layers can run this call; otherwise torch's own forward does."""
     if not isinstance(input, torch.Tensor) or input.dim() != 3 or input.numel() == 0:
         return False
-    if input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64):
-        return False
-    if getattr(module, "proj_size", 0) or torch.jit.is_scripting() or torch.jit.is_tracing():
+    if input.dtype not in (torch.float32, torch.float64) or torch.jit.is_scripting() or torch.jit.is_tracing():
         return False
     states = hx if isinstance(hx, tuple) else (hx,)
-    tensors = [*module.parameters(), *(state for state in states if state is not None)]
-    return all(t.device.type == "cpu" and t.dtype == input.dtype for t in tensors)
+    tensors = [input, *module.parameters(), *(state for state in states if state is not None)]
+    return not getattr(module, "proj_size", 0) and all(t.device.type == "cpu" and t.dtype == input.dtype for t in tensors)
 
 
 def fused_forward(self: nn.RNNBase, input: torch.Tensor, hx: Any = None) -> tuple[torch.Tensor, Any]:
@@ -260,15 +216,8 @@ def fused_forward(self: nn.RNNBase, input: torch.Tensor, hx: Any = None) -> tupl
     return output, ((h_n, torch.stack([final[1] for final in finals])) if lstm else h_n)
 
 
-def install() -> None:
-    """Route nn.RNN/LSTM/GRU.forward through the fused layers; idempotent."""
+def install(fused: bool) -> None:
+    """Route nn.RNN/LSTM/GRU.forward through the fused layers, or give torch's own back; idempotent."""
     for cls in CLASSES:
-        if cls not in _original:
-            _original[cls] = cls.forward
-            cls.forward = fused_forward
-
-
-def uninstall() -> None:
-    for cls, forward in list(_original.items()):
-        cls.forward = forward
-        del _original[cls]
+        _original.setdefault(cls, cls.forward)
+        cls.forward = fused_forward if fused else _original[cls]

@@ -35,7 +35,7 @@ print(json.dumps({{
     "mkl_isa": os.environ.get("MKL_ENABLE_INSTRUCTIONS"), "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
     "math": environment.math_library("cpu"),
     "onednn": torch.backends.mkldnn.enabled, "threads": torch.get_num_threads(),
-    "reproducible": environment.mode().reproducible, "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    "reproducible": environment.reproducible(), "cublas": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
 }}))
 """
 
@@ -100,10 +100,10 @@ def test_torch_imported_first_is_reported(tmp_path: Path) -> None:
 
 def test_requested_follows_the_params_unless_the_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(runtime.SWITCH, raising=False)
-    assert runtime.requested(RuntimeConfig(reproducible=False)) == runtime.Mode(reproducible=False)
-    assert runtime.requested(None) == runtime.Mode()
+    assert runtime.requested(RuntimeConfig(reproducible=False)) is False
+    assert runtime.requested(None) is True
     monkeypatch.setenv(runtime.SWITCH, "off")
-    assert runtime.requested(RuntimeConfig()).reproducible is False
+    assert runtime.requested(RuntimeConfig()) is False
 
 
 def test_cuda_gets_deterministic_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:

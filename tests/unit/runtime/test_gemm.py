@@ -49,7 +49,8 @@ def enabled() -> Iterator[gemm.GemmStatus]:
     torch.backends.mkldnn.enabled = False
     yield status
     torch.backends.mkldnn.enabled = mkldnn
-    gemm.disable()
+    torch.ops.rnnlab_gemm.set_enabled(False)
+    gemm.install(False)
 
 
 @pytest.fixture()
@@ -246,7 +247,7 @@ def on_tiles(isa: str, compute: Callable[[], object]) -> object:
     try:
         return compute()
     finally:
-        torch.ops.rnnlab_gemm.select_isa(gemm.status().tiles)
+        torch.ops.rnnlab_gemm.select_isa(gemm.load().tiles)
 
 
 def same_on_both_tiles(compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -314,21 +315,21 @@ def test_train_step_through_fused_layers_identical_on_both_tiles(cell: str, thre
 def test_rnnlab_gemm_isa_picks_the_tiles_not_the_stamp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(gemm.ISA_SWITCH, "avx2")
     try:
-        forced = gemm._load()
+        forced = gemm.load.__wrapped__()  # afresh, not the process's cached load
     finally:
-        torch.ops.rnnlab_gemm.select_isa(gemm.status().tiles)
+        torch.ops.rnnlab_gemm.select_isa(gemm.load().tiles)
     assert forced.active and forced.tiles == "avx2"
-    assert (forced.name, forced.isa) == (gemm.NAME, gemm.ISA) == ("rnnlab-gemm 1", "AVX2+FMA")  # the stamp's parts
+    assert (gemm.NAME, gemm.ISA) == ("rnnlab-gemm 1", "AVX2+FMA")  # the stamp's parts
     monkeypatch.setenv(gemm.ISA_SWITCH, "sse2")
     try:
-        unknown = gemm._load()
+        unknown = gemm.load.__wrapped__()  # afresh, not the process's cached load
     finally:
-        torch.ops.rnnlab_gemm.select_isa(gemm.status().tiles)
+        torch.ops.rnnlab_gemm.select_isa(gemm.load().tiles)
     assert not unknown.active and unknown.fallback_reason.startswith(
         f"{gemm.ISA_SWITCH}=sse2: unknown ISA 'sse2' (auto, avx2, avx512f)")
     monkeypatch.delenv(gemm.ISA_SWITCH)
     assert torch.ops.rnnlab_gemm.select_isa("auto") == ("avx512f" if HAS_AVX512F else "avx2")
-    torch.ops.rnnlab_gemm.select_isa(gemm.status().tiles)
+    torch.ops.rnnlab_gemm.select_isa(gemm.load().tiles)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "torch-loop"])
@@ -640,19 +641,19 @@ def test_other_aten_kernels_in_a_step_ignore_the_thread_count(cell: str, fused: 
 
 
 def test_cached_build_loads_without_compiling(enabled: gemm.GemmStatus) -> None:
-    again = gemm.build()
-    assert again.path == enabled.library and again.compile_seconds == 0.0
-    assert torch.ops.rnnlab_gemm.version() == enabled.name == gemm.NAME
+    library = gemm.build()
+    built = library.stat().st_mtime_ns
+    assert gemm.build() == library and library.stat().st_mtime_ns == built
+    assert torch.ops.rnnlab_gemm.version() == gemm.NAME
 
 
 def test_unusable_machine_gets_a_one_line_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RNNLAB_GEMM", "0")
-    assert gemm.unusable_reason() == "RNNLAB_GEMM=0 in the environment"
+    assert gemm.load.__wrapped__().fallback_reason == f"RNNLAB_GEMM=0 in the environment; {gemm.FALLBACK}"
     monkeypatch.delenv("RNNLAB_GEMM")
     monkeypatch.setattr(gemm, "cpu_flags", lambda: {"avx2"})
-    assert gemm.unusable_reason() == "the CPU lacks FMA"
+    status = gemm.load.__wrapped__()
+    assert not status.active and status.fallback_reason == f"the CPU lacks FMA; {gemm.FALLBACK}"
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(gemm.BuildError, match=r"no g\+\+ on PATH \(install it: apt-get install g\+\+\)"):
-        gemm.compiler_version()
-    status = gemm.inactive("the CPU lacks FMA")
-    assert not status.active and status.fallback_reason == f"the CPU lacks FMA; {gemm.FALLBACK}"
+        gemm.build()
