@@ -7,7 +7,7 @@ variant and draws every chart. Make it with (~5 minutes on 2 cores)
 
     dvc exp run --queue -n review-bench -S train.epochs=2 && dvc queue start
 
-Without one, the newest seed experiment (`default-seed<N>`, python -m tools.seed_bands --run) stands
+Without one, the newest seed experiment (`default-seed<N>`, python -m tools.sweep --seeds 0-9) stands
 in; made on an earlier commit, its side of the review runs that commit's code. The two commands run
 as the user runs them (a fresh process each, so imports count), interleaved.
 """

@@ -144,9 +144,9 @@ def node_clones(node_folder: Path) -> list[str]:
 
 
 def test_a_sweep_on_the_cluster_gives_the_bits_of_local_runs(project: Project) -> None:
-    result = project.sweep("--seeds", "0-3", TARGET)
+    result = project.sweep("--seeds", "0-1", TARGET)
     assert result.returncode == 0, result.stderr
-    names = [f"default-seed{seed}" for seed in range(4)]
+    names = [f"default-seed{seed}" for seed in range(2)]
     for name in names:  # the progress lines: queued, running on a node, its epochs, pushed
         assert f"sweep: {name}: queued" in result.stderr
         assert f"sweep: {name}: running on " in result.stderr
@@ -162,22 +162,21 @@ def test_a_sweep_on_the_cluster_gives_the_bits_of_local_runs(project: Project) -
         assert lock_outs(project.repo, swept[name]) == lock_outs(project.repo, local), name
         assert (project.repo.run("git", "show", f"{swept[name]}:metrics/relu.json").stdout
                 == project.repo.run("git", "show", f"{local}:metrics/relu.json").stdout), name
-    accuracies = {json.loads(project.repo.run("git", "show", f"{swept[name]}:metrics/relu.json").stdout)["accuracy"]
-                  for name in names}
-    assert len(accuracies) > 1, "four seeds gave one result: the seed did not reach the runs"
+    models = {lock_outs(project.repo, swept[name])["models/relu.pt"] for name in names}
+    assert len(models) == len(names), "seeds gave the same model: the seed did not reach the runs"
 
 
 def test_a_second_sweep_reuses_what_finished_here_or_on_the_remote(project: Project, tmp_path: Path) -> None:
-    again = project.sweep("--seeds", "0-3", TARGET)
+    again = project.sweep("--seeds", "0-1", TARGET)
     assert again.returncode == 0, again.stderr
-    assert "0 to run, 4 reused" in again.stderr
+    assert "0 to run, 2 reused" in again.stderr
     # Another driver (a fresh clone) finds them on the git remote and pulls them instead of running them.
     clone = tmp_path / "clone"
     project.repo.run("git", "clone", "-q", "-b", "main", str(project.remote), str(clone))
-    elsewhere = project.sweep("--seeds", "1-2", TARGET, cwd=clone)
+    elsewhere = project.sweep("--seeds", "1", TARGET, cwd=clone)
     assert elsewhere.returncode == 0, elsewhere.stderr
-    assert "0 to run, 2 reused" in elsewhere.stderr
-    assert {"default-seed1", "default-seed2"} <= {name for name, _base, _commit in experiment_refs(clone)}
+    assert "0 to run, 1 reused" in elsewhere.stderr
+    assert "default-seed1" in {name for name, _base, _commit in experiment_refs(clone)}
 
 
 def test_an_experiment_whose_node_dies_is_retried_on_another(project: Project) -> None:
