@@ -156,7 +156,10 @@ class Sandbox:
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
-                "-volume.max=4",
+                # Slots for both collections SeaweedFS grows 7 volumes for: the filer's own log (written a
+                # minute after start) and the bucket. With fewer, whichever writes first takes them all and
+                # the other is refused ("No writable volumes"): under load, the bucket. Volumes are sparse files.
+                "-volume.max=16",
             ],
             self.folder / "s3.log",
             self.environment(),

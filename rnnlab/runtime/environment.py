@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,12 +68,12 @@ def apply_torch_settings(device_type: str) -> list[str]:
     """Torch-side settings of the mode, after import; returns warnings for the stage to print."""
     import torch
 
+    if not reproducible():  # torch's own kernels, the fast non-deterministic ones on CUDA too
+        return []
     if device_type == "cuda":  # what PyTorch offers; an op without a deterministic kernel warns, not stops
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    if not reproducible():
-        return []
     torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a module-level flag torch types as ContextProp
     capability = torch.backends.cpu.get_cpu_capability()
     warnings: list[str] = []
@@ -100,8 +101,10 @@ def apply_torch_settings(device_type: str) -> list[str]:
 
 def math_library(device_type: str) -> str:
     """Who computes the products and the transcendental functions, as far as it decides the bits."""
+    if device_type == "cuda":
+        return "cuBLAS/cuDNN, deterministic algorithms" if reproducible() else "cuBLAS/cuDNN: non-deterministic"
     if device_type != "cpu":
-        return "cuBLAS/cuDNN, deterministic algorithms" if device_type == "cuda" else f"torch on {device_type}"
+        return f"torch on {device_type}"
     if not reproducible():
         return "torch (MKL, oneDNN): machine-dependent"
     return _state["cpu_math"] or "torch (MKL): kernels not enabled"
@@ -122,9 +125,21 @@ def result_environment(device: Any, math: str | None = None) -> dict[str, Any]:
         "libc": " ".join(platform.libc_ver()) or "unknown",
         "device": device_type,
     }
-    if device_type == "cuda":
-        environment["gpu"] = torch.cuda.get_device_name(device)
+    if device_type == "cuda":  # the GPU model and the software that picks its kernels
+        environment |= {
+            "gpu": torch.cuda.get_device_name(device),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "driver": nvidia_driver(),
+        }
     return environment
+
+
+def nvidia_driver(version_file: Path = Path("/proc/driver/nvidia/version")) -> str:
+    """The NVIDIA kernel driver's version (e.g. 550.54.15), as the driver reports it; torch does not say."""
+    text = version_file.read_text(errors="replace") if version_file.is_file() else ""
+    found = re.search(r"Kernel Module\b.*?\s(\d+\.\d+(?:\.\d+)?)\s", text)
+    return found.group(1) if found else "unknown"
 
 
 def machine_environment() -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """End-to-end: the README's dvc commands, run for real in a temporary git repo.
 
 One repo is built per module (the pipeline spawns ~17 python processes per `dvc repro`), and the
-commands run in the order a user would: repro, repro again, download from the other archive form,
-a forced rerun for determinism, an experiment that changes the cell, then metrics diff and plots.
+commands run in the order a user would: the temporal-order branch alone (no download: the run anyone
+can do offline), repro, repro again, download from the other archive form, a forced rerun for
+determinism, an experiment that changes the cell, then metrics diff and plots.
 Each step is a module fixture that depends on the previous one, so the order holds whichever
 test is selected.
 
@@ -50,6 +51,7 @@ TINY_ORDER_PARAMS: dict[str, dict[str, Any]] = {
 KEPT_VARIANTS = {"variants": ("relu", "tanh"), "order": ("order_lstm", "order_gru_fix")}
 COMMAND_TIMEOUT = 900  # a hang guard: minutes on a loaded 2-core CPU
 REVIEWS_PER_FOLDER = 60  # 240 reviews: 96 train, 24 valid, 120 test
+IMDB_OUTPUTS = ("data/reviews.jsonl", "data/prepared", "data/vocab.tsv", "data/xy", "models/relu.pt", "metrics/relu.json")
 FORCED_TARGETS = ("evaluate@relu", "order_evaluate@order_lstm")
 FORCED_STAGES = CHECK_STAGES | UPSTREAM_STAGES | {"train@relu", "evaluate@relu", "order_train@order_lstm", "order_evaluate@order_lstm"}
 
@@ -151,7 +153,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> PipelineRepo:
 
 
 @pytest.fixture(scope="module")
-def first_repro(repo: PipelineRepo) -> Result:
+def order_branch(repo: PipelineRepo) -> tuple[Result, list[str]]:
+    """`dvc repro order_evaluate` (a foreach group: every order_evaluate@<variant> and what it needs), and
+    which IMDB outputs exist after it."""
+    result = repo.dvc("repro", "order_evaluate")
+    return result, [output for output in IMDB_OUTPUTS if (repo.path / output).exists()]
+
+
+@pytest.fixture(scope="module")
+def first_repro(order_branch: tuple[Result, list[str]], repo: PipelineRepo) -> Result:
     result = repo.dvc("repro")
     repo.commit("first run")
     return result
@@ -214,8 +224,19 @@ def lstm_experiment(forced_rerun: tuple, repo: PipelineRepo) -> Result:
     return repo.dvc("exp", "run", "-S", "model.cell=lstm")
 
 
-def test_repro_runs_every_stage_and_writes_comparable_metrics(first_repro: Result, repo: PipelineRepo) -> None:
-    assert first_repro.stages_run() == repo.stage_names()
+def test_the_order_branch_runs_its_stages_and_nothing_of_imdb(order_branch: tuple[Result, list[str]], repo: PipelineRepo) -> None:
+    result, imdb_outputs = order_branch
+    variants = variants_of(repo)["order"]
+    assert result.stages_run() == CHECK_STAGES | {"order_data"} | {f"order_{kind}@{name}" for kind in ("train", "evaluate") for name in variants}
+    assert imdb_outputs == []
+    for name in variants:
+        assert set(repo.metrics()[name]["per_class_accuracy"]) == {"Q", "R", "S", "U"}
+        assert (repo.path / "plots" / "history" / name / "plots" / "metrics" / "valid_accuracy.tsv").is_file()
+
+
+def test_repro_runs_every_stage_and_writes_comparable_metrics(order_branch: tuple[Result, list[str]], first_repro: Result,
+                                                              repo: PipelineRepo) -> None:
+    assert order_branch[0].stages_run() | first_repro.stages_run() == repo.stage_names()
     expected = set().union(*variants_of(repo).values())
     metrics = repo.metrics()
     assert expected <= set(metrics)

@@ -45,3 +45,5 @@ def test_cuda_training_gives_the_same_bits_twice(cell: str, tmp_path: Path, monk
     assert digests[0] == digests[1]
     environment = details[0]["environment"]
     assert environment["device"] == "cuda" and environment["gpu"] == torch.cuda.get_device_name(0), environment
+    assert environment["cuda"] == torch.version.cuda and environment["cudnn"] == torch.backends.cudnn.version(), environment
+    assert environment["driver"] != "unknown", environment

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from rnnlab.comparison.verdicts import environment_difference
 from rnnlab.config.params import RuntimeConfig, parse_params
 from rnnlab.core.errors import ConfigError
 from rnnlab.model.classifier import Dropout, keep_mask
@@ -115,6 +116,17 @@ def test_cuda_gets_deterministic_algorithms(monkeypatch: pytest.MonkeyPatch) -> 
     assert calls == [(True, True)]
     assert fake_cudnn.deterministic is True and fake_cudnn.benchmark is False
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # set before CUDA could start
+    assert runtime.math_library("cuda") == "cuBLAS/cuDNN, deterministic algorithms"
+
+
+def test_cuda_keeps_its_fast_kernels_when_reproducible_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "reproducible", lambda: False)
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: pytest.fail("determinism asked for"))
+    fake_cudnn = SimpleNamespace(deterministic=False, benchmark=True)
+    monkeypatch.setattr(torch.backends, "cudnn", fake_cudnn)
+    assert runtime.apply_torch_settings("cuda") == []
+    assert fake_cudnn.deterministic is False and fake_cudnn.benchmark is True
+    assert runtime.math_library("cuda") == "cuBLAS/cuDNN: non-deterministic"
 
 
 def test_cpu_runs_do_not_switch_on_cuda_determinism(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,13 +134,30 @@ def test_cpu_runs_do_not_switch_on_cuda_determinism(monkeypatch: pytest.MonkeyPa
     runtime.apply_torch_settings("cpu")
 
 
-def test_result_environment_names_the_gpu_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_result_environment_names_the_gpu_and_its_software_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)
+    monkeypatch.setattr(runtime, "nvidia_driver", lambda: "570.86.15")
     environment = runtime.result_environment(torch.device("cuda"))
     assert environment["device"] == "cuda" and environment["gpu"] == "NVIDIA H200"
+    assert (environment["cuda"], environment["cudnn"], environment["driver"]) == ("12.8", 91002, "570.86.15")
     cpu = runtime.result_environment(torch.device("cpu"))
     assert set(cpu) == {"reproducible", "math", "cpu_capability", "torch", "libc", "device"}
     assert isinstance(cpu["torch"], str) and type(cpu["torch"]) is str  # plain str: weights_only loads it
+    # The review calls a CPU run and a GPU run different environments, naming what differs.
+    assert environment_difference({"environment": cpu}, {"environment": environment}) == "cuda, cudnn, device, driver, gpu, math"
+
+
+@pytest.mark.parametrize(("text", "version"), [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n", "550.54.15"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build  (dvs-builder@U16)\n", "570.86.15"),
+    ("something else\n", "unknown"),
+])
+def test_the_nvidia_driver_version_is_read_from_the_driver(text: str, version: str, tmp_path: Path) -> None:
+    (tmp_path / "version").write_text(text)
+    assert runtime.nvidia_driver(tmp_path / "version") == version
+    assert runtime.nvidia_driver(tmp_path / "absent") == "unknown"
 
 
 def test_machine_environment_names_the_cpu() -> None:
