@@ -1,6 +1,6 @@
 """A throwaway git + DVC repository holding this pipeline with tiny params and a synthetic archive.
 
-Used by the DVC benchmarks and by tests/e2e/test_remote.py: what runs there is the real dvc.yaml and
+Used by the DVC benchmarks and the end-to-end tests: what runs there is the real dvc.yaml and
 stages/ of this checkout, only params.yaml is shrunk so every stage takes a moment.
 """
 

@@ -15,7 +15,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, required=True, help="resolved params: the params stage's variants/<name>.json")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--history", type=Path, required=True, help="the train stage's DVCLive directory")
     parser.add_argument(
         "--metrics", type=Path, required=True, help="declared metrics JSON: accuracy, f1, roc_auc, loss, best_epoch"
     )
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     from rnnlab.evaluation.evaluate import EvaluationOutputs, evaluate_variant  # loads torch: after configure
 
     outputs = EvaluationOutputs(args.metrics, args.details, args.predictions, args.gradients, args.timings)
-    evaluate_variant(variant, args.data, args.model, args.history, outputs)
+    evaluate_variant(variant, args.data, args.model, outputs)
 
 
 if __name__ == "__main__":

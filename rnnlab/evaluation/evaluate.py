@@ -15,22 +15,18 @@ from rnnlab.evaluation.gradients import gradient_report
 from rnnlab.evaluation.metrics import DECLARED_METRICS, EvaluationOutputs, classification_metrics, write_predictions
 from rnnlab.model.classifier import count_parameters, load_checkpoint
 from rnnlab.runtime.environment import record_evaluation, result_environment, setup_torch
-from rnnlab.training.history import best_valid_accuracy, read_history
 from rnnlab.training.train import predict
 
 EVAL_BATCH_SIZE = 500
 
 
-def evaluate_variant(
-    variant: Variant, data_dir: Path, model_path: Path, history_dir: Path, outputs: EvaluationOutputs
-) -> dict[str, Any]:
+def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, outputs: EvaluationOutputs) -> dict[str, Any]:
     """Write the variant's metrics, details, predictions and gradient profile (all of them, or none); returns the details."""
     outputs.check_writable()  # before the work, not after it
     device = setup_torch(variant.train.device)
     # Refuses a checkpoint trained under other model params (stale or copied in) before any work.
     model, checkpoint = load_checkpoint(model_path, expected=variant.model)
     model.to(device)
-    history = read_history(history_dir)
     test = load_split(data_dir, "test")
     if test.x.shape[1] != model.spec.sequence_length or int(test.x.max()) >= model.spec.input_size:
         raise UserError(f"{data_dir}/test does not match the data {model_path} was trained on; rerun `dvc repro`.")
@@ -43,9 +39,9 @@ def evaluate_variant(
         "study": checkpoint["study"],
         **classification_metrics(test.y.numpy(), probabilities, model.spec.class_names, loss),
         "parameters": count_parameters(model),
-        "epochs_trained": len(history),
+        "epochs_trained": checkpoint["epochs_trained"],
         "best_epoch": checkpoint["best_epoch"],
-        "best_valid_accuracy": best_valid_accuracy(history),
+        "best_valid_accuracy": checkpoint["best_valid_accuracy"],
         "diverged": bool(checkpoint["diverged"]),
         "seed": checkpoint["train"]["seed"],
         "cell": model.config.cell,

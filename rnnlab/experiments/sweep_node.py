@@ -101,8 +101,8 @@ def node_environment(threads: int) -> dict[str, str]:
 class Runner:
     """Runs one experiment's commands in its clone, each into the log, and kills them on cancel."""
 
-    def __init__(self, folder: Path, environment: dict[str, str], log: Path) -> None:
-        self.folder, self.environment, self.log = folder, environment, log
+    def __init__(self, folder: Path, environment: dict[str, str], log: Path, cancelled: Callable[[], bool]) -> None:
+        self.folder, self.environment, self.log, self.cancelled = folder, environment, log, cancelled
         self.process: subprocess.Popen[str] | None = None
 
     def run(
@@ -116,7 +116,8 @@ class Runner:
         """Run `command`; its output goes to the log (and on_line). A failure raises with its last line.
 
         This thread only waits, in short steps: Ray's cancel raises KeyboardInterrupt between them, and
-        `stop` then ends the command's process group (dvc and the stage it runs).
+        `stop` then ends the command's process group (dvc and the stage it runs). An interrupt can land
+        inside a library call that swallows it, so each step also asks `cancelled` (Ray's flag).
         """
         lines: list[str] = []
         with self.log.open("a", encoding="utf-8") as log:
@@ -148,6 +149,8 @@ class Runner:
                     code = process.wait(timeout=POLL_SECONDS)
                     break
                 except subprocess.TimeoutExpired:
+                    if self.cancelled():
+                        raise KeyboardInterrupt from None
                     on_wait()
             reader.join()
         self.process = None
@@ -204,14 +207,16 @@ def remote_has(git_url: str, ref: str, runner: Runner) -> bool:
     return bool(runner.run("git", "ls-remote", git_url, ref, step="git ls-remote", cwd=Path(tempfile.gettempdir())).strip())
 
 
-def run_task(task: Task, threads: int, report: Callable[[str, str], None]) -> Outcome:
+def run_task(
+    task: Task, threads: int, report: Callable[[str, str], None], cancelled: Callable[[], bool] = lambda: False
+) -> Outcome:
     """Clone, pull, check the environment, run, push; `report(status, message)` follows the steps."""
     node = node_name()
     root = Path(os.environ.get(WORK_DIR_ENV) or Path(tempfile.gettempdir()) / "rnnlab-sweep")
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{task.name}-", dir=root))
     log = folder / "sweep.log"
-    runner = Runner(folder / "repo", node_environment(threads), log)
+    runner = Runner(folder / "repo", node_environment(threads), log, cancelled)
     seconds: dict[str, float] = {}
 
     def timed(step: str, *command: str, **options: Any) -> str:
@@ -272,4 +277,4 @@ def run_experiment(task: Task, progress: Any) -> Outcome:
         # run two experiments on one CPU; and a lost progress line must not fail the run.
         progress.actor.put_nowait.remote((task.name, status, message))
 
-    return run_task(task, threads, report)
+    return run_task(task, threads, report, ray.get_runtime_context().is_canceled)

@@ -1,4 +1,4 @@
-"""The per-epoch training history, logged with DVCLive while training runs and read back from its files.
+"""The per-epoch training history, logged with DVCLive while training runs.
 
 One variant's directory (dvc.yaml `live` var): `plots/metrics/<metric>.tsv` (`step<TAB><metric>`, a line per
 finished epoch, no timestamps so reruns give the same bytes) and `metrics.json` (the latest epoch while training,
@@ -7,16 +7,12 @@ then the epoch whose weights the checkpoint holds, `step` = that epoch).
 
 from __future__ import annotations
 
-import csv
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from rnnlab.core.errors import UserError
 
 STEP = "step"
-RERUN = "Rerun the train stage (`dvc repro`)."
 
 
 @dataclass
@@ -66,29 +62,3 @@ class EpochLog:
         values = asdict(best) if best is not None else {}
         self.live.summary = {STEP: values.pop("epoch"), **values} if values else {}
         self.live.end()  # end() takes the step from the summary, so it stays the best epoch
-
-
-def read_history(directory: Path) -> list[dict[str, Any]]:
-    """One row per finished epoch, {"epoch": n, <metric>: value, ...}; none when the first epoch diverged."""
-    if not directory.is_dir():
-        raise UserError(f"training history not found at {directory}. {RERUN}")
-    rows: dict[int, dict[str, Any]] = {}
-    for metric in HISTORY_METRICS:
-        path = metric_file(directory, metric)
-        if not path.is_file():
-            continue
-        reader = csv.DictReader(path.read_text(encoding="utf-8").splitlines(), delimiter="\t")
-        if reader.fieldnames is None or STEP not in reader.fieldnames or metric not in reader.fieldnames:
-            raise UserError(f"{path} is not a DVCLive history of {metric} (header {reader.fieldnames}). {RERUN}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                epoch, value = int(row[STEP]), float(row[metric])
-            except (TypeError, ValueError) as error:
-                raise UserError(f"{path} line {line} is not `step<TAB>value`: {error}. {RERUN}") from error
-            rows.setdefault(epoch, {"epoch": epoch})[metric] = value
-    return [rows[epoch] for epoch in sorted(rows)]
-
-
-def best_valid_accuracy(history: list[dict[str, Any]]) -> float | None:
-    values = [row["valid_accuracy"] for row in history if "valid_accuracy" in row and math.isfinite(row["valid_accuracy"])]
-    return max(values, default=None)

@@ -70,6 +70,9 @@ def train_variant(variant: Variant, data_dir: Path, checkpoint: Path, history_di
                 "train": variant.train.to_stored_dict(),
                 "best_epoch": result.best_epoch,
                 "diverged": result.diverged,
+                # What evaluate reports of the run besides the weights, so it needs no history files.
+                "epochs_trained": len(result.history),
+                "best_valid_accuracy": max((record.valid_accuracy for record in result.history), default=None),
                 "device": str(device),
                 "environment": result_environment(device),
             },

@@ -2,8 +2,9 @@
 
 One repo is built per module (the pipeline spawns ~17 python processes per `dvc repro`), and the
 commands run in the order a user would: the temporal-order branch alone (no download: the run anyone
-can do offline), repro, repro again, download from the other archive form, a forced rerun for
-determinism, an experiment that changes the cell, then metrics diff and plots.
+can do offline), repro, repro again, push to a DVC remote and pull into a fresh clone, download from
+the other archive form, a forced rerun for determinism, an experiment that changes the cell, then
+metrics diff and plots.
 Each step is a module fixture that depends on the previous one, so the order holds whichever
 test is selected.
 
@@ -13,6 +14,7 @@ IMDB_ARCHIVE; the model is tiny and trains for one epoch.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
@@ -52,6 +54,9 @@ KEPT_VARIANTS = {"variants": ("relu", "tanh"), "order": ("order_lstm", "order_gr
 COMMAND_TIMEOUT = 900  # a hang guard: minutes on a loaded 2-core CPU
 REVIEWS_PER_FOLDER = 60  # 240 reviews: 96 train, 24 valid, 120 test
 IMDB_OUTPUTS = ("data/reviews.jsonl", "data/prepared", "data/vocab.tsv", "data/xy", "models/relu.pt", "metrics/relu.json")
+# What DVC caches, and so pushes (dvc.yaml outs without `cache: false`), for the kept variants.
+CACHED_OUTPUTS = ("data/reviews.jsonl", "data/prepared", "data/vocab.tsv", "data/xy", "data/order", "models/relu.pt",
+                  "models/tanh.pt", "models/order_lstm.pt", "models/order_gru_fix.pt")
 FORCED_TARGETS = ("evaluate@relu", "order_evaluate@order_lstm")
 FORCED_STAGES = CHECK_STAGES | UPSTREAM_STAGES | {"train@relu", "evaluate@relu", "order_train@order_lstm", "order_evaluate@order_lstm"}
 
@@ -173,7 +178,27 @@ def second_repro(first_repro: Result, repo: PipelineRepo) -> Result:
 
 
 @pytest.fixture(scope="module")
-def labeled_only_download(second_repro: Result, repo: PipelineRepo) -> tuple[Result, Result]:
+def pulled_clone(second_repro: Result, repo: PipelineRepo) -> tuple[Path, Result, Result]:
+    """`dvc push` to a local remote (committed, as a team shares it), a fresh `git clone`, and `dvc repro --pull`
+    there with no archive at hand: a recomputed download would fail, so every output must come from the remote."""
+    repo.dvc("remote", "add", "-d", "shared", str(repo.path.parent / "remote"))
+    repo.commit("shared remote")
+    repo.dvc("push")
+    clone = repo.path.parent / "clone"
+    repo.git("clone", "-q", str(repo.path), str(clone))
+    archive = repo.env["IMDB_ARCHIVE"]
+    repo.env["IMDB_ARCHIVE"] = str(repo.path.parent / "no-such-archive.tar.gz")
+    original, repo.path = repo.path, clone
+    try:
+        pulled = repo.dvc("repro", "--pull")
+        status = repo.dvc("status")
+    finally:
+        repo.path, repo.env["IMDB_ARCHIVE"] = original, archive
+    return clone, pulled, status
+
+
+@pytest.fixture(scope="module")
+def labeled_only_download(pulled_clone: tuple, repo: PipelineRepo) -> tuple[Result, Result]:
     """Rerun download from the labeled-only archive (same reviews, no extras), then repro.
 
     Runs while everything is up to date, before any rerun touches the metrics files."""
@@ -270,6 +295,17 @@ def test_download_from_archive_env_is_canonical(first_repro: Result, repo: Pipel
 def test_second_repro_runs_nothing(second_repro: Result) -> None:
     assert second_repro.stages_run() == set()
     assert "Data and pipelines are up to date" in second_repro.output
+
+
+def test_a_fresh_clone_pulls_every_output_without_recomputing(pulled_clone: tuple, repo: PipelineRepo) -> None:
+    clone, pulled, status = pulled_clone
+    assert pulled.stages_run() == set(), pulled.output
+    assert "up to date" in status.output
+    for output in CACHED_OUTPUTS:
+        files = sorted(path.relative_to(repo.path) for path in [repo.path / output, *(repo.path / output).rglob("*")] if path.is_file())
+        assert files, output
+        for relative in files:
+            assert filecmp.cmp(repo.path / relative, clone / relative, shallow=False), relative
 
 
 def test_labeled_only_archive_keeps_downstream_cached(labeled_only_download: tuple) -> None:

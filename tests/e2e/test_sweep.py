@@ -201,8 +201,8 @@ def test_an_experiment_whose_node_dies_is_retried_on_another(project: Project) -
 
 def test_ctrl_c_cancels_the_sweep_and_leaves_nothing_running_on_the_nodes(project: Project) -> None:
     before = remote_experiments(project)
-    # Epochs enough that a run cannot finish and push between its "dvc exp run" line and the signal
-    process = project.start_sweep("--seeds", "6-7", "-S", "train.epochs=300", TARGET)
+    # Epochs enough that no run can finish and push before the cancel reaches it (300 tiny epochs could, under load)
+    process = project.start_sweep("--seeds", "6-7", "-S", "train.epochs=100000", TARGET)
     try:
         read_until(process, "dvc exp run")
         process.send_signal(signal.SIGINT)

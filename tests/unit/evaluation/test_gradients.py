@@ -172,7 +172,7 @@ def test_evaluate_writes_gradient_metrics_and_plot_rows(tmp_path: Path, monkeypa
     small_order_project(tmp_path, monkeypatch)
     monkeypatch.setenv("RNNLAB_THREADS", "1")
     train_stage.main(["--params", f"{RESOLVED}/variants/order_rnn.json", "--data", "data/order", "--model", "m.pt", "--history", "live"])
-    evaluate_stage.main(["--params", f"{RESOLVED}/variants/order_rnn.json", "--data", "data/order", "--model", "m.pt", "--history", "live",
+    evaluate_stage.main(["--params", f"{RESOLVED}/variants/order_rnn.json", "--data", "data/order", "--model", "m.pt",
                          "--metrics", "metrics.json", "--details", "details.json", "--predictions", "c.csv", "--gradients", "g.json"])
     gradient = json.loads(Path("details.json").read_text())["gradient"]
     assert set(gradient) == {"init", "trained", "steps_back_max", "sequences"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -93,11 +94,23 @@ def test_the_epoch_shown_comes_from_the_variant_s_dvclive_history(tmp_path: Path
 
 
 def test_a_failed_step_raises_its_last_line_and_keeps_the_output_in_the_log(tmp_path: Path) -> None:
-    runner = Runner(tmp_path, {"PATH": "/usr/bin:/bin"}, tmp_path / "sweep.log")
+    runner = Runner(tmp_path, {"PATH": "/usr/bin:/bin"}, tmp_path / "sweep.log", lambda: False)
     assert runner.run("sh", "-c", "echo hello", step="echo") == "hello"
     with pytest.raises(SweepFailure, match=r"dvc pull failed \(exit 3\): no remote"):
         runner.run("sh", "-c", "echo first; echo no remote; exit 3", step="dvc pull")
     assert "first\nno remote" in (tmp_path / "sweep.log").read_text()
+
+
+def test_a_cancel_flag_stops_the_command_when_the_interrupt_was_lost(tmp_path: Path) -> None:
+    """Ray's cancel raises KeyboardInterrupt once; where a library call swallowed it, its flag still stops the run."""
+    flags = iter([False, True])
+    runner = Runner(tmp_path, {"PATH": "/usr/bin:/bin"}, tmp_path / "sweep.log", lambda: next(flags))
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("sleep", "60", step="sleep")
+    process = runner.process
+    runner.stop()  # what run_task's `finally` does
+    assert process is not None and process.poll() is not None and time.monotonic() - started < 30
 
 
 def test_experiment_refs_are_dvc_s_layout() -> None:

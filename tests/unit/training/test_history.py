@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.core.errors import UserError
-from rnnlab.training.history import HISTORY_METRICS, EpochLog, metric_file, read_history
+from rnnlab.training.history import HISTORY_METRICS, EpochLog, metric_file
 from rnnlab.training.train import EpochRecord
 from tests.stages.test_training_faults import tiny_params, workdir  # noqa: F401  (workdir is a fixture)
-from tests.support.stage_runner import REPO, assert_user_error, files_under, run_stage, stage_commands, write_params
+from tests.support.stage_runner import REPO, files_under, run_stage, stage_commands, write_params
 
 GROWTH_TIMEOUT = 120.0  # seconds to see the history grow on a busy machine
 
@@ -53,24 +52,7 @@ def test_a_run_without_a_finished_epoch_has_an_empty_history(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     EpochLog(tmp_path / "live").finish(None)
     assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {}
-    assert read_history(tmp_path / "live") == []
-
-
-def test_reader_parses_the_metric_files_and_names_a_bad_one(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="training history not found"):
-        read_history(tmp_path / "missing")
-    accuracy, loss = metric_file(tmp_path, "valid_accuracy"), metric_file(tmp_path, "train_loss")
-    accuracy.parent.mkdir(parents=True)
-    accuracy.write_text("step\tvalid_accuracy\n2\t0.75\n1\t0.5\n")
-    loss.write_text("step\ttrain_loss\n1\t0.7\n2\t0.6\n")
-    assert read_history(tmp_path) == [{"epoch": 1, "train_loss": 0.7, "valid_accuracy": 0.5},
-                                      {"epoch": 2, "train_loss": 0.6, "valid_accuracy": 0.75}]
-    loss.write_text("step\tvalid_accuracy\n1\t0.5\n")
-    with pytest.raises(UserError, match="train_loss.tsv is not a DVCLive history of train_loss"):
-        read_history(tmp_path)
-    loss.write_text("step\ttrain_loss\n1\t0.5\n2\tabc\n")
-    with pytest.raises(UserError, match="train_loss.tsv line 3"):
-        read_history(tmp_path)
+    assert data_lines(metric_file(tmp_path / "live", "valid_accuracy")) == 0
 
 
 def test_stage_history_matches_checkpoint_and_reruns_byte_identical(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
@@ -80,23 +62,16 @@ def test_stage_history_matches_checkpoint_and_reruns_byte_identical(workdir: Pat
     module, argv = stage_commands("good")["train"]
     assert run_stage(module, argv, capsys)[0] == 0
     first = {name: (workdir / "plots/history/good" / name).read_bytes() for name in files_under(workdir / "plots/history/good")}
-    history = read_history(workdir / "plots/history/good")
-    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
-    best_epoch = torch.load(workdir / "models/good.pt", weights_only=True)["best_epoch"]
+    lines = metric_file(workdir / "plots/history/good", "valid_accuracy").read_text().splitlines()[1:]
+    epochs, accuracies = zip(*((int(step), float(value)) for step, value in (line.split("\t") for line in lines)), strict=True)
+    assert epochs == (1, 2, 3, 4)
+    checkpoint = torch.load(workdir / "models/good.pt", weights_only=True)
+    assert checkpoint["epochs_trained"] == 4 and checkpoint["best_valid_accuracy"] == max(accuracies)  # what evaluate reports
     summary = json.loads((workdir / "plots/history/good" / "metrics.json").read_text())
-    assert summary["step"] == best_epoch and summary["valid_accuracy"] == max(row["valid_accuracy"] for row in history)
+    assert summary["step"] == checkpoint["best_epoch"] and summary["valid_accuracy"] == max(accuracies)
     assert run_stage(module, argv, capsys)[0] == 0
     second = {name: (workdir / "plots/history/good" / name).read_bytes() for name in files_under(workdir / "plots/history/good")}
     assert first == second
-
-
-def test_evaluate_without_a_history_is_a_user_error(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
-    assert run_stage(*stage_commands("good")["train"], capsys)[0] == 0
-    import shutil
-
-    shutil.rmtree(workdir / "plots/history/good")
-    code, _out, err = run_stage(*stage_commands("good")["evaluate"], capsys)
-    assert_user_error(code, err, "training history not found at plots/history/good", "dvc repro")
 
 
 def test_history_files_grow_while_the_stage_trains(workdir: Path) -> None:  # noqa: F811
