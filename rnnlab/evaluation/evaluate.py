@@ -18,6 +18,8 @@ from rnnlab.runtime.environment import record_evaluation, result_environment, se
 from rnnlab.training.train import predict
 
 EVAL_BATCH_SIZE = 500
+# What the train stage records of its run beside the weights (rnnlab/training/train.py).
+RUN_ENTRIES = ("variant", "study", "train", "best_epoch", "diverged", "epochs_trained", "best_valid_accuracy")
 
 
 def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, outputs: EvaluationOutputs) -> dict[str, Any]:
@@ -26,6 +28,8 @@ def evaluate_variant(variant: Variant, data_dir: Path, model_path: Path, outputs
     device = setup_torch(variant.train.device)
     # Refuses a checkpoint trained under other model params (stale or copied in) before any work.
     model, checkpoint = load_checkpoint(model_path, expected=variant.model)
+    if missing := [key for key in RUN_ENTRIES if key not in checkpoint]:
+        raise UserError(f"{model_path} has no {', '.join(missing)}: an older or foreign checkpoint; retrain it with `dvc repro`.")
     model.to(device)
     test = load_split(data_dir, "test")
     if test.x.shape[1] != model.spec.sequence_length or int(test.x.max()) >= model.spec.input_size:

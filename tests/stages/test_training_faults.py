@@ -285,6 +285,17 @@ def test_evaluate_refuses_a_damaged_checkpoint_in_one_line(workdir, capsys, dama
     assert outputs(workdir) == before  # no metrics, no .tmp left
 
 
+def test_evaluate_refuses_a_checkpoint_without_the_run_entries_in_one_line(workdir, capsys):
+    """A checkpoint saved before the train stage recorded epochs_trained and best_valid_accuracy."""
+    assert run_variant("train", "good", capsys)[0] == 0
+    path = workdir / "models/good.pt"
+    raw = torch.load(path, weights_only=True)
+    del raw["epochs_trained"], raw["best_valid_accuracy"]
+    torch.save(raw, path)
+    code, _out, err = run_variant("evaluate", "good", capsys)
+    assert_user_error(code, err, "models/good.pt has no epochs_trained, best_valid_accuracy", "dvc repro")
+
+
 @pytest.mark.parametrize("threads", ["abc", "1.5", "-1", "99999"])
 def test_a_bad_thread_count_is_one_line_naming_the_range(workdir, capsys, monkeypatch, threads):
     monkeypatch.setenv("RNNLAB_THREADS", threads)
