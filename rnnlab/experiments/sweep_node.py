@@ -207,9 +207,7 @@ def remote_has(git_url: str, ref: str, runner: Runner) -> bool:
     return bool(runner.run("git", "ls-remote", git_url, ref, step="git ls-remote", cwd=Path(tempfile.gettempdir())).strip())
 
 
-def run_task(
-    task: Task, threads: int, report: Callable[[str, str], None], cancelled: Callable[[], bool] = lambda: False
-) -> Outcome:
+def run_task(task: Task, threads: int, report: Callable[[str, str], None], cancelled: Callable[[], bool]) -> Outcome:
     """Clone, pull, check the environment, run, push; `report(status, message)` follows the steps."""
     node = node_name()
     root = Path(os.environ.get(WORK_DIR_ENV) or Path(tempfile.gettempdir()) / "rnnlab-sweep")
