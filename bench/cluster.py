@@ -34,6 +34,10 @@ RAY_SETTINGS = {
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
     "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "true",
+    # Nothing reads the metrics, and drivers take no logs (log_to_driver=False; progress comes through a queue):
+    # the collection and the log monitor (--include-log-monitor=false) only spent CPU (measured: idle cluster
+    # 7.2 -> 4.8 s a minute, start 25 -> 20 s).
+    "RAY_enable_metrics_collection": "false",
 }
 
 
@@ -210,6 +214,7 @@ class Sandbox:
                 "start",
                 "--block",
                 "--disable-usage-stats",
+                "--include-log-monitor=false",  # see RAY_SETTINGS
                 "--node-ip-address=127.0.0.1",
                 f"--temp-dir={self.ray_folder / name}",
                 *arguments,

@@ -55,7 +55,6 @@ class Setting:
 
 
 REFERENCE = Setting("reproducible mode", REPRODUCIBLE, threads=(1, 2, 3))
-UNPINNED_SETTING = Setting("unpinned (torch's own choice)", UNPINNED)
 SETTINGS = (
     REFERENCE,
     Setting("reproducible mode, one core", REPRODUCIBLE, threads=(2,), cores=1),
@@ -64,15 +63,17 @@ SETTINGS = (
         Setting(f"reproducible mode, {mkl}", REPRODUCIBLE, threads=(2,), mkl=mkl)
         for mkl in ("MKL_CBWR=COMPATIBLE", "MKL_ENABLE_INSTRUCTIONS=SSE4_2", "MKL_ENABLE_INSTRUCTIONS=AVX512")
     ),
-    UNPINNED_SETTING,
+    Setting("unpinned (torch's own choice)", UNPINNED),
     Setting("unpinned, MKL AVX2 instructions only", {**UNPINNED, "MKL_ENABLE_INSTRUCTIONS": "AVX2"}, threads=(1,)),
     Setting("reproducible mode, kernels off (RNNLAB_GEMM=0: ATen + MKL)", {**REPRODUCIBLE, "RNNLAB_GEMM": "0"}, threads=(1, 2)),
     Setting("ATen kernels without SIMD", {**UNPINNED, "ATEN_CPU_CAPABILITY": "default"}, threads=(1,)),
 )
 
 
-# The smoke run (--quick): the checks, on fewer processes.
-QUICK_SETTINGS = (Setting(REFERENCE.name, REPRODUCIBLE, threads=(1, 2)), SETTINGS[1], SETTINGS[2], UNPINNED_SETTING)
+# The smoke run (--quick): one process per kind of setting (a thread count, one core, an MKL switch), each a
+# torch start. The tests check the bits under every MKL setting and thread count (tests/unit/runtime/test_gemm.py)
+# and on one core (tests/e2e/test_pipeline.py).
+QUICK_SETTINGS = (Setting(REFERENCE.name, REPRODUCIBLE, threads=(1,)), SETTINGS[1], SETTINGS[2])
 
 
 @dataclass
