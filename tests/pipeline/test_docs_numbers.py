@@ -3,7 +3,8 @@
 Rows between `<!-- results:NAME -->` and `<!-- /results:NAME -->` markers have the variant name in
 their first cell and test accuracy (in %) in the column headed "test accuracy"; they quote
 metrics/<variant>.json. `<!-- studies:NAME -->` and `<!-- spread:NAME -->` blocks quote
-reports/studies.json (see below). Every relative link in those pages must point to a file that exists.
+reports/studies.json (see below). Every relative link in those pages must point to a file that exists, and
+the README stays a front door, docs/ a manual read in an afternoon.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+README_LINES, DOCS_WORDS = 150, 10_000
 BLOCK = re.compile(r"<!-- results:([\w-]+) -->\n(.*?)<!-- /results:\1 -->", re.S)
 
 
@@ -46,6 +48,13 @@ def quoted_tables() -> dict[str, list[dict[str, str]]]:
         for page, text in doc_texts().items()
         for name, body in BLOCK.findall(text)
     }
+
+
+def test_readme_and_docs_stay_short() -> None:
+    lines = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
+    words = sum(len(page.read_text(encoding="utf-8").split()) for page in (ROOT / "docs").rglob("*.md"))
+    assert lines <= README_LINES, f"README.md has {lines} lines (at most {README_LINES}): move detail into docs/"
+    assert words <= DOCS_WORDS, f"docs/ has {words} words (at most {DOCS_WORDS:,}): merge or cut what repeats"
 
 
 def test_readme_quotes_results() -> None:
