@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="network namespa
 
 TARGET = "evaluate@relu"
 NO_ARCHIVE = "/nonexistent/aclImdb.tar.gz"  # on the nodes: the download stage would fail if it ran
+RUNNING = re.compile(r"sweep: (\S+): running on (\S+): (.*)")  # a progress line: experiment, node, step
 
 
 @dataclass
@@ -113,7 +114,7 @@ def most_at_once_per_node(stderr: str) -> int:
     """The most experiments the progress lines show running on one node at once (from cloning to pushing)."""
     active: dict[str, set[str]] = {}
     most = 0
-    for name, node, step in re.findall(r"sweep: (\S+): running on (\S+): (.*)", stderr):
+    for name, node, step in RUNNING.findall(stderr):
         running = active.setdefault(node, set())
         (running.discard if step == "pushing" else running.add)(name)
         most = max(most, len(running))
@@ -121,7 +122,7 @@ def most_at_once_per_node(stderr: str) -> int:
 
 
 def nodes_used(stderr: str) -> set[str]:
-    return {node for _name, node, _step in re.findall(r"sweep: (\S+): running on (\S+): (.*)", stderr)}
+    return {node for _name, node, _step in RUNNING.findall(stderr)}
 
 
 def details(project: Project, commit: str, variant: str) -> dict:
