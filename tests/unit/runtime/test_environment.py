@@ -75,10 +75,9 @@ def test_the_switch_in_params_and_the_environment_override(tmp_path: Path) -> No
     assert settings["math"] == "torch (MKL, oneDNN): machine-dependent"
     settings, _ = probe(tmp_path, params="runtime: {reproducible: false}\n", RNNLAB_REPRODUCIBLE="1")
     assert settings["reproducible"] is True and settings["aten"] == "avx2"
-    settings, _ = probe(tmp_path, params=None)  # no params.yaml: the default is on
-    assert settings["reproducible"] is True
-    settings, _ = probe(tmp_path, RNNLAB_THREADS="1")  # an explicit count wins (and is recorded)
-    assert settings["threads"] == 1
+    settings, _ = probe(tmp_path, params=None, RNNLAB_THREADS="1")
+    assert settings["reproducible"] is True  # no params.yaml: the default is on
+    assert settings["threads"] == 1  # an explicit count wins (and is recorded)
 
 
 def test_a_machine_without_the_kernels_falls_back_and_says_so(tmp_path: Path) -> None:
