@@ -67,14 +67,17 @@ class ForkedCall(Generic[T]):
 
 
 def _call_and_send(sender: Any, function: Callable[..., Any], args: tuple) -> None:
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
-        outcome = (True, function(*args))
-    except BaseException as error:  # KeyboardInterrupt too: the parent decides what to do
-        outcome = (False, error)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the work is over (its writes finished or cleaned up)
-    with contextlib.suppress(BrokenPipeError):
+        signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
         try:
-            sender.send(outcome)
-        except Exception as error:  # an unpicklable result or exception
-            sender.send((False, RuntimeError(f"worker failed: {outcome[1]!r} ({error})")))
+            outcome = (True, function(*args))
+        except BaseException as error:  # KeyboardInterrupt too: the parent decides what to do
+            outcome = (False, error)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the work is over (its writes finished or cleaned up)
+        with contextlib.suppress(BrokenPipeError):
+            try:
+                sender.send(outcome)
+            except Exception as error:  # an unpicklable result or exception
+                sender.send((False, RuntimeError(f"worker failed: {outcome[1]!r} ({error})")))
+    except KeyboardInterrupt:  # the parent's SIGTERM landed as the work ended: it is leaving and reads nothing
+        pass
