@@ -203,9 +203,10 @@ class Sandbox:
         """A worker node of `cpus` CPUs; `cores` (e.g. "1") pins it and all it runs to those cores, as a
         machine of that size would be (the benchmark's two nodes on one 2-core machine)."""
         self.workers_started += 1  # a new name, so a new folder: never a dead node's
-        return self.add_node(
-            f"worker{self.workers_started}", [f"--address={self.head_address}", f"--num-cpus={cpus}"], wait, cores, **environment
-        )
+        name = f"worker{self.workers_started}"
+        # A resource named after the node (no task asks for it), so wait_for_nodes can tell which nodes joined.
+        arguments = [f"--address={self.head_address}", f"--num-cpus={cpus}", f"--resources={json.dumps({name: 1})}"]
+        return self.add_node(name, arguments, wait, cores, **environment)
 
     def add_node(self, name: str, arguments: list[str], wait: bool = True, cores: str | None = None, **environment: str) -> Node:
         folder = self.folder / name
@@ -232,15 +233,14 @@ class Sandbox:
             self.wait_for_nodes()
         return node
 
-    def alive_nodes(self) -> int:
-        return len([node for node in self.nodes if node.process.poll() is None])
-
     def wait_for_nodes(self) -> None:
+        """Until every running worker has joined: by name, as Ray reports a killed node alive for seconds after."""
+        names = [node.name for node in workers(self) if node.process.poll() is None]
         self.python(f"""
             import logging, time, ray
             ray.init(address="{self.head_address}", logging_level=logging.ERROR, log_to_driver=False)
             deadline = time.time() + {START_SECONDS}
-            while len([node for node in ray.nodes() if node["Alive"]]) < {self.alive_nodes()}:
+            while not set({names!r}) <= {{name for node in ray.nodes() if node["Alive"] for name in node["Resources"]}}:
                 assert time.time() < deadline, ray.nodes()
                 time.sleep(0.3)
         """)
