@@ -67,7 +67,7 @@ class ForkedCall(Generic[T]):
 
 
 def _call_and_send(sender: Any, function: Callable[..., Any], args: tuple) -> None:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # the parent's SIGTERM landed as the work ended: it reads nothing
         signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
         try:
             outcome = (True, function(*args))
@@ -79,5 +79,3 @@ def _call_and_send(sender: Any, function: Callable[..., Any], args: tuple) -> No
                 sender.send(outcome)
             except Exception as error:  # an unpicklable result or exception
                 sender.send((False, RuntimeError(f"worker failed: {outcome[1]!r} ({error})")))
-    except KeyboardInterrupt:  # the parent's SIGTERM landed as the work ended: it is leaving and reads nothing
-        pass
