@@ -12,7 +12,7 @@ from typing import Any
 from bench.archive import make_archive
 from bench.dvc_repo import PROJECT_ROOT, DvcRepo, export_commit, make_pipeline_repo, stages_run
 from bench.timing import Row, Table, seconds, time_interleaved, time_once, verdict
-from rnnlab.config.params import read_params_file
+from rnnlab.config.params import lookup, read_params_file
 
 NOOP_TARGET_SECONDS = 1.5
 # The pipeline before the library moved out of stages/ (issue 22): its no-op `dvc repro` is the
@@ -205,13 +205,6 @@ def parameter_count(repo: DvcRepo, revision: str) -> object:
         if shown.returncode == 0:
             return json.loads(shown.stdout).get("parameters")
     return None
-
-
-def lookup(params: dict[str, Any], dotted: str) -> Any:
-    value: Any = params
-    for part in dotted.split("."):
-        value = value[part]
-    return value
 
 
 def check_no_clobbering(repo: DvcRepo, experiments: list[Experiment]) -> str:

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 from bench.timing import Row, Table, seconds, time_interleaved, verdict
-from rnnlab.config.params import load_params, write_resolved
 from rnnlab.text.tokenize import tokenize
 from stages import preprocess, xy
 
@@ -27,13 +26,11 @@ def read_and_split(reviews: Path) -> int:
 
 
 def stage_arguments(reviews: Path, work: Path) -> list[list[str]]:
-    """preprocess and xy as `dvc repro` calls them, on this checkout's params.yaml (resolved into `work`)."""
-    resolved, prepared, vocab, arrays = work / "params", work / "prepared", work / "vocab.tsv", work / "xy"
-    if not resolved.is_dir():
-        write_resolved(load_params(), resolved)
+    """preprocess and xy as `dvc repro` calls them, on this checkout's params.yaml."""
+    prepared, vocab, arrays = work / "prepared", work / "vocab.tsv", work / "xy"
     return [
-        ["--params", str(resolved / "preprocess.json"), "--reviews", str(reviews), "--out", str(prepared), "--vocab", str(vocab)],
-        ["--params", str(resolved / "xy.json"), "--prepared", str(prepared), "--vocab", str(vocab), "--out", str(arrays)],
+        ["--reviews", str(reviews), "--out", str(prepared), "--vocab", str(vocab)],
+        ["--prepared", str(prepared), "--vocab", str(vocab), "--out", str(arrays)],
     ]
 
 

@@ -8,17 +8,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.params import DownloadConfig, read_section
+from rnnlab.config.params import load_params
 from rnnlab.core.cli import run_cli
 from rnnlab.text.archive import export_reviews
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, required=True, help="resolved params file (the params stage's download.json)")
     parser.add_argument("--out", type=Path, required=True, help="canonical reviews file (JSON lines)")
     args = parser.parse_args(argv)
-    export_reviews(read_section(args.params, "download", DownloadConfig), args.out)
+    export_reviews(load_params().download, args.out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.params import read_task_variants
+from rnnlab.config.params import load_params
 from rnnlab.core.cli import run_cli
 from rnnlab.reporting.figures import draw_task
 
@@ -13,13 +13,10 @@ from rnnlab.reporting.figures import draw_task
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", type=Path, required=True, help="directory of <variant>.json gradient profiles")
-    parser.add_argument(
-        "--params", type=Path, required=True, help="the task whose variants are drawn (the params stage's tasks/<task>.json)"
-    )
+    parser.add_argument("--task", required=True, help="the task whose variants are drawn: imdb or order")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    task, variants = read_task_variants(args.params)
-    draw_task(args.profiles, variants, task, args.out)
+    draw_task(args.profiles, list(load_params().task(args.task).variants), args.task, args.out)
 
 
 if __name__ == "__main__":

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.params import OrderDataConfig, read_section
+from rnnlab.config.params import load_params
 from rnnlab.core.cli import run_cli
 from rnnlab.order_task.generate import write_order_data
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, required=True, help="resolved params file (the params stage's order_data.json)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    write_order_data(read_section(args.params, "order_data", OrderDataConfig), args.out)
+    write_order_data(load_params().order_data, args.out)
 
 
 if __name__ == "__main__":

@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rnnlab.config.params import DataConfig, read_section
+from rnnlab.config.params import load_params
 from rnnlab.core.cli import run_cli
 from rnnlab.text.encode import write_xy
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, required=True, help="resolved params file (the params stage's xy.json)")
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--vocab", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    write_xy(args.prepared, args.vocab, args.out, read_section(args.params, "data", DataConfig))
+    write_xy(args.prepared, args.vocab, args.out, load_params().data)
 
 
 if __name__ == "__main__":

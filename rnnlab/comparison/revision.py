@@ -20,9 +20,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-import yaml
 
+from rnnlab.config.params import PARAMS_FILE, lookup, parse_params_yaml
 from rnnlab.core.errors import UserError
+from rnnlab.core.files import load_yaml, pipeline_vars
 from rnnlab.core.git import experiment_refs
 
 WORKSPACE = "workspace"
@@ -33,14 +34,6 @@ OLDEST = "b5b234b"  # the first commit whose dvc.lock has the code and params st
 
 def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-
-
-def load_yaml(text: str, where: str) -> Any:
-    """pyyaml's C loader where there is one: a review of a sweep reads one dvc.lock per experiment."""
-    try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as error:
-        raise UserError(f"{where} is not valid YAML ({error}); fix it there (or restore it from git).") from error
 
 
 @dataclass(frozen=True)
@@ -89,8 +82,7 @@ class Revision:
         if text is None:
             raise UserError(f"{self.title} has no dvc.yaml: it is not an RNN Lab pipeline revision.")
         document = load_yaml(text, f"dvc.yaml at {self.title}") or {}
-        entries = [entry for entry in document.get("vars") or [] if isinstance(entry, dict)]
-        paths = {key: value for entry in entries for key, value in entry.items() if isinstance(value, str)}
+        paths = pipeline_vars(document)
         if not {"metrics", "predictions", "live"} <= set(paths) or not set(GENERATED) <= set(document.get("stages") or {}):
             raise predates(self)
         return paths
@@ -191,13 +183,21 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def changed_keys(ran: bytes, now: bytes) -> list[str]:
-    """`key: old → new` for each leaf that differs between two JSON files (the file names, for a code fingerprint)."""
-    old, new = flatten(json.loads(ran)), flatten(json.loads(now))
+def changes(ran: Any, now: Any) -> str:
+    """`: key: old → new, ...` for the leaves that differ (the file names, for a code fingerprint); "" when none do."""
+    old, new = flatten(ran), flatten(now)
     keys = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
     if all(key.startswith("files.") for key in keys):
-        return [key.removeprefix("files.") for key in keys]
-    return [f"{key}: {old.get(key, '(none)')} → {new.get(key, '(none)')}" for key in keys]
+        keys = [key.removeprefix("files.") for key in keys]
+    else:
+        keys = [f"{key}: {old.get(key, '(none)')} → {new.get(key, '(none)')}" for key in keys]
+    return f": {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" if keys else ""
+
+
+def stale_params(stage: dict[str, Any], params: Any) -> str:
+    """`changes` from the params.yaml values a dvc.lock stage entry ran with to `params` (params.yaml's mapping)."""
+    recorded = (stage.get("params") or {}).get(str(PARAMS_FILE)) or {}
+    return changes(recorded, {key: lookup(params, key) for key in recorded})
 
 
 def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> dict[str, bytes]:
@@ -229,14 +229,15 @@ def rerun_generated(revision: Revision, stages: dict[str, dict[str, Any]]) -> di
                 message = (result.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
                 fix = "fix it there, or review another revision"
                 raise UserError(f"the {name} stage fails at {revision.title} ({message}): {fix}.")
-        files = [file for out in outs for file in sorted((root / out).rglob("*")) if file.is_file()]
+        files = [file for out in outs for file in [root / out, *sorted((root / out).rglob("*"))] if file.is_file()]
         return {file.relative_to(root).as_posix(): file.read_bytes() for file in files}
 
 
 class Freshness:
     """Which variants have results the revision's own params and code would not give, by its dvc.lock (`dvc status`
     answers for the workspace only): the code and params stages rerun on a copy of its files (the other stages depend
-    on their outputs), every other dep as recorded, and the variant's files the ones its stage wrote."""
+    on their outputs), the params.yaml keys each stage lists compared, every other dep as recorded, and the variant's
+    files the ones its stage wrote."""
 
     def __init__(self, revision: Revision) -> None:
         self.revision = revision
@@ -249,6 +250,7 @@ class Freshness:
         outs = [(name, out) for name, entry in self.stages.items() for out in entry.get("outs") or []]
         self.outputs = {out["path"]: (name, out.get("md5")) for name, out in outs}
         self.now = rerun_generated(revision, self.stages) if self.checked else {}
+        self.params = parse_params_yaml(revision.read_text(str(PARAMS_FILE)) or "{}") if self.checked else {}
 
     def producer(self, path: str) -> str | None:
         return next((name for out, (name, _) in self.outputs.items() if under(path, out)), None)
@@ -271,6 +273,8 @@ class Freshness:
                 order.append(name)
                 pending += [producer for dep in self.stages[name].get("deps") or [] if (producer := self.producer(dep["path"]))]
         for name in reversed(order):  # the most upstream first: the cause before its consequences
+            if changed := stale_params(self.stages[name], self.params):
+                reasons.append(f"`{name}` ran with other params than the revision's{changed}")
             for dep in self.stages[name].get("deps") or []:
                 reasons += self.dep_reasons(name, dep["path"], dep.get("md5"))
         return reasons
@@ -283,9 +287,9 @@ class Freshness:
             if md5(now) == recorded:
                 return []
             ran = self.revision.read_bytes(path)
-            changed = changed_keys(ran, now) if ran is not None and md5(ran) == recorded else []
-            detail = f": {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}" if changed else ""
-            return [f"`{stage}` ran with other {producer} than the revision's{detail}"]
+            readable = ran is not None and md5(ran) == recorded and path.endswith(".json")
+            changed = changes(json.loads(ran or "{}"), json.loads(now)) if readable else ""
+            return [f"`{stage}` ran with other {producer} than the revision's{changed}"]
         if path in self.outputs:
             producer, written = self.outputs[path]
             return [] if written == recorded else [f"`{stage}` ran on another {path} than `{producer}` last wrote"]

@@ -1,1 +1,1 @@
-"""params.yaml: its sections, their defaults and checks, and the per-stage resolved files (params.py)."""
+"""params.yaml: its sections, their defaults and checks (params.py)."""

@@ -1,17 +1,18 @@
 """params.yaml, checked whole before any work (pydantic; `_message` makes its first error one line with
-the fix), and the per-stage files the `params` stage resolves from it, so a stage reruns only when a
-value it reads changes and a bad value stops `dvc repro` before DVC removes any outputs."""
+the fix). Every stage reads it whole, so a bad value anywhere stops the stage; dvc.yaml lists the keys each
+stage reads, so a stage reruns only when one of them changes."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import reprlib
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
@@ -20,8 +21,7 @@ from ruamel.yaml import YAML, MappingNode, SequenceNode
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
-from rnnlab.core.errors import ConfigError, UserError
-from rnnlab.core.files import atomic_directory, read_json, write_json
+from rnnlab.core.errors import ConfigError
 
 STRICT = ConfigDict(strict=True, extra="forbid")  # YAML's `1` is not `true`, nor "256" an integer
 
@@ -394,75 +394,6 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     return parse_params(read_params_file(path))
 
 
-PREPROCESS_KEYS = ("valid_ratio", "split_seed", "vocab_size", "min_freq")  # the `data` keys each text stage reads
-XY_KEYS = ("fix_length", "truncate", "pad")
-RERUN = "Run `dvc repro params` (or `dvc repro`) to write it again from params.yaml."
-S = TypeVar("S", bound=Section)
-
-
-def resolved_files(params: Params) -> dict[str, dict[str, Any]]:
-    """Relative path -> contents of every resolved file."""
-    runtime = params.runtime.to_dict()
-    files: dict[str, dict[str, Any]] = {
-        "download.json": {"download": params.download.to_dict()},
-        "preprocess.json": {"data": {key: getattr(params.data, key) for key in PREPROCESS_KEYS}},
-        "xy.json": {"data": {key: getattr(params.data, key) for key in XY_KEYS}},
-        "order_data.json": {"order_data": params.order_data.to_dict()},
-        "baseline.json": {"baseline": params.baseline.to_dict(), "runtime": runtime},
-    }
-    for task in params.tasks.values():
-        files[f"tasks/{task.name}.json"] = {"task": {"name": task.name, "variants": list(task.variants)}}
-        for name, variant in task.variants.items():
-            files[f"variants/{name}.json"] = {
-                "variant": {"name": name, "task": variant.task, "overrides": sorted(variant.overrides)},
-                "model": variant.model.to_dict(),
-                "train": variant.train.to_dict(),
-                "runtime": runtime,
-            }
-    return files
-
-
-def write_resolved(params: Params, out_dir: Path) -> int:
-    """All resolved files in `out_dir` at once (a variant removed from params.yaml loses its file); returns the count."""
-    files = resolved_files(params)
-    with atomic_directory(out_dir) as temporary:
-        for relative, payload in files.items():
-            write_json(temporary / relative, payload)
-    return len(files)
-
-
-def _resolved(path: Path, name: str) -> Any:
-    """Section `name` of a resolved file, as JSON gave it."""
-    if not Path(path).is_file():
-        raise UserError(f"{path} not found: it is written by the params stage. {RERUN}")
-    raw = read_json(path, "resolved params", RERUN)
-    if not isinstance(raw, dict) or name not in raw:
-        raise UserError(f"{path} has no '{name}' section. {RERUN}")
-    return raw[name]
-
-
-def read_section(path: Path, name: str, section: type[S]) -> S:
-    """One section of a resolved file (a few hundred bytes, read once per section), checked like params.yaml."""
-    return section.from_dict(_resolved(path, name), f"{path}: {name}")
-
-
-def read_baseline(path: Path) -> tuple[BaselineConfig, RuntimeConfig]:
-    return read_section(path, "baseline", BaselineConfig), read_section(path, "runtime", RuntimeConfig)
-
-
-def read_task_variants(path: Path) -> tuple[str, list[str]]:
-    """(task name, its variant names) from tasks/<task>.json."""
-    task = _resolved(path, "task")
-    if not isinstance(task, dict) or not isinstance(task.get("variants"), list):
-        raise UserError(f"{path} has no task with a variant list. {RERUN}")
-    return str(task.get("name")), [str(name) for name in task["variants"]]
-
-
-def read_variant(path: Path) -> tuple[Variant, RuntimeConfig]:
-    """A variant as its train and evaluate stages see it, and the runtime it runs under."""
-    identity = _resolved(path, "variant")
-    if not isinstance(identity, dict) or not {"name", "task", "overrides"} <= set(identity):
-        raise UserError(f"{path} does not name its variant. {RERUN}")
-    model, train = read_section(path, "model", ModelConfig), read_section(path, "train", TrainConfig)
-    variant = Variant(str(identity["name"]), model, train, str(identity["task"]), frozenset(map(str, identity["overrides"])))
-    return variant, read_section(path, "runtime", RuntimeConfig)
+def lookup(params: Any, key: str) -> Any:
+    """params.yaml's value at a dotted key, as `dvc.yaml`'s `params:` and `dvc exp run -S` name it (None: not there)."""
+    return functools.reduce(lambda node, part: node.get(part) if isinstance(node, dict) else None, key.split("."), params)

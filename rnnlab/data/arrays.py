@@ -11,10 +11,9 @@ from string import Template
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import yaml
 
 from rnnlab.core.errors import UserError
-from rnnlab.core.files import atomic_path, pipeline_vars, read_json
+from rnnlab.core.files import PIPELINE_FILE, atomic_path, load_yaml, pipeline_vars, read_json
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: `xy` only writes arrays, and torch's import costs ~1.4 s
     import torch
@@ -66,9 +65,9 @@ def repair_hint(data_dir: Path) -> str:
     """How to get good arrays back: from the DVC cache, or by rerunning the dvc.yaml stage whose outs name them."""
     stage = None
     with contextlib.suppress(OSError, UserError, AttributeError, TypeError, ValueError):
-        text = Path("dvc.yaml").read_text(encoding="utf-8")
-        variables = pipeline_vars(text)
-        for name, body in (yaml.safe_load(text).get("stages") or {}).items():
+        document = load_yaml(PIPELINE_FILE.read_text(encoding="utf-8"), str(PIPELINE_FILE))
+        variables = pipeline_vars(document)
+        for name, body in (document.get("stages") or {}).items():
             for out in body.get("outs") or [] if "foreach" not in body else []:
                 resolved = Template(str(next(iter(out)) if isinstance(out, dict) else out)).safe_substitute(variables)
                 stage = name if os.path.abspath(resolved) == os.path.abspath(data_dir) else stage

@@ -10,9 +10,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from rnnlab.comparison.revision import Revision, load_yaml, md5
+from rnnlab.comparison.revision import Revision, stale_params
+from rnnlab.config.params import PARAMS_FILE, parse_params, parse_params_yaml
 from rnnlab.core.errors import UserError
-from rnnlab.core.files import PIPELINE_FILE, workspace_paths, write_json
+from rnnlab.core.files import PIPELINE_FILE, load_yaml, workspace_paths, write_json
 from rnnlab.core.git import experiment_refs, git
 from rnnlab.experiments import collect as experiments
 
@@ -77,27 +78,38 @@ def record_bands(repo: Path, seeds: list[int] | None = None, out: Path | None = 
     print(f"seed_bands: {bands['commit'][:7]}: {summary} -> {out}")
 
 
-def variant_params(revision: Revision, variant: str, paths: dict[str, str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(its params file, its resolved params, its details), with `paths` the revision's layout."""
-    params_file = f"{paths.get('params', 'data/params')}/variants/{variant}.json"
+def variant_params(revision: Revision, variant: str, paths: dict[str, str]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(the revision's params.yaml, the variant's model, train and runtime after its overrides, its details), with
+    `paths` the revision's layout; no config when its params.yaml has no such variant or does not check."""
+    try:
+        raw = parse_params_yaml(revision.read_text(str(PARAMS_FILE)) or "{}")
+        params = parse_params(raw)
+        found = params.find_variant(variant)[1]
+        config = {"model": found.model.to_dict(), "train": found.train.to_dict(), "runtime": params.runtime.to_dict()}
+    except UserError:
+        raw, config = {}, {}
     details = revision.read_json(f"{paths['details']}/{variant}.json") if "details" in paths else None
-    return params_file, revision.read_json(params_file) or {}, details or {}
+    return raw, config, details or {}
 
 
 def config_key(revision: Revision, variant: str, paths: dict[str, str] | None = None) -> str | None:
     """What fixes a variant's result but its seed: the md5 of each input of the variant's stages in dvc.lock, its
-    resolved params less train.seed, and the math it ran with. None when its results are not that run's: a run
-    of other variants' stages leaves this one's lock entry (and results) from params it no longer has."""
-    params_file, params, details = variant_params(revision, variant, paths or revision.paths)
-    if (params.get("train") or {}).pop("seed", None) != details.get("seed"):
+    params less train.seed, and the math it ran with. None when its results are not that run's: a run of other
+    variants' stages leaves this one's lock entry (and results) from params it no longer has."""
+    raw, params, details = variant_params(revision, variant, paths or revision.paths)
+    if not params or params["train"].pop("seed") != details.get("seed"):
         return None
     lock = load_yaml(revision.read_text("dvc.lock") or "{}", f"dvc.lock at {revision.title}") or {}
     stages = {name: stage for name, stage in (lock.get("stages") or {}).items() if name.endswith(f"@{variant}")}
-    made = {out["path"] for stage in stages.values() for out in stage.get("outs") or []}  # the model: it differs per seed
-    deps = [(name, dep) for name, stage in stages.items() for dep in stage.get("deps") or [] if dep["path"] not in made]
-    if any(dep["path"] == params_file and dep.get("md5") != md5(revision.read_bytes(params_file)) for _, dep in deps):
+    if any(stale_params(stage, raw) for stage in stages.values()):
         return None
-    inputs = {f"{name}:{dep['path']}": dep.get("md5") for name, dep in deps if dep["path"] != params_file}
+    made = {out["path"] for stage in stages.values() for out in stage.get("outs") or []}  # the model: it differs per seed
+    inputs = {
+        f"{name}:{dep['path']}": dep.get("md5")
+        for name, stage in stages.items()
+        for dep in stage.get("deps") or []
+        if dep["path"] not in made
+    }
     return json.dumps([inputs, params, (details.get("environment") or {}).get("math")], sort_keys=True)
 
 
@@ -111,8 +123,8 @@ def seed_runs(head: Revision, variant: str, accuracy: float, exclude: set[str]) 
             continue
         other = Revision(head.repo, name, commit)
         _, other_params, found = variant_params(other, variant, head.paths)
-        if found.get("seed") in seeds or any(other_params.get(part) != params.get(part) for part in ("model", "data")):
-            continue  # a cheap first look: most experiments change the model or the data
+        if found.get("seed") in seeds or other_params.get("model") != params.get("model"):
+            continue  # a cheap first look: most experiments change the model
         if config_key(other, variant, head.paths) == key:
             runs.append((name, float(found["accuracy"])))
             seeds.add(found.get("seed"))

@@ -186,10 +186,12 @@ class EpochWatch:
             return
         history = self.folder / "plots/history" / self.variant / "plots/metrics/train_loss.tsv"
         finished = max(0, len(history.read_text(encoding="utf-8").splitlines()) - 1) if history.is_file() else 0
-        try:  # the params stage has resolved the variant's params by the time it trains
-            resolved = json.loads((self.folder / "data/params/variants" / f"{self.variant}.json").read_text(encoding="utf-8"))
-            epochs: int | None = int(resolved["train"]["epochs"])
-        except (OSError, ValueError, KeyError):
+        from rnnlab.config.params import PARAMS_FILE, load_params
+        from rnnlab.core.errors import UserError
+
+        try:  # the params stage has checked params.yaml by the time a variant trains
+            epochs: int | None = load_params(self.folder / PARAMS_FILE).find_variant(self.variant)[1].train.epochs
+        except UserError:
             epochs = None
         epoch = finished + 1 if epochs is None else min(finished + 1, epochs)
         message = f"training {self.variant}: epoch {epoch}" + (f" of {epochs}" if epochs else "")

@@ -1,5 +1,5 @@
 """Bad params: the params stage rejects a bad params.yaml before any other stage runs, and every
-stage checks the resolved file it reads (issue 6, issue 25).
+stage checks it again when run by hand (issue 6, issue 25).
 
 The stage list and their command lines come from dvc.yaml itself, so a stage added later is covered
 too. Each stage's CLI runs in-process through the real `run_cli` wrapper (fast); one test runs the
@@ -9,7 +9,6 @@ params stage as `python -m stages.params` in a subprocess to prove the entry poi
 from __future__ import annotations
 
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -95,7 +94,7 @@ def bad_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Ed
         work.mkdir()
         params = copy.deepcopy(repo_params())
         edit(params)
-        write_params(work, params, resolve=False)
+        write_params(work, params)
         monkeypatch.chdir(work)
         return work
 
@@ -103,17 +102,15 @@ def bad_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Ed
 
 
 def test_every_other_stage_depends_on_the_params_stage() -> None:
-    """Only the params stage reads params.yaml; every stage that reads a value reads its resolved file,
-    so `dvc repro` runs the check before any of them (and before DVC removes their outputs)."""
+    """Every stage after the params stage depends on its file, so `dvc repro` runs the check before any of
+    them (and before DVC removes their outputs); each lists the params.yaml keys it reads, by name."""
     pipeline = YAML(typ="safe").load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     assert "params.yaml" in pipeline["params"]["deps"]
     for name, stage in pipeline.items():
         stage = stage.get("do", stage)
-        assert "params" not in stage, f"{name} lists params: depend on its resolved file instead"
-        assert name == "params" or "params.yaml" not in stage.get("deps", []), name
-        reads_params = "--params" in stage["cmd"]
-        assert reads_params == any(str(dep).startswith("${params}/") for dep in stage.get("deps", [])), name
-        assert reads_params or name in ("code", "params", "report"), f"{name} reads no resolved params"
+        assert name == "params" or "params.yaml" not in stage.get("deps", []), f"{name}: list its keys under params:"
+        assert name in ("code", "params", "report") or "${checked}" in stage["deps"], name
+        assert bool(stage.get("params")) != (name in ("code", "params", "report")), f"{name} lists no params"
 
 
 @pytest.mark.parametrize("case_id, edit, needles", BAD_PARAMS, ids=[case[0] for case in BAD_PARAMS])
@@ -125,58 +122,28 @@ def test_the_params_stage_rejects_bad_params_and_writes_nothing(bad_workdir, cap
     assert files_under(work) == {"params.yaml"} and out == ""
 
 
-def test_a_failed_check_keeps_the_last_good_resolved_files(bad_workdir, capsys):
-    """dvc.yaml marks the folder `persist`, so DVC leaves it to the stage, which replaces it all at once."""
-    work = bad_workdir(lambda params: None)
-    module, argv = STAGES["params"]
-    assert run_stage(module, argv, capsys)[0] == 0
-    good = {name: (work / name).read_bytes() for name in files_under(work)}
-    params = repo_params()
-    set_key("train.lr", -0.001)(params)
-    write_params(work, params, resolve=False)
-    assert_user_error(*run_stage(module, argv, capsys)[::2], "train.lr must be > 0")
-    assert {name: (work / name).read_bytes() for name in files_under(work) if name != "params.yaml"} == \
-        {name: data for name, data in good.items() if name != "params.yaml"}
+READERS = sorted(name for name, (module, _argv) in STAGES.items() if name not in ("code", "params", "report"))
 
 
-# A hand-edited (or damaged) resolved file: each stage checks its own values like params.yaml's.
-DAMAGE = {
-    "download.json": (("download", "md5"), "XYZ", "md5 must be 32 lowercase hex digits"),
-    "preprocess.json": (("data", "vocab_size"), 0, "vocab_size must be >= 1"),
-    "xy.json": (("data", "fix_length"), "long", "fix_length must be an integer"),
-    "order_data.json": (("order_data", "min_length"), 0, "min_length must be >= 1"),
-    "baseline.json": (("baseline", "ngram_max"), 0, "ngram_max must be >= 1"),
-    "variants": (("model", "cell"), "lsmt", "Did you mean 'lstm'"),
-    "tasks": (("task", "variants"), "order_rnn", "no task with a variant list"),
-}
-
-
-def damaged_file(argv: list[str]) -> tuple[str, Path]:
-    path = Path(argv[argv.index("--params") + 1])
-    return (path.parent.name if path.parent.name in ("variants", "tasks") else path.name), path
-
-
-@pytest.mark.parametrize("stage", sorted(name for name, (_module, argv) in STAGES.items() if "--params" in argv))
-def test_every_stage_checks_its_resolved_params_before_work(tmp_path, monkeypatch, capsys, stage):
+@pytest.mark.parametrize("stage", READERS)
+def test_every_stage_checks_params_yaml_before_work(tmp_path, monkeypatch, capsys, stage):
+    """A stage run by hand (or `dvc repro -s`) checks the whole file as the params stage does."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("IMDB_ARCHIVE", str(make_archive(tmp_path / "archive.tar.gz", per_folder=2)))
-    write_params(tmp_path, repo_params())
+    params = repo_params()
+    set_key("model.cell", "lsmt")(params)
+    write_params(tmp_path, params)
     module, argv = STAGES[stage]
-    kind, path = damaged_file(argv)
-    (section, key), value, needle = DAMAGE[kind]
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    raw[section][key] = value
-    path.write_text(json.dumps(raw), encoding="utf-8")
     code, out, err = run_stage(module, argv, capsys)
-    assert_user_error(code, err, str(path), needle)
+    assert_user_error(code, err, "model.cell", "Did you mean 'lstm'")
     assert outputs_under(tmp_path) == {"archive.tar.gz"} and out == ""
 
 
-def test_a_stage_without_its_resolved_file_names_the_fix(tmp_path, monkeypatch, capsys):
+def test_a_stage_without_params_yaml_names_the_fix(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     module, argv = STAGES["train"]
     code, _out, err = run_stage(module, argv, capsys)
-    assert_user_error(code, err, "data/params/variants/", "not found", "dvc repro params")
+    assert_user_error(code, err, "params.yaml not found", "repository root")
 
 
 def test_bad_params_rejected_by_the_real_command_line(tmp_path):
@@ -184,7 +151,7 @@ def test_bad_params_rejected_by_the_real_command_line(tmp_path):
     work.mkdir()
     params = repo_params()
     set_key("model.cell", "lsmt")(params)
-    write_params(work, params, resolve=False)
+    write_params(work, params)
     module, argv = STAGES["params"]
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", module, *argv], cwd=work, env=environment,

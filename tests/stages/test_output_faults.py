@@ -108,6 +108,7 @@ def test_download_into_a_read_only_folder_reads_no_archive(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, tiny_params())
     monkeypatch.setenv("IMDB_ARCHIVE", str(make_archive(tmp_path / "archive.tar.gz", per_folder=2)))
+    (tmp_path / "data").mkdir()
     (tmp_path / "data/reviews.jsonl").write_text("previous\n")
     read_only(tmp_path / "data")
     code, out, err = run_stage(*stage_commands()["download"], capsys)

@@ -200,7 +200,7 @@ def rss():
 _task, variant = load_params().find_variant("probe")
 estimate = sum(need.bytes for need in memory.training_needs(variant, load_meta(Path("xy")), Path("xy")))
 baseline = rss()
-stages.train.main(["--params", "data/params/variants/probe.json", "--data", "xy", "--model", "m.pt", "--history", "live"])
+stages.train.main(["--variant", "probe", "--data", "xy", "--model", "m.pt", "--history", "live"])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"estimate": estimate, "growth": peak - baseline}))
 """

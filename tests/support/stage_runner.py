@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from rnnlab.config.params import parse_params, write_resolved
 from rnnlab.core.cli import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,15 +50,9 @@ def repo_params() -> dict[str, Any]:
     return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
 
 
-RESOLVED = "data/params"  # dvc.yaml's `params` var: where the params stage writes each stage's values
-
-
-def write_params(directory: Path, params: dict[str, Any], resolve: bool = True) -> Path:
-    """params.yaml in `directory`, and (resolve=True) what the params stage writes from it, as `dvc repro` would."""
+def write_params(directory: Path, params: dict[str, Any]) -> Path:
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    if resolve:
-        write_resolved(parse_params(params), directory / RESOLVED)
     return path
 
 
@@ -68,8 +61,8 @@ def files_under(directory: Path) -> set[str]:
 
 
 def outputs_under(directory: Path) -> set[str]:
-    """The files under `directory` besides the stage inputs write_params made (params.yaml, the resolved params)."""
-    return {name for name in files_under(directory) if name != "params.yaml" and not name.startswith(f"{RESOLVED}/")}
+    """The files under `directory` besides the params.yaml write_params made."""
+    return files_under(directory) - {"params.yaml"}
 
 
 @contextlib.contextmanager

@@ -2,8 +2,8 @@
 
 A copy of this pipeline's code (stages/, rnnlab/, params.yaml) in a git repository, with the dvc.lock
 entries `dvc repro` would write for the code and params stages, relu's train and evaluate stages and the
-xy stage above them, and the params and code stages' committed outputs; no data, no DVC run. Seconds:
-the check reruns the params and code stages.
+xy stage above them (with the params.yaml values each ran with), and the params and code stages' committed
+outputs; no data, no DVC run. Seconds: the check reruns the params and code stages.
 """
 
 from __future__ import annotations
@@ -40,29 +40,31 @@ def dep(path: str, data: bytes | str) -> dict[str, str]:
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("trust") / "repo"
     copy_pipeline(root)
-    for module, out in (("stages.code", "data/code"), ("stages.params", "data/params")):
+    for module, out in (("stages.code", "data/code"), ("stages.params", "data/params.checked")):
         subprocess.run([sys.executable, "-m", module, "--out", out], cwd=root, check=True, capture_output=True)
     files = {path.relative_to(root).as_posix(): path.read_bytes() for path in (root / "data").rglob("*") if path.is_file()}
+    params = yaml.safe_load((root / "params.yaml").read_text())
     (root / "metrics").mkdir()
     (root / "metrics" / "relu.json").write_text(json.dumps({"accuracy": 0.5}))
     (root / "plots" / "predictions").mkdir(parents=True)
     (root / "plots" / "predictions" / "relu.csv").write_text("actual,predicted,p_neg,p_pos\npos,neg,0.6,0.4\nneg,neg,0.7,0.3\n")
     model, history, xy = "a" * 32, "b" * 32 + ".dir", "c" * 32 + ".dir"
+    checked = dep("data/params.checked", files["data/params.checked"])
+    relu = {"params.yaml": {key: params[key] for key in ("model", "train", "runtime")} | {"variants.relu": params["variants"]["relu"]}}
     stages = {
         "code": {"cmd": "python -m stages.code --out data/code", "deps": [dep("rnnlab", "f" * 32 + ".dir"), dep("stages", "f" * 32 + ".dir")],
                  "outs": [dep("data/code", "f" * 32 + ".dir")]},
-        "params": {"cmd": "python -m stages.params --out data/params",
+        "params": {"cmd": "python -m stages.params --out data/params.checked",
                    "deps": [dep("data/code/params.json", files["data/code/params.json"]), dep("params.yaml", (root / "params.yaml").read_bytes())],
-                   "outs": [dep("data/params", "f" * 32 + ".dir")]},
-        "xy": {"deps": [dep("data/code/xy.json", files["data/code/xy.json"]), dep("data/params/xy.json", files["data/params/xy.json"])],
+                   "outs": [checked]},
+        "xy": {"deps": [dep("data/code/xy.json", files["data/code/xy.json"]), checked],
+               "params": {"params.yaml": {f"data.{key}": params["data"][key] for key in ("fix_length", "truncate", "pad")}},
                "outs": [dep("data/xy", xy)]},
-        "train@relu": {"deps": [dep("data/code/train.json", files["data/code/train.json"]),
-                                dep("data/params/variants/relu.json", files["data/params/variants/relu.json"]), dep("data/xy", xy)],
-                       "outs": [dep("models/relu.pt", model), dep("plots/history/relu/plots", history)]},
-        "evaluate@relu": {"deps": [dep("data/code/evaluate.json", files["data/code/evaluate.json"]),
-                                   dep("data/params/variants/relu.json", files["data/params/variants/relu.json"]),
-                                   dep("models/relu.pt", model), dep("plots/history/relu/plots", history), dep("data/xy", xy)],
-                          "outs": [dep(path, (root / path).read_bytes()) for path in OUTPUTS]},
+        "train@relu": {"deps": [dep("data/code/train.json", files["data/code/train.json"]), checked, dep("data/xy", xy)],
+                       "params": relu, "outs": [dep("models/relu.pt", model), dep("plots/history/relu/plots", history)]},
+        "evaluate@relu": {"deps": [dep("data/code/evaluate.json", files["data/code/evaluate.json"]), checked,
+                                   dep("models/relu.pt", model), dep("data/xy", xy)],
+                          "params": relu, "outs": [dep(path, (root / path).read_bytes()) for path in OUTPUTS]},
     }
     (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}, sort_keys=False))
     git(root, "init", "-q")

@@ -10,19 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from rnnlab.config.params import (
-    PREPROCESS_KEYS,
-    XY_KEYS,
-    DataConfig,
-    DownloadConfig,
-    load_params,
-    parse_params,
-    read_params_file,
-    read_variant,
-    resolved_files,
-    write_resolved,
-)
+from rnnlab.config.params import DataConfig, DownloadConfig, load_params, parse_params, read_params_file
 from rnnlab.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -145,11 +135,12 @@ def test_variant_names_are_unique_across_studies() -> None:
         parse_params(raw)
 
 
-# --- each stage's resolved params hold exactly the values it reads ------------------------------
+# --- dvc.yaml lists exactly the params.yaml keys each stage reads ---------------------------------
 
 
-def resolved() -> dict[str, dict[str, Any]]:
-    return resolved_files(load_params(ROOT / "params.yaml"))
+def listed(stage: str) -> set[str]:
+    """The params.yaml keys dvc.yaml lists for `stage`."""
+    return set(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"][stage]["params"])
 
 
 def config_attributes_read(module_file: str) -> set[str]:
@@ -165,40 +156,16 @@ def field_names(section: type) -> set[str]:
     return {item.name for item in fields(section)}
 
 
-def test_download_gets_every_download_field_and_reads_them() -> None:
-    assert set(resolved()["download.json"]["download"]) == field_names(DownloadConfig)
+def test_download_lists_its_section_and_reads_every_field() -> None:
+    assert listed("download") == {"download"}
     assert config_attributes_read("rnnlab/text/fetch.py") == field_names(DownloadConfig)
 
 
-def test_preprocess_gets_the_data_fields_except_the_xy_ones() -> None:
-    expected = field_names(DataConfig) - set(XY_KEYS)
-    assert set(resolved()["preprocess.json"]["data"]) == expected == set(PREPROCESS_KEYS)
-    assert config_attributes_read("rnnlab/text/prepare.py") == expected
-
-
-def test_xy_gets_only_its_three_keys() -> None:
-    assert set(resolved()["xy.json"]["data"]) == set(XY_KEYS) == {"fix_length", "truncate", "pad"}
-    assert config_attributes_read("rnnlab/text/encode.py") == set(XY_KEYS)
-
-
-def test_each_variant_file_is_its_resolved_config_with_the_runtime() -> None:
-    files, params = resolved(), load_params(ROOT / "params.yaml")
-    for task in params.tasks.values():
-        for name, variant in task.variants.items():
-            content = files[f"variants/{name}.json"]
-            assert content["model"] == variant.model.to_dict() and content["train"] == variant.train.to_dict()
-            assert content["runtime"] == params.runtime.to_dict()
-            assert content["variant"] == {"name": name, "task": task.name, "overrides": sorted(variant.overrides)}
-        assert files[f"tasks/{task.name}.json"] == {"task": {"name": task.name, "variants": list(task.variants)}}
-    assert set(files["baseline.json"]) == {"baseline", "runtime"}
-
-
-def test_a_resolved_file_reads_back_as_the_params_gave_it(tmp_path: Path) -> None:
-    params = load_params(ROOT / "params.yaml")
-    write_resolved(params, tmp_path)
-    for task in params.tasks.values():
-        for name, variant in task.variants.items():
-            assert read_variant(tmp_path / "variants" / f"{name}.json") == (variant, params.runtime)
+def test_preprocess_and_xy_list_the_data_keys_they_read_and_share_none() -> None:
+    preprocess, xy = config_attributes_read("rnnlab/text/prepare.py"), config_attributes_read("rnnlab/text/encode.py")
+    assert listed("preprocess") == {f"data.{key}" for key in preprocess}
+    assert listed("xy") == {f"data.{key}" for key in xy} == {"data.fix_length", "data.truncate", "data.pad"}
+    assert preprocess | xy == field_names(DataConfig) and not preprocess & xy
 
 
 def test_a_variant_knows_where_each_of_its_values_is_set() -> None:

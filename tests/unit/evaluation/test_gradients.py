@@ -28,7 +28,7 @@ from rnnlab.training.train import FitResult
 from stages import evaluate as evaluate_stage
 from stages import order_data
 from stages import train as train_stage
-from tests.support.stage_runner import RESOLVED, write_params
+from tests.support.stage_runner import write_params
 
 REPO = Path(__file__).resolve().parents[3]
 CLASSES = ("Q", "R", "S", "U")
@@ -146,7 +146,7 @@ def small_order_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     params["order"]["train"].update(epochs=1, batch_size=20, seed=7, device="cpu")
     write_params(tmp_path, params)
     monkeypatch.chdir(tmp_path)
-    order_data.main(["--params", f"{RESOLVED}/order_data.json", "--out", "data/order"])
+    order_data.main(["--out", "data/order"])
     return tmp_path
 
 
@@ -159,7 +159,7 @@ def test_initial_model_is_the_one_training_started_from(tmp_path: Path, monkeypa
         return FitResult(history=[], best_state=captured["state"], best_epoch=0, diverged=False, epoch_seconds=[])
 
     monkeypatch.setattr(training, "fit", fake_fit)
-    train_stage.main(["--params", f"{RESOLVED}/variants/order_gru.json", "--data", "data/order", "--model", "m.pt", "--history", "live"])
+    train_stage.main(["--variant", "order_gru", "--data", "data/order", "--model", "m.pt", "--history", "live"])
     spec = ModelSpec.from_dict(torch.load("m.pt", weights_only=True)["config"])
     rebuilt = initial_model(spec, seed=7).state_dict()
     assert rebuilt.keys() == captured["state"].keys()
@@ -171,8 +171,8 @@ def test_initial_model_is_the_one_training_started_from(tmp_path: Path, monkeypa
 def test_evaluate_writes_gradient_metrics_and_plot_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     small_order_project(tmp_path, monkeypatch)
     monkeypatch.setenv("RNNLAB_THREADS", "1")
-    train_stage.main(["--params", f"{RESOLVED}/variants/order_rnn.json", "--data", "data/order", "--model", "m.pt", "--history", "live"])
-    evaluate_stage.main(["--params", f"{RESOLVED}/variants/order_rnn.json", "--data", "data/order", "--model", "m.pt",
+    train_stage.main(["--variant", "order_rnn", "--data", "data/order", "--model", "m.pt", "--history", "live"])
+    evaluate_stage.main(["--variant", "order_rnn", "--data", "data/order", "--model", "m.pt",
                          "--metrics", "metrics.json", "--details", "details.json", "--predictions", "c.csv", "--gradients", "g.json"])
     gradient = json.loads(Path("details.json").read_text())["gradient"]
     assert set(gradient) == {"init", "trained", "steps_back_max", "sequences"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rnnlab.config.params import lookup
 from rnnlab.core.errors import UserError
 from rnnlab.experiments import collect as studies
 from tools import studies as studies_tool
@@ -22,21 +22,21 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def variant_keys(params: dict, variant: str) -> list[str]:
+    """The params.yaml keys dvc.yaml lists for a variant's train stage."""
+    prefix = "" if variant in params["variants"] else "order."
+    return [f"{prefix}model", f"{prefix}train", f"{prefix}variants.{variant}", "runtime"]
+
+
 def commit(repo: Path, params: dict, metrics: dict[str, float], message: str) -> str:
     """A commit of the pipeline's results: declared metrics plus details."""
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    # What the review's config key reads: dvc.yaml's vars, each variant's resolved params and its stages' inputs.
-    layout = {"params": "data/params", "metrics": "metrics", "details": "metrics/details", "predictions": "plots/predictions",
-              "live": "plots/history"}
+    # What the review's config key reads: dvc.yaml's vars, params.yaml, and each variant's stages in dvc.lock.
+    layout = {"metrics": "metrics", "details": "metrics/details", "predictions": "plots/predictions", "live": "plots/history"}
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"vars": [layout], "stages": {"code": {"cmd": "true"}, "params": {"cmd": "true"}}}))
-    (repo / "data" / "params" / "variants").mkdir(parents=True, exist_ok=True)
-    for variant in metrics:
-        resolved = {**params, "model": {**params["model"], **(params["variants"].get(variant) or {}).get("model", {})}}
-        resolved.pop("variants")
-        (repo / "data" / "params" / "variants" / f"{variant}.json").write_text(json.dumps(resolved))
-    lock = {f"train@{variant}": {"deps": [{"path": "data/code/train.json", "md5": "c0de"}, {
-        "path": f"data/params/variants/{variant}.json",
-        "md5": hashlib.md5((repo / "data" / "params" / "variants" / f"{variant}.json").read_bytes()).hexdigest()}],
+    lock = {f"train@{variant}": {
+        "deps": [{"path": "data/code/train.json", "md5": "c0de"}],
+        "params": {"params.yaml": {key: lookup(params, key) for key in variant_keys(params, variant)}},
         "outs": [{"path": f"models/{variant}.pt", "md5": f"{params['train']['seed']}{accuracy}"}]} for variant, accuracy in metrics.items()}
     lock |= {f"evaluate@{variant}": {"deps": [{"path": f"models/{variant}.pt", "md5": f"{params['train']['seed']}{accuracy}"}]}
              for variant, accuracy in metrics.items()}
@@ -204,12 +204,16 @@ def test_presets_are_listed_and_their_experiment_points_at_them(repo: tuple[Path
                                 "command": "python -m tools.preset strong"}]
 
 
+def order_task(seed: int) -> dict:
+    return {"train": {"seed": seed}, "data": {"seed": seed}, "variants": {"order_lstm": {"model": {"cell": "lstm"}}}}
+
+
 def test_order_task_seeds_group_like_train_seeds(repo: tuple[Path, str]) -> None:
     path, _ = repo
-    baseline = commit(path, with_changes(order={"train": {"seed": 0}, "data": {"seed": 0}}),
+    baseline = commit(path, with_changes(order=order_task(0)),
                       {"relu": 0.70, "tanh": 0.60, "order_lstm": 0.70}, "with the order study")
     for seed, accuracy in ((1, 0.66), (2, 0.68)):
-        params = with_changes(order={"train": {"seed": seed}, "data": {"seed": seed}})
+        params = with_changes(order=order_task(seed))
         experiment(path, baseline, f"order-s{seed}", params, {"relu": 0.70, "tanh": 0.60, "order_lstm": accuracy})
     spread = studies.seed_spread(studies.collect(path))
     assert [(row["variant"], row["seeds"]) for row in spread] == [("order_lstm", [0, 1, 2])]
@@ -217,11 +221,11 @@ def test_order_task_seeds_group_like_train_seeds(repo: tuple[Path, str]) -> None
 
 def test_imdb_and_order_seed_runs_form_separate_groups_with_the_committed_run(repo: tuple[Path, str]) -> None:
     path, _ = repo
-    baseline = commit(path, with_changes(order={"train": {"seed": 0}, "data": {"seed": 0}}),
+    baseline = commit(path, with_changes(order=order_task(0)),
                       {"relu": 0.70, "tanh": 0.60, "order_lstm": 0.70}, "with the order study")
-    experiment(path, baseline, "imdb-s1", with_changes(train={"seed": 1}, order={"train": {"seed": 0}, "data": {"seed": 0}}),
+    experiment(path, baseline, "imdb-s1", with_changes(train={"seed": 1}, order=order_task(0)),
                {"relu": 0.72, "tanh": 0.62, "order_lstm": 0.70})
-    experiment(path, baseline, "order-s1", with_changes(order={"train": {"seed": 1}, "data": {"seed": 1}}),
+    experiment(path, baseline, "order-s1", with_changes(order=order_task(1)),
                {"relu": 0.70, "tanh": 0.60, "order_lstm": 0.90})
     spread = {row["variant"]: sorted(row["runs"]) for row in studies.seed_spread(studies.collect(path))}
     committed = studies.HEAD_NAME

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rnnlab.core.errors import ConfigError, UserError
 from rnnlab.experiments.sweep import Options, check_commit, check_dvc_remote, dvc, parse_seeds, plan
@@ -82,8 +82,7 @@ def test_the_epoch_shown_comes_from_the_variant_s_dvclive_history(tmp_path: Path
     watch.poll()
     assert shown == []  # no stage trains yet
     watch.on_line("Running stage 'order_train@order_lstm':\n")
-    (tmp_path / "data/params/variants").mkdir(parents=True)
-    (tmp_path / "data/params/variants/order_lstm.json").write_text(json.dumps({"train": {"epochs": 20}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"order": {"train": {"epochs": 20}, "variants": {"order_lstm": {}}}}))
     watch.poll()
     history = tmp_path / "plots/history/order_lstm/plots/metrics"
     history.mkdir(parents=True)

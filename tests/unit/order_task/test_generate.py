@@ -15,7 +15,6 @@ from rnnlab.core.errors import ConfigError
 from rnnlab.data.arrays import load_meta, load_split
 from rnnlab.order_task.generate import CLASS_NAMES, INDEX, SYMBOLS, generate
 from stages.order_data import main
-from tests.support.stage_runner import RESOLVED
 from tests.support.stage_runner import write_params as write_repo_params
 
 FILLER = [INDEX[symbol] for symbol in "abcd"]
@@ -108,7 +107,7 @@ def write_params(directory: Path, **data: object) -> None:
 def run_stage(directory: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as patch:
         patch.chdir(directory)
-        main(["--params", f"{RESOLVED}/order_data.json", "--out", str(out)])
+        main(["--out", str(out)])
 
 
 def test_stage_writes_the_shared_format_deterministically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from matplotlib import image as mpimg
 
 from rnnlab.core.errors import UserError
 from rnnlab.reporting.figures import DPI, PALETTE, SIZE_INCHES, draw_gradients
-from tests.support.stage_runner import RESOLVED, assert_user_error, repo_params, run_stage, write_params
+from tests.support.stage_runner import assert_user_error, repo_params, run_stage, write_params
 
 
 def profile_rows(slope: float, steps: int = 60) -> list[dict[str, float]]:
@@ -78,7 +78,7 @@ def test_stage_names_a_profile_without_its_columns(
         rows = profile_rows(-0.1) if name != "order_gru" else [{"steps_back": 0}]
         (tmp_path / "profiles" / f"{name}.json").write_text(json.dumps(rows))
     code, _out, err = run_stage(
-        "stages.gradient_figure", ["--params", f"{RESOLVED}/tasks/order.json", "--profiles", "profiles", "--out", "f.png"], capsys
+        "stages.gradient_figure", ["--task", "order", "--profiles", "profiles", "--out", "f.png"], capsys
     )
     assert_user_error(code, err, "order_gru", "log10_grad_norm_trained", "dvc repro")
     assert not (tmp_path / "f.png").exists()
