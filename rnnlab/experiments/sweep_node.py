@@ -11,6 +11,7 @@ Ray's retry starts the experiment again on another node. Imports nothing but the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -175,24 +176,25 @@ class EpochWatch:
     def __init__(self, folder: Path, report: Callable[[str], None]) -> None:
         self.folder, self.report = folder, report
         self.variant: str | None = None
+        self.epochs: int | None = None  # the variant's train.epochs, read once params.yaml has it
         self.shown = ""
 
     def on_line(self, line: str) -> None:
         if match := RUNNING_STAGE.search(line):
-            self.variant = match.group(1)
+            self.variant, self.epochs = match.group(1), None
 
     def poll(self) -> None:
         if self.variant is None:
             return
         history = self.folder / "plots/history" / self.variant / "plots/metrics/train_loss.tsv"
         finished = max(0, len(history.read_text(encoding="utf-8").splitlines()) - 1) if history.is_file() else 0
-        from rnnlab.config.params import PARAMS_FILE, load_params
-        from rnnlab.core.errors import UserError
+        if self.epochs is None:
+            from rnnlab.config.params import PARAMS_FILE, load_params
+            from rnnlab.core.errors import UserError
 
-        try:  # the params stage has checked params.yaml by the time a variant trains
-            epochs: int | None = load_params(self.folder / PARAMS_FILE).find_variant(self.variant)[1].train.epochs
-        except UserError:
-            epochs = None
+            with contextlib.suppress(UserError):  # the params stage has checked params.yaml by the time a variant trains
+                self.epochs = load_params(self.folder / PARAMS_FILE).find_variant(self.variant)[1].train.epochs
+        epochs = self.epochs
         epoch = finished + 1 if epochs is None else min(finished + 1, epochs)
         message = f"training {self.variant}: epoch {epoch}" + (f" of {epochs}" if epochs else "")
         if message != self.shown:
